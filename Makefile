@@ -1,0 +1,37 @@
+# medsearch: `make demo` runs the main job, `make test` runs lint + tests. Both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU machines: torch 2.13.0 CPU build. GPU machines: `make demo TORCH_SPEC=torch` (or install torch first).
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medsearch-installed
+
+.PHONY: install demo test lint bench-ingest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/medsearch demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench-ingest: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) medsearch-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""medsearch query service (FastAPI); the REST API lands with the query-service issue."""

@@ -1,0 +1,1 @@
+"""medsearch indexer: sources, the batch pipeline and sidecar labels."""

@@ -1,0 +1,203 @@
+"""Sources of files to index: files, folders (recursive), zip and tar(.gz) archives read in place."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from retrieval.errors import DecodeError, TooLargeError, UnsafeArchiveEntryError
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+SKIP_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
+# Sidecar and document files that sit next to images in archives: never images, so not failures either.
+SKIP_SUFFIXES = (
+    ".csv",
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".txt",
+    ".md",
+    ".xml",
+    ".html",
+    ".htm",
+    ".pdf",
+    ".log",
+    ".ini",
+    ".py",
+)
+
+
+UNSAFE_REASON = "archive entry with an absolute or '..' path refused"
+
+
+def _ignored(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return base in SKIP_NAMES or base.startswith(".") or base.lower().endswith(SKIP_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where one file's bytes live; `uri` is its stable identity (archive members: 'archive!/member')."""
+
+    uri: str
+    size: int
+    mtime: float
+    kind: Literal["file", "zip", "tar"]
+    container: str
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """A member or path that cannot be read at all (recorded as a failure)."""
+
+    uri: str
+    code: str
+    reason: str
+
+
+def is_archive(path: Path) -> bool:
+    """Zip or tar archive, by name."""
+    name = path.name.lower()
+    return name.endswith(ARCHIVE_SUFFIXES)
+
+
+def safe_member_name(name: str) -> bool:
+    """False for absolute paths, drive letters and any '..' component."""
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return False
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return ".." not in parts
+
+
+def _zip_refs(path: Path) -> Iterator[SourceRef | SourceProblem]:
+    archive = str(path.resolve())
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            uri = f"{archive}!/{info.filename}"
+            if not safe_member_name(info.filename):
+                yield SourceProblem(uri, UnsafeArchiveEntryError.code, UNSAFE_REASON)
+                continue
+            if _ignored(info.filename):
+                continue
+            mtime = float(info.CRC)  # CRC identifies the content; zip timestamps are coarse
+            yield SourceRef(uri, info.file_size, mtime, "zip", archive, info.filename)
+
+
+def _tar_refs(path: Path) -> Iterator[SourceRef | SourceProblem]:
+    archive = str(path.resolve())
+    with tarfile.open(path, "r:*") as tf:
+        for info in tf:
+            uri = f"{archive}!/{info.name}"
+            if info.isdir():
+                continue
+            if not safe_member_name(info.name):
+                yield SourceProblem(uri, UnsafeArchiveEntryError.code, UNSAFE_REASON)
+                continue
+            if not info.isfile():  # links, devices, fifos
+                yield SourceProblem(uri, "unsupported_entry", "archive entry is not a regular file")
+                continue
+            if _ignored(info.name):
+                continue
+            yield SourceRef(uri, info.size, float(info.mtime), "tar", archive, info.name)
+
+
+def _file_ref(path: Path) -> SourceRef:
+    stat = path.stat()
+    return SourceRef(str(path.resolve()), stat.st_size, stat.st_mtime, "file", str(path.resolve()))
+
+
+def _expand(path: Path) -> Iterator[SourceRef | SourceProblem]:
+    if is_archive(path):
+        try:
+            yield from (_zip_refs(path) if path.name.lower().endswith(".zip") else _tar_refs(path))
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+            yield SourceProblem(str(path.resolve()), "bad_archive", f"archive could not be read: {exc}")
+        return
+    yield _file_ref(path)
+
+
+def iter_sources(paths: list[Path]) -> Iterator[SourceRef | SourceProblem]:
+    """Every file under the given paths, in a stable order; archives are opened and listed in place."""
+    for root in paths:
+        if not root.exists():
+            yield SourceProblem(str(root), "not_found", "path does not exist")
+            continue
+        if root.is_file():
+            yield from _expand(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in sorted(filenames):
+                if _ignored(name):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_symlink() and not full.exists():
+                    continue
+                yield from _expand(full)
+
+
+class ArchiveReader:
+    """Reads member bytes for the main process, keeping each archive open while its members stream by."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._open: tuple[str, zipfile.ZipFile | tarfile.TarFile] | None = None
+
+    def _handle(self, ref: SourceRef) -> zipfile.ZipFile | tarfile.TarFile:
+        if self._open is None or self._open[0] != ref.container:
+            self.close()
+            handle: zipfile.ZipFile | tarfile.TarFile = (
+                zipfile.ZipFile(ref.container) if ref.kind == "zip" else tarfile.open(ref.container, "r:*")  # noqa: SIM115
+            )
+            self._open = (ref.container, handle)
+        return self._open[1]
+
+    def read(self, ref: SourceRef) -> bytes:
+        """The bytes of a file or member, refusing anything larger than the limit."""
+        if ref.size > self.max_bytes:
+            raise TooLargeError(f"{ref.size} bytes exceed the limit of {self.max_bytes} (MEDSEARCH_MAX_FILE_BYTES)")
+        if ref.kind == "file":
+            return read_file(Path(ref.uri), self.max_bytes)
+        assert ref.member is not None
+        handle = self._handle(ref)
+        try:
+            if isinstance(handle, zipfile.ZipFile):
+                with handle.open(ref.member) as stream:
+                    data = stream.read(self.max_bytes + 1)
+            else:
+                stream_t = handle.extractfile(ref.member)
+                if stream_t is None:
+                    raise DecodeError("archive entry has no data")
+                data = stream_t.read(self.max_bytes + 1)
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, KeyError) as exc:
+            raise DecodeError(f"archive entry could not be read: {exc}") from exc
+        if len(data) > self.max_bytes:
+            raise TooLargeError(f"entry inflates beyond {self.max_bytes} bytes (MEDSEARCH_MAX_FILE_BYTES)")
+        return data
+
+    def close(self) -> None:
+        """Close the open archive, if any."""
+        if self._open is not None:
+            self._open[1].close()
+            self._open = None
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """Read a plain file with a size limit."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise DecodeError(f"file could not be read: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise TooLargeError(f"file is larger than {max_bytes} bytes (MEDSEARCH_MAX_FILE_BYTES)")
+    return data

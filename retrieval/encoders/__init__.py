@@ -1,0 +1,1 @@
+"""Embedding models behind the Encoder protocol, and the factory that picks one from settings."""

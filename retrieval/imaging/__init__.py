@@ -1,0 +1,1 @@
+"""Image decoding and preprocessing shared by the indexer and the query service."""

@@ -1,0 +1,204 @@
+"""DICOM decoding: every common transfer syntax, modality LUT, VOI, MONOCHROME1, colour, frame policy."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from datetime import date
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
+from pydicom.pixels.utils import pixel_array
+
+from retrieval.errors import DecodeError, NotAnImageError, TooLargeError
+from retrieval.imaging.types import (
+    DecodedFrame,
+    DecodedImage,
+    DecodeLimits,
+    FloatImage,
+    FramePolicy,
+    ImageMeta,
+)
+from retrieval.imaging.windowing import CT_PRESETS, apply_file_voi, apply_minmax, apply_window, has_file_voi
+
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_dataset(data: bytes, *, force: bool = False) -> Dataset:
+    """Parse DICOM bytes (pixel data left encoded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(io.BytesIO(data), force=force)
+    except InvalidDicomError as exc:
+        raise DecodeError(f"not a DICOM file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types on corrupt headers
+        raise DecodeError(f"unreadable DICOM header: {type(exc).__name__}: {exc}") from exc
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return None
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _date(ds: Dataset, keyword: str) -> date | None:
+    text = _text(ds, keyword)
+    if not text or len(text) < 8 or not text[:8].isdigit():
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value is not None and str(value).strip() != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def dicom_meta(ds: Dataset, content_hash: str) -> ImageMeta:
+    """The metadata we keep (never the patient name; PatientID only transiently, to be hashed)."""
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = str(file_meta.get("TransferSyntaxUID", "")) if file_meta is not None else ""
+    return ImageMeta(
+        kind="dicom",
+        content_hash=content_hash,
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        study_instance_uid=_text(ds, "StudyInstanceUID"),
+        series_instance_uid=_text(ds, "SeriesInstanceUID"),
+        modality=(_text(ds, "Modality") or "").upper() or None,
+        body_part=(_text(ds, "BodyPartExamined") or "").upper() or None,
+        view_position=_text(ds, "ViewPosition"),
+        study_date=_date(ds, "StudyDate") or _date(ds, "SeriesDate") or _date(ds, "AcquisitionDate"),
+        sex=_text(ds, "PatientSex"),
+        age=_text(ds, "PatientAge"),
+        manufacturer=_text(ds, "Manufacturer"),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        photometric=_text(ds, "PhotometricInterpretation"),
+        number_of_frames=max(_int(ds, "NumberOfFrames") or 1, 1),
+        transfer_syntax=tsyntax or None,
+        patient_id=_text(ds, "PatientID"),
+    )
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    """Files written without (0002,0010): infer the native syntax they were read with."""
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None and file_meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    else:
+        explicit = pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
+        ds.file_meta.TransferSyntaxUID = explicit
+
+
+def frame_indices(number_of_frames: int, policy: FramePolicy) -> list[int]:
+    """0-based frame indices to decode under a policy (middle frame, or every frame)."""
+    if policy == "all":
+        return list(range(number_of_frames))
+    return [number_of_frames // 2]
+
+
+def _check_limits(meta: ImageMeta, limits: DecodeLimits) -> None:
+    rows, cols = meta.rows or 0, meta.columns or 0
+    if rows <= 0 or cols <= 0:
+        raise DecodeError(f"invalid image size Rows={meta.rows} Columns={meta.columns}")
+    if rows * cols > limits.max_pixels:
+        raise TooLargeError(
+            f"frame of {rows}x{cols} pixels exceeds the limit of {limits.max_pixels} pixels "
+            "(raise MEDSEARCH_MAX_PIXELS to accept it)"
+        )
+    if meta.number_of_frames > limits.max_frames:
+        raise TooLargeError(f"{meta.number_of_frames} frames exceed the limit of {limits.max_frames}")
+
+
+def _to_unit(arr: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str) -> tuple[FloatImage, str]:
+    """Map one decoded frame to float [0, 1]; returns the pixels and the window that was used."""
+    photometric = (meta.photometric or "").upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        top = float(np.iinfo(rgb.dtype).max) if np.issubdtype(rgb.dtype, np.integer) else 1.0
+        if top > 255 and int(rgb.max(initial=0)) <= 255:
+            top = 255.0  # 8-bit palette entries stored in 16-bit words (a common writer quirk)
+        return np.clip(rgb.astype(np.float32) / top, 0, 1), "palette"
+    if arr.ndim == 3:  # RGB (YBR already converted to RGB by pydicom)
+        bits = _int(ds, "BitsStored") or arr.dtype.itemsize * 8
+        top = float(2**bits - 1)
+        return np.clip(arr.astype(np.float32) / top, 0, 1), "rgb"
+    values = apply_modality_lut(arr, ds)
+    if has_file_voi(ds):
+        try:
+            out, window = apply_file_voi(values, ds), "file"
+        except Exception:  # malformed VOI: fall back to presets
+            out, window = _preset(values, ds, meta, ct_window)
+    else:
+        out, window = _preset(values, ds, meta, ct_window)
+    if photometric == "MONOCHROME1":
+        out = (1.0 - out).astype(np.float32)
+    return out, window
+
+
+def _preset(values: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str) -> tuple[FloatImage, str]:
+    if meta.modality == "CT" and ct_window in CT_PRESETS:
+        width, centre = CT_PRESETS[ct_window]
+        return apply_window(values, ds, width, centre), f"ct:{ct_window}"
+    return apply_minmax(values), "minmax"
+
+
+def decode_dicom(
+    data: bytes,
+    content_hash: str,
+    *,
+    frames: FramePolicy = "middle",
+    limits: DecodeLimits | None = None,
+    ct_window: str = "soft-tissue",
+    force: bool = False,
+) -> DecodedImage:
+    """Decode a DICOM file's chosen frames to [0, 1] pixels plus metadata."""
+    limits = limits or DecodeLimits()
+    ds = read_dataset(data, force=force)
+    if not any(tag in ds for tag in PIXEL_TAGS):
+        sop_class = _text(ds, "SOPClassUID")
+        name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "unknown SOP class"
+        raise NotAnImageError(f"DICOM file has no pixel data ({name})")
+    _ensure_transfer_syntax(ds)
+    meta = dicom_meta(ds, content_hash)
+    _check_limits(meta, limits)
+    decoded: list[DecodedFrame] = []
+    window = ""
+    for index in frame_indices(meta.number_of_frames, frames):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = pixel_array(ds, index=index)
+        except Exception as exc:
+            raise DecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {exc}") from exc
+        if arr.ndim not in (2, 3) or arr.size == 0:
+            raise DecodeError(f"unexpected pixel array shape {arr.shape}")
+        try:
+            pixels, window = _to_unit(arr, ds, meta, ct_window)
+        except Exception as exc:
+            raise DecodeError(f"pixel values could not be windowed: {type(exc).__name__}: {exc}") from exc
+        decoded.append(DecodedFrame(pixels=pixels, frame=index + 1))
+    meta.window = window
+    return DecodedImage(meta=meta, frames=decoded)

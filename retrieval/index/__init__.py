@@ -1,0 +1,1 @@
+"""Vector indexes behind the VectorIndex protocol; derived from the stored vectors, saved atomically."""

@@ -1,0 +1,48 @@
+"""Bytes -> model-ready pixel values: the one code path shared by indexing and by queries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.imaging.decode import decode_bytes
+from retrieval.imaging.preprocess import ImageProcessor, preprocess
+from retrieval.imaging.types import DecodedImage, DecodeLimits, FramePolicy, ImageMeta
+
+
+@dataclass
+class PreparedImage:
+    """A decoded file's chosen frames, preprocessed for the encoder, plus timings per stage."""
+
+    meta: ImageMeta
+    frames: list[int]
+    keys: list[str]
+    pixel_values: npt.NDArray[np.float32]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_bytes(
+    data: bytes,
+    processor: ImageProcessor,
+    *,
+    frames: FramePolicy = "middle",
+    limits: DecodeLimits | None = None,
+    ct_window: str = "soft-tissue",
+) -> PreparedImage:
+    """Decode then preprocess; raises a DecodeError subclass on bad input."""
+    t0 = time.perf_counter()
+    decoded: DecodedImage = decode_bytes(data, frames=frames, limits=limits, ct_window=ct_window)
+    t1 = time.perf_counter()
+    values = preprocess([f.pixels for f in decoded.frames], processor)
+    t2 = time.perf_counter()
+    numbers = [f.frame for f in decoded.frames]
+    return PreparedImage(
+        meta=decoded.meta,
+        frames=numbers,
+        keys=[decoded.instance_key(n) for n in numbers],
+        pixel_values=values,
+        timings={"decode": t1 - t0, "preprocess": t2 - t1},
+    )

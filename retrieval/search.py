@@ -1,0 +1,178 @@
+"""Similar-case search: by image bytes, text, image+text or an indexed image id; filters and grouping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.collection import Collection
+from retrieval.errors import BadQueryError, NotFoundError
+from retrieval.imaging.types import DecodeLimits
+from retrieval.prepare import prepare_bytes
+from retrieval.privacy import hash_patient_id
+from retrieval.store.models import Image
+from retrieval.store.repo import Filters
+
+GroupBy = Literal["image", "study", "series"]
+MAX_K = 1000
+MAX_TEXT_CHARS = 2000
+
+
+@dataclass
+class Hit:
+    """One result: the image row, its cosine similarity, rank and (for text queries) calibrated score."""
+
+    rank: int
+    image: Image
+    score: float
+    text_score: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready view (no patient identifiers: the hash stays internal)."""
+        img = self.image
+        return {
+            "rank": self.rank,
+            "id": img.id,
+            "score": round(self.score, 6),
+            "text_score": None if self.text_score is None else round(self.text_score, 6),
+            "modality": img.modality,
+            "body_part": img.body_part,
+            "study_date": img.study_date.isoformat() if img.study_date else None,
+            "study_instance_uid": img.study_instance_uid,
+            "series_instance_uid": img.series_instance_uid,
+            "sop_instance_uid": img.sop_instance_uid,
+            "frame": img.frame,
+            "label": img.label,
+            "report": img.report,
+            "source": img.source_uri,
+        }
+
+
+@dataclass
+class QueryVector:
+    """An embedded query plus what it knows about itself (for exclusions)."""
+
+    vector: npt.NDArray[np.float32]
+    kind: Literal["image", "text", "image+text", "id"]
+    patient_hash: str | None = None
+    study_uid: str | None = None
+    image_id: int | None = None
+
+
+def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(vec))
+    return (vec / norm).astype(np.float32) if norm > 0 else vec.astype(np.float32)
+
+
+def embed_image(collection: Collection, data: bytes) -> QueryVector:
+    """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame)."""
+    encoder = collection.encoder
+    settings = collection.settings
+    prepared = prepare_bytes(
+        data,
+        encoder.image_processor,
+        frames="middle",
+        limits=DecodeLimits(max_pixels=settings.max_pixels),
+        ct_window=settings.ct_window,
+    )
+    vector = encoder.encode_pixel_values(prepared.pixel_values)[0]
+    return QueryVector(
+        vector=vector,
+        kind="image",
+        patient_hash=hash_patient_id(prepared.meta.patient_id, collection.salt),
+        study_uid=prepared.meta.study_instance_uid,
+    )
+
+
+def embed_text(collection: Collection, text: str) -> QueryVector:
+    """Embed a text query (64-token SigLIP text tower)."""
+    text = text.strip()
+    if not text:
+        raise BadQueryError("the text query is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadQueryError(f"the text query is longer than {MAX_TEXT_CHARS} characters")
+    return QueryVector(vector=collection.encoder.encode_texts([text])[0], kind="text")
+
+
+def embed_id(collection: Collection, image_id: int) -> QueryVector:
+    """Use an indexed image's stored vector as the query (no model needed)."""
+    image = collection.catalog.images([image_id]).get(image_id)
+    vector = collection.catalog.vector(image_id)
+    if image is None or vector is None:
+        raise NotFoundError(f"no indexed image with id {image_id}")
+    return QueryVector(
+        vector=vector, kind="id", patient_hash=image.patient_hash, study_uid=image.study_instance_uid, image_id=image_id
+    )
+
+
+def combine(image: QueryVector, text: QueryVector, text_weight: float) -> QueryVector:
+    """Image+text query: the normalised weighted sum of both unit vectors."""
+    if not 0.0 <= text_weight <= 1.0:
+        raise BadQueryError("text_weight must be between 0 and 1")
+    vector = _unit((1.0 - text_weight) * image.vector + text_weight * text.vector)
+    return QueryVector(vector=vector, kind="image+text", patient_hash=image.patient_hash, study_uid=image.study_uid)
+
+
+def search(
+    collection: Collection,
+    query: QueryVector,
+    *,
+    k: int = 10,
+    filters: Filters | None = None,
+    exclude_same_patient: bool = False,
+    exclude_same_study: bool = False,
+    group_by: GroupBy = "image",
+) -> list[Hit]:
+    """Top-k hits for an embedded query; filters restrict candidates in SQL before the vector search."""
+    if not 1 <= k <= MAX_K:
+        raise BadQueryError(f"k must be between 1 and {MAX_K}")
+    filters = filters or Filters()
+    if exclude_same_patient and query.patient_hash:
+        filters.exclude_patient_hash = query.patient_hash
+    if exclude_same_study and query.study_uid:
+        filters.exclude_study_uid = query.study_uid
+    if query.image_id is not None:
+        filters.exclude_ids = [*filters.exclude_ids, query.image_id]
+    index = collection.index
+    if index is None or index.ntotal == 0:
+        return []
+    candidates = collection.catalog.candidate_ids(filters)
+    available = index.ntotal if candidates is None else len(candidates)
+    fetch = k if group_by == "image" else k * 4
+    while True:
+        scores, ids = index.search(query.vector, min(fetch, available), candidates)
+        hits = _rank(collection, scores[0], ids[0], group_by, k)
+        if len(hits) >= k or fetch >= available:
+            break
+        fetch *= 4
+    if query.kind == "text" and hits:
+        calibrated = collection.encoder.text_scores(np.asarray([h.score for h in hits], np.float32))
+        for hit, value in zip(hits, calibrated, strict=True):
+            hit.text_score = float(value)
+    return hits
+
+
+def _rank(
+    collection: Collection, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], group_by: GroupBy, k: int
+) -> list[Hit]:
+    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+    rows = collection.catalog.images([i for i, _ in valid])
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for image_id, score in valid:
+        image = rows.get(image_id)
+        if image is None:  # removed between search and lookup
+            continue
+        if group_by != "image":
+            group = image.study_instance_uid if group_by == "study" else image.series_instance_uid
+            group_key = group or f"image:{image_id}"
+            if group_key in seen:
+                continue
+            seen.add(group_key)
+        hits.append(Hit(rank=len(hits) + 1, image=image, score=score))
+        if len(hits) == k:
+            break
+    return hits

@@ -1,0 +1,1 @@
+"""Metadata store: SQLAlchemy models, the database engine and the queries both sides need."""

@@ -1,0 +1,300 @@
+"""Queries on the metadata store: batched writes, lookups, filters, stats and removal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from retrieval.encoders.base import ModelFingerprint
+from retrieval.errors import ModelMismatchError
+from retrieval.store.models import Failure, Image, IndexInfo, Source, Vector
+
+IdArray = npt.NDArray[np.int64]
+
+
+@dataclass
+class Filters:
+    """Candidate restrictions applied in SQL before the vector search."""
+
+    modality: list[str] = field(default_factory=list)
+    body_part: list[str] = field(default_factory=list)
+    date_from: date | None = None
+    date_to: date | None = None
+    label: str | None = None
+    exclude_patient_hash: str | None = None
+    exclude_study_uid: str | None = None
+    exclude_ids: list[int] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """True when nothing restricts the candidates."""
+        return not (
+            self.modality
+            or self.body_part
+            or self.date_from
+            or self.date_to
+            or self.label
+            or self.exclude_patient_hash
+            or self.exclude_study_uid
+            or self.exclude_ids
+        )
+
+
+@dataclass
+class SourceRecord:
+    """A processed source to remember (so a re-run skips it)."""
+
+    uri: str
+    size: int
+    mtime: float
+    status: str
+    images: int = 0
+
+
+@dataclass
+class FailureRecord:
+    """A source that failed, with its error code and reason."""
+
+    uri: str
+    code: str
+    reason: str
+
+
+class Catalog:
+    """All reads and writes of the metadata store go through here."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    # -- model fingerprint -------------------------------------------------------------
+    def fingerprint(self) -> ModelFingerprint | None:
+        """The fingerprint recorded with this collection, if any."""
+        with self.sessions() as session:
+            row = session.get(IndexInfo, "model")
+            return ModelFingerprint(**json.loads(row.value)) if row else None
+
+    def check_or_record_fingerprint(self, current: ModelFingerprint) -> None:
+        """Record the model on first use; refuse a different one afterwards, saying how to fix it."""
+        with self.sessions() as session, session.begin():
+            row = session.get(IndexInfo, "model")
+            if row is None:
+                session.add(IndexInfo(key="model", value=json.dumps(current.__dict__)))
+                return
+            stored = ModelFingerprint(**json.loads(row.value))
+            if stored.key != current.key:
+                has_images = session.scalar(select(func.count()).select_from(Image)) or 0
+                if has_images == 0:
+                    row.value = json.dumps(current.__dict__)
+                    return
+                raise ModelMismatchError(
+                    f"this index was built with model {stored.model_id!r} (fingerprint {stored.key}, "
+                    f"width {stored.width}) but the model in use is {current.model_id!r} (fingerprint "
+                    f"{current.key}, width {current.width}). Set MEDSEARCH_MODEL to the model the index was "
+                    "built with, or use another MEDSEARCH_DATA_DIR for the new model and re-index there."
+                )
+
+    # -- writes -----------------------------------------------------------------------
+    def write_batch(
+        self,
+        images: Sequence[tuple[Image, npt.NDArray[np.float32]]],
+        sources: Sequence[SourceRecord] = (),
+        failures: Sequence[FailureRecord] = (),
+    ) -> list[int]:
+        """One transaction: image rows, their vectors, processed sources and failures. Returns new ids."""
+        ids: list[int] = []
+        with self.sessions() as session, session.begin():
+            for image, vector in images:
+                session.add(image)
+                session.flush()
+                session.add(Vector(image_id=image.id, vector=np.asarray(vector, np.float32).tobytes()))
+                ids.append(image.id)
+            for src in sources:
+                existing = session.scalar(select(Source).where(Source.uri == src.uri))
+                if existing is None:
+                    session.add(
+                        Source(uri=src.uri, size=src.size, mtime=src.mtime, status=src.status, images=src.images)
+                    )
+                else:
+                    existing.size, existing.mtime, existing.status = src.size, src.mtime, src.status
+                    existing.images = src.images
+            for fail in failures:
+                row = session.scalar(select(Failure).where(Failure.source_uri == fail.uri))
+                if row is None:
+                    session.add(Failure(source_uri=fail.uri, code=fail.code, reason=fail.reason[:2000]))
+                else:
+                    row.code, row.reason = fail.code, fail.reason[:2000]
+            ok_uris = [s.uri for s in sources if s.status == "indexed"]
+            if ok_uris:
+                session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
+        return ids
+
+    def apply_labels(
+        self, by_uid: Mapping[str, tuple[str | None, str | None]], by_uri: Mapping[str, tuple[str | None, str | None]]
+    ) -> int:
+        """Set label/report on already indexed images, matched by SOP Instance UID or source URI."""
+        changed = 0
+        with self.sessions() as session, session.begin():
+            for column, mapping in ((Image.sop_instance_uid, by_uid), (Image.source_uri, by_uri)):
+                for key, (label, report) in mapping.items():
+                    result = session.execute(update(Image).where(column == key).values(label=label, report=report))
+                    changed += int(getattr(result, "rowcount", 0) or 0)
+        return changed
+
+    # -- lookups ------------------------------------------------------------------------
+    def processed_sources(self, uris: Sequence[str]) -> dict[str, tuple[int, float]]:
+        """(size, mtime) of the given sources that were fully processed before."""
+        out: dict[str, tuple[int, float]] = {}
+        with self.sessions() as session:
+            for chunk in _chunks(list(uris), 500):
+                for uri, size, mtime in session.execute(
+                    select(Source.uri, Source.size, Source.mtime).where(Source.uri.in_(chunk))
+                ):
+                    out[uri] = (size, mtime)
+        return out
+
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which instance keys are already indexed."""
+        found: set[str] = set()
+        with self.sessions() as session:
+            for chunk in _chunks(list(keys), 500):
+                found.update(session.scalars(select(Image.instance_key).where(Image.instance_key.in_(chunk))))
+        return found
+
+    def images(self, ids: Sequence[int]) -> dict[int, Image]:
+        """Image rows by id."""
+        with self.sessions() as session:
+            rows: dict[int, Image] = {}
+            for chunk in _chunks(list(ids), 500):
+                rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
+            return rows
+
+    def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
+        """The stored vector of one image."""
+        with self.sessions() as session:
+            blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
+        return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+
+    def all_ids(self) -> IdArray:
+        """Ids of every image that has a vector, sorted."""
+        with self.sessions() as session:
+            ids = list(session.scalars(select(Vector.image_id).order_by(Vector.image_id)))
+        return np.asarray(ids, dtype=np.int64)
+
+    def iter_vectors(
+        self, ids: Iterable[int] | None = None, chunk: int = 4096
+    ) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:
+        """Stored vectors in chunks (all of them, or the given ids)."""
+        with self.sessions() as session:
+            if ids is None:
+                query = select(Vector.image_id, Vector.vector).order_by(Vector.image_id)
+                result = session.execute(query.execution_options(yield_per=chunk))
+                for part in result.partitions(chunk):
+                    yield _unpack(part)
+                return
+            for part_ids in _chunks(list(ids), chunk):
+                rows = session.execute(select(Vector.image_id, Vector.vector).where(Vector.image_id.in_(part_ids)))
+                yield _unpack(list(rows))
+
+    def candidate_ids(self, filters: Filters) -> IdArray | None:
+        """Ids matching the filters, or None when nothing is filtered."""
+        if filters.is_empty():
+            return None
+        query: Select[tuple[int]] = select(Image.id)
+        if filters.modality:
+            query = query.where(Image.modality.in_([m.upper() for m in filters.modality]))
+        if filters.body_part:
+            query = query.where(Image.body_part.in_([b.upper() for b in filters.body_part]))
+        if filters.date_from:
+            query = query.where(Image.study_date >= filters.date_from)
+        if filters.date_to:
+            query = query.where(Image.study_date <= filters.date_to)
+        if filters.label:
+            query = query.where(Image.label == filters.label)
+        if filters.exclude_patient_hash:
+            query = query.where(or_(Image.patient_hash.is_(None), Image.patient_hash != filters.exclude_patient_hash))
+        if filters.exclude_study_uid:
+            query = query.where(
+                or_(Image.study_instance_uid.is_(None), Image.study_instance_uid != filters.exclude_study_uid)
+            )
+        if filters.exclude_ids:
+            query = query.where(Image.id.not_in(filters.exclude_ids))
+        with self.sessions() as session:
+            return np.asarray(list(session.scalars(query)), dtype=np.int64)
+
+    # -- stats and removal -----------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        """Counts of images, vectors, sources, failures; images by modality; failures by code."""
+        with self.sessions() as session:
+
+            def count(model: type) -> int:
+                return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+            by_modality = dict(
+                session.execute(select(func.coalesce(Image.modality, "(none)"), func.count()).group_by(Image.modality))
+                .tuples()
+                .all()
+            )
+            by_code = dict(session.execute(select(Failure.code, func.count()).group_by(Failure.code)).tuples().all())
+            studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
+            return {
+                "images": count(Image),
+                "vectors": count(Vector),
+                "studies": studies,
+                "sources": count(Source),
+                "failures": count(Failure),
+                "by_modality": by_modality,
+                "failures_by_code": by_code,
+            }
+
+    def failures(self, limit: int = 1000) -> list[Failure]:
+        """Recorded failures, newest first."""
+        with self.sessions() as session:
+            return list(session.scalars(select(Failure).order_by(Failure.recorded_at.desc()).limit(limit)))
+
+    def find_ids(
+        self, *, ids: Sequence[int] = (), source_prefix: str | None = None, study_uid: str | None = None
+    ) -> list[int]:
+        """Ids selected by id, source URI prefix or Study Instance UID."""
+        with self.sessions() as session:
+            found: set[int] = set()
+            if ids:
+                found.update(session.scalars(select(Image.id).where(Image.id.in_(list(ids)))))
+            if source_prefix:
+                found.update(
+                    session.scalars(select(Image.id).where(Image.source_uri.startswith(source_prefix, autoescape=True)))
+                )
+            if study_uid:
+                found.update(session.scalars(select(Image.id).where(Image.study_instance_uid == study_uid)))
+            return sorted(found)
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Delete images (and vectors); their sources are forgotten so a re-index can add them back."""
+        if not ids:
+            return 0
+        with self.sessions() as session, session.begin():
+            uris = set(session.scalars(select(Image.source_uri).where(Image.id.in_(list(ids)))))
+            session.execute(delete(Vector).where(Vector.image_id.in_(list(ids))))
+            session.execute(delete(Image).where(Image.id.in_(list(ids))))
+            for chunk in _chunks(sorted(uris), 500):
+                session.execute(delete(Source).where(Source.uri.in_(chunk)))
+        return len(ids)
+
+
+def _unpack(rows: Sequence[tuple[int, bytes]] | Sequence[object]) -> tuple[IdArray, npt.NDArray[np.float32]]:
+    pairs = [(int(r[0]), r[1]) for r in rows]  # type: ignore[index]
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.asarray([p[0] for p in pairs], dtype=np.int64)
+    vecs = np.stack([np.frombuffer(p[1], dtype=np.float32) for p in pairs])
+    return ids, vecs
+
+
+def _chunks(items: list[str] | list[int], size: int) -> Iterator[list]:  # type: ignore[type-arg]
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
