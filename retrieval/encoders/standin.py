@@ -29,6 +29,7 @@ def build_standin_model(
     width: int = 32,
     layers: int = 2,
     heads: int = 2,
+    intermediate: int | None = None,
     image_size: int = 448,
     patch_size: int = 14,
     seed: int = 0,
@@ -76,7 +77,7 @@ def build_standin_model(
         },
         vision_config={
             "hidden_size": width,
-            "intermediate_size": width * 2,
+            "intermediate_size": intermediate or width * 2,
             "num_hidden_layers": layers,
             "num_attention_heads": heads,
             "image_size": image_size,

@@ -1,0 +1,70 @@
+"""Shared fixtures: offline stand-in models, real DICOM corpora from installed packages, temp collections."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from retrieval.collection import Collection  # noqa: E402
+from retrieval.encoders.standin import build_standin_model  # noqa: E402
+from retrieval.settings import Settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "data" / "samples"
+
+
+def pydicom_roots() -> list[Path]:
+    """Folders of real test DICOMs shipped by the pydicom and pydicom-data packages."""
+    import pydicom.data
+
+    roots = [Path(pydicom.data.__file__).parent / "test_files"]
+    try:
+        import data_store  # the pydicom-data package
+
+        roots.append(Path(data_store.__file__).parent / "data")
+    except ImportError:  # pragma: no cover - dev extra always installs it
+        pass
+    return roots
+
+
+def testdata_file(name: str) -> Path:
+    """One named file from the installed test corpora (no network lookups)."""
+    for root in pydicom_roots():
+        hits = sorted(root.rglob(name))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SigLIP of MedSigLIP's classes, built offline once per session."""
+    return build_standin_model(tmp_path_factory.mktemp("models") / "tiny-siglip")
+
+
+def make_settings(data_dir: Path, model: Path, **extra: object) -> Settings:
+    """Settings for a temp data folder and a local model (no environment leakage)."""
+    return Settings(data_dir=data_dir, model=str(model), workers=0, batch_size=8, **extra)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def collection(tmp_path: Path, tiny_model: Path) -> Iterator[Collection]:
+    """A fresh, empty collection using the tiny model."""
+    col = Collection(make_settings(tmp_path / "data", tiny_model))
+    yield col
+    col.close()
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    """A writable copy of the repo's sample images."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    return target
