@@ -12,9 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from retrieval.collection import Collection  # noqa: E402
-from retrieval.encoders.standin import build_standin_model  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
+from retrieval.collection import Collection
+from retrieval.encoders.standin import build_standin_model
+from retrieval.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
@@ -41,6 +41,9 @@ def testdata_file(name: str) -> Path:
         if hits:
             return hits[0]
     raise FileNotFoundError(name)
+
+
+testdata_file.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @pytest.fixture(scope="session")

@@ -36,4 +36,6 @@ def decode_bytes(
     try:
         return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, force=True)
     except NotAnImageError as exc:
-        raise NotAnImageError(f"not a DICOM file or supported image ({exc})") from exc
+        if "no SOP class" in str(exc):  # lenient parsing found nothing DICOM-like
+            raise NotAnImageError("not a DICOM file or a supported image (PNG, JPEG, TIFF)") from exc
+        raise

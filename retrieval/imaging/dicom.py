@@ -30,9 +30,15 @@ PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def read_dataset(data: bytes, *, force: bool = False) -> Dataset:
     """Parse DICOM bytes (pixel data left encoded)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(io.BytesIO(data), force=force)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data), force=force)
+        for warning in caught:
+            if "End of file reached" in str(warning.message):
+                raise DecodeError(f"truncated DICOM file: {warning.message}")
+        return ds
+    except DecodeError:
+        raise
     except InvalidDicomError as exc:
         raise DecodeError(f"not a DICOM file: {exc}") from exc
     except Exception as exc:  # pydicom raises many types on corrupt headers
@@ -179,8 +185,10 @@ def decode_dicom(
     ds = read_dataset(data, force=force)
     if not any(tag in ds for tag in PIXEL_TAGS):
         sop_class = _text(ds, "SOPClassUID")
-        name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "unknown SOP class"
-        raise NotAnImageError(f"DICOM file has no pixel data ({name})")
+        name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "no SOP class"
+        if "Rows" in ds or "Columns" in ds:
+            raise NotAnImageError(f"image attributes but no pixel data ({name}): truncated or stripped file")
+        raise NotAnImageError(f"DICOM file without pixel data ({name})")
     _ensure_transfer_syntax(ds)
     meta = dicom_meta(ds, content_hash)
     _check_limits(meta, limits)
