@@ -6,8 +6,9 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,15 +251,7 @@ def run_index(
         limits = DecodeLimits(max_pixels=settings.max_pixels)
         initargs = (writer.encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
         reader = ArchiveReader(settings.max_file_bytes)
-        executor = _executor(options.workers, initargs)
-        submit: Callable[[SourceRef, bytes | None], Future[_Outcome] | _Outcome]
-        if executor is None:
-            _init_worker(*initargs)
-            submit = _work
-        else:
-            submit = lambda ref, data: executor.submit(_work, ref, data)  # noqa: E731
-        inflight: deque[Future[_Outcome] | _Outcome] = deque()
-        window = max(2, options.workers * 4)
+        pool = _DecodePool(options.workers, initargs)
         try:
             for ref in refs:
                 if isinstance(ref, SourceProblem):
@@ -281,16 +274,14 @@ def run_index(
                         continue
                     finally:
                         summary.stage_seconds["read"] += time.perf_counter() - t0
-                inflight.append(submit(ref, data))
-                while len(inflight) >= window:
-                    writer.add(_result(inflight.popleft()))
-            while inflight:
-                writer.add(_result(inflight.popleft()))
+                for outcome in pool.submit(ref, data):
+                    writer.add(outcome)
+            for outcome in pool.drain():
+                writer.add(outcome)
             writer.flush()
         finally:
             reader.close()
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+            pool.close()
             writer.save()
             if progress:
                 progress.finish()
@@ -302,8 +293,69 @@ def run_index(
     return summary
 
 
-def _result(item: Future[_Outcome] | _Outcome) -> _Outcome:
-    return item.result() if isinstance(item, Future) else item
+CRASH_REASON = "the decoder crashed its worker process on this file (killed by a signal or out of memory)"
+
+
+class _DecodePool:
+    """Decode + preprocess in worker processes with a bounded window; survives a worker that dies."""
+
+    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+        self.workers = workers
+        self.initargs = initargs
+        self.executor = _executor(workers, initargs)
+        if self.executor is None:
+            _init_worker(*initargs)
+        self.inflight: deque[tuple[SourceRef, bytes | None, Future[_Outcome] | _Outcome]] = deque()
+        self.window = max(2, workers * 4)
+
+    def submit(self, ref: SourceRef, data: bytes | None) -> Iterator[_Outcome]:
+        """Queue one source; yields finished outcomes (in order) whenever the window is full."""
+        item = _work(ref, data) if self.executor is None else self.executor.submit(_work, ref, data)
+        self.inflight.append((ref, data, item))
+        while len(self.inflight) >= self.window:
+            yield from self._pop()
+
+    def drain(self) -> Iterator[_Outcome]:
+        """Every outcome still in flight."""
+        while self.inflight:
+            yield from self._pop()
+
+    def _pop(self) -> Iterator[_Outcome]:
+        ref, data, item = self.inflight.popleft()
+        if not isinstance(item, Future):
+            yield item
+            return
+        try:
+            yield item.result()
+        except BrokenProcessPool:
+            # A worker died (decoder crash, OOM killer). Every file in flight is a suspect: retry each
+            # alone in a fresh process, so only a file that kills a worker by itself is recorded as failed.
+            suspects = [(ref, data), *((r, d) for r, d, _ in self.inflight)]
+            self.inflight.clear()
+            log.warning("a decode worker died; retrying %d in-flight files one by one", len(suspects))
+            self._restart()
+            for suspect, suspect_data in suspects:
+                yield self._isolated(suspect, suspect_data)
+
+    def _isolated(self, ref: SourceRef, data: bytes | None) -> _Outcome:
+        solo = _executor(1, self.initargs)
+        assert solo is not None
+        try:
+            return solo.submit(_work, ref, data).result()
+        except BrokenProcessPool:
+            return _Outcome(ref, code="worker_crashed", reason=CRASH_REASON)
+        finally:
+            solo.shutdown(wait=True, cancel_futures=True)
+
+    def _restart(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = _executor(self.workers, self.initargs)
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
 
 
 def _executor(workers: int, initargs: tuple[Any, ...]) -> ProcessPoolExecutor | None:
