@@ -28,8 +28,13 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(help="Developer tools (offline stand-in model).", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
-out = Console()
+out = Console(highlight=False)
 err = Console(stderr=True)
+
+
+def _say(text: str) -> None:
+    """Print user data verbatim (paths and reasons may contain [brackets])."""
+    out.print(text, markup=False)
 
 
 class FramesChoice(StrEnum):
@@ -72,7 +77,8 @@ def _open(data_dir: Path | None) -> Any:
 
 
 def _fail(exc: MedsearchError) -> None:
-    err.print(f"[bold red]error[/] ({exc.code}): {exc}", highlight=False)
+    err.print(f"[bold red]error[/] ({exc.code}): ", end="")
+    err.print(str(exc), markup=False)
     raise typer.Exit(code=1)
 
 
@@ -169,11 +175,11 @@ def index(
         highlight=False,
     )
     stages = ", ".join(f"{s} {rates[s]:.1f}" for s in ("decode", "preprocess", "encode", "write"))
-    out.print(f"per stage (img/s): {stages}; encoder busy {summary.encoder_busy:.0%}", highlight=False)
+    out.print(f"per stage (img/s): {stages}; encoder busy {summary.encoder_busy:.0%}")
     for failure in summary.failures[:10]:
-        out.print(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}", highlight=False)
+        _say(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}")
     if summary.failed > 10:
-        out.print(f"  ... {summary.failed - 10} more: `medsearch failures`", highlight=False)
+        out.print(f"  ... {summary.failed - 10} more: `medsearch failures`")
     _standin_notice(collection)
 
 
@@ -290,7 +296,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         out.print_json(json.dumps(report, default=str))
         return
     for key in ("images", "vectors", "index_vectors", "studies", "sources", "failures", "model", "model_fingerprint"):
-        out.print(f"{key:>18}: {report[key]}", highlight=False)
+        out.print(f"{key:>18}: {report[key]}")
     out.print(
         f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),
         highlight=False,
@@ -323,8 +329,8 @@ def failures(
         out.print_json(json.dumps(items))
         return
     for item in items:
-        out.print(f"{item['source']}: [{item['code']}] {item['reason']}", highlight=False)
-    out.print(f"{len(items)} failures", highlight=False)
+        _say(f"{item['source']}: [{item['code']}] {item['reason']}")
+    out.print(f"{len(items)} failures")
 
 
 @app.command()
@@ -351,7 +357,7 @@ def remove(
     except MedsearchError as exc:
         _fail(exc)
         return
-    out.print(f"removed {removed} images", highlight=False)
+    out.print(f"removed {removed} images")
 
 
 @app.command("rebuild-index")
@@ -362,14 +368,14 @@ def rebuild_index(data_dir: DataDir = None) -> None:
         with collection.writer_lock():
             fingerprint = collection.catalog.fingerprint()
             if fingerprint is None or collection.index is None:
-                out.print("nothing indexed yet", highlight=False)
+                out.print("nothing indexed yet")
                 return
             total = collection.index.rebuild(collection.catalog)
             collection.save_index()
     except MedsearchError as exc:
         _fail(exc)
         return
-    out.print(f"rebuilt the index with {total} vectors", highlight=False)
+    out.print(f"rebuilt the index with {total} vectors")
 
 
 @app.command()
@@ -393,7 +399,7 @@ def demo(
             highlight=False,
         )
     else:
-        out.print(f"model: {result.model}", highlight=False)
+        out.print(f"model: {result.model}")
     s = result.summary
     out.print(
         f"data folder: {result.data_dir}\nindexed {s.indexed} images from {s.sources} files "

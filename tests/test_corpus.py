@@ -40,27 +40,27 @@ EXPECTED_FAILURES: dict[str, str] = {
     "MR_truncated.dcm": "decode_error",  # pixel data could not be decoded: ValueError: The number of
     "UN_sequence.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "badVR.dcm": "decode_error",  # pixel data could not be decoded: ValueError: invalid litera
-    "crayons.icc": "no_pixel_data",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
+    "crayons.icc": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "dicomdirtests/DICOMDIR-bigEnd": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/DICOMDIR-empty.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/DICOMDIR-implicit": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/DICOMDIR-nooffset": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/DICOMDIR-nopatient": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/DICOMDIR-reordered": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/TINY_ALPHA/README": "no_pixel_data",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
+    "dicomdirtests/TINY_ALPHA/README": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "empty_charset_LEI.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "meta_missing_tsyntax.dcm": "decode_error",  # invalid image size Rows=None Columns=None
     "nested_priv_SQ.dcm": "decode_error",  # invalid image size Rows=None Columns=None
-    "no_meta.dcm": "no_pixel_data",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
+    "no_meta.dcm": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "no_meta_group_length.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "priv_SQ.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "reportsi.dcm": "no_pixel_data",  # DICOM file without pixel data (Basic Text SR Storage)
     "reportsi_with_empty_number_tags.dcm": "no_pixel_data",  # DICOM file without pixel data (Basic Text SR Storage)
     "rtplan.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Plan Storage)
-    "rtplan.dump": "no_pixel_data",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
+    "rtplan.dump": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "rtplan_truncated.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Plan Storage)
     "rtstruct.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Structure Set Storage)
-    "rtstruct.dump": "no_pixel_data",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
+    "rtstruct.dump": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "test-SR.dcm": "no_pixel_data",  # DICOM file without pixel data (Comprehensive SR Storage)
     "waveform_ecg.dcm": "no_pixel_data",  # DICOM file without pixel data (12-lead ECG Waveform Storage
     "zipMR.gz": "no_pixel_data",  # an archive, not an image (index the archive itself to read

@@ -37,5 +37,7 @@ def decode_bytes(
         return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, force=True)
     except NotAnImageError as exc:
         if "no SOP class" in str(exc):  # lenient parsing found nothing DICOM-like
-            raise NotAnImageError("not a DICOM file or a supported image (PNG, JPEG, TIFF)") from exc
+            raise NotAnImageError(
+                "not a DICOM file or a supported image (PNG, JPEG, TIFF)", code="unsupported_format"
+            ) from exc
         raise
