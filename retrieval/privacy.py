@@ -8,24 +8,43 @@ import os
 import secrets
 from pathlib import Path
 
+from retrieval.errors import MedsearchError
+
 SALT_FILE = "patient-salt"
+MIN_SALT_BYTES = 32
 
 
 def load_or_create_salt(data_dir: Path, configured: str | None = None) -> bytes:
-    """The secret key for patient hashing: configured, or kept (0600) in the data folder."""
+    """The secret key for patient hashing: configured, or kept (0600) in the data folder.
+
+    The file is written to a temporary name, fsynced and linked into place, so a process killed
+    half-way never leaves an empty key, and two first runs racing agree on one key.
+    """
     if configured:
         return configured.encode()
     path = data_dir / SALT_FILE
-    if path.exists():
-        return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, value)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic, and fails if another process got there first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    value = path.read_bytes().strip()
+    if len(value) < MIN_SALT_BYTES:
+        raise MedsearchError(
+            f"the patient-hash key {path} is damaged ({len(value)} bytes). Restore it from a backup, or, "
+            "if nothing has been indexed yet, delete it so a new one is made",
+            code="bad_salt",
+        )
     return value
 
 

@@ -177,7 +177,7 @@ def test_zip_bytes_are_not_an_image() -> None:
 
 
 def test_dicom_without_pixels_is_not_an_image() -> None:
-    with pytest.raises(NotAnImageError, match="no pixel data"):
+    with pytest.raises(NotAnImageError, match="without pixel data"):
         decode_bytes(testdata_file("rtplan.dcm").read_bytes())
 
 

@@ -507,10 +507,6 @@ def test_sigkill_then_rerun_equals_uninterrupted(
 
 
 # -- states a SIGKILL can leave on a folder's first open (too short to hit reliably with a real kill) ---------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: create_all skips the indexes of tables that already exist (retrieval/store/db.py)",
-)
 def test_schema_left_half_made_by_a_kill_is_completed(tmp_path: Path, tiny_model: Path) -> None:
     """Killed between the CREATE TABLEs and the CREATE INDEXes: the next open must create the missing indexes."""
     from sqlalchemy import create_engine
@@ -535,11 +531,6 @@ def test_schema_left_half_made_by_a_kill_is_completed(tmp_path: Path, tiny_model
     assert wanted <= have, sorted(wanted - have)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: an empty patient-salt file (kill between create and write) is used as the HMAC key "
-    "(retrieval/privacy.py)",
-)
 def test_salt_file_left_empty_by_a_kill_is_not_used(tmp_path: Path, tiny_model: Path) -> None:
     """Killed between creating the salt file and writing it: never hash PatientIDs with an empty key."""
     data_dir = tmp_path / "data"

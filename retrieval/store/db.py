@@ -27,6 +27,12 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     Base.metadata.create_all(engine)
+    # create_all skips the indexes of tables that exist: a process killed between CREATE TABLE and
+    # CREATE INDEX on the first open would otherwise leave the schema without them for good.
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
     with Session(engine) as session, session.begin():
         if session.get(IndexInfo, "schema_version") is None:
             session.add(IndexInfo(key="schema_version", value=SCHEMA_VERSION))

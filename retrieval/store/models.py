@@ -23,6 +23,7 @@ class Image(Base):
     """One indexed image (a DICOM frame or a raster file). No patient name; PatientID only as HMAC."""
 
     __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012  # never reuse ids of removed images
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     instance_key: Mapped[str] = mapped_column(String(200), unique=True)
