@@ -17,13 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.labels import Labels
-from indexer.sources import ArchiveReader, SourceProblem, SourceRef, iter_sources, read_file
+from indexer.sources import ArchiveReader, SourceProblem, SourceRef, iter_sources
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
+from retrieval.source_read import read_file
 from retrieval.store.models import Image
 from retrieval.store.repo import FailureRecord, SourceRecord
 

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from retrieval.errors import DecodeError, TooLargeError, UnsafeArchiveEntryError
+from retrieval.source_read import read_file
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
@@ -189,15 +190,3 @@ class ArchiveReader:
         if self._open is not None:
             self._open[1].close()
             self._open = None
-
-
-def read_file(path: Path, max_bytes: int) -> bytes:
-    """Read a plain file with a size limit."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise DecodeError(f"file could not be read: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise TooLargeError(f"file is larger than {max_bytes} bytes (MEDSEARCH_MAX_FILE_BYTES)")
-    return data

@@ -230,7 +230,7 @@ def search(
         if image_id is not None:
             query = engine.embed_id(collection, image_id)
         elif image is not None:
-            from indexer.sources import read_file
+            from retrieval.source_read import read_file
 
             query = engine.embed_image(collection, read_file(image, collection.settings.max_file_bytes))
             if text:

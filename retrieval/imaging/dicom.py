@@ -122,6 +122,10 @@ def frame_indices(number_of_frames: int, policy: FramePolicy) -> list[int]:
     """0-based frame indices to decode under a policy (middle frame, or every frame)."""
     if policy == "all":
         return list(range(number_of_frames))
+    if isinstance(policy, int):
+        if not 1 <= policy <= number_of_frames:
+            raise DecodeError(f"frame {policy} does not exist (the instance has {number_of_frames})")
+        return [policy - 1]
     return [number_of_frames // 2]
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-FramePolicy = Literal["middle", "all"]
+FramePolicy = Literal["middle", "all"] | int  # an int picks one 1-based frame
 FloatImage = npt.NDArray[np.float32]
 
 

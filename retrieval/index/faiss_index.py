@@ -152,6 +152,13 @@ class FaissIndex:
                 self.rebuild(catalog)
                 rebuilt = True
                 return ReconcileReport(False, True, len(store_ids), 0, self.ntotal)
+            added, removed = self.sync(catalog, store_ids)
+            return ReconcileReport(loaded, rebuilt, added, removed, self.ntotal)
+
+    def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
+        """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
+        with self._lock:
+            store_ids = catalog.all_ids() if store_ids is None else store_ids
             have = self.ids()
             extra = np.setdiff1d(have, store_ids, assume_unique=True)
             missing = np.setdiff1d(store_ids, have, assume_unique=True)
@@ -160,4 +167,4 @@ class FaissIndex:
             for ids, vecs in catalog.iter_vectors(missing.tolist()):
                 self.add(ids, vecs)
                 added += len(ids)
-            return ReconcileReport(loaded, rebuilt, added, removed, self.ntotal)
+            return added, removed
