@@ -46,6 +46,12 @@ class Collection:
         if stored is not None:
             self._open_index(stored.width)
 
+    def reopen_index(self) -> None:
+        """Open (and reconcile) the index once another process has recorded a model for this folder."""
+        stored = self.catalog.fingerprint()
+        if stored is not None:
+            self._open_index(stored.width)
+
     def _open_index(self, width: int) -> None:
         index = FaissIndex(self.settings.index_path, width)
         self.reconcile_report = index.reconcile(self.catalog)

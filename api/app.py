@@ -1,0 +1,85 @@
+"""The FastAPI application factory: lifespan-owned state, routers, errors, limits, metrics, the web page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from api.config import ServiceSettings
+from api.errors import error_response, install_error_handlers
+from api.metrics import Metrics
+from api.routes import images, search, system
+from api.state import ServiceState
+from api.views import check_template
+from retrieval.collection import Collection, build_encoder
+from retrieval.encoders.base import Encoder
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("medsearch.api")
+
+
+def create_app(
+    settings: ServiceSettings, encoder_factory: Callable[[ServiceSettings], Encoder] | None = None
+) -> FastAPI:
+    """Build the app; nothing is opened until the lifespan starts."""
+    check_template(settings.viewer_url_template)
+    key_ids = settings.key_ids_by_hash()
+    factory = encoder_factory or build_encoder
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        collection = await run_in_threadpool(Collection, settings, factory)  # type: ignore[arg-type]
+        state = ServiceState(settings=settings, collection=collection, key_ids=key_ids)
+        app.state.service = state
+        warm = asyncio.get_running_loop().run_in_executor(None, state.warm_model)
+        try:
+            yield
+        finally:
+            await warm  # a loading model cannot be interrupted; let it finish before closing
+            collection.close()
+
+    app = FastAPI(
+        title="medsearch",
+        version="0.1.0",
+        description="Similar-case search for medical images (MedSigLIP + FAISS). Errors are {code, message}.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = Metrics()
+    app.state.metrics.install(app)
+    install_error_handlers(app)
+    limit = settings.max_upload_bytes
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit + 64 * 1024):
+            return error_response(413, "too_large", f"request body larger than {limit} bytes")
+        return await call_next(request)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.include_router(search.router)
+    app.include_router(images.router)
+    app.include_router(system.router)
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app

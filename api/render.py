@@ -1,0 +1,50 @@
+"""Server-side PNG thumbnails and previews, decoded from the source with the indexing windowing; cached."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image as PILImage
+
+from retrieval.imaging.decode import decode_bytes
+from retrieval.imaging.types import DecodeLimits
+from retrieval.settings import Settings
+from retrieval.source_read import read_uri
+from retrieval.store.models import Image
+
+SIZES = {"thumbnail": 256, "preview": 1024}
+
+
+def render_png(image: Image, size: int, settings: Settings) -> bytes:
+    """Decode the image's own frame from its source and return a PNG no larger than size x size."""
+    data = read_uri(image.source_uri, settings.max_file_bytes)
+    decoded = decode_bytes(
+        data,
+        frames=image.frame if image.kind == "dicom" else "middle",
+        limits=DecodeLimits(max_pixels=settings.max_pixels),
+        ct_window=settings.ct_window,
+    )
+    pixels = np.rint(np.clip(decoded.frames[0].pixels, 0, 1) * 255).astype(np.uint8)
+    picture = PILImage.fromarray(pixels)
+    picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def cached_png(image: Image, kind: str, settings: Settings) -> bytes:
+    """The rendered PNG, from the cache when it is there (keyed by id, kind and content hash)."""
+    folder = settings.data_dir / "cache" / kind
+    path = folder / f"{image.id}-{image.content_hash[:16]}.png"
+    if path.exists():
+        return path.read_bytes()
+    png = render_png(image, SIZES[kind], settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(png)
+    os.replace(tmp, path)
+    return png

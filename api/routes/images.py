@@ -1,0 +1,58 @@
+"""Image routes: metadata, server-rendered thumbnail and preview PNGs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import FreshDep
+from api.render import cached_png
+from api.schemas import ImageModel
+from api.state import ServiceState
+from api.views import image_model
+from retrieval.errors import NotFoundError
+from retrieval.store.models import Image
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+
+
+def _image(state: ServiceState, image_id: int) -> Image:
+    image = state.collection.catalog.images([image_id]).get(image_id)
+    if image is None:
+        raise NotFoundError(f"no indexed image with id {image_id}")
+    return image
+
+
+@router.get("/{image_id}", response_model=ImageModel, summary="Metadata of an indexed image")
+async def get_image(image_id: int, state: FreshDep) -> ImageModel:
+    """UIDs, modality, body part, date, labels/report, source; never patient identifiers."""
+    image = await run_in_threadpool(_image, state, image_id)
+    return image_model(image, state.settings.viewer_url_template)
+
+
+async def _png(state: ServiceState, image_id: int, kind: str) -> Response:
+    image = await run_in_threadpool(_image, state, image_id)
+    png = await run_in_threadpool(cached_png, image, kind, state.settings)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    response_class=Response,
+    summary="256 px PNG rendered from the source",
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def thumbnail(image_id: int, state: FreshDep) -> Response:
+    """The image's own frame, windowed as at indexing time, at most 256 x 256."""
+    return await _png(state, image_id, "thumbnail")
+
+
+@router.get(
+    "/{image_id}/preview",
+    response_class=Response,
+    summary="1024 px PNG rendered from the source",
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def preview(image_id: int, state: FreshDep) -> Response:
+    """The image's own frame, windowed as at indexing time, at most 1024 x 1024."""
+    return await _png(state, image_id, "preview")

@@ -1,0 +1,60 @@
+"""Operational routes: stats, health, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import FreshDep, StateDep
+from api.errors import error_response
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/v1/stats", summary="Collection statistics")
+async def stats(state: FreshDep) -> dict[str, Any]:
+    """Counts of images, vectors, studies, sources, failures; images by modality; the model."""
+    report: dict[str, Any] = await run_in_threadpool(state.collection.catalog.stats)
+    index = state.collection.index
+    fingerprint = state.collection.catalog.fingerprint()
+    report["index_vectors"] = index.ntotal if index is not None else 0
+    report["model"] = fingerprint.model_id if fingerprint else None
+    report["standin_model"] = bool(fingerprint and fingerprint.standin)
+    return report
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: index loaded, vector count, model")
+async def readyz(state: StateDep) -> JSONResponse:
+    """200 when the model is loaded and the index open; 503 with the reason otherwise."""
+    await run_in_threadpool(state.refresh, True)
+    index = state.collection.index
+    fingerprint = state.collection.catalog.fingerprint()
+    body = {
+        "ready": state.model_ready and state.model_error is None,
+        "model_loaded": state.model_ready,
+        "model": state.settings.model,
+        "index_loaded": index is not None,
+        "vectors": index.ntotal if index is not None else 0,
+        "standin_model": bool(fingerprint and fingerprint.standin),
+    }
+    if state.model_error:
+        return error_response(503, "model_unavailable", state.model_error)
+    if not state.model_ready:
+        return JSONResponse(status_code=503, content={**body, "code": "not_ready", "message": "model loading"})
+    return JSONResponse(body)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Request counts and latency histograms per route."""
+    rendered: Response = request.app.state.metrics.render()
+    return rendered

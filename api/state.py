@@ -1,0 +1,61 @@
+"""What the service holds while it runs: the collection, freshness tracking and the model lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from api.config import ServiceSettings
+from retrieval.collection import Collection
+from retrieval.errors import MedsearchError
+from retrieval.store.models import Vector
+
+
+@dataclass
+class ServiceState:
+    """Owned by the lifespan and kept on app.state; no module globals."""
+
+    settings: ServiceSettings
+    collection: Collection
+    key_ids: dict[str, str]
+    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    model_error: str | None = None
+    model_ready: bool = False
+    _fresh_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_check: float = 0.0
+    _seen: tuple[int, int] = (-1, -1)
+
+    def warm_model(self) -> None:
+        """Load the encoder once at start-up so the first query is fast; remember why if it fails."""
+        try:
+            with self.model_lock:
+                _ = self.collection.encoder
+            self.model_ready = True
+        except MedsearchError as exc:
+            self.model_error = str(exc)
+        except Exception as exc:  # a broken model folder must not take the service down
+            self.model_error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
+
+    def refresh(self, force: bool = False) -> None:
+        """Pick up images indexed by another process since the last look (cheap: count and max id)."""
+        now = time.monotonic()
+        if not force and now - self._last_check < self.settings.refresh_seconds:
+            return
+        with self._fresh_lock:
+            self._last_check = now
+            with self.collection.catalog.sessions() as session:
+                count, top = session.execute(select(func.count(), func.max(Vector.image_id))).one()
+            seen = (int(count or 0), int(top or 0))
+            if seen == self._seen:
+                return
+            index = self.collection.index
+            if index is None:
+                if self.collection.catalog.fingerprint() is None:
+                    return
+                self.collection.reopen_index()
+            else:
+                index.sync(self.collection.catalog)
+            self._seen = seen

@@ -1,0 +1,76 @@
+"""Turn store rows and hits into response models (viewer links included)."""
+
+from __future__ import annotations
+
+from string import Formatter
+
+from api.schemas import HitModel, ImageModel
+from retrieval.search import Hit
+from retrieval.store.models import Image
+
+_FIELDS = {"study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame"}
+
+
+def viewer_url(template: str | None, image: Image) -> str | None:
+    """The configured viewer link for an image, or None (unknown placeholders are refused at start)."""
+    if not template or not image.study_instance_uid:
+        return None
+    values = {
+        "study_instance_uid": image.study_instance_uid or "",
+        "series_instance_uid": image.series_instance_uid or "",
+        "sop_instance_uid": image.sop_instance_uid or "",
+        "frame": image.frame,
+    }
+    return template.format(**values)
+
+
+def check_template(template: str | None) -> None:
+    """Fail early on a viewer template with placeholders we cannot fill."""
+    if template:
+        names = {name for _, name, _, _ in Formatter().parse(template) if name}
+        unknown = names - _FIELDS
+        if unknown:
+            raise ValueError(f"viewer URL template has unknown placeholders {sorted(unknown)}; use {sorted(_FIELDS)}")
+
+
+def hit_model(hit: Hit, template: str | None) -> HitModel:
+    """A search hit for the API."""
+    data = hit.as_dict()
+    image_id = hit.image.id
+    return HitModel(
+        **data,  # type: ignore[arg-type]
+        thumbnail_url=f"/v1/images/{image_id}/thumbnail",
+        preview_url=f"/v1/images/{image_id}/preview",
+        viewer_url=viewer_url(template, hit.image),
+    )
+
+
+def image_model(image: Image, template: str | None) -> ImageModel:
+    """An image's metadata for the API."""
+    return ImageModel(
+        id=image.id,
+        kind=image.kind,
+        sop_instance_uid=image.sop_instance_uid,
+        sop_class_uid=image.sop_class_uid,
+        study_instance_uid=image.study_instance_uid,
+        series_instance_uid=image.series_instance_uid,
+        frame=image.frame,
+        number_of_frames=image.number_of_frames,
+        modality=image.modality,
+        body_part=image.body_part,
+        view_position=image.view_position,
+        study_date=image.study_date.isoformat() if image.study_date else None,
+        sex=image.sex,
+        age=image.age,
+        manufacturer=image.manufacturer,
+        rows=image.rows,
+        columns=image.columns,
+        photometric=image.photometric,
+        transfer_syntax=image.transfer_syntax,
+        window=image.window,
+        label=image.label,
+        report=image.report,
+        source=image.source_uri,
+        indexed_at=image.indexed_at.isoformat(),
+        viewer_url=viewer_url(template, image),
+    )
