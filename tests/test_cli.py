@@ -94,13 +94,17 @@ def test_demo_falls_back_to_the_standin_and_says_so(tmp_path: Path) -> None:
 
 def test_every_command_has_help_and_is_documented() -> None:
     readme = (REPO / "README.md").read_text()
-    top = run(["--help"], dict(os.environ)).stdout
-    commands = re.findall(r"^│ ([a-z][\w-]*)\s{2,}", top, flags=re.MULTILINE)
-    assert {"index", "search", "stats", "failures", "remove", "rebuild-index", "demo", "dev"} <= set(commands)
-    dev_help = run(["dev", "--help"], dict(os.environ)).stdout
-    dev = re.findall(r"^│ ([a-z][\w-]*)\s{2,}", dev_help, flags=re.MULTILINE)
-    assert dev == ["make-test-model"]
-    for command in [c for c in commands if c != "dev"] + ["dev make-test-model"]:
-        helptext = run([*command.split(), "--help"], dict(os.environ)).stdout
-        assert "Usage:" in helptext
+    env = dict(os.environ)
+    names = re.compile(r"^│ ([a-z][\w-]*)\s{2,}", flags=re.MULTILINE)
+    commands = names.findall(run(["--help"], env).stdout)
+    assert {"index", "search", "stats", "failures", "remove", "rebuild-index", "demo", "serve", "dev", "key"} <= set(
+        commands
+    )
+    groups = {"dev": ["make-test-model"], "key": ["new"]}
+    full = [c for c in commands if c not in groups]
+    for group, expected in groups.items():
+        assert names.findall(run([group, "--help"], env).stdout) == expected
+        full += [f"{group} {sub}" for sub in expected]
+    for command in full:
+        assert "Usage:" in run([*command.split(), "--help"], env).stdout
         assert f"medsearch {command}" in readme, f"README does not document `medsearch {command}`"
