@@ -36,7 +36,7 @@ err = Console(stderr=True)
 
 def _say(text: str) -> None:
     """Print user data verbatim (paths and reasons may contain [brackets])."""
-    out.print(text, markup=False)
+    out.print(text, markup=False, soft_wrap=True)
 
 
 class FramesChoice(StrEnum):
