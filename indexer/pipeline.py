@@ -61,13 +61,15 @@ class IndexSummary:
     skipped: int = 0
     duplicates: int = 0
     failed: int = 0
+    decoded: int = 0  # frames decoded (indexed + duplicates): the work the read/decode stages did
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     failures: list[FailureRecord] = field(default_factory=list)
 
     def images_per_second(self) -> dict[str, float]:
         """Throughput of each stage alone (images / seconds spent in it) and overall."""
-        out = {s: (self.indexed / t if t > 0 else 0.0) for s, t in self.stage_seconds.items()}
+        done = {"read": self.decoded, "decode": self.decoded, "preprocess": self.decoded}
+        out = {s: (done.get(s, self.indexed) / t if t > 0 else 0.0) for s, t in self.stage_seconds.items()}
         out["overall"] = self.indexed / self.seconds if self.seconds > 0 else 0.0
         return out
 
@@ -140,6 +142,7 @@ class _Writer:
             self.summary.stage_seconds["decode"] += outcome.prepared.timings.get("decode", 0.0)
             self.summary.stage_seconds["preprocess"] += outcome.prepared.timings.get("preprocess", 0.0)
             self.frames_pending += len(outcome.prepared.keys)
+            self.summary.decoded += len(outcome.prepared.keys)
         self.outcomes.append(outcome)
         if self.frames_pending >= self.options.batch_size or len(self.outcomes) >= 256:
             self.flush()
@@ -252,7 +255,7 @@ def run_index(
         limits = DecodeLimits(max_pixels=settings.max_pixels)
         initargs = (writer.encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
         reader = ArchiveReader(settings.max_file_bytes)
-        pool = _DecodePool(options.workers, initargs)
+        pool = _DecodePool(options.workers, initargs, prefetch=options.batch_size * 2)
         try:
             for ref in refs:
                 if isinstance(ref, SourceProblem):
@@ -300,14 +303,15 @@ CRASH_REASON = "the decoder crashed its worker process on this file (killed by a
 class _DecodePool:
     """Decode + preprocess in worker processes with a bounded window; survives a worker that dies."""
 
-    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+    def __init__(self, workers: int, initargs: tuple[Any, ...], prefetch: int = 0) -> None:
         self.workers = workers
         self.initargs = initargs
         self.executor = _executor(workers, initargs)
         if self.executor is None:
             _init_worker(*initargs)
         self.inflight: deque[tuple[SourceRef, bytes | None, Future[_Outcome] | _Outcome]] = deque()
-        self.window = max(2, workers * 4)
+        # keep a full encoder batch or two decoding ahead, so the encoder never waits for its next batch
+        self.window = max(2, workers * 4, prefetch)
 
     def submit(self, ref: SourceRef, data: bytes | None) -> Iterator[_Outcome]:
         """Queue one source; yields finished outcomes (in order) whenever the window is full."""
