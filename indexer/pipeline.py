@@ -339,18 +339,19 @@ class _DecodePool:
             self.inflight.clear()
             log.warning("a decode worker died; retrying %d in-flight files one by one", len(suspects))
             self._restart()
-            for suspect, suspect_data in suspects:
-                yield self._isolated(suspect, suspect_data)
-
-    def _isolated(self, ref: SourceRef, data: bytes | None) -> _Outcome:
-        solo = _executor(1, self.initargs)
-        assert solo is not None
-        try:
-            return solo.submit(_work, ref, data).result()
-        except BrokenProcessPool:
-            return _Outcome(ref, code="worker_crashed", reason=CRASH_REASON)
-        finally:
-            solo.shutdown(wait=True, cancel_futures=True)
+            solo = _executor(1, self.initargs)
+            try:
+                for suspect, suspect_data in suspects:
+                    assert solo is not None
+                    try:
+                        yield solo.submit(_work, suspect, suspect_data).result()
+                    except BrokenProcessPool:  # this file alone kills a worker
+                        yield _Outcome(suspect, code="worker_crashed", reason=CRASH_REASON)
+                        solo.shutdown(wait=False, cancel_futures=True)
+                        solo = _executor(1, self.initargs)
+            finally:
+                if solo is not None:
+                    solo.shutdown(wait=True, cancel_futures=True)
 
     def _restart(self) -> None:
         if self.executor is not None:
