@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.config import ServiceSettings
-from api.errors import error_response, install_error_handlers
+from api.errors import install_error_handlers
+from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.routes import images, search, system
 from api.state import ServiceState
@@ -56,14 +57,8 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     install_error_handlers(app)
-    limit = settings.max_upload_bytes
-
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit + 64 * 1024):
-            return error_response(413, "too_large", f"request body larger than {limit} bytes")
-        return await call_next(request)
+    # multipart framing adds a little to the file itself
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
 
     if settings.cors_origins:
         app.add_middleware(

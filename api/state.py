@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from api.config import ServiceSettings
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
-from retrieval.store.models import Vector
+from retrieval.store.models import Image
 
 
 @dataclass
@@ -40,14 +40,18 @@ class ServiceState:
             self.model_error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
 
     def refresh(self, force: bool = False) -> None:
-        """Pick up images indexed by another process since the last look (cheap: count and max id)."""
+        """Pick up images indexed by another process since the last look (cheap: count and max id).
+
+        Images and their vectors are written in one transaction, so the images table (narrow indexes)
+        answers for both; counting the vectors table would walk every stored vector.
+        """
         now = time.monotonic()
         if not force and now - self._last_check < self.settings.refresh_seconds:
             return
         with self._fresh_lock:
             self._last_check = now
             with self.collection.catalog.sessions() as session:
-                count, top = session.execute(select(func.count(), func.max(Vector.image_id))).one()
+                count, top = session.execute(select(func.count(Image.id), func.max(Image.id))).one()
             seen = (int(count or 0), int(top or 0))
             if seen == self._seen:
                 return

@@ -450,6 +450,11 @@ def serve(
         _fail(exc if isinstance(exc, MedsearchError) else MedsearchError(str(exc), code="bad_settings"))
         return
     logging.getLogger("medsearch").setLevel(logging.INFO)
+    audit = logging.getLogger("medsearch.audit")  # one bare JSON object per line, for log shippers
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit.addHandler(handler)
+    audit.propagate = False
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info")
 
 

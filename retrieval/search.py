@@ -134,17 +134,18 @@ def search(
         filters.exclude_patient_hash = query.patient_hash
     if exclude_same_study and query.study_uid:
         filters.exclude_study_uid = query.study_uid
-    if query.image_id is not None:
-        filters.exclude_ids = [*filters.exclude_ids, query.image_id]
     index = collection.index
     if index is None or index.ntotal == 0:
         return []
     candidates = collection.catalog.candidate_ids(filters)
     available = index.ntotal if candidates is None else len(candidates)
-    fetch = k if group_by == "image" else k * 4
+    # A pivot never returns its own image: fetch one more and drop it, rather than excluding it in SQL
+    # (which would turn every pivot into a filtered search over all other ids).
+    skip = query.image_id
+    fetch = (k if group_by == "image" else k * 4) + (1 if skip is not None else 0)
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
-        hits = _rank(collection, scores[0], ids[0], group_by, k)
+        hits = _rank(collection, scores[0], ids[0], group_by, k, skip)
         if len(hits) >= k or fetch >= available:
             break
         fetch *= 4
@@ -156,9 +157,14 @@ def search(
 
 
 def _rank(
-    collection: Collection, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], group_by: GroupBy, k: int
+    collection: Collection,
+    scores: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.int64],
+    group_by: GroupBy,
+    k: int,
+    skip: int | None = None,
 ) -> list[Hit]:
-    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and i != skip]
     rows = collection.catalog.images([i for i, _ in valid])
     hits: list[Hit] = []
     seen: set[str] = set()

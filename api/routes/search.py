@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -59,18 +59,23 @@ def _run(
 
 
 def _audit(request: Request, kind: str, params: FilterParams, k: int, results: int) -> None:
-    filters = {k_: v for k_, v in params.model_dump(mode="json").items() if v not in (None, [], False)}
-    audit.info(
-        json.dumps(
-            {
-                "key": getattr(request.state, "key_id", "anonymous"),
-                "kind": kind,
-                "k": k,
-                "filters": filters,
-                "results": results,
-            }
-        )
-    )
+    """One JSON line per query: time, key id, kind, k, filters, result count (never the query text)."""
+    fields = set(FilterParams.model_fields)
+    filters = {
+        name: value
+        for name, value in params.model_dump(mode="json", include=fields).items()
+        if value is not None and value != [] and value is not False
+    }
+    line = {
+        "event": "audit",
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "key": getattr(request.state, "key_id", "anonymous"),
+        "kind": kind,
+        "k": k,
+        "filters": filters,
+        "results": results,
+    }
+    audit.info(json.dumps(line))
 
 
 def _encode(state: ServiceState, fn: object, *args: object) -> engine.QueryVector:

@@ -71,13 +71,18 @@ class Catalog:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self._fingerprint: ModelFingerprint | None = None
 
     # -- model fingerprint -------------------------------------------------------------
     def fingerprint(self) -> ModelFingerprint | None:
-        """The fingerprint recorded with this collection, if any."""
+        """The fingerprint recorded with this collection, if any (cached once recorded: it never changes
+        while images exist)."""
+        if self._fingerprint is not None:
+            return self._fingerprint
         with self.sessions() as session:
             row = session.get(IndexInfo, "model")
-            return ModelFingerprint(**json.loads(row.value)) if row else None
+            self._fingerprint = ModelFingerprint(**json.loads(row.value)) if row else None
+            return self._fingerprint
 
     def check_or_record_fingerprint(self, current: ModelFingerprint) -> None:
         """Record the model on first use; refuse a different one afterwards, saying how to fix it."""
@@ -85,12 +90,14 @@ class Catalog:
             row = session.get(IndexInfo, "model")
             if row is None:
                 session.add(IndexInfo(key="model", value=json.dumps(current.__dict__)))
+                self._fingerprint = current
                 return
             stored = ModelFingerprint(**json.loads(row.value))
             if stored.key != current.key:
                 has_images = session.scalar(select(func.count()).select_from(Image)) or 0
                 if has_images == 0:
                     row.value = json.dumps(current.__dict__)
+                    self._fingerprint = current
                     return
                 raise ModelMismatchError(
                     f"this index was built with model {stored.model_id!r} (fingerprint {stored.key}, "

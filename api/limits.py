@@ -1,0 +1,68 @@
+"""Request-body cap enforced while the body streams in (declared Content-Length or chunked alike)."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+async def _reject(send: Send, limit: int) -> None:
+    body = json.dumps({"code": "too_large", "message": f"request body larger than {limit} bytes"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Answer 413 as soon as a body passes `limit` bytes; the rest is never read or spooled to disk."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _reject(send, self.limit)
+            return
+        received = 0
+        rejected = False
+        started = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, rejected, started
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    rejected = True
+                    if not started:
+                        started = True
+                        await _reject(send, self.limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
+                return  # the 413 went out already; drop whatever the app answers to the disconnect
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
