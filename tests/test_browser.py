@@ -1,0 +1,351 @@
+"""The web page in a real browser: upload, results with thumbnails, detail panel, find similar, text search.
+
+Runs Debian's Chromium (/usr/bin/chromium, installed by CI) through Playwright against `medsearch serve`
+started as a subprocess on a temporary collection of data/samples indexed with the offline tiny model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, sync_playwright
+
+from api.config import hash_key
+from indexer.labels import load_labels
+from indexer.pipeline import IndexOptions, run_index
+from retrieval.collection import Collection
+from tests.conftest import REPO, SAMPLES, make_settings
+
+CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
+KEY = "browser-test-key-0123456789"
+VIEWER = "https://pacs.example/viewer?StudyInstanceUIDs={study_instance_uid}"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = REPO / "docs" / "screenshot.png"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """The browser binary; a missing one fails the test (CI installs it), before any server starts."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium`")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def indexed(chromium: Path, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, Path]:
+    """Two identical data folders with data/samples indexed by the tiny model (one per server)."""
+    root = tmp_path_factory.mktemp("browser")
+    data_dir = root / "data"
+    collection = Collection(make_settings(data_dir, tiny_model))
+    try:
+        summary = run_index(collection, [SAMPLES], IndexOptions(labels=load_labels(SAMPLES / "labels.csv")))
+    finally:
+        collection.close()
+    assert summary.indexed == 10 and summary.failed == 0, summary
+    # copied while no process has it open, so the two servers never share a folder
+    shutil.copytree(data_dir, root / "keyed" / "data")
+    return data_dir, root / "keyed" / "data"
+
+
+@contextmanager
+def _serve(data_dir: Path, model: Path, **extra_env: str) -> Iterator[str]:
+    """Run `medsearch serve` on a free loopback port until ready; stop it by its PID afterwards."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MEDSEARCH_DATA_DIR": str(data_dir),
+        "MEDSEARCH_MODEL": str(model),
+        "MEDSEARCH_HOST": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("MEDSEARCH_API_KEYS", None)
+    env.update(extra_env)
+    log_path = data_dir.parent / f"server-{port}.log"
+    medsearch = Path(sys.executable).parent / "medsearch"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(medsearch), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"medsearch serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"medsearch serve not ready after 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(indexed: tuple[Path, Path], tiny_model: Path) -> Iterator[str]:
+    """The service without API keys; yields its base URL."""
+    with _serve(indexed[0], tiny_model) as base:
+        yield base
+
+
+@pytest.fixture
+def keyed_server(indexed: tuple[Path, Path], tiny_model: Path) -> Iterator[str]:
+    """The service on a copy of the collection, requiring KEY as a bearer token, with viewer links."""
+    data_dir = indexed[1]
+    keys = f"browser-test:{hash_key(KEY)}"
+    with _serve(data_dir, tiny_model, MEDSEARCH_API_KEYS=keys, MEDSEARCH_VIEWER_URL_TEMPLATE=VIEWER) as base:
+        yield base
+
+
+@pytest.fixture
+def page(chromium: Path, tmp_path: Path) -> Iterator[Page]:
+    """A fresh headless Chromium page with its own profile folder."""
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path / "profile"),
+            executable_path=str(chromium),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            pg = context.pages[0] if context.pages else context.new_page()
+            pg.set_default_timeout(60_000)  # two loaded CPU cores in CI
+            yield pg
+        finally:
+            context.close()
+
+
+def _shot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def _save_for_readme(shot: Path) -> None:
+    """docs/screenshot.png for the README: the results grid as a 256-colour PNG (well under 300 kB)."""
+    from PIL import Image
+
+    ui_colours = [(76, 195, 138), (245, 196, 81), (90, 169, 255), (47, 111, 184), (255, 138, 138), (227, 232, 239)]
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+    # median cut keeps the greys of the images; the few UI accent colours are added so they survive
+    base = rgb.quantize(colors=256 - len(ui_colours), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette = base.getpalette()[: 3 * (256 - len(ui_colours))] + [c for colour in ui_colours for c in colour]
+    holder = Image.new("P", (1, 1))
+    holder.putpalette(palette)
+    rgb.quantize(palette=holder, dither=Image.Dither.NONE).save(SCREENSHOT, optimize=True)
+    assert SCREENSHOT.stat().st_size < 300_000
+
+
+def _wait_for_new_results(page: Page, after_seq: str | None) -> None:
+    try:
+        page.wait_for_function(
+            "seq => { const g = document.getElementById('results');"
+            " return g.dataset.seq !== seq && document.body.dataset.state === 'idle'; }",
+            arg=after_seq,
+        )
+    except PlaywrightError:
+        _shot(page, "failed-wait.png")
+        error = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
+        status = page.inner_text("#status")
+        pytest.fail(f"no new results after seq {after_seq}: status {status!r}, error {error!r}")
+
+
+def _thumbs_loaded(page: Page) -> None:
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#results img')];"
+        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> None:
+    pg = page
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    pg.goto(server + "/")
+    # the stand-in model is announced, the header shows the collection
+    pg.wait_for_selector("#standin-banner:not([hidden])")
+    assert "scores are meaningless" in pg.inner_text("#standin-banner")
+    pg.wait_for_selector("[data-testid=modality-CT]", state="attached")
+    assert "10" in pg.inner_text("#stats")
+
+    # searching with nothing shows a readable message, not a crash
+    pg.click("#search-button")
+    assert "Choose or drop an image" in pg.inner_text("#error")
+
+    # upload a DICOM: it searches at once; the best hit is the same image with score 1.0
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    _thumbs_loaded(pg)
+    assert pg.is_hidden("#error")
+    cards = pg.query_selector_all("[data-testid=result]")
+    assert len(cards) == 10
+    first = cards[0]
+    assert first.get_attribute("data-source") == "CT_small.dcm"
+    assert float(first.get_attribute("data-score")) == pytest.approx(1.0, abs=1e-4)
+    assert first.inner_text().count("1.000") == 1
+    assert "CT" in first.inner_text() and "ct-head" in first.inner_text()
+    assert pg.get_attribute("#query-summary", "data-kind") == "image"
+    pg.mouse.move(0, 0)
+    shot = _shot(pg, "01-image-results.png")
+    if os.environ.get("MEDSEARCH_UPDATE_SCREENSHOT") == "1":
+        _save_for_readme(shot)
+
+    # keyboard: Tab reaches the result cards; Enter opens the detail panel; Escape closes it
+    pg.focus("#search-button")
+    for _ in range(40):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("document.activeElement.dataset.testid") == "result":
+            break
+    else:
+        pytest.fail("Tab never reached a result card")
+    pg.keyboard.press("ArrowRight")
+    assert pg.evaluate("document.activeElement.dataset.rank") == "2"
+    pg.keyboard.press("ArrowLeft")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#detail:not([hidden])")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#detail", state="hidden")
+    assert pg.evaluate("document.activeElement.dataset.rank") == "1"
+
+    # click the best hit: preview, metadata and UIDs
+    pivot_id = first.get_attribute("data-id")
+    first.click()
+    pg.wait_for_selector("#detail:not([hidden])")
+    pg.wait_for_function(
+        "() => { const i = document.getElementById('detail-preview'); return i.complete && i.naturalWidth > 0; }"
+    )
+    pg.wait_for_selector("#detail-meta[data-loaded=true]")
+    uids = {key: pg.inner_text(f"[data-testid=uid-{key}]") for key in ("study", "series", "sop")}
+    assert uids["study"].startswith("1.3.6.1.4.1.5962.")
+    assert uids["sop"] == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+    meta = pg.inner_text("#detail-meta")
+    assert "CT" in meta and "ct-head" in meta and "CT_small.dcm" in meta
+    assert pg.is_hidden("#viewer-link")  # no viewer template configured
+    _shot(pg, "02-detail.png")
+
+    # find similar: the grid shows the pivot's neighbours (never the pivot itself)
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#find-similar")
+    _wait_for_new_results(pg, seq)
+    _thumbs_loaded(pg)
+    assert pg.is_hidden("#detail")
+    assert pg.get_attribute("#results", "data-query") == "id"
+    assert pg.get_attribute("#query-summary", "data-pivot") == pivot_id
+    ids = [c.get_attribute("data-id") for c in pg.query_selector_all("[data-testid=result]")]
+    assert len(ids) == 9 and pivot_id not in ids
+    assert "similar to" in pg.inner_text("#query-summary").lower()
+    _shot(pg, "03-similar.png")
+
+    # text search with Enter (after removing the image); hits carry the text score
+    pg.click("#file-clear")
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.fill("#text-input", "chest radiograph")
+    pg.press("#text-input", "Enter")
+    _wait_for_new_results(pg, seq)
+    _thumbs_loaded(pg)
+    assert pg.get_attribute("#results", "data-query") == "text"
+    assert len(pg.query_selector_all("[data-testid=text-score]")) == 10
+    assert "chest radiograph" in pg.inner_text("#query-summary")
+
+    # filters are sent: only CR images
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.check("[data-testid=modality-CR]")
+    _wait_for_new_results(pg, seq)
+    modalities = {c.inner_text() for c in pg.query_selector_all("[data-testid=result] .mod")}
+    assert modalities == {"CR"}
+    _shot(pg, "04-text-filtered.png")
+
+    # an API error is shown readably ({code, message} from the server)
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.set_input_files("#file-input", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}])
+    pg.wait_for_selector("#error:not([hidden])")
+    error = pg.inner_text("#error")
+    assert "HTTP 4" in error and "{" not in error
+    _shot(pg, "05-error.png")
+    assert pg.get_attribute("#results", "data-seq") == seq
+    assert pg.query_selector_all("[data-testid=result]") == []  # no stale results under the failed query
+
+    assert not [e for e in errors if "notes.png" not in e and "status of 4" not in e], errors
+
+
+@pytest.mark.timeout(300)
+def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: Page) -> None:
+    pg = page
+    pg.goto(keyed_server + "/")
+    # without a key: the header says so, and a search shows the 401 readably
+    pg.wait_for_function("() => document.getElementById('stats').innerText.includes('API key needed')")
+    pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
+    pg.wait_for_selector("#error:not([hidden])")
+    error = pg.inner_text("#error")
+    assert "unauthorized" in error and "HTTP 401" in error and "API key" in error
+
+    # save the key: it is kept in localStorage and sent as a bearer token
+    if not pg.is_visible("#api-key-input"):
+        pg.click("#key-summary")
+    pg.fill("#api-key-input", KEY)
+    pg.press("#api-key-input", "Enter")
+    assert pg.evaluate("localStorage.getItem('medsearch.apiKey')") == KEY
+    pg.wait_for_function("() => document.getElementById('stats').innerText.includes('images')")
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#search-button")
+    _wait_for_new_results(pg, seq)
+    _thumbs_loaded(pg)
+    assert pg.is_hidden("#error")
+    first = pg.query_selector("[data-testid=result]")
+    assert first is not None and first.get_attribute("data-source") == "MR_small.dcm"
+    srcs = pg.eval_on_selector_all("#results img", "imgs => imgs.map(i => i.src)")
+    assert srcs and all(src.startswith("blob:") for src in srcs)
+
+    first.click()
+    pg.wait_for_function(
+        "() => { const i = document.getElementById('detail-preview');"
+        " return i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0; }"
+    )
+    pg.wait_for_selector("#detail-meta[data-loaded=true]")
+    study_uid = pg.inner_text("[data-testid=uid-study]")
+    assert pg.get_attribute("#viewer-link", "href") == VIEWER.format(study_instance_uid=study_uid)
+    assert pg.is_visible("#viewer-link")
+    _shot(pg, "06-keyed-detail.png")
