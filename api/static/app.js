@@ -392,6 +392,7 @@
     state.controller = controller;
     const seq = ++state.seq;
     state.query = query;
+    $("intro").hidden = true;
     hideError($("error"));
     document.body.dataset.state = "loading";
     $("results").setAttribute("aria-busy", "true");
