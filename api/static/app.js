@@ -112,6 +112,7 @@
   // Thumbnails: <img src> when no key is set; fetch()+blob URLs when one is (img cannot send headers).
   function loadImage(img, url, bucket) {
     if (!apiKey()) {
+      if (bucket === "grid") img.loading = "lazy";
       img.src = url;
       return;
     }
@@ -168,6 +169,7 @@
       dot.dataset.ready = body.code === "not_ready" ? "loading" : "no";
       dot.title = body.message || "";
       if (body.code === "not_ready") setTimeout(refreshReady, 3000);
+      else if (body.code && !state.query) showError($("error"), new ApiError(res.status, body.code, body.message || ""));
     } catch {
       dot.dataset.ready = "no";
     }
