@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo test lint bench-ingest clean
+.PHONY: install demo test lint bench-ingest bench-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: lint
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
+
+bench-api: install
+	$(BIN)/python bench/api_load.py
 
 clean:
 	rm -rf $(VENV) medsearch-data .pytest_cache .mypy_cache .ruff_cache
