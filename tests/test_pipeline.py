@@ -116,7 +116,7 @@ def test_labels_csv_and_jsonl_are_stored_and_returned(collection: Collection, tm
     # labels given on a re-run reach images indexed earlier
     run_index(collection, [folder], IndexOptions(labels=load_labels(jsonl)))
     with collection.catalog.sessions() as session:
-        labels = dict(session.execute(select(Image.sop_instance_uid, Image.label)).tuples().all())
+        labels = dict(session.execute(select(Image.sop_instance_uid, Image.label)).all())
     assert labels[mr_uid] == "mr"
     assert sorted(v for v in labels.values() if v) == ["ct-head", "mr"]
 

@@ -194,7 +194,9 @@ def decode_dicom(
             raise NotAnImageError(f"image attributes but no pixel data ({name}): truncated or stripped file")
         raise NotAnImageError(f"DICOM file without pixel data ({name})")
     _ensure_transfer_syntax(ds)
-    meta = dicom_meta(ds, content_hash)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on odd VR values when they are first read
+        meta = dicom_meta(ds, content_hash)
     _check_limits(meta, limits)
     decoded: list[DecodedFrame] = []
     window = ""

@@ -243,11 +243,11 @@ class Catalog:
                 return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
             by_modality = dict(
-                session.execute(select(func.coalesce(Image.modality, "(none)"), func.count()).group_by(Image.modality))
-                .tuples()
-                .all()
+                session.execute(
+                    select(func.coalesce(Image.modality, "(none)"), func.count()).group_by(Image.modality)
+                ).all()
             )
-            by_code = dict(session.execute(select(Failure.code, func.count()).group_by(Failure.code)).tuples().all())
+            by_code = dict(session.execute(select(Failure.code, func.count()).group_by(Failure.code)).all())
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
             return {
                 "images": count(Image),
