@@ -9,6 +9,7 @@ from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, IndexSummary, Progress, run_index
 from retrieval import search as engine
 from retrieval.collection import Collection
+from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import ModelLoadError
@@ -32,24 +33,26 @@ class DemoResult:
     text_hits: list[engine.Hit]
 
 
-def choose_model(settings: Settings) -> tuple[Settings, str | None]:
-    """The configured model if it loads; otherwise a stand-in built in the data folder (and why)."""
+def choose_model(settings: Settings) -> tuple[Settings, Encoder | None, str | None]:
+    """The configured model, loaded, if it loads; otherwise a stand-in built in the data folder (and why)."""
     try:
-        MedSigLIPEncoder(settings.model, settings.device).load()
-        return settings, None
+        encoder = MedSigLIPEncoder(settings.model, settings.device)
+        encoder.load()
+        return settings, encoder, None
     except ModelLoadError as exc:
         folder = settings.data_dir / "standin-model"
         if not (folder / "config.json").exists():
             build_standin_model(folder)
-        return settings.model_copy(update={"model": str(folder)}), str(exc)
+        return settings.model_copy(update={"model": str(folder)}), None, str(exc)
 
 
 def run_demo(samples: Path, settings: Settings, progress: Progress | None = None) -> DemoResult:
     """Index `samples` into a demo collection and query it by image and by text."""
-    chosen, reason = choose_model(settings)
+    chosen, loaded, reason = choose_model(settings)
     demo_dir = settings.data_dir / ("demo-standin" if reason else "demo")
     chosen = chosen.model_copy(update={"data_dir": demo_dir})
-    collection = Collection(chosen)
+    # the model loaded to check it is available is the one the collection uses: never load it twice
+    collection = Collection(chosen) if loaded is None else Collection(chosen, lambda _settings: loaded)
     labels_file = samples / "labels.csv"
     options = IndexOptions(
         workers=chosen.workers,

@@ -261,11 +261,10 @@ def search(
         table.add_column(column, overflow="fold")
     for hit in hits:
         row = hit.as_dict()
-        score = f"{hit.score:.4f}" + (f" (p={hit.text_score:.3f})" if hit.text_score is not None else "")
         table.add_row(
             str(hit.rank),
             str(hit.image.id),
-            score,
+            _score(hit),
             str(row["modality"] or ""),
             str(row["study_date"] or ""),
             str(row["label"] or ""),
@@ -274,6 +273,11 @@ def search(
         )
     out.print(table)
     _standin_notice(collection)
+
+
+def _score(hit: Any) -> str:
+    """Cosine, plus the calibrated probability for text queries."""
+    return f"{hit.score:.4f}" + (f" (p={hit.text_score:.3f})" if hit.text_score is not None else "")
 
 
 def _short(uri: str, keep: int = 60) -> str:
@@ -417,11 +421,10 @@ def demo(
         for column in ("rank", "id", "score", "modality", "label", "source"):
             table.add_column(column)
         for hit in hits:
-            score = f"{hit.score:.4f}" + (f" (p={hit.text_score:.3f})" if hit.text_score is not None else "")
             table.add_row(
                 str(hit.rank),
                 str(hit.image.id),
-                score,
+                _score(hit),
                 hit.image.modality or "",
                 hit.image.label or "",
                 Path(hit.image.source_uri).name,

@@ -42,12 +42,10 @@ class Collection:
         self._index: FaissIndex | None = None
         self._lock = threading.Lock()
         self.reconcile_report: ReconcileReport | None = None
-        stored = self.catalog.fingerprint()
-        if stored is not None:
-            self._open_index(stored.width)
+        self.reopen_index()
 
     def reopen_index(self) -> None:
-        """Open (and reconcile) the index once another process has recorded a model for this folder."""
+        """Open (and reconcile) the index for the model recorded in this folder, if one is recorded yet."""
         stored = self.catalog.fingerprint()
         if stored is not None:
             self._open_index(stored.width)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
@@ -78,11 +79,33 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
     audit.info(json.dumps(line))
 
 
-def _encode(state: ServiceState, fn: object, *args: object) -> engine.QueryVector:
+def _filter_params(
+    modality: list[str] | None,
+    body_part: list[str] | None,
+    date_from: date | None,
+    date_to: date | None,
+    label: str | None,
+    exclude_same_patient: bool,
+    exclude_same_study: bool,
+) -> FilterParams:
+    """Filters given as form fields or query parameters (absent lists become empty)."""
+    return FilterParams(
+        modality=modality or [],
+        body_part=body_part or [],
+        date_from=date_from,
+        date_to=date_to,
+        label=label,
+        exclude_same_patient=exclude_same_patient,
+        exclude_same_study=exclude_same_study,
+    )
+
+
+def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: object) -> engine.QueryVector:
+    """Run a model call: one at a time, and refused clearly when the model failed to load."""
     if state.model_error:
         raise MedsearchError(state.model_error, code="model_unavailable")
     with state.model_lock:
-        return fn(*args)  # type: ignore[operator, no-any-return]
+        return fn(*args)
 
 
 @router.post("/search/text", response_model=SearchResponse, summary="Search by text")
@@ -117,15 +140,7 @@ async def search_image(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
-    params = FilterParams(
-        modality=modality or [],
-        body_part=body_part or [],
-        date_from=date_from,
-        date_to=date_to,
-        label=label,
-        exclude_same_patient=exclude_same_patient,
-        exclude_same_study=exclude_same_study,
-    )
+    params = _filter_params(modality, body_part, date_from, date_to, label, exclude_same_patient, exclude_same_study)
 
     def embed() -> engine.QueryVector:
         query = engine.embed_image(state.collection, data)
@@ -156,15 +171,7 @@ async def similar(
     group_by: GroupBy = "image",
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed."""
-    params = FilterParams(
-        modality=modality or [],
-        body_part=body_part or [],
-        date_from=date_from,
-        date_to=date_to,
-        label=label,
-        exclude_same_patient=exclude_same_patient,
-        exclude_same_study=exclude_same_study,
-    )
+    params = _filter_params(modality, body_part, date_from, date_to, label, exclude_same_patient, exclude_same_study)
     query = await run_in_threadpool(engine.embed_id, state.collection, image_id)
     result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
     _audit(request, "id", params, k, len(result.hits))

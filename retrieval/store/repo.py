@@ -30,7 +30,6 @@ class Filters:
     label: str | None = None
     exclude_patient_hash: str | None = None
     exclude_study_uid: str | None = None
-    exclude_ids: list[int] = field(default_factory=list)
 
     def is_empty(self) -> bool:
         """True when nothing restricts the candidates."""
@@ -42,7 +41,6 @@ class Filters:
             or self.label
             or self.exclude_patient_hash
             or self.exclude_study_uid
-            or self.exclude_ids
         )
 
 
@@ -229,8 +227,6 @@ class Catalog:
             query = query.where(
                 or_(Image.study_instance_uid.is_(None), Image.study_instance_uid != filters.exclude_study_uid)
             )
-        if filters.exclude_ids:
-            query = query.where(Image.id.not_in(filters.exclude_ids))
         with self.sessions() as session:
             return np.asarray(list(session.scalars(query)), dtype=np.int64)
 
