@@ -6,11 +6,11 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep
-from api.render import cached_png
 from api.schemas import ImageModel
 from api.state import ServiceState
 from api.views import image_model
 from retrieval.errors import NotFoundError
+from retrieval.render import cached_png
 from retrieval.store.models import Image
 
 router = APIRouter(prefix="/v1/images", tags=["images"])

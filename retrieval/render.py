@@ -1,4 +1,4 @@
-"""Server-side PNG thumbnails and previews, decoded from the source with the indexing windowing; cached."""
+"""Rendering an indexed image from its source as PNG thumbnails and previews (indexing windowing); cached."""
 
 from __future__ import annotations
 

@@ -1,0 +1,21 @@
+"""The `medsearch` command line: parse, call the library, print. One module per group of commands."""
+
+from __future__ import annotations
+
+import sys
+
+from retrieval.cli import dev, indexing, searching, service  # noqa: F401  # registers the commands
+from retrieval.cli.common import app, err, quiet_libraries
+from retrieval.errors import ModelLoadError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    quiet_libraries()
+    try:
+        app()
+    except ModelLoadError as exc:  # pragma: no cover - defensive; commands already translate errors
+        err.print(f"error ({exc.code}): {exc}")
+        sys.exit(1)

@@ -1,0 +1,150 @@
+"""Commands that change a data folder: index, failures, remove, rebuild-index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrieval.cli.common import (
+    DataDir,
+    FramesChoice,
+    ProgressBar,
+    app,
+    fail,
+    open_collection,
+    out,
+    say,
+    standin_notice,
+)
+from retrieval.errors import MedsearchError
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders, zip or tar(.gz) archives.")],
+    labels: Annotated[Path | None, typer.Option(help="CSV/JSONL sidecar labels.")] = None,
+    frames: Annotated[
+        FramesChoice, typer.Option(help="Multi-frame policy: middle frame, or every frame.")
+    ] = FramesChoice.middle,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes (0 = inline).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per encoder batch.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new."""
+    from indexer.labels import load_labels
+    from indexer.pipeline import IndexOptions, run_index
+
+    try:
+        collection = open_collection(data_dir)
+        settings = collection.settings
+        options = IndexOptions(
+            frames=frames.value,
+            workers=settings.workers if workers is None else workers,
+            batch_size=batch_size or settings.batch_size,
+            labels=load_labels(labels) if labels else None,
+        )
+        summary = run_index(collection, paths, options, ProgressBar(quiet or as_json))
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    rates = summary.images_per_second()
+    report = {
+        "sources": summary.sources,
+        "indexed": summary.indexed,
+        "skipped": summary.skipped,
+        "duplicates": summary.duplicates,
+        "failed": summary.failed,
+        "seconds": round(summary.seconds, 3),
+        "images_per_second": {k: round(v, 2) for k, v in rates.items()},
+        "encoder_busy": round(summary.encoder_busy, 3),
+    }
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    out.print(
+        f"indexed {summary.indexed} images from {summary.sources} sources in {summary.seconds:.1f} s "
+        f"({rates['overall']:.1f} img/s); skipped {summary.skipped} already done, "
+        f"{summary.duplicates} duplicates; {summary.failed} failed",
+        highlight=False,
+    )
+    stages = ", ".join(f"{s} {rates[s]:.1f}" for s in ("decode", "preprocess", "encode", "write"))
+    out.print(f"per stage (img/s): {stages}; encoder busy {summary.encoder_busy:.0%}")
+    for failure in summary.failures[:10]:
+        say(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}")
+    if summary.failed > 10:
+        out.print(f"  ... {summary.failed - 10} more: `medsearch failures`")
+    standin_notice(collection)
+
+
+@app.command()
+def failures(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 1000,
+    data_dir: DataDir = None,
+) -> None:
+    """List sources that could not be indexed, with the reason."""
+    try:
+        rows = open_collection(data_dir).catalog.failures(limit)
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    items = [
+        {"source": f.source_uri, "code": f.code, "reason": f.reason, "recorded_at": f.recorded_at.isoformat()}
+        for f in rows
+    ]
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    for item in items:
+        say(f"{item['source']}: [{item['code']}] {item['reason']}")
+    out.print(f"{len(items)} failures")
+
+
+@app.command()
+def remove(
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Image id (repeatable).")] = None,
+    source: Annotated[str | None, typer.Option(help="Every image whose source path starts with this.")] = None,
+    study: Annotated[str | None, typer.Option(help="Every image of this Study Instance UID.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Remove images (rows, vectors and index entries); a later `index` run can add them back."""
+    import numpy as np
+
+    if not ids and not source and not study:
+        raise typer.BadParameter("give --id, --source or --study")
+    try:
+        collection = open_collection(data_dir)
+        with collection.writer_lock():
+            prefix = str(Path(source).resolve()) if source and not source.startswith(("/", "\\")) else source
+            found = collection.catalog.find_ids(ids=ids or [], source_prefix=prefix, study_uid=study)
+            removed = collection.catalog.remove(found)
+            if collection.index is not None:
+                collection.index.remove(np.asarray(found, dtype=np.int64))
+                collection.save_index()
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    out.print(f"removed {removed} images")
+
+
+@app.command("rebuild-index")
+def rebuild_index(data_dir: DataDir = None) -> None:
+    """Rebuild the FAISS index from the stored vectors (no re-embedding)."""
+    try:
+        collection = open_collection(data_dir)
+        with collection.writer_lock():
+            fingerprint = collection.catalog.fingerprint()
+            if fingerprint is None or collection.index is None:
+                out.print("nothing indexed yet")
+                return
+            total = collection.index.rebuild(collection.catalog)
+            collection.save_index()
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    out.print(f"rebuilt the index with {total} vectors")

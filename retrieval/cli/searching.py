@@ -1,0 +1,136 @@
+"""Commands that read a data folder: search and stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from retrieval.cli.common import (
+    DataDir,
+    GroupChoice,
+    app,
+    fail,
+    open_collection,
+    out,
+    parse_date,
+    score_text,
+    short_uri,
+    standin_notice,
+)
+from retrieval.errors import MedsearchError
+
+
+@app.command()
+def search(
+    image: Annotated[Path | None, typer.Option(help="Query image file (DICOM, PNG, JPEG, TIFF).")] = None,
+    text: Annotated[str | None, typer.Option(help="Query text, e.g. 'right lower lobe consolidation'.")] = None,
+    image_id: Annotated[int | None, typer.Option("--id", help="Use an indexed image (by id) as the query.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    modality: Annotated[list[str] | None, typer.Option(help="Only these modalities (repeatable).")] = None,
+    body_part: Annotated[list[str] | None, typer.Option(help="Only these body parts (repeatable).")] = None,
+    date_from: Annotated[str | None, typer.Option(help="Study date on or after (YYYY-MM-DD).")] = None,
+    date_to: Annotated[str | None, typer.Option(help="Study date on or before (YYYY-MM-DD).")] = None,
+    label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
+    exclude_same_patient: Annotated[bool, typer.Option(help="Drop images of the query's patient.")] = False,
+    exclude_same_study: Annotated[bool, typer.Option(help="Drop images of the query's study.")] = False,
+    group_by: Annotated[GroupChoice, typer.Option(help="Best image per study or series.")] = GroupChoice.image,
+    text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Find the most similar indexed images to an image, a text, an indexed image, or image+text."""
+    from retrieval import search as engine
+    from retrieval.store.repo import Filters
+
+    if image_id is not None and (image is not None or text is not None):
+        raise typer.BadParameter("--id cannot be combined with --image or --text")
+    if image is None and text is None and image_id is None:
+        raise typer.BadParameter("give --image, --text or --id")
+    filters = Filters(
+        modality=modality or [],
+        body_part=body_part or [],
+        date_from=parse_date(date_from),
+        date_to=parse_date(date_to),
+        label=label,
+    )
+    try:
+        collection = open_collection(data_dir)
+        if image_id is not None:
+            query = engine.embed_id(collection, image_id)
+        elif image is not None:
+            from retrieval.source_read import read_file
+
+            query = engine.embed_image(collection, read_file(image, collection.settings.max_file_bytes))
+            if text:
+                query = engine.combine(query, engine.embed_text(collection, text), text_weight)
+        else:
+            assert text is not None
+            query = engine.embed_text(collection, text)
+        hits = engine.search(
+            collection,
+            query,
+            k=k,
+            filters=filters,
+            exclude_same_patient=exclude_same_patient,
+            exclude_same_study=exclude_same_study,
+            group_by=group_by.value,
+        )
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    if as_json:
+        out.print_json(json.dumps({"query": query.kind, "hits": [h.as_dict() for h in hits]}))
+        return
+    table = Table(title=f"{len(hits)} similar images ({query.kind} query)")
+    for column in ("rank", "id", "score", "modality", "date", "label", "study UID", "source"):
+        table.add_column(column, overflow="fold")
+    for hit in hits:
+        row = hit.as_dict()
+        table.add_row(
+            str(hit.rank),
+            str(hit.image.id),
+            score_text(hit),
+            str(row["modality"] or ""),
+            str(row["study_date"] or ""),
+            str(row["label"] or ""),
+            str(row["study_instance_uid"] or ""),
+            short_uri(hit.image.source_uri),
+        )
+    out.print(table)
+    standin_notice(collection)
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: DataDir = None) -> None:
+    """Counts of images, vectors, studies, sources and failures; images by modality."""
+    try:
+        collection = open_collection(data_dir)
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    report: dict[str, Any] = collection.catalog.stats()
+    index = collection.index
+    report["index_vectors"] = index.ntotal if index is not None else 0
+    fingerprint = collection.catalog.fingerprint()
+    report["model"] = fingerprint.model_id if fingerprint else None
+    report["model_fingerprint"] = fingerprint.key if fingerprint else None
+    report["standin_model"] = bool(fingerprint and fingerprint.standin)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+        return
+    for key in ("images", "vectors", "index_vectors", "studies", "sources", "failures", "model", "model_fingerprint"):
+        out.print(f"{key:>18}: {report[key]}")
+    out.print(
+        f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),
+        highlight=False,
+    )
+    if report["failures_by_code"]:
+        out.print(
+            f"{'failures by code':>18}: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(report["failures_by_code"].items())),
+            highlight=False,
+        )

@@ -1,0 +1,54 @@
+"""Commands of the query service: serve and key new."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from retrieval.cli.common import DataDir, app, fail, key_app, say
+from retrieval.errors import MedsearchError
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default $MEDSEARCH_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default $MEDSEARCH_PORT, 8000).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the REST API and the web page (uvicorn); refuses to bind beyond loopback without API keys."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.config import ServiceSettings
+
+    settings = ServiceSettings()
+    updates: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v}
+    settings = settings.model_copy(update=updates)
+    try:
+        settings.check_bind()
+        app_ = create_app(settings)
+    except (MedsearchError, ValueError) as exc:
+        fail(exc if isinstance(exc, MedsearchError) else MedsearchError(str(exc), code="bad_settings"))
+        return
+    logging.getLogger("medsearch").setLevel(logging.INFO)
+    audit = logging.getLogger("medsearch.audit")  # one bare JSON object per line, for log shippers
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    audit.addHandler(handler)
+    audit.propagate = False
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info")
+
+
+@key_app.command("new")
+def key_new(key_id: Annotated[str, typer.Argument(help="A name for the key holder, e.g. 'radiology-ws3'.")]) -> None:
+    """Make an API key: prints the key (give it to the client) and the line for MEDSEARCH_API_KEYS."""
+    import secrets
+
+    from api.config import hash_key
+
+    if not key_id.replace("-", "").replace("_", "").isalnum():
+        raise typer.BadParameter("use letters, digits, '-' and '_' only")
+    key = secrets.token_urlsafe(32)
+    say(f"key: {key}\nadd to MEDSEARCH_API_KEYS (comma-separated): {key_id}:{hash_key(key)}")
