@@ -13,7 +13,8 @@ from pathlib import Path
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.errors import IndexBusyError
-from retrieval.index.faiss_index import FaissIndex, ReconcileReport
+from retrieval.index.base import ReconcileReport, VectorIndex
+from retrieval.index.factory import build_vector_index
 from retrieval.privacy import load_or_create_salt
 from retrieval.settings import Settings
 from retrieval.store.db import make_engine, session_factory
@@ -39,7 +40,7 @@ class Collection:
         self.salt = load_or_create_salt(settings.data_dir, settings.patient_salt)
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
-        self._index: FaissIndex | None = None
+        self._index: VectorIndex | None = None
         self._lock = threading.Lock()
         self.reconcile_report: ReconcileReport | None = None
         self.reopen_index()
@@ -51,7 +52,7 @@ class Collection:
             self._open_index(stored.width)
 
     def _open_index(self, width: int) -> None:
-        index = FaissIndex(self.settings.index_path, width)
+        index = build_vector_index(self.settings, width)
         self.reconcile_report = index.reconcile(self.catalog)
         self._index = index
 
@@ -69,11 +70,11 @@ class Collection:
             return self._encoder
 
     @property
-    def index(self) -> FaissIndex | None:
+    def index(self) -> VectorIndex | None:
         """The vector index (None until a model has been recorded for this collection)."""
         return self._index
 
-    def require_index(self) -> FaissIndex:
+    def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""
         if self._index is None:
             _ = self.encoder

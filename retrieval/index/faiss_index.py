@@ -5,43 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.index.base import ReconcileReport
 from retrieval.store.repo import Catalog, IdArray
-
-
-@dataclass
-class ReconcileReport:
-    """What opening the index had to do to agree with the store."""
-
-    loaded: bool
-    rebuilt: bool
-    added: int
-    removed: int
-    total: int
-
-
-class VectorIndex(Protocol):
-    """The operations search and indexing need from any vector backend."""
-
-    @property
-    def ntotal(self) -> int: ...
-
-    def add(self, ids: IdArray, vectors: npt.NDArray[np.float32]) -> None: ...
-
-    def remove(self, ids: IdArray) -> int: ...
-
-    def search(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
-    ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
-
-    def save(self) -> None: ...
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,12 @@
+"""Pick the vector backend named by the settings (one factory, as for encoders)."""
+
+from __future__ import annotations
+
+from retrieval.index.base import VectorIndex
+from retrieval.index.faiss_index import FaissIndex
+from retrieval.settings import Settings
+
+
+def build_vector_index(settings: Settings, width: int) -> VectorIndex:
+    """The vector index for a collection of the given embedding width (not yet reconciled)."""
+    return FaissIndex(settings.index_path, width)
