@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
