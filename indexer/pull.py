@@ -14,6 +14,7 @@ from retrieval.errors import MedsearchError
 from retrieval.store.repo import Catalog
 
 UID_TAGS = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
+STUDY_DATE, MODALITY = "00080020", "00080060"
 
 
 @dataclass
@@ -31,6 +32,17 @@ class PullQuery:
         low = self.since.strftime("%Y%m%d") if self.since else ""
         high = self.until.strftime("%Y%m%d") if self.until else ""
         return {"StudyDate": f"{low}-{high}"}
+
+    def date_matches(self, value: str | None) -> bool:
+        """The server filtered already; servers differ on studies without a date, so check again here."""
+        if self.since is None and self.until is None:
+            return True
+        if not value or len(value) < 8 or not value[:8].isdigit():
+            return False
+        day = value[:8]
+        low = self.since.strftime("%Y%m%d") if self.since else "00000000"
+        high = self.until.strftime("%Y%m%d") if self.until else "99999999"
+        return low <= day <= high
 
 
 def _value(item: dict[str, object], tag: str) -> str | None:
@@ -57,13 +69,16 @@ class DicomwebSource:
         seen: set[tuple[str, str]] = set()
         for study_item in self.client.search("studies", self.query.study_filters()):
             study = _value(study_item, UID_TAGS["study"])
-            if not study:
+            if not study or not self.query.date_matches(_value(study_item, STUDY_DATE)):
                 continue
             modalities: list[str | None] = list(self.query.modalities) or [None]
             for modality in modalities:
                 filters = {"Modality": modality} if modality else {}
                 for series_item in self.client.search("series", filters, study=study):
                     series = _value(series_item, UID_TAGS["series"])
+                    found_modality = (_value(series_item, MODALITY) or "").upper()
+                    if modality and found_modality and found_modality != modality:
+                        continue
                     if series and (study, series) not in seen:
                         seen.add((study, series))
                         yield study, series
