@@ -86,11 +86,13 @@ class DicomwebSource:
     def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
         """Every matching instance whose WADO-RS URL is not indexed yet (failed ones are tried again)."""
         refs: list[SourceRef | SourceProblem] = []
+        seen: set[str] = set()
         for study, series in self._series():
             for item in self.client.search("instances", {}, study=study, series=series):
                 sop = _value(item, UID_TAGS["sop"])
-                if sop:
-                    url = instance_url(self.client.config.url, study, series, sop)
+                url = instance_url(self.client.config.url, study, series, sop) if sop else ""
+                if sop and url not in seen:
+                    seen.add(url)
                     refs.append(SourceRef(url, 0, 0.0, "dicomweb", url, f"{study}/{series}/{sop}"))
         self.found = len(refs)
         done = catalog.indexed_sources([r.uri for r in refs])

@@ -17,6 +17,7 @@ from retrieval.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+PAGE = 500  # QIDO-RS results asked for per request
 MEDIA_TYPES = (("application/dicom", "*"),)  # the instance as stored: compressed pixel data stays compressed
 
 
@@ -160,16 +161,27 @@ class Dicomweb:
     def search(
         self, level: str, filters: dict[str, str], study: str | None = None, series: str | None = None
     ) -> list[Any]:
-        """QIDO-RS search at 'studies', 'series' or 'instances' level, every page."""
+        """QIDO-RS search at 'studies', 'series' or 'instances' level, page by page (limit/offset)."""
+        results: list[Any] = []
+        first: Any = None
+        while True:
+            offset = len(results)
 
-        def run(client: Any) -> list[Any]:
-            if level == "studies":
-                return list(client.search_for_studies(search_filters=filters, get_remaining=True))
-            if level == "series":
-                return list(client.search_for_series(study, search_filters=filters, get_remaining=True))
-            return list(client.search_for_instances(study, series, search_filters=filters, get_remaining=True))
+            def run(client: Any, offset: int = offset) -> list[Any]:
+                page = {"search_filters": filters, "limit": PAGE, "offset": offset}
+                if level == "studies":
+                    return list(client.search_for_studies(**page))
+                if level == "series":
+                    return list(client.search_for_series(study, **page))
+                return list(client.search_for_instances(study, series, **page))
 
-        return self.call(f"QIDO-RS {level} search", run)
+            items = self.call(f"QIDO-RS {level} search", run)
+            if not items or (offset and items[0] == first):  # done, or a server that ignores offset
+                return results
+            first = first if offset else items[0]
+            results.extend(items)
+            if len(items) < PAGE:
+                return results
 
     def instance_bytes(self, study: str, series: str, sop: str, max_bytes: int) -> bytes:
         """WADO-RS retrieve of one instance in its stored transfer syntax, as Part 10 bytes."""
