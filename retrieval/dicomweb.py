@@ -204,6 +204,13 @@ class Dicomweb:
         return data
 
 
+def retrieve_url(base: str | None, study: str | None, series: str | None, sop: str | None) -> str | None:
+    """The WADO-RS URL a client can fetch the instance from, when a DICOMweb server is configured."""
+    if not base or not (study and series and sop):
+        return None
+    return instance_url(base, study, series, sop)
+
+
 def read_wado_uri(uri: str, settings: Settings) -> bytes:
     """Bytes of a pulled instance from its stored WADO-RS URL, only if it lies under MEDSEARCH_DICOMWEB_URL."""
     if not settings.dicomweb_url:

@@ -107,32 +107,40 @@ def test_filters_by_modality_and_study_date(
     assert only_ct["found"] == sum(1 for name, _ in UPLOADED if name == "CT_small.dcm")  # 693_J2KI has no date
 
 
-def test_thumbnails_of_pulled_images_come_from_the_configured_server(
+def test_api_gives_retrieve_urls_and_renders_pulled_images_from_the_server(
     orthanc: Orthanc, env: dict[str, str], tiny_model: Path
 ) -> None:
-    uids = _upload(orthanc, ["MR_small_jp2klossless.dcm"])
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.config import ServiceSettings
+
+    study, series, sop = _upload(orthanc, ["MR_small_jp2klossless.dcm"])["MR_small_jp2klossless.dcm"]
     _pull(orthanc, env)
-    settings = make_settings(
-        Path(env["MEDSEARCH_DATA_DIR"]),
-        tiny_model,
-        dicomweb_url=orthanc.dicomweb,
-        dicomweb_auth="basic",
-        dicomweb_user=USER,
-        dicomweb_password=PASSWORD,
-    )
-    collection = Collection(settings)
+    wado = instance_url(orthanc.dicomweb, study, series, sop)
+    data_dir = Path(env["MEDSEARCH_DATA_DIR"])
+    pacs = {"dicomweb_auth": "basic", "dicomweb_user": USER, "dicomweb_password": PASSWORD}
+    settings = ServiceSettings(data_dir=data_dir, model=str(tiny_model), dicomweb_url=orthanc.dicomweb, **pacs)
+    with TestClient(create_app(settings)) as client:
+        hits = client.post("/v1/search/text", json={"text": "brain", "k": 50}).json()["hits"]
+        hit = next(h for h in hits if h["sop_instance_uid"] == sop)
+        assert hit["retrieve_url"] == hit["source"] == wado
+        assert client.get(f"/v1/images/{hit['id']}").json()["retrieve_url"] == wado
+        preview = client.get(f"/v1/images/{hit['id']}/preview")  # rendered from a WADO-RS fetch, then cached
+        assert preview.status_code == 200 and preview.content.startswith(b"\x89PNG")
+    with_url = {**env, "MEDSEARCH_DICOMWEB_URL": orthanc.dicomweb}
+    cli = json.loads(run(["search", "--id", str(hit["id"]), "-k", "50", "--json"], with_url).stdout)
+    assert all(h["retrieve_url"] and h["retrieve_url"].startswith(orthanc.dicomweb + "/studies/") for h in cli["hits"])
+
+    collection = Collection(make_settings(data_dir, tiny_model, dicomweb_url=orthanc.dicomweb, **pacs))
     try:
-        sop = uids["MR_small_jp2klossless.dcm"][2]
-        rows = collection.catalog.images([int(i) for i in collection.catalog.all_ids()]).values()
-        image = next(i for i in rows if i.sop_instance_uid == sop)
-        png = cached_png(image, "thumbnail", settings)
-        assert png.startswith(b"\x89PNG")
-        image.id = -1  # not cached under this id: a fresh render must not follow a URL off the configured server
-        image.source_uri = image.source_uri.replace(orthanc.dicomweb, "http://127.0.0.1:1/dicom-web")
-        with pytest.raises(NotFoundError, match="MEDSEARCH_DICOMWEB_URL"):
-            cached_png(image, "thumbnail", settings)
-        with pytest.raises(NotFoundError, match="MEDSEARCH_DICOMWEB_URL"):
-            cached_png(image, "preview", make_settings(Path(env["MEDSEARCH_DATA_DIR"]), tiny_model))
+        image = collection.catalog.images([hit["id"]])[hit["id"]]
+        image.id = -1  # nothing cached under this id: a fresh render must not follow a URL off the configured server
+        image.source_uri = wado.replace(orthanc.dicomweb, "http://127.0.0.1:1/dicom-web")
+        with pytest.raises(NotFoundError, match="not under the configured MEDSEARCH_DICOMWEB_URL"):
+            cached_png(image, "thumbnail", collection.settings)
+        with pytest.raises(NotFoundError, match="set MEDSEARCH_DICOMWEB_URL"):
+            cached_png(image, "thumbnail", make_settings(data_dir, tiny_model))
     finally:
         collection.close()
 
