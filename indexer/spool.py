@@ -141,6 +141,13 @@ class SpoolWorker:
             log.info("another process holds the writer lock; the spool waits")
             return 0
         self.indexed += summary.indexed
+        log.info(
+            "indexed %d images from %d received instances (%d duplicates, %d failed)",
+            summary.indexed,
+            len(files),
+            summary.duplicates,
+            summary.failed,
+        )
         self._cache_renderings(source)
         self.spool.remove(files)  # rows (or failure records) are committed: the files may go
         return len(files)

@@ -158,6 +158,9 @@ def listen(
     except OSError as exc:
         fail(MedsearchError(f"cannot listen: {exc.strerror or exc}", code="listen_failed"))
         return
+    import logging
+
+    logging.getLogger("indexer.spool").setLevel(logging.INFO)  # one line per indexed batch
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
