@@ -32,6 +32,7 @@ class FaultyDicomweb(BaseHTTPRequestHandler):
     """QIDO-RS lists one study, one series, five instances; WADO-RS misbehaves per instance."""
 
     hits: ClassVar[Counter[str]] = Counter()
+    authorization: ClassVar[set[str]] = set()
     qido_down: ClassVar[bool] = False
     payload: ClassVar[dict[str, bytes]] = {
         "good": testdata_file("CT_small.dcm").read_bytes(),
@@ -67,6 +68,7 @@ class FaultyDicomweb(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        self.authorization.add(self.headers.get("Authorization", ""))
         path = self.path.split("?")[0].removeprefix("/dicom-web/")
         parts = path.split("/")
         if self.qido_down and len(parts) < 6:
@@ -136,11 +138,16 @@ def test_pull_survives_a_misbehaving_server(server: str, tiny_model: Path, tmp_p
     listed = json.loads(run(["failures", "--json"], env).stdout)
     assert {f["source"].rsplit("/", 1)[1] for f in listed} == set(reasons)
 
+    assert FaultyDicomweb.authorization == {""}  # no auth asked for, none sent
+
     FaultyDicomweb.hits.clear()
-    again = run(["pull", "--dicomweb", server, "--json"], env, check=False)
+    FaultyDicomweb.authorization.clear()
+    bearer = ["--auth", "bearer", "--token-env", "PACS_TOKEN"]
+    again = run(["pull", "--dicomweb", server, "--json", *bearer], {**env, "PACS_TOKEN": "t0ken"}, check=False)
     second = json.loads(again.stdout)
     assert again.returncode == 2 and second["already_indexed"] == 2 and second["failed"] == 3  # failures retried
     assert FaultyDicomweb.hits["good"] == 0 and FaultyDicomweb.hits["flaky"] == 0
+    assert FaultyDicomweb.authorization == {"Bearer t0ken"}
 
 
 def test_a_server_that_cannot_list_is_a_clear_error(server: str, tiny_model: Path, tmp_path: Path) -> None:

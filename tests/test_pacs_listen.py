@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +24,7 @@ from indexer.listener import start_listener
 from indexer.pipeline import IndexOptions
 from indexer.spool import Spool, SpoolWorker
 from retrieval.collection import Collection
+from retrieval.errors import NotFoundError
 from retrieval.render import cached_png
 from retrieval.source_read import received_uri
 from tests.conftest import testdata_file
@@ -194,6 +197,29 @@ def test_orthanc_sends_to_our_ae(orthanc: Orthanc, scp: tuple[Spool, int], colle
         assert syntax == KINDS[name], f"{name}: Orthanc sent {syntax.name}"  # as stored: we accept them all
         _same_pixels(received, name)
     _drain_and_check(collection, spool, sent)
+    # with the rendering cache gone, a received image is fetched from the PACS by its UIDs (DICOMweb)
+    shutil.rmtree(collection.settings.data_dir / "cache")
+    pacs = collection.settings.model_copy(update={"dicomweb_url": orthanc.dicomweb})
+    image = collection.catalog.images_by_source(
+        [received_uri(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)]
+    )[0]
+    assert cached_png(image, "preview", pacs).startswith(b"\x89PNG")
+    with pytest.raises(NotFoundError, match="set MEDSEARCH_DICOMWEB_URL"):
+        cached_png(image, "thumbnail", collection.settings)
+
+
+def test_a_spool_that_cannot_persist_answers_out_of_resources(tmp_path: Path) -> None:
+    class FullDisk(Spool):
+        def put(self, sop_instance_uid: str, data: bytes) -> Path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    server = start_listener(FullDisk(tmp_path / "spool"), "MEDSEARCH", "127.0.0.1", free_port())
+    try:
+        ds = with_new_uids(testdata_file("CT_small.dcm"))
+        assert store(int(server.server_address[1]), [ds]) == [0xA700]  # the sender keeps it and may retry
+    finally:
+        server.shutdown()
+    assert not list((tmp_path / "spool").iterdir())
 
 
 def test_orthanc_to_the_listener_process(orthanc: Orthanc, listener: Listener) -> None:
