@@ -26,6 +26,7 @@ STATUS_BY_CODE = {
     "model_mismatch": 503,
     "index_busy": 503,
     "not_ready": 503,
+    "dicomweb_error": 502,
 }
 
 

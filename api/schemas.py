@@ -51,6 +51,7 @@ class HitModel(BaseModel):
     thumbnail_url: str
     preview_url: str
     viewer_url: str | None = None
+    retrieve_url: str | None = Field(default=None, description="DICOMweb WADO-RS URL (MEDSEARCH_DICOMWEB_URL).")
 
 
 class SearchResponse(BaseModel):
@@ -92,6 +93,7 @@ class ImageModel(BaseModel):
     source: str
     indexed_at: str
     viewer_url: str | None = None
+    retrieve_url: str | None = Field(default=None, description="DICOMweb WADO-RS URL (MEDSEARCH_DICOMWEB_URL).")
 
 
 class ErrorModel(BaseModel):

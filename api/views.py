@@ -5,6 +5,7 @@ from __future__ import annotations
 from string import Formatter
 
 from api.schemas import HitModel, ImageModel
+from retrieval.dicomweb import retrieve_url
 from retrieval.search import Hit
 from retrieval.store.models import Image
 
@@ -33,7 +34,11 @@ def check_template(template: str | None) -> None:
             raise ValueError(f"viewer URL template has unknown placeholders {sorted(unknown)}; use {sorted(_FIELDS)}")
 
 
-def hit_model(hit: Hit, template: str | None) -> HitModel:
+def _retrieve_url(dicomweb_url: str | None, image: Image) -> str | None:
+    return retrieve_url(dicomweb_url, image.study_instance_uid, image.series_instance_uid, image.sop_instance_uid)
+
+
+def hit_model(hit: Hit, template: str | None, dicomweb_url: str | None = None) -> HitModel:
     """A search hit for the API."""
     data = hit.as_dict()
     image_id = hit.image.id
@@ -42,10 +47,11 @@ def hit_model(hit: Hit, template: str | None) -> HitModel:
         thumbnail_url=f"/v1/images/{image_id}/thumbnail",
         preview_url=f"/v1/images/{image_id}/preview",
         viewer_url=viewer_url(template, hit.image),
+        retrieve_url=_retrieve_url(dicomweb_url, hit.image),
     )
 
 
-def image_model(image: Image, template: str | None) -> ImageModel:
+def image_model(image: Image, template: str | None, dicomweb_url: str | None = None) -> ImageModel:
     """An image's metadata for the API."""
     return ImageModel(
         id=image.id,
@@ -73,4 +79,5 @@ def image_model(image: Image, template: str | None) -> ImageModel:
         source=image.source_uri,
         indexed_at=image.indexed_at.isoformat(),
         viewer_url=viewer_url(template, image),
+        retrieve_url=_retrieve_url(dicomweb_url, image),
     )

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.labels import Labels
-from indexer.sources import ArchiveReader, SourceProblem, SourceRef, iter_sources
+from indexer.sources import PathSource, Source, SourceItem, SourceRef
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.imaging.preprocess import ImageProcessor
@@ -241,51 +241,40 @@ def run_index(
     progress: Progress | None = None,
 ) -> IndexSummary:
     """Index every file under `paths`; resumable, idempotent, one writer at a time."""
+    return run_source(collection, PathSource(paths, collection.settings.max_file_bytes), options, progress)
+
+
+def run_source(
+    collection: Collection,
+    source: Source,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexSummary:
+    """Index everything a source yields: same decode, encode, write, duplicate and failure handling for all."""
     options = options or IndexOptions()
     summary = IndexSummary()
     start = time.perf_counter()
     with collection.writer_lock():
-        writer = _Writer(collection, options, summary, progress)
-        refs = list(iter_sources(list(paths)))
-        summary.sources = len(refs)
-        done = collection.catalog.processed_sources([r.uri for r in refs if isinstance(r, SourceRef)])
-        if progress:
-            progress.start(len(refs))
-        settings = collection.settings
-        limits = DecodeLimits(max_pixels=settings.max_pixels)
-        initargs = (writer.encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
-        reader = ArchiveReader(settings.max_file_bytes)
-        pool = _DecodePool(options.workers, initargs, prefetch=options.batch_size * 2)
+        writer = _Writer(collection, options, summary, progress)  # loads the model: a mismatch fails here
+        pool: _DecodePool | None = None
         try:
-            for ref in refs:
-                if isinstance(ref, SourceProblem):
-                    placeholder = SourceRef(ref.uri, 0, 0.0, "file", ref.uri)
-                    writer.add(_Outcome(placeholder, code=ref.code, reason=ref.reason))
-                    continue
-                previous = done.get(ref.uri)
-                if previous is not None and previous[0] == ref.size and abs(previous[1] - ref.mtime) < 1e-6:
-                    summary.skipped += 1
-                    if progress:
-                        progress.advance(1, 0)
-                    continue
-                data: bytes | None = None
-                if ref.kind != "file":
-                    t0 = time.perf_counter()
-                    try:
-                        data = reader.read(ref)
-                    except MedsearchError as exc:
-                        writer.add(_Outcome(ref, code=exc.code, reason=str(exc)))
-                        continue
-                    finally:
-                        summary.stage_seconds["read"] += time.perf_counter() - t0
-                for outcome in pool.submit(ref, data):
-                    writer.add(outcome)
-            for outcome in pool.drain():
-                writer.add(outcome)
-            writer.flush()
+            refs, summary.skipped = source.plan(collection.catalog)
+            summary.sources = len(refs) + summary.skipped
+            if progress:
+                progress.start(summary.sources)
+                if summary.skipped:
+                    progress.advance(summary.skipped, 0)
+            if refs:
+                settings = collection.settings
+                limits = DecodeLimits(max_pixels=settings.max_pixels)
+                processor = writer.encoder.image_processor
+                initargs = (processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
+                pool = _DecodePool(options.workers, initargs, prefetch=options.batch_size * 2)
+                _feed(source.fetch(refs), pool, writer, summary)
         finally:
-            reader.close()
-            pool.close()
+            source.close()
+            if pool is not None:
+                pool.close()
             writer.save()
             if progress:
                 progress.finish()
@@ -295,6 +284,19 @@ def run_index(
         by_uri = {k: (v.label, v.report) for k, v in options.labels.by_uri.items()}
         collection.catalog.apply_labels(as_pairs, by_uri)
     return summary
+
+
+def _feed(items: Iterator[SourceItem], pool: _DecodePool, writer: _Writer, summary: IndexSummary) -> None:
+    for item in items:
+        summary.stage_seconds["read"] += item.read_seconds
+        if item.code:
+            writer.add(_Outcome(item.ref, code=item.code, reason=item.reason))
+            continue
+        for outcome in pool.submit(item.ref, item.data):
+            writer.add(outcome)
+    for outcome in pool.drain():
+        writer.add(outcome)
+    writer.flush()
 
 
 CRASH_REASON = "the decoder crashed its worker process on this file (killed by a signal or out of memory)"

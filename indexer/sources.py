@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import tarfile
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from retrieval.errors import DecodeError, TooLargeError, UnsafeArchiveEntryError
+from retrieval.errors import DecodeError, MedsearchError, TooLargeError, UnsafeArchiveEntryError
 from retrieval.source_read import read_file
+
+if TYPE_CHECKING:
+    from retrieval.store.repo import Catalog
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
@@ -48,7 +52,7 @@ class SourceRef:
     uri: str
     size: int
     mtime: float
-    kind: Literal["file", "zip", "tar"]
+    kind: Literal["file", "zip", "tar", "dicomweb", "cstore"]
     container: str
     member: str | None = None
 
@@ -190,3 +194,78 @@ class ArchiveReader:
         if self._open is not None:
             self._open[1].close()
             self._open = None
+
+
+@dataclass
+class SourceItem:
+    """One source ready for decoding: its bytes (None: the decode worker reads the file), or why not."""
+
+    ref: SourceRef
+    data: bytes | None = None
+    code: str = ""
+    reason: str = ""
+    read_seconds: float = 0.0
+
+
+class Source(Protocol):
+    """Where a run's images come from: folders and archives, a DICOMweb server, the C-STORE spool."""
+
+    def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
+        """What to process in this run, and how many sources were left out as already done."""
+        ...
+
+    def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
+        """Each planned source with its bytes (or its failure), in order."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the source holds open."""
+        ...
+
+
+def problem_item(problem: SourceProblem) -> SourceItem:
+    """A source that could not even be read, as an item the pipeline records as failed."""
+    return SourceItem(SourceRef(problem.uri, 0, 0.0, "file", problem.uri), code=problem.code, reason=problem.reason)
+
+
+def _unchanged(ref: SourceRef, previous: tuple[int, float] | None) -> bool:
+    return previous is not None and previous[0] == ref.size and abs(previous[1] - ref.mtime) < 1e-6
+
+
+class PathSource:
+    """Files, folders and archives; a file whose size and mtime did not change since it was processed is skipped."""
+
+    def __init__(self, paths: Sequence[Path], max_bytes: int) -> None:
+        self.paths = list(paths)
+        self.reader = ArchiveReader(max_bytes)
+
+    def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
+        """Every source under the paths that is new or changed."""
+        refs = list(iter_sources(self.paths))
+        done = catalog.processed_sources([r.uri for r in refs if isinstance(r, SourceRef)])
+        todo: list[SourceRef | SourceProblem] = []
+        for ref in refs:
+            if not (isinstance(ref, SourceRef) and _unchanged(ref, done.get(ref.uri))):
+                todo.append(ref)
+        return todo, len(refs) - len(todo)
+
+    def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
+        """Archive members are read here (in order, one archive open at a time); plain files by the workers."""
+        for ref in refs:
+            if isinstance(ref, SourceProblem):
+                yield problem_item(ref)
+                continue
+            if ref.kind == "file":
+                yield SourceItem(ref)
+                continue
+            t0 = time.perf_counter()
+            try:
+                data = self.reader.read(ref)
+            except MedsearchError as exc:
+                yield SourceItem(ref, code=exc.code, reason=str(exc), read_seconds=time.perf_counter() - t0)
+                continue
+            yield SourceItem(ref, data, read_seconds=time.perf_counter() - t0)
+
+    def close(self) -> None:
+        """Close the open archive."""
+        self.reader.close()

@@ -12,15 +12,16 @@ from PIL import Image as PILImage
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.types import DecodeLimits
 from retrieval.settings import Settings
-from retrieval.source_read import read_uri
+from retrieval.source_read import read_source
 from retrieval.store.models import Image
 
 SIZES = {"thumbnail": 256, "preview": 1024}
 
 
-def render_png(image: Image, size: int, settings: Settings) -> bytes:
-    """Decode the image's own frame from its source and return a PNG no larger than size x size."""
-    data = read_uri(image.source_uri, settings.max_file_bytes)
+def render_png(image: Image, size: int, settings: Settings, data: bytes | None = None) -> bytes:
+    """Decode the image's own frame from its source (or the given bytes) as a PNG no larger than size x size."""
+    if data is None:
+        data = read_source(image.source_uri, settings)
     decoded = decode_bytes(
         data,
         frames=image.frame if image.kind == "dicom" else "middle",
@@ -35,16 +36,18 @@ def render_png(image: Image, size: int, settings: Settings) -> bytes:
     return buf.getvalue()
 
 
-def cached_png(image: Image, kind: str, settings: Settings) -> bytes:
+def cached_png(image: Image, kind: str, settings: Settings, data: bytes | None = None) -> bytes:
     """The rendered PNG, from the cache when it is there (keyed by id, kind and content hash)."""
     folder = settings.data_dir / "cache" / kind
     path = folder / f"{image.id}-{image.content_hash[:16]}.png"
     if path.exists():
         return path.read_bytes()
-    png = render_png(image, SIZES[kind], settings)
+    png = render_png(image, SIZES[kind], settings, data)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(png)
+        handle.flush()
+        os.fsync(handle.fileno())  # the spool worker deletes a received instance once its renderings are cached
     os.replace(tmp, path)
     return png

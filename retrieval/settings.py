@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "google/medsiglip-448"
@@ -29,6 +29,23 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest accepted file or member.")
     ct_window: str = Field(default="soft-tissue", description="CT preset used when a file has no VOI.")
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
+    # -- PACS: DICOMweb pull and thumbnails of pulled images, C-STORE listener ------------------------------
+    dicomweb_url: str | None = Field(default=None, description="DICOMweb base URL, e.g. http://pacs:8042/dicom-web.")
+    dicomweb_auth: Literal["none", "basic", "bearer"] = "none"
+    dicomweb_user: str | None = Field(default=None, description="User name for basic auth.")
+    dicomweb_password: SecretStr | None = Field(default=None, description="Password for basic auth.")
+    dicomweb_token: SecretStr | None = Field(default=None, description="Token for bearer auth.")
+    dicomweb_timeout: float = Field(default=30.0, gt=0, description="Seconds before a DICOMweb request gives up.")
+    dicomweb_retries: int = Field(default=4, ge=0, le=20, description="Retries after a 5xx, timeout or lost link.")
+    dicomweb_backoff: float = Field(default=1.0, ge=0, description="First retry delay in seconds; doubles each time.")
+    dicomweb_workers: int = Field(default=4, ge=1, le=64, description="Instances fetched at the same time.")
+    listen_ae_title: str = Field(default="MEDSEARCH", min_length=1, max_length=16)
+    listen_host: str = Field(default="127.0.0.1", description="Where `medsearch listen` accepts associations.")
+    listen_port: int = Field(default=11112, ge=0, le=65535)
+    listen_allow: str = Field(default="", description="Comma-separated calling AE titles allowed (all if empty).")
+    spool_dir: Path | None = Field(default=None, description="Received instances wait here (default DATA_DIR/spool).")
+    spool_batch: int = Field(default=64, ge=1, description="Spooled instances indexed per batch.")
+    spool_poll_seconds: float = Field(default=1.0, gt=0, description="How often the spool worker looks for files.")
 
     @field_validator("data_dir")
     @classmethod
@@ -46,3 +63,8 @@ class Settings(BaseSettings):
     def index_path(self) -> Path:
         """Where the derived FAISS index file lives."""
         return self.data_dir / "index.faiss"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """Where the C-STORE listener keeps received instances until they are indexed."""
+        return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"

@@ -27,7 +27,7 @@ def _image(state: ServiceState, image_id: int) -> Image:
 async def get_image(image_id: int, state: FreshDep) -> ImageModel:
     """UIDs, modality, body part, date, labels/report, source; never patient identifiers."""
     image = await run_in_threadpool(_image, state, image_id)
-    return image_model(image, state.settings.viewer_url_template)
+    return image_model(image, state.settings.viewer_url_template, state.settings.dicomweb_url)
 
 
 async def _png(state: ServiceState, image_id: int, kind: str) -> Response:

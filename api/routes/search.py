@@ -53,7 +53,7 @@ def _run(
         query=query.kind,
         k=k,
         offset=offset,
-        hits=[hit_model(h, template) for h in hits],
+        hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
     )

@@ -120,7 +120,8 @@ def remove(
     try:
         collection = open_collection(data_dir)
         with collection.writer_lock():
-            prefix = str(Path(source).resolve()) if source and not source.startswith(("/", "\\")) else source
+            is_path = source is not None and not source.startswith(("/", "\\", "dicom:")) and "://" not in source
+            prefix = str(Path(source).resolve()) if source and is_path else source  # PACS sources (URLs) as given
             found = collection.catalog.find_ids(ids=ids or [], source_prefix=prefix, study_uid=study)
             removed = collection.catalog.remove(found)
             if collection.index is not None:

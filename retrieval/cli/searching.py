@@ -83,7 +83,11 @@ def search(
         fail(exc)
         return
     if as_json:
-        out.print_json(json.dumps({"query": query.kind, "hits": [h.as_dict() for h in hits]}))
+        from retrieval.dicomweb import retrieve_url
+
+        base = collection.settings.dicomweb_url
+        rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
+        out.print_json(json.dumps({"query": query.kind, "hits": rows}))
         return
     table = Table(title=f"{len(hits)} similar images ({query.kind} query)")
     for column in ("rank", "id", "score", "modality", "date", "label", "study UID", "source"):
@@ -102,6 +106,11 @@ def search(
         )
     out.print(table)
     standin_notice(collection)
+
+
+def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:
+    image = hit.image
+    return image.study_instance_uid, image.series_instance_uid, image.sop_instance_uid
 
 
 @app.command()

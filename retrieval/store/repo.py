@@ -163,6 +163,23 @@ class Catalog:
                     out[uri] = (size, mtime)
         return out
 
+    def indexed_sources(self, uris: Sequence[str]) -> set[str]:
+        """Which of the given sources were indexed (not failed) before."""
+        found: set[str] = set()
+        with self.sessions() as session:
+            for chunk in _chunks(list(uris), 500):
+                query = select(Source.uri).where(Source.uri.in_(chunk), Source.status == "indexed")
+                found.update(session.scalars(query))
+        return found
+
+    def images_by_source(self, uris: Sequence[str]) -> list[Image]:
+        """Image rows whose source URI is exactly one of the given ones."""
+        with self.sessions() as session:
+            rows: list[Image] = []
+            for chunk in _chunks(list(uris), 500):
+                rows.extend(session.scalars(select(Image).where(Image.source_uri.in_(chunk))))
+            return rows
+
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         """Which instance keys are already indexed."""
         found: set[str] = set()

@@ -1,0 +1,176 @@
+"""PACS commands: pull from a DICOMweb server, listen for C-STORE as a DICOM destination."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from retrieval.cli.common import (
+    DataDir,
+    FramesChoice,
+    ProgressBar,
+    app,
+    err,
+    fail,
+    open_collection,
+    out,
+    parse_date,
+    say,
+    standin_notice,
+)
+from retrieval.errors import MedsearchError
+
+
+class AuthChoice(StrEnum):
+    none = "none"
+    basic = "basic"
+    bearer = "bearer"
+
+
+def _secret(var: str | None, what: str) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        raise MedsearchError(f"{what} environment variable {var} is not set", code="bad_settings")
+    return value
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip().upper() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@app.command()
+def pull(
+    dicomweb: Annotated[str | None, typer.Option("--dicomweb", help="DICOMweb base URL (default: setting).")] = None,
+    since: Annotated[str | None, typer.Option(help="Studies on or after this date (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option(help="Studies on or before this date (YYYY-MM-DD).")] = None,
+    modality: Annotated[list[str] | None, typer.Option(help="Only these modalities: CR,DX,CT (repeatable).")] = None,
+    auth: Annotated[AuthChoice | None, typer.Option(help="Authentication (default: setting).")] = None,
+    user: Annotated[str | None, typer.Option(help="User for basic auth.")] = None,
+    password_env: Annotated[
+        str | None, typer.Option(help="Name of the environment variable holding the basic-auth password.")
+    ] = None,
+    token_env: Annotated[
+        str | None, typer.Option(help="Name of the environment variable holding the bearer token.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Instances fetched at the same time.")] = None,
+    frames: Annotated[FramesChoice, typer.Option(help="Multi-frame policy.")] = FramesChoice.middle,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances."""
+    from indexer.pipeline import IndexOptions, run_source
+    from indexer.pull import DicomwebSource, PullQuery
+    from retrieval.dicomweb import Dicomweb, DicomwebConfig
+
+    query = PullQuery(since=parse_date(since), until=parse_date(until), modalities=_split(modality))
+    try:
+        collection = open_collection(data_dir)
+        settings = collection.settings
+        updates: dict[str, Any] = {}
+        if auth is not None:
+            updates["auth"] = auth.value
+        if user is not None:
+            updates["user"] = user
+        if password_env is not None:
+            updates["password"] = _secret(password_env, "--password-env")
+        if token_env is not None:
+            updates["token"] = _secret(token_env, "--token-env")
+        config = DicomwebConfig.from_settings(settings, dicomweb)
+        config = DicomwebConfig(**{**config.__dict__, **updates})
+        client = Dicomweb(config)
+        source = DicomwebSource(client, query, workers or settings.dicomweb_workers, settings.max_file_bytes)
+        options = IndexOptions(frames=frames.value, workers=settings.workers, batch_size=settings.batch_size)
+        summary = run_source(collection, source, options, ProgressBar(quiet or as_json))
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    report = {
+        "server": config.url,
+        "found": source.found,
+        "already_indexed": summary.skipped,
+        "fetched": source.fetched,
+        "indexed": summary.indexed,
+        "duplicates": summary.duplicates,
+        "failed": summary.failed,
+        "failures": [{"source": f.uri, "code": f.code, "reason": f.reason} for f in summary.failures],
+        "seconds": round(summary.seconds, 3),
+    }
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        out.print(
+            f"pulled from {config.url}: {source.found} instances found, {summary.skipped} already indexed, "
+            f"{source.fetched} fetched, {summary.indexed} images indexed, {summary.duplicates} duplicates, "
+            f"{summary.failed} failed ({summary.seconds:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for failure in summary.failures[:20]:
+            say(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}")
+        standin_notice(collection)
+    if summary.failed:
+        err.print(f"{summary.failed} instance(s) failed; they are retried on the next pull (`medsearch failures`)")
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def listen(
+    ae_title: Annotated[str | None, typer.Option("--ae-title", help="Our AE title (default: setting).")] = None,
+    port: Annotated[int | None, typer.Option(help="DICOM port (default: setting, 11112).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: setting, 127.0.0.1).")] = None,
+    allow: Annotated[str | None, typer.Option(help="Comma-separated calling AE titles allowed (default: all).")] = None,
+    spool: Annotated[str | None, typer.Option(help="Spool folder (default: DATA_DIR/spool).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes (0 = inline).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Be a DICOM destination: a Storage SCP that spools every instance durably and indexes the spool."""
+    from pathlib import Path
+
+    from indexer.listener import start_listener
+    from indexer.pipeline import IndexOptions
+    from indexer.spool import Spool, SpoolWorker
+
+    try:
+        collection = open_collection(data_dir)
+        settings = collection.settings
+        _ = collection.encoder  # a model problem is reported now, not after the first C-STORE
+        folder = Path(spool) if spool else settings.resolved_spool_dir
+        queue = Spool(folder)
+        options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
+        worker = SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+        allowed = [a.strip() for a in (allow if allow is not None else settings.listen_allow).split(",") if a.strip()]
+        title = ae_title or settings.listen_ae_title
+        server = start_listener(
+            queue, title, host or settings.listen_host, settings.listen_port if port is None else port, allowed
+        )
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    except OSError as exc:
+        fail(MedsearchError(f"cannot listen: {exc.strerror or exc}", code="listen_failed"))
+        return
+    import logging
+
+    logging.getLogger("indexer.spool").setLevel(logging.INFO)  # one line per indexed batch
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    bound_host, bound_port = server.server_address[:2]
+    who = ", ".join(allowed) if allowed else "any calling AE"
+    say(f"listening as {title} on {bound_host}:{bound_port} ({who}); spool {folder}")
+    out.file.flush()
+    standin_notice(collection)
+    stop.wait()
+    server.shutdown()
+    worker.stop()
+    say(f"stopped; indexed {worker.indexed} images while listening")
