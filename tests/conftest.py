@@ -71,3 +71,11 @@ def sample_dir(tmp_path: Path) -> Path:
     target = tmp_path / "samples"
     shutil.copytree(SAMPLES, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3 (MedGemma's classes: Gemma3ForConditionalGeneration, Gemma3Processor), built offline."""
+    from retrieval.summarize.standin import build_standin_summarizer
+
+    return build_standin_summarizer(tmp_path_factory.mktemp("models") / "tiny-gemma3")
