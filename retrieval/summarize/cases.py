@@ -72,12 +72,15 @@ def build_request(
         ids.remove(query_id)
         if not ids:
             raise BadQueryError("match_ids holds only the query image itself")
-    ids = ids[:limit]
     wanted = ids + ([query_id] if query_id is not None else [])
     rows = collection.catalog.images(wanted)
     missing = [i for i in wanted if i not in rows]
     if missing:
         raise NotFoundError(f"no indexed image with id {', '.join(map(str, missing))}")
+    digest = hashlib.sha256(query_bytes).hexdigest() if query_bytes is not None else None
+    if digest is not None:  # an uploaded file that is itself indexed is not its own prior case
+        ids = [i for i in ids if rows[i].content_hash != digest] or ids
+    ids = ids[:limit]
 
     query: SummaryCase | None = None
     if query_id is not None:
@@ -91,7 +94,7 @@ def build_request(
                     score_of[i] = float(np.dot(query_vector, vector))
     elif query_bytes is not None:
         query = SummaryCase(picture=picture_from_bytes(query_bytes, collection.settings))
-        key = "sha256:" + hashlib.sha256(query_bytes).hexdigest()
+        key = f"sha256:{digest}"
     else:
         key = "text"
     if text is not None:

@@ -15,7 +15,7 @@ from retrieval.summarize.base import (
 from retrieval.summarize.cache import SummaryCache
 
 DISABLED_HELP = (
-    "summaries are off on this server: set MEDSEARCH_SUMMARIZER=transformers (a local MedGemma) or "
+    "summaries are off: set MEDSEARCH_SUMMARIZER=transformers (a local MedGemma) or "
     "MEDSEARCH_SUMMARIZER=openai with MEDSEARCH_SUMMARY_URL (a vLLM/TGI server); see the README"
 )
 
