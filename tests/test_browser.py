@@ -349,3 +349,75 @@ def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: 
     assert pg.get_attribute("#viewer-link", "href") == VIEWER.format(study_instance_uid=study_uid)
     assert pg.is_visible("#viewer-link")
     _shot(pg, "06-keyed-detail.png")
+
+
+@pytest.fixture
+def summary_server(indexed: tuple[Path, Path], tiny_model: Path, tiny_gemma: Path, tmp_path: Path) -> Iterator[str]:
+    """The service with summaries on (transformers backend, tiny Gemma 3 stand-in), on its own copy of the data."""
+    data_dir = tmp_path / "summary-data"
+    shutil.copytree(indexed[1], data_dir)  # indexed[1] is only open while keyed_server runs (function scope)
+    with _serve(
+        data_dir,
+        tiny_model,
+        MEDSEARCH_SUMMARIZER="transformers",
+        MEDSEARCH_SUMMARY_MODEL=str(tiny_gemma),
+        MEDSEARCH_SUMMARY_MAX_NEW_TOKENS="300",
+    ) as base:
+        yield base
+
+
+def _watch_summary_text(page: Page) -> None:
+    page.evaluate(
+        "() => { window.__summaryUpdates = 0; new MutationObserver(() => window.__summaryUpdates++)"
+        ".observe(document.getElementById('summary-text'), {childList: true, characterData: true, subtree: true}); }"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summary_server: str, page: Page) -> None:
+    pg = page
+    # summaries off (the default): the button says so and explains how to turn them on
+    pg.goto(server + "/")
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    pg.wait_for_selector("#summarize-button[data-enabled=false]")
+    assert pg.is_disabled("#summarize-button") and "off" in pg.inner_text("#summarize-button")
+    assert "MEDSEARCH_SUMMARIZER" in (pg.get_attribute("#summarize-button", "title") or "")
+
+    # summaries on: click, the text streams into the panel, the notice and the compared cases show
+    pg.goto(summary_server + "/")
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    _thumbs_loaded(pg)
+    pg.wait_for_selector("#summarize-button[data-enabled=true]:not([disabled])")
+    _watch_summary_text(pg)
+    pg.click("#summarize-button")
+    pg.wait_for_selector("#summary-panel:not([hidden])")
+    pg.wait_for_function("() => document.getElementById('summary-panel').dataset.state === 'done'", timeout=120_000)
+    text = pg.inner_text("#summary-text")
+    assert len(text.strip()) > 20
+    assert pg.evaluate("window.__summaryUpdates") > 1  # arrived in pieces, not as one block
+    notice = pg.inner_text("#summary-notice")
+    assert notice.startswith("Not for diagnosis") and "qualified clinician" in notice
+    compared = pg.query_selector_all("[data-testid=result].compared")
+    ids = [c.get_attribute("data-id") for c in compared]
+    first = pg.query_selector("[data-testid=result]")
+    assert len(compared) == 4 and first is not None and first.get_attribute("data-id") not in ids  # not itself
+    assert pg.is_hidden("#summary-error")
+    _shot(pg, "07-summary.png")
+
+    # another query: Cancel stops the stream, the partial text stays, the button is usable again
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#file-clear")
+    pg.fill("#text-input", "head")
+    pg.press("#text-input", "Enter")
+    _wait_for_new_results(pg, seq)
+    assert pg.is_hidden("#summary-panel")  # a new search closes the old summary
+    pg.click("#summarize-button")
+    pg.wait_for_function("() => document.getElementById('summary-text').textContent.length > 0", timeout=120_000)
+    pg.click("#summary-cancel")
+    pg.wait_for_function("() => document.getElementById('summary-panel').dataset.state === 'cancelled'")
+    assert pg.inner_text("#summary-state") == "cancelled" and pg.is_enabled("#summarize-button")
+    partial = pg.inner_text("#summary-text")
+    pg.wait_for_timeout(1000)
+    assert pg.inner_text("#summary-text") == partial  # nothing more arrives after a cancel
