@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -486,3 +487,42 @@ def test_openai_setting_without_url_is_refused_at_start(data_dir: Path, tiny_mod
 
     with pytest.raises(MedsearchError, match="needs MEDSEARCH_SUMMARY_URL"):
         create_app(ServiceSettings(data_dir=data_dir, model=str(tiny_model), summarizer="openai"))
+
+
+# -- the CLI -------------------------------------------------------------------------------------------------
+
+
+def _cli(args: list[str], data_dir: Path, tiny_model: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEARCH_")}
+    full.update(
+        HF_HUB_OFFLINE="1",
+        COLUMNS="200",
+        MEDSEARCH_DATA_DIR=str(data_dir),
+        MEDSEARCH_MODEL=str(tiny_model),
+        MEDSEARCH_WORKERS="0",
+        **env,
+    )
+    return subprocess.run([MEDSEARCH, *args], env=full, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_search_summarize(data_dir: Path, tiny_model: Path, tiny_gemma: Path, tmp_path: Path) -> None:
+    cli_data = tmp_path / "data"
+    shutil.copytree(data_dir, cli_data)
+    env = {"MEDSEARCH_SUMMARIZER": "transformers", "MEDSEARCH_SUMMARY_MODEL": str(tiny_gemma)}
+    env["MEDSEARCH_SUMMARY_MAX_NEW_TOKENS"] = str(NEW_TOKENS)
+    done = _cli(["search", "--id", "3", "-k", "5", "--summarize", "--json"], cli_data, tiny_model, **env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    hit_ids = [h["id"] for h in report["hits"]]
+    summary = report["summary"]
+    assert summary["compared_ids"] == hit_ids[:4] and summary["notice"] == NOTICE and summary["text"]
+
+    query = str(SAMPLES / "MR_small.dcm")
+    table = _cli(["search", "--image", query, "-k", "3", "--summarize"], cli_data, tiny_model, **env)
+    assert table.returncode == 0, table.stderr
+    assert "Summary by" in table.stdout and "Not for diagnosis" in table.stdout
+    assert table.stdout.index("similar images") < table.stdout.index("Summary by")
+
+    off = _cli(["search", "--id", "3", "--summarize"], cli_data, tiny_model)
+    assert off.returncode == 1 and "summarizer_disabled" in off.stderr and "MEDSEARCH_SUMMARIZER" in off.stderr
+    assert "Traceback" not in off.stderr
