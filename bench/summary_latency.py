@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +37,7 @@ from retrieval.summarize.standin import build_standin_summarizer
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
 WIDTH = 1152
+ROUTES = ("search-by-id", "text")
 
 
 # -- a slow OpenAI-compatible server: a summary in flight for `seconds`, a word every `gap` -------------------
@@ -112,6 +114,38 @@ def busy_summaries(base: str, ids: list[int], streams: int) -> Iterator[dict[str
             thread.join(timeout=130)
 
 
+@contextmanager
+def cpu_burner() -> Iterator[None]:
+    """One CPU-bound process for the block (stopped by its PID)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def markdown(results: dict[str, dict[str, Stats]], busy: dict[str, dict[str, int]]) -> str:
+    """One row per window and route; ratios to the summarizer-off idle server and to the same server idle."""
+    lines = [
+        "| window | route | requests | p50 ms | p99 ms | p50 / off idle | p99 / off idle | p50 / same idle "
+        "| p99 / same idle | summaries finished |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for window, routes in results.items():
+        server = window.split(",")[0]
+        for route, st in routes.items():
+            off = results["off, idle"][route]
+            same = results[f"{server}, idle"][route]
+            done = f"{busy[window]['summaries']} ({busy[window]['errors']} errors)" if window.endswith("busy") else "–"
+            lines.append(
+                f"| {window} | {route} | {st.requests} | {st.p50_ms:.2f} | {st.p99_ms:.2f} | "
+                f"{st.p50_ms / off.p50_ms:.2f} | {st.p99_ms / off.p99_ms:.2f} | "
+                f"{st.p50_ms / same.p50_ms:.2f} | {st.p99_ms / same.p99_ms:.2f} | {done} |"
+            )
+    return "\n".join(lines)
+
+
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
@@ -150,7 +184,7 @@ def search_calls(clients: ThreadClients, ids: list[int], k: int) -> dict[str, Ca
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=10_000, help="indexed vectors (10 real + synthetic)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per route, config and round")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per route, config and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, default=2, help="summaries kept in flight while busy")
     parser.add_argument("--new-tokens", type=int, default=64, help="summary length (transformers stand-in)")
@@ -166,18 +200,28 @@ def main(argv: list[str] | None = None) -> int:
         slow = slow_chat_server(words=40, gap=0.05)
         configs: dict[str, dict[str, str]] = {
             "off": {},
-            "transformers (in-process, busy)": {
+            "transformers": {
                 "MEDSEARCH_SUMMARIZER": "transformers",
                 "MEDSEARCH_SUMMARY_MODEL": str(gemma),
                 "MEDSEARCH_SUMMARY_MAX_NEW_TOKENS": str(args.new_tokens),
                 "MEDSEARCH_SUMMARY_CACHE_SIZE": "0",
             },
-            "openai (remote, busy)": {
+            "openai": {
                 "MEDSEARCH_SUMMARIZER": "openai",
                 "MEDSEARCH_SUMMARY_URL": f"http://127.0.0.1:{slow.server_address[1]}/v1",
                 "MEDSEARCH_SUMMARY_CACHE_SIZE": "0",
             },
         }
+        # (window name, server, what runs meanwhile): "burn" is a control, a CPU-bound process next to an
+        # idle server, to tell "a summary is in flight" apart from "the CPU is busy".
+        windows = [
+            ("off, idle", "off", "idle"),
+            ("off, CPU-burning neighbour", "off", "burn"),
+            ("transformers, idle", "transformers", "idle"),
+            ("transformers, busy", "transformers", "busy"),
+            ("openai, idle", "openai", "idle"),
+            ("openai, busy", "openai", "busy"),
+        ]
         with ExitStack() as stack:
             bases: dict[str, str] = {}
             for n, (name, env) in enumerate(configs.items()):
@@ -193,45 +237,32 @@ def main(argv: list[str] | None = None) -> int:
                 for route in calls[name].values():
                     for i in range(50):
                         route(i)
-            raw: dict[str, dict[str, list[float]]] = {n: {r: [] for r in ("search-by-id", "text")} for n in configs}
-            errors: dict[str, int] = dict.fromkeys(configs, 0)
-            busy: dict[str, dict[str, int]] = {n: {"summaries": 0, "chunks": 0, "errors": 0} for n in configs}
-            names = list(configs)
+            raw: dict[str, dict[str, list[float]]] = {w[0]: {r: [] for r in ROUTES} for w in windows}
+            errors: dict[str, int] = {w[0]: 0 for w in windows}
+            busy: dict[str, dict[str, int]] = {w[0]: {"summaries": 0, "chunks": 0, "errors": 0} for w in windows}
             for round_no in range(args.rounds):
-                order = names[round_no % len(names) :] + names[: round_no % len(names)]  # rotate: no fixed first
-                for name in order:
+                shift = round_no % len(windows)
+                for window, server, mode in windows[shift:] + windows[:shift]:  # rotate: no fixed first
                     with ExitStack() as load:
                         counts = None
-                        if name != "off":
-                            counts = load.enter_context(busy_summaries(bases[name], sample_ids, args.streams))
-                        for route, call in calls[name].items():
+                        if mode == "busy":
+                            counts = load.enter_context(busy_summaries(bases[server], sample_ids, args.streams))
+                        elif mode == "burn":
+                            load.enter_context(cpu_burner())
+                        for route, call in calls[server].items():
                             stats, latencies = timed_loop(call, 1, args.seconds, 100_000, offset=round_no * 1000)
-                            raw[name][route] += latencies
-                            errors[name] += stats.errors
+                            raw[window][route] += latencies
+                            errors[window] += stats.errors
                     if counts is not None:
                         for key in counts:
-                            busy[name][key] += counts[key]
-                    print(f"round {round_no + 1}/{args.rounds} {name}: done (load {os.getloadavg()[0]:.1f})")
+                            busy[window][key] += counts[key]
+                    print(f"round {round_no + 1}/{args.rounds} {window}: done (load {os.getloadavg()[0]:.1f})")
         slow.shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    results: dict[str, dict[str, Stats]] = {
-        name: {route: summarise(lat, 0, sum(lat)) for route, lat in routes.items()} for name, routes in raw.items()
-    }
-    lines = [
-        "| summarizer | route | requests | p50 ms | p99 ms | p50 / off | p99 / off | summaries done while timed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, routes in results.items():
-        for route, stats in routes.items():
-            base = results["off"][route]
-            done = "–" if name == "off" else f"{busy[name]['summaries']} ({busy[name]['errors']} errors)"
-            lines.append(
-                f"| {name} | {route} | {stats.requests} | {stats.p50_ms:.2f} | {stats.p99_ms:.2f} | "
-                f"{stats.p50_ms / base.p50_ms:.2f} | {stats.p99_ms / base.p99_ms:.2f} | {done} |"
-            )
-    table = "\n".join(lines)
+    results = {w: {r: summarise(lat, 0, sum(lat)) for r, lat in routes.items()} for w, routes in raw.items()}
+    table = markdown(results, busy)
     load_end = os.getloadavg()[0]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     print(f"\n{started:%Y-%m-%d %H:%M} UTC, {machine}")

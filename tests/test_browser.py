@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
@@ -26,7 +22,7 @@ from api.config import hash_key
 from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
-from tests.conftest import REPO, SAMPLES, make_settings
+from tests.conftest import REPO, SAMPLES, make_settings, running_process
 
 CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 KEY = "browser-test-key-0123456789"
@@ -90,33 +86,9 @@ def _serve(data_dir: Path, model: Path, **extra_env: str) -> Iterator[str]:
     env.update(extra_env)
     log_path = data_dir.parent / f"server-{port}.log"
     medsearch = Path(sys.executable).parent / "medsearch"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(medsearch), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"medsearch serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"medsearch serve not ready after 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running_process([str(medsearch), "serve", "--port", str(port)], env, f"{base}/readyz", log_path):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

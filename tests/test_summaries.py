@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -40,7 +38,7 @@ from retrieval.summarize.base import (
 from retrieval.summarize.hf import TransformersSummarizer
 from retrieval.summarize.openai_compat import OpenAICompatSummarizer
 from retrieval.summarize.prompt import TASK
-from tests.conftest import SAMPLES, make_settings
+from tests.conftest import SAMPLES, make_settings, running_process
 
 NEW_TOKENS = 24
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
@@ -139,36 +137,10 @@ def served(tiny_gemma: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "transformers-serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(TRANSFORMERS_CLI), "serve", str(tiny_gemma), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [str(TRANSFORMERS_CLI), "serve", str(tiny_gemma), "--host", "127.0.0.1", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve not healthy after 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with running_process(argv, env, f"{base}/health", log_path, timeout=180):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 def test_openai_backend_against_transformers_serve(

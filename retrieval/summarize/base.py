@@ -73,6 +73,13 @@ class SummaryRequest:
     def match_ids(self) -> list[int]:
         return [m.image_id for m in self.matches if m.image_id is not None]
 
+    def shrinking(self) -> Iterator[SummaryRequest]:
+        """This request, then with one match fewer each time, down to one match (for fitting a token budget)."""
+        for n in range(len(self.matches), 0, -1):
+            yield SummaryRequest(
+                matches=self.matches[:n], query_key=self.query_key, query=self.query, query_text=self.query_text
+            )
+
 
 @dataclass
 class Summary:

@@ -155,22 +155,17 @@ class TransformersSummarizer:
         """Tokenise; drop matches from the end while prompt + answer exceed the context."""
         self.load()
         budget = self.context_tokens - self.max_new_tokens
-        matches = list(request.matches)
-        while True:
-            fitted = SummaryRequest(
-                matches=matches, query_key=request.query_key, query=request.query, query_text=request.query_text
-            )
+        used = 0
+        for fitted in request.shrinking():
             inputs = self._inputs(fitted)
             used = int(inputs["input_ids"].shape[-1])
             if used <= budget:
                 return fitted, inputs
-            if len(matches) <= 1:
-                raise SummaryTooLongError(
-                    f"the prompt needs {used} tokens but {self.model_ref} leaves {budget} "
-                    f"(context {self.context_tokens} minus MEDSEARCH_SUMMARY_MAX_NEW_TOKENS={self.max_new_tokens}) "
-                    "even with one match: lower MEDSEARCH_SUMMARY_MAX_NEW_TOKENS"
-                )
-            matches = matches[:-1]
+        raise SummaryTooLongError(
+            f"the prompt needs {used} tokens but {self.model_ref} leaves {budget} "
+            f"(context {self.context_tokens} minus MEDSEARCH_SUMMARY_MAX_NEW_TOKENS={self.max_new_tokens}) "
+            "even with one match: lower MEDSEARCH_SUMMARY_MAX_NEW_TOKENS"
+        )
 
     def fit(self, request: SummaryRequest) -> SummaryRequest:
         return self._prepare(request)[0]

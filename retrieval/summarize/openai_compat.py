@@ -73,21 +73,16 @@ class OpenAICompatSummarizer:
 
     def fit(self, request: SummaryRequest) -> SummaryRequest:
         budget = self.context_tokens - self.max_new_tokens
-        matches = list(request.matches)
-        while True:
-            fitted = SummaryRequest(
-                matches=matches, query_key=request.query_key, query=request.query, query_text=request.query_text
-            )
+        used = 0
+        for fitted in request.shrinking():
             used = self.estimate_tokens(fitted)
             if used <= budget:
                 return fitted
-            if len(matches) <= 1:
-                raise SummaryTooLongError(
-                    f"the prompt needs about {used} tokens but the server leaves {budget} (context "
-                    f"{self.context_tokens}, MEDSEARCH_SUMMARY_CONTEXT_TOKENS, minus MEDSEARCH_SUMMARY_MAX_NEW_TOKENS="
-                    f"{self.max_new_tokens}) even with one match"
-                )
-            matches = matches[:-1]
+        raise SummaryTooLongError(
+            f"the prompt needs about {used} tokens but the server leaves {budget} (context "
+            f"{self.context_tokens}, MEDSEARCH_SUMMARY_CONTEXT_TOKENS, minus MEDSEARCH_SUMMARY_MAX_NEW_TOKENS="
+            f"{self.max_new_tokens}) even with one match"
+        )
 
     # -- requests ------------------------------------------------------------------------
     def _body(self, request: SummaryRequest, stream: bool) -> dict[str, Any]:
