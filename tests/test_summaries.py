@@ -120,6 +120,17 @@ def test_token_budget_drops_matches_then_refuses_clearly(tiny_gemma: Path, local
         none_fit.summarize(_request(3))
 
 
+def test_closing_a_stream_stops_the_generation(tiny_gemma: Path) -> None:
+    """A reader that goes away (Cancel in the page) frees the model at once instead of after all the tokens."""
+    long = TransformersSummarizer(str(tiny_gemma), max_new_tokens=7000, timeout_seconds=300)
+    chunks = long.stream(_request(1))
+    assert next(chunks)
+    chunks.close()  # what the route does when the client disconnects
+    # 7000 tokens take minutes on this CPU; a stopped generation releases the lock within a token or two
+    assert long._generate_lock.acquire(timeout=20), "generation went on after the stream was closed"
+    long._generate_lock.release()
+
+
 def test_missing_model_is_a_clear_unavailable_error(tmp_path: Path) -> None:
     broken = TransformersSummarizer(str(tmp_path / "nowhere"), max_new_tokens=4)
     with pytest.raises(SummaryUnavailableError, match="make-test-summarizer"):
