@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo test lint bench-ingest bench-api clean
+.PHONY: install demo test lint bench-ingest bench-api bench-summary clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-ingest: install
 
 bench-api: install
 	$(BIN)/python bench/api_load.py
+
+bench-summary: install
+	$(BIN)/python bench/summary_latency.py
 
 clean:
 	rm -rf $(VENV) medsearch-data .pytest_cache .mypy_cache .ruff_cache

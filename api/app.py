@@ -18,11 +18,12 @@ from api.config import ServiceSettings
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
-from api.routes import images, search, system
+from api.routes import images, search, summaries, system
 from api.state import ServiceState
 from api.views import check_template
 from retrieval.collection import Collection, build_encoder
 from retrieval.encoders.base import Encoder
+from retrieval.summarize.factory import build_summary_service, check_settings
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("medsearch.api")
@@ -33,19 +34,24 @@ def create_app(
 ) -> FastAPI:
     """Build the app; nothing is opened until the lifespan starts."""
     check_template(settings.viewer_url_template)
+    check_settings(settings)
     key_ids = settings.key_ids_by_hash()
     factory = encoder_factory or build_encoder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         collection = await run_in_threadpool(Collection, settings, factory)  # type: ignore[arg-type]
-        state = ServiceState(settings=settings, collection=collection, key_ids=key_ids)
+        state = ServiceState(
+            settings=settings, collection=collection, key_ids=key_ids, summaries=build_summary_service(settings)
+        )
         app.state.service = state
         warm = asyncio.get_running_loop().run_in_executor(None, state.warm_model)
         try:
             yield
         finally:
             await warm  # a loading model cannot be interrupted; let it finish before closing
+            state.summary_executor.shutdown(wait=False, cancel_futures=True)
+            state.summaries.close()
             collection.close()
 
     app = FastAPI(
@@ -70,6 +76,7 @@ def create_app(
     app.include_router(search.router)
     app.include_router(images.router)
     app.include_router(system.router)
+    app.include_router(summaries.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -27,6 +27,11 @@ STATUS_BY_CODE = {
     "index_busy": 503,
     "not_ready": 503,
     "dicomweb_error": 502,
+    "summarizer_disabled": 501,
+    "summarizer_unavailable": 503,
+    "summary_timeout": 504,
+    "summary_bad_reply": 502,
+    "summary_too_long": 400,
 }
 
 

@@ -1,9 +1,10 @@
-"""What the service holds while it runs: the collection, freshness tracking and the model lock."""
+"""What the service holds while it runs: the collection, freshness tracking, the model lock, the summarizer."""
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from api.config import ServiceSettings
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.store.models import Image
+from retrieval.summarize.service import SummaryService
 
 
 @dataclass
@@ -24,6 +26,10 @@ class ServiceState:
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     model_error: str | None = None
     model_ready: bool = False
+    summaries: SummaryService = field(default_factory=lambda: SummaryService(None))
+    summary_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="summary")
+    )
     _fresh_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_check: float = 0.0
     _seen: tuple[int, int] = (-1, -1)

@@ -160,7 +160,7 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    data_dir: Path, model_dir: Path, log_path: Path, timeout: float = 180.0
+    data_dir: Path, model_dir: Path, log_path: Path, timeout: float = 180.0, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, int]]:
     """`medsearch serve` on a free loopback port until the block ends; always terminated by PID."""
     port = free_port()
@@ -170,6 +170,7 @@ def running_server(
         "MEDSEARCH_DATA_DIR": str(data_dir),
         "MEDSEARCH_MODEL": str(model_dir),
         "HF_HUB_OFFLINE": "1",
+        **(extra_env or {}),
     }
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:

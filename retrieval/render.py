@@ -18,18 +18,23 @@ from retrieval.store.models import Image
 SIZES = {"thumbnail": 256, "preview": 1024}
 
 
-def render_png(image: Image, size: int, settings: Settings, data: bytes | None = None) -> bytes:
-    """Decode the image's own frame from its source (or the given bytes) as a PNG no larger than size x size."""
-    if data is None:
-        data = read_source(image.source_uri, settings)
+def picture_from_bytes(data: bytes, settings: Settings, frame: int | None = None) -> PILImage.Image:
+    """Decode file bytes (a DICOM frame, the middle one by default, or a raster) to a picture, windowed."""
     decoded = decode_bytes(
         data,
-        frames=image.frame if image.kind == "dicom" else "middle",
+        frames=frame if frame is not None else "middle",
         limits=DecodeLimits(max_pixels=settings.max_pixels),
         ct_window=settings.ct_window,
     )
     pixels = np.rint(np.clip(decoded.frames[0].pixels, 0, 1) * 255).astype(np.uint8)
-    picture = PILImage.fromarray(pixels)
+    return PILImage.fromarray(pixels)
+
+
+def render_png(image: Image, size: int, settings: Settings, data: bytes | None = None) -> bytes:
+    """Decode the image's own frame from its source (or the given bytes) as a PNG no larger than size x size."""
+    if data is None:
+        data = read_source(image.source_uri, settings)
+    picture = picture_from_bytes(data, settings, image.frame if image.kind == "dicom" else None)
     picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     buf = io.BytesIO()
     picture.save(buf, format="PNG", optimize=False)

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "google/medsiglip-448"
+DEFAULT_SUMMARY_MODEL = "google/medgemma-4b-it"
 
 
 class Settings(BaseSettings):
@@ -46,6 +47,30 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(default=None, description="Received instances wait here (default DATA_DIR/spool).")
     spool_batch: int = Field(default=64, ge=1, description="Spooled instances indexed per batch.")
     spool_poll_seconds: float = Field(default=1.0, gt=0, description="How often the spool worker looks for files.")
+    # -- optional comparative summaries (MedGemma) --
+    summarizer: Literal["none", "transformers", "openai"] = Field(
+        default="none", description="Summary backend: none (off), transformers (local), openai (a chat server)."
+    )
+    summary_model: str = Field(
+        default=DEFAULT_SUMMARY_MODEL, description="Summary model: hub id or local folder (transformers), or name."
+    )
+    summary_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://gpu:8000/v1.")
+    summary_api_key: str | None = Field(default=None, description="Bearer key for the summary server.")
+    summary_timeout_seconds: float = Field(default=120.0, gt=0, le=3600, description="Longest wait for a summary.")
+    summary_retries: int = Field(default=2, ge=0, le=10, description="Retries on 5xx or connection errors.")
+    summary_matches: int = Field(default=4, ge=1, le=16, description="How many top matches a summary compares.")
+    summary_max_new_tokens: int = Field(default=512, ge=1, le=8192, description="Longest summary, in tokens.")
+    summary_device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Device (transformers).")
+    summary_image_size: int = Field(
+        default=896, ge=32, le=4096, description="Image side sent to a server (openai; transformers reads its own)."
+    )
+    summary_image_tokens: int = Field(
+        default=256, ge=1, le=4096, description="Tokens per image assumed for a server's budget (openai)."
+    )
+    summary_context_tokens: int | None = Field(
+        default=None, ge=256, description="Context budget; transformers reads the model's, openai assumes 8192."
+    )
+    summary_cache_size: int = Field(default=64, ge=0, le=10_000, description="Summaries kept in memory (0 = off).")
 
     @field_validator("data_dir")
     @classmethod

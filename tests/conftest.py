@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
@@ -71,3 +76,45 @@ def sample_dir(tmp_path: Path) -> Path:
     target = tmp_path / "samples"
     shutil.copytree(SAMPLES, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3 (MedGemma's classes: Gemma3ForConditionalGeneration, Gemma3Processor), built offline."""
+    from retrieval.summarize.standin import build_standin_summarizer
+
+    return build_standin_summarizer(tmp_path_factory.mktemp("models") / "tiny-gemma3")
+
+
+@contextmanager
+def running_process(
+    argv: list[str], env: dict[str, str], ready_url: str, log_path: Path, timeout: float = 120.0
+) -> Iterator[None]:
+    """Start a server process, wait until `ready_url` answers 200, and always stop it by its PID afterwards.
+
+    Fails the test (with the end of its log) when the process exits early or is not ready in time.
+    """
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{argv[0]} {argv[1]} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{argv[0]} {argv[1]} not ready after {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -52,6 +52,9 @@ V1_ROUTES = {
     ("GET", "/v1/images/{image_id}/thumbnail"),
     ("GET", "/v1/images/{image_id}/preview"),
     ("GET", "/v1/stats"),
+    ("GET", "/v1/summaries/status"),
+    ("POST", "/v1/summaries"),
+    ("POST", "/v1/summaries/stream"),
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

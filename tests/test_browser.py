@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
@@ -26,7 +22,7 @@ from api.config import hash_key
 from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
-from tests.conftest import REPO, SAMPLES, make_settings
+from tests.conftest import REPO, SAMPLES, make_settings, running_process
 
 CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 KEY = "browser-test-key-0123456789"
@@ -90,33 +86,9 @@ def _serve(data_dir: Path, model: Path, **extra_env: str) -> Iterator[str]:
     env.update(extra_env)
     log_path = data_dir.parent / f"server-{port}.log"
     medsearch = Path(sys.executable).parent / "medsearch"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(medsearch), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"medsearch serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"medsearch serve not ready after 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running_process([str(medsearch), "serve", "--port", str(port)], env, f"{base}/readyz", log_path):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +321,75 @@ def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: 
     assert pg.get_attribute("#viewer-link", "href") == VIEWER.format(study_instance_uid=study_uid)
     assert pg.is_visible("#viewer-link")
     _shot(pg, "06-keyed-detail.png")
+
+
+@pytest.fixture
+def summary_server(indexed: tuple[Path, Path], tiny_model: Path, tiny_gemma: Path, tmp_path: Path) -> Iterator[str]:
+    """The service with summaries on (transformers backend, tiny Gemma 3 stand-in), on its own copy of the data."""
+    data_dir = tmp_path / "summary-data"
+    shutil.copytree(indexed[1], data_dir)  # indexed[1] is only open while keyed_server runs (function scope)
+    with _serve(
+        data_dir,
+        tiny_model,
+        MEDSEARCH_SUMMARIZER="transformers",
+        MEDSEARCH_SUMMARY_MODEL=str(tiny_gemma),
+        MEDSEARCH_SUMMARY_MAX_NEW_TOKENS="300",
+    ) as base:
+        yield base
+
+
+def _watch_summary_text(page: Page) -> None:
+    page.evaluate(
+        "() => { window.__summaryUpdates = 0; new MutationObserver(() => window.__summaryUpdates++)"
+        ".observe(document.getElementById('summary-text'), {childList: true, characterData: true, subtree: true}); }"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summary_server: str, page: Page) -> None:
+    pg = page
+    # summaries off (the default): the button says so and explains how to turn them on
+    pg.goto(server + "/")
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    pg.wait_for_selector("#summarize-button[data-enabled=false]")
+    assert pg.is_disabled("#summarize-button") and "off" in pg.inner_text("#summarize-button")
+    assert "MEDSEARCH_SUMMARIZER" in (pg.get_attribute("#summarize-button", "title") or "")
+
+    # summaries on: click, the text streams into the panel, the notice and the compared cases show
+    pg.goto(summary_server + "/")
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    _thumbs_loaded(pg)
+    pg.wait_for_selector("#summarize-button[data-enabled=true]:not([disabled])")
+    _watch_summary_text(pg)
+    pg.click("#summarize-button")
+    pg.wait_for_selector("#summary-panel:not([hidden])")
+    pg.wait_for_function("() => document.getElementById('summary-panel').dataset.state === 'done'", timeout=120_000)
+    text = pg.inner_text("#summary-text")
+    assert len(text.strip()) > 20
+    assert pg.evaluate("window.__summaryUpdates") > 1  # arrived in pieces, not as one block
+    notice = pg.inner_text("#summary-notice")
+    assert notice.startswith("Not for diagnosis") and "qualified clinician" in notice
+    compared = pg.query_selector_all("[data-testid=result].compared")
+    ids = [c.get_attribute("data-id") for c in compared]
+    first = pg.query_selector("[data-testid=result]")
+    assert len(compared) == 4 and first is not None and first.get_attribute("data-id") not in ids  # not itself
+    assert pg.is_hidden("#summary-error")
+    _shot(pg, "07-summary.png")
+
+    # another query: Cancel stops the stream, the partial text stays, the button is usable again
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#file-clear")
+    pg.fill("#text-input", "head")
+    pg.press("#text-input", "Enter")
+    _wait_for_new_results(pg, seq)
+    assert pg.is_hidden("#summary-panel")  # a new search closes the old summary
+    pg.click("#summarize-button")
+    pg.wait_for_function("() => document.getElementById('summary-text').textContent.length > 0", timeout=120_000)
+    pg.click("#summary-cancel")
+    pg.wait_for_function("() => document.getElementById('summary-panel').dataset.state === 'cancelled'")
+    assert pg.inner_text("#summary-state") == "cancelled" and pg.is_enabled("#summarize-button")
+    partial = pg.inner_text("#summary-text")
+    pg.wait_for_timeout(1000)
+    assert pg.inner_text("#summary-text") == partial  # nothing more arrives after a cancel

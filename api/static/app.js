@@ -400,6 +400,7 @@
     $("results").setAttribute("aria-busy", "true");
     $("status").textContent = "Searching…";
     renderSummary(query);
+    document.dispatchEvent(new CustomEvent("medsearch:search", { detail: { query } }));
     const started = performance.now();
     try {
       const [path, options] = buildRequest(query, offset, k);
@@ -410,6 +411,7 @@
       state.k = body.k;
       setStandin(Boolean(body.standin_model));
       renderResults(body, seq);
+      document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits } }));
       const ms = Math.round(performance.now() - started);
       const n = body.hits.length;
       $("status").textContent = `${n} result${n === 1 ? "" : "s"} · ${ms} ms`;
@@ -884,5 +886,7 @@
     loadStats();
   }
 
+  // for static/summary.js (the "Summarize" panel): the same API client and error display
+  window.medsearch = { api, ApiError, showError, hideError, errorTitles: ERROR_TITLES };
   init();
 })();

@@ -75,3 +75,18 @@ def make_test_model(
         f"use it with: MEDSEARCH_MODEL={path}",
         highlight=False,
     )
+
+
+@dev_app.command("make-test-summarizer")
+def make_test_summarizer(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the stand-in summary model to.")],
+) -> None:
+    """Build a tiny random Gemma 3 of MedGemma's classes (offline); point MEDSEARCH_SUMMARY_MODEL at it."""
+    from retrieval.summarize.standin import build_standin_summarizer
+
+    path = build_standin_summarizer(directory)
+    out.print(
+        f"stand-in summary model written to {path}; its text is meaningless.\n"
+        f"use it with: MEDSEARCH_SUMMARIZER=transformers MEDSEARCH_SUMMARY_MODEL={path}",
+        highlight=False,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from retrieval.cli.common import (
     open_collection,
     out,
     parse_date,
+    say,
     score_text,
     short_uri,
     standin_notice,
@@ -40,6 +42,9 @@ def search(
     group_by: Annotated[GroupChoice, typer.Option(help="Best image per study or series.")] = GroupChoice.image,
     text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+    summarize: Annotated[
+        bool, typer.Option("--summarize", help="Add a MedGemma comparison of the top matches (MEDSEARCH_SUMMARIZER).")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Find the most similar indexed images to an image, a text, an indexed image, or image+text."""
@@ -57,14 +62,21 @@ def search(
         date_to=parse_date(date_to),
         label=label,
     )
+    data: bytes | None = None
     try:
         collection = open_collection(data_dir)
+        if summarize:
+            from retrieval.summarize.factory import build_summary_service
+
+            service = build_summary_service(collection.settings)
+            service.require()  # refuse before searching when summaries are off
         if image_id is not None:
             query = engine.embed_id(collection, image_id)
         elif image is not None:
             from retrieval.source_read import read_file
 
-            query = engine.embed_image(collection, read_file(image, collection.settings.max_file_bytes))
+            data = read_file(image, collection.settings.max_file_bytes)
+            query = engine.embed_image(collection, data)
             if text:
                 query = engine.combine(query, engine.embed_text(collection, text), text_weight)
         else:
@@ -79,6 +91,7 @@ def search(
             exclude_same_study=exclude_same_study,
             group_by=group_by.value,
         )
+        summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
     except MedsearchError as exc:
         fail(exc)
         return
@@ -87,7 +100,10 @@ def search(
 
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
-        out.print_json(json.dumps({"query": query.kind, "hits": rows}))
+        report: dict[str, Any] = {"query": query.kind, "hits": rows}
+        if summarize:
+            report["summary"] = asdict(summary) if summary is not None else None
+        out.print_json(json.dumps(report))
         return
     table = Table(title=f"{len(hits)} similar images ({query.kind} query)")
     for column in ("rank", "id", "score", "modality", "date", "label", "study UID", "source"):
@@ -106,6 +122,31 @@ def search(
         )
     out.print(table)
     standin_notice(collection)
+    if summary is not None:
+        ids = ", ".join(map(str, summary.compared_ids))
+        out.print(f"\n[bold]Summary[/] by {summary.model} (compared images {ids}):", highlight=False)
+        say(summary.text or "(the model returned no text)")
+        out.print(f"[yellow]{summary.notice}[/]", highlight=False)
+    elif summarize:
+        say("no hits: nothing to summarize")
+
+
+def _summarize(
+    service: Any, collection: Any, hits: list[Any], image_id: int | None, data: bytes | None, text: str | None
+) -> Any:
+    """The comparison of the query and its top hits (scores from this search)."""
+    from retrieval.summarize.cases import build_request
+
+    request = build_request(
+        collection,
+        [h.image.id for h in hits],
+        limit=collection.settings.summary_matches,
+        query_id=image_id,
+        query_bytes=data,
+        query_text=text,
+        scores=[h.score for h in hits],
+    )
+    return service.summarize(request)
 
 
 def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:

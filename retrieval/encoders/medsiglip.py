@@ -5,20 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import socket
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import numpy.typing as npt
 
 from retrieval.encoders.base import ModelFingerprint, Vectors
 from retrieval.errors import ModelLoadError
+from retrieval.hub import hub_reachable, load_pretrained  # noqa: F401  # hub_reachable re-exported
 from retrieval.imaging.preprocess import PREPROCESS_VERSION, ImageProcessor
 
 log = logging.getLogger(__name__)
@@ -48,21 +46,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """Hash of a model config with volatile keys (paths, versions) removed."""
     text = json.dumps(_clean_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the Hugging Face endpoint accepts a TCP connection (and offline mode is off)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class MedSigLIPEncoder:
@@ -111,21 +94,8 @@ class MedSigLIPEncoder:
 
     def _from_pretrained(self, processor_cls: Any, model_cls: Any) -> tuple[Any, Any]:
         """Local folder or local cache first; the hub only when it answers (no long retry loops offline)."""
-        if Path(self.model_ref).is_dir():
-            return processor_cls.from_pretrained(self.model_ref), model_cls.from_pretrained(self.model_ref)
-        try:
-            return (
-                processor_cls.from_pretrained(self.model_ref, local_files_only=True),
-                model_cls.from_pretrained(self.model_ref, local_files_only=True),
-            )
-        except OSError:
-            pass
-        if not hub_reachable():
-            raise ModelLoadError(
-                f"{self.model_ref!r} is neither a local folder nor in the local Hugging Face cache, and the "
-                f"model hub is not reachable from this machine. {LOAD_HELP}"
-            )
-        return processor_cls.from_pretrained(self.model_ref), model_cls.from_pretrained(self.model_ref)
+        processor, model = load_pretrained(self.model_ref, processor_cls, model_cls, help_text=LOAD_HELP)
+        return processor, model
 
     def _make_fingerprint(self, model: Any) -> ModelFingerprint:
         import torch
