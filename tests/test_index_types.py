@@ -1,4 +1,4 @@
-"""Every FAISS index type behind VectorIndex: filtered search stays exact, removals never come back, reopen keeps type."""
+"""Every FAISS index type behind VectorIndex: filtered search stays exact, removals stay gone, reopen keeps type."""
 
 from __future__ import annotations
 

@@ -155,4 +155,3 @@ def search_parameters(params: IndexParams, selector: Any | None, k: int, widen: 
         sp.efSearch = max(params.ef_search * widen, k)
         return sp
     return faiss.SearchParameters(sel=selector) if selector is not None else None
-
