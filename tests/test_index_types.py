@@ -231,3 +231,21 @@ def test_auto_picks_exact_below_the_threshold_and_ivf_above(tmp_path: Path, tiny
     assert params["type"] == "ivf-sq8" and params["nlist"] == 9 and params["nprobe"] == 8  # 600 vectors
     small.close()
     big.close()
+
+
+def test_auto_index_switches_to_ivf_once_the_collection_outgrows_exact(tmp_path: Path, tiny_model: Path) -> None:
+    col = typed(tmp_path, tiny_model, "auto", index_auto_threshold=500)
+    index = col.require_index()
+    assert describe(index)["type"] == "flat"  # empty collection
+    ids, vecs = fill(col, 300)
+    index.add(np.asarray(ids, np.int64), vecs)
+    col.save_index()
+    assert describe(index)["type"] == "flat"  # 300 < 500
+    more, more_vecs = fill(col, 300, seed=1)
+    index.add(np.asarray(more, np.int64), more_vecs)
+    col.save_index()  # what the indexer does every MEDSEARCH_INDEX_SAVE_SECONDS and at the end
+    assert describe(index)["type"] == "ivf-sq8" and index.ntotal == 600
+    col.close()
+    col = typed(tmp_path, tiny_model, "auto", index_auto_threshold=500)
+    assert describe(col.require_index())["type"] == "ivf-sq8" and col.require_index().ntotal == 600
+    col.close()

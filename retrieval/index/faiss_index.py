@@ -257,6 +257,17 @@ class FaissIndex:
             self.dirty = True
             return self.ntotal
 
+    def maybe_upgrade(self, catalog: Catalog) -> bool:
+        """With index_type=auto: rebuild an exact index as the approximate type once it outgrows the threshold."""
+        with self._lock:
+            if self.settings.index_type != "auto" or self.params.type != "flat":
+                return False
+            if self.ntotal < self.settings.index_auto_threshold:
+                return False
+            self.rebuild(catalog)
+            log.info("index outgrew %d vectors: rebuilt as %s", self.settings.index_auto_threshold, self.params.type)
+            return True
+
     def _training_sample(self, catalog: Catalog, size: int) -> npt.NDArray[np.float32]:
         ids = catalog.all_ids()
         pick = np.sort(np.random.default_rng(0).choice(ids, size=min(size, len(ids)), replace=False))
