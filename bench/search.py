@@ -50,7 +50,10 @@ def generate(path: Path, n: int, seed: int) -> np.memmap:
         m = min(CHUNK, n - start)
         which = local.integers(0, clusters, m)
         z = local.standard_normal((m, LOCAL_DIMS)).astype(np.float32) * (LOCAL_SCALE / np.sqrt(LOCAL_DIMS))
-        block = centres[which] + np.einsum("nl,nlw->nw", z, bases[which])
+        block = centres[which]
+        for c in np.unique(which):  # one small matmul per cluster (gathering bases per row would take GBs)
+            rows = np.flatnonzero(which == c)
+            block[rows] += z[rows] @ bases[c]
         block += local.standard_normal((m, WIDTH)).astype(np.float32) * (NOISE_SCALE / np.sqrt(WIDTH))
         out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     out.flush()

@@ -17,9 +17,9 @@ def write_chart(report: RetrievalReport, path: Path) -> None:
     pyplot = require("matplotlib.pyplot", "the evaluation chart (--chart)", "eval")
     labels = list(report.per_label)
     series = {
-        f"precision@{report.k}": [report.per_label[lb].precision for lb in labels],
-        f"recall@{report.k}": [report.per_label[lb].recall for lb in labels],
-        f"mAP@{report.k}": [report.per_label[lb].map for lb in labels],
+        f"precision@{report.k}": [report.per_label[lb].precision or 0.0 for lb in labels],
+        f"recall@{report.k}": [report.per_label[lb].recall or 0.0 for lb in labels],
+        f"mAP@{report.k}": [report.per_label[lb].map or 0.0 for lb in labels],
     }
     if report.zero_shot_accuracy is not None:
         series["zero-shot accuracy"] = [report.per_label[lb].zero_shot_accuracy or 0.0 for lb in labels]
@@ -30,7 +30,7 @@ def write_chart(report: RetrievalReport, path: Path) -> None:
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("score")
+    ax.set_ylabel("score (labels with no scored query: 0)")
     title = f"medsearch eval: {report.images} images, mAP@{report.k} {report.map:.3f}"
     if report.zero_shot_accuracy is not None:
         title += f", zero-shot {report.zero_shot_accuracy:.3f}"

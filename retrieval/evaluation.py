@@ -45,9 +45,9 @@ class LabelSummary:
 
     images: int
     scored: int
-    precision: float
-    recall: float
-    map: float
+    precision: float | None  # None when no query of this label could be scored
+    recall: float | None
+    map: float | None
     zero_shot_accuracy: float | None = None
 
 
@@ -118,6 +118,9 @@ def evaluate_rankings(
     def mean(values: list[float]) -> float:
         return float(np.mean(values)) if values else 0.0
 
+    def label_mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
     per_label: dict[str, LabelSummary] = {}
     for label in sorted(set(labels)):
         mine = [r for r in results if r.label == label]
@@ -125,9 +128,9 @@ def evaluate_rankings(
         per_label[label] = LabelSummary(
             images=len(mine),
             scored=len(ok),
-            precision=mean([r.precision for r in ok]),
-            recall=mean([r.recall for r in ok]),
-            map=mean([r.average_precision for r in ok]),
+            precision=label_mean([r.precision for r in ok]),
+            recall=label_mean([r.recall for r in ok]),
+            map=label_mean([r.average_precision for r in ok]),
         )
     return RetrievalReport(
         k=k,

@@ -49,7 +49,7 @@ def test_metrics_at_2_match_hand_computed_values() -> None:
     a, b, c = report.per_label["a"], report.per_label["b"], report.per_label["c"]
     assert (a.precision, a.recall, a.map) == pytest.approx((1 / 3, 2 / 3, 0.5))
     assert (b.precision, b.recall, b.map) == pytest.approx((0.5, 1.0, 0.75))
-    assert (c.images, c.scored) == (1, 0)
+    assert (c.images, c.scored, c.precision, c.recall, c.map) == (1, 0, None, None, None)
 
 
 def test_metrics_at_3_with_two_relevant() -> None:

@@ -63,9 +63,13 @@ def evaluate(
     table = Table(title=f"{report.images} labelled images, k={k} ({from_index} vectors reused from the index)")
     for column in ("label", "images", "scored", f"P@{k}", f"R@{k}", f"mAP@{k}", "zero-shot"):
         table.add_column(column, justify="left" if column == "label" else "right")
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for name, s in report.per_label.items():
-        zs = "" if s.zero_shot_accuracy is None else f"{s.zero_shot_accuracy:.3f}"
-        table.add_row(name, str(s.images), str(s.scored), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.map:.3f}", zs)
+        metrics = [cell(v) for v in (s.precision, s.recall, s.map, s.zero_shot_accuracy)]
+        table.add_row(name, str(s.images), str(s.scored), *metrics)
     table.add_row(
         "all",
         str(report.images),
@@ -73,7 +77,7 @@ def evaluate(
         f"{report.precision:.3f}",
         f"{report.recall:.3f}",
         f"{report.map:.3f}",
-        f"{report.zero_shot_accuracy:.3f}",
+        cell(report.zero_shot_accuracy),
         style="bold",
     )
     out.print(table)
