@@ -103,6 +103,19 @@ def satisfies(image: Image, filters: Filters) -> bool:
     )
 
 
+def test_filtered_search_is_exact_on_the_collection_fixture(collection: Collection) -> None:
+    """Through the VectorIndex protocol only, on whatever backend the `collection` fixture provides."""
+    fill(collection)
+    index = collection.require_index()
+    index.sync(collection.catalog)
+    assert index.ntotal == N
+    for filters in FILTERS:
+        for query in clustered(4, index.width, seed=42):
+            hits = engine.search(collection, engine.QueryVector(query, "image"), k=10, filters=filters)
+            assert all(satisfies(h.image, filters) for h in hits)
+            assert hit_ids(hits) == exact_reference(collection, query, 10, filters)
+
+
 @pytest.mark.parametrize("k", [5, 10])
 def test_filtered_search_equals_exact_for_every_type(typed_collection: Collection, k: int) -> None:
     col = typed_collection
