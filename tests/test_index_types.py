@@ -193,6 +193,11 @@ def test_reopen_keeps_type_and_params_and_removals_never_return(
     col.catalog.remove(gone)
     assert index.remove(np.asarray(gone[:10], np.int64)) == 10
     assert index.describe()["masked_removed"] == (10 if index_type == "hnsw" else 0)  # type: ignore[attr-defined]
+    for i in range(10):  # each removed image's own vector as the query: it would be its own best match
+        _, found = index.search(vecs[i], 5)
+        assert not set(found[0].tolist()) & set(gone[:10])
+        hits = engine.search(col, engine.QueryVector(vecs[i], "image"), k=5, filters=Filters(body_part=["CHEST"]))
+        assert len(hits) == 5 and not set(hit_ids(hits)) & set(gone[:10])
     assert index.remove(np.asarray(gone, np.int64)) == len(gone) - 10
     assert index.describe()["masked_removed"] == 0  # type: ignore[attr-defined]  # HNSW compacted past 20 %
     assert index.ntotal == N - len(gone)
