@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo test lint bench-ingest bench-api bench-summary clean
+.PHONY: install demo test lint bench-ingest bench-api bench-summary bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-api: install
 
 bench-summary: install
 	$(BIN)/python bench/summary_latency.py
+
+# FAISS index types vs hnswlib at 100k and 1M synthetic vectors (~45 min on 2 cores, ~10 GB in /tmp)
+bench-search: install
+	$(BIN)/pip install --quiet -e ".[bench]"
+	nice -n 10 $(BIN)/python bench/search.py --sizes 100000 1000000 --json /tmp/bench-search.json
 
 clean:
 	rm -rf $(VENV) medsearch-data .pytest_cache .mypy_cache .ruff_cache

@@ -82,7 +82,10 @@ class Collection:
         return self._index
 
     def save_index(self) -> None:
-        """Persist the index if it changed."""
+        """Persist the index if it changed (an `auto` FAISS index first switches type once it outgrows exact)."""
+        upgrade = getattr(self._index, "maybe_upgrade", None)
+        if upgrade is not None and self._index is not None and self._index.dirty:
+            upgrade(self.catalog)
         if self._index is not None and self._index.dirty:
             self._index.save()
 

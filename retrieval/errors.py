@@ -70,3 +70,15 @@ class IndexBusyError(MedsearchError):
     """Another process holds the writer lock."""
 
     code = "index_busy"
+
+
+class LabelsFileError(MedsearchError):
+    """A labelled-set CSV for `medsearch eval` is missing, malformed or names unreadable images."""
+
+    code = "bad_labels"
+
+
+class MissingExtraError(MedsearchError):
+    """An optional feature needs a package that is not installed."""
+
+    code = "missing_extra"

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "google/medsiglip-448"
 DEFAULT_SUMMARY_MODEL = "google/medgemma-4b-it"
+IndexType = Literal["auto", "flat", "hnsw", "ivf-sq8", "ivf-fp16"]
 
 
 class Settings(BaseSettings):
@@ -71,6 +72,19 @@ class Settings(BaseSettings):
         default=None, ge=256, description="Context budget; transformers reads the model's, openai assumes 8192."
     )
     summary_cache_size: int = Field(default=64, ge=0, le=10_000, description="Summaries kept in memory (0 = off).")
+    index_type: IndexType = Field(default="auto", description="FAISS index type built from the stored vectors.")
+    index_auto_threshold: int = Field(
+        default=100_000, ge=1, description="With index_type=auto: exact below this many vectors, ivf-sq8 above."
+    )
+    index_nlist: int | None = Field(default=None, ge=1, description="IVF lists (default about sqrt(n)).")
+    index_nprobe: int | None = Field(default=None, ge=1, description="IVF lists visited per query.")
+    index_hnsw_m: int = Field(default=32, ge=4, le=256, description="HNSW links per node.")
+    index_ef_construction: int = Field(default=80, ge=8, description="HNSW build-time beam width.")
+    index_ef_search: int | None = Field(default=None, ge=1, description="HNSW query-time beam width.")
+    index_mmap: bool = Field(default=False, description="Memory-map the FAISS file (read-only until a write).")
+    exact_filter_max: int = Field(
+        default=20_000, ge=0, description="Filtered searches with at most this many candidates are exact."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -41,6 +41,14 @@ class FramesChoice(StrEnum):
     all = "all"
 
 
+class IndexTypeChoice(StrEnum):
+    auto = "auto"
+    flat = "flat"
+    hnsw = "hnsw"
+    ivf_sq8 = "ivf-sq8"
+    ivf_fp16 = "ivf-fp16"
+
+
 class GroupChoice(StrEnum):
     image = "image"
     study = "study"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from retrieval.cli.common import (
     DataDir,
     FramesChoice,
+    IndexTypeChoice,
     ProgressBar,
     app,
     fail,
@@ -19,7 +20,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.errors import MedsearchError
+from retrieval.errors import BadQueryError, MedsearchError
 
 
 @app.command()
@@ -134,18 +135,48 @@ def remove(
 
 
 @app.command("rebuild-index")
-def rebuild_index(data_dir: DataDir = None) -> None:
-    """Rebuild the FAISS index from the stored vectors (no re-embedding)."""
+def rebuild_index(
+    index_type: Annotated[
+        IndexTypeChoice | None, typer.Option("--type", help="Index type (default: MEDSEARCH_INDEX_TYPE, auto).")
+    ] = None,
+    nlist: Annotated[int | None, typer.Option(min=1, help="IVF: number of lists (default ~sqrt(n)).")] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF: lists visited per query.")] = None,
+    m: Annotated[int | None, typer.Option("--m", min=4, max=256, help="HNSW: links per node.")] = None,
+    ef_construction: Annotated[int | None, typer.Option(min=8, help="HNSW: build beam width.")] = None,
+    ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW: query beam width.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new index's description as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Rebuild the vector index from the stored vectors (no re-embedding), optionally as another type."""
+    from retrieval.index.faiss_index import FaissIndex
+
+    overrides = {"nlist": nlist, "nprobe": nprobe, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
         collection = open_collection(data_dir)
         with collection.writer_lock():
             fingerprint = collection.catalog.fingerprint()
-            if fingerprint is None or collection.index is None:
+            index = collection.index
+            if fingerprint is None or index is None:
                 out.print("nothing indexed yet")
                 return
-            total = collection.index.rebuild(collection.catalog)
+            if isinstance(index, FaissIndex):
+                total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
+            elif index_type is not None or any(v is not None for v in overrides.values()):
+                raise BadQueryError("--type and index parameters apply to the FAISS vector backend only")
+            else:
+                total = index.rebuild(collection.catalog)
             collection.save_index()
     except MedsearchError as exc:
         fail(exc)
         return
-    out.print(f"rebuilt the index with {total} vectors")
+    info: dict[str, Any] = index.describe() if isinstance(index, FaissIndex) else {"vectors": total}
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    params = info.get("params", {})
+    shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "type")
+    seconds = info.get("build", {}).get("seconds")
+    kind = f" {params['type']}" if params else ""
+    detail = f" ({shown})" if shown else ""
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    out.print(f"rebuilt the{kind} index{detail} with {total} vectors{took}")

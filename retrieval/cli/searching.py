@@ -165,6 +165,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
     report: dict[str, Any] = collection.catalog.stats()
     index = collection.index
     report["index_vectors"] = index.ntotal if index is not None else 0
+    describe = getattr(index, "describe", None)
+    report["index"] = describe() if describe is not None else None
     fingerprint = collection.catalog.fingerprint()
     report["model"] = fingerprint.model_id if fingerprint else None
     report["model_fingerprint"] = fingerprint.key if fingerprint else None
@@ -178,6 +180,11 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),
         highlight=False,
     )
+    if report["index"]:
+        info = report["index"]
+        params = ", ".join(f"{k}={v}" for k, v in info["params"].items() if k != "type")
+        mapped = ", memory-mapped" if info.get("memory_mapped") else ""
+        out.print(f"{'index':>18}: {info['params']['type']}" + (f" ({params})" if params else "") + mapped)
     if report["failures_by_code"]:
         out.print(
             f"{'failures by code':>18}: "

@@ -9,4 +9,4 @@ from retrieval.settings import Settings
 
 def build_vector_index(settings: Settings, width: int) -> VectorIndex:
     """The vector index for a collection of the given embedding width (not yet reconciled)."""
-    return FaissIndex(settings.index_path, width)
+    return FaissIndex(settings.index_path, width, settings)

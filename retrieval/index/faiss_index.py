@@ -1,49 +1,82 @@
-"""Exact FAISS inner-product index keyed by image id, saved atomically and reconciled with the store."""
+"""FAISS index of any supported type keyed by image id: atomic saves, reconciled with the store, exact filters."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
+import logging
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.index import faiss_types as types
+from retrieval.index.atomic import atomic_write, atomic_write_text
 from retrieval.index.base import ReconcileReport
+from retrieval.index.exact import Scored, empty_result, top_k
+from retrieval.settings import Settings
 from retrieval.store.repo import Catalog, IdArray
 
+faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at our own seams
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+log = logging.getLogger(__name__)
+# Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors; reading
+# them from the database costs ~20 us per vector, so above this the quantised codes preselect and the
+# stored vectors re-rank (see README "Filtered search").
+LOSSY_EXACT_MAX = 4000
+# HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
+TOMBSTONE_FRACTION = 0.2
+WIDEN_STEPS = (1, 4, 16, 64)
 
 
 class FaissIndex:
-    """IndexIDMap2 over IndexFlatIP: exact cosine search on unit vectors, ids are image ids."""
+    """flat (exact), hnsw, ivf-sq8 or ivf-fp16 over unit vectors; inner product is cosine; ids are image ids."""
 
-    def __init__(self, path: Path, width: int) -> None:
+    def __init__(self, path: Path, width: int, settings: Settings | None = None) -> None:
         self.path = Path(path)
         self.width = width
+        self.settings = settings or Settings(data_dir=self.path.parent)
         self._lock = threading.RLock()
-        self._index = self._empty()
+        self.params = types.IndexParams()
+        self._index: Any = types.new_index(self.params, width)
+        self._tombstones: set[int] = set()
+        self._mask: Any = None
+        self._mapped = False
+        self._catalog: Catalog | None = None
+        self.build: dict[str, Any] = {}
         self.dirty = False
 
-    def _empty(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.width))
+    @property
+    def sidecar_path(self) -> Path:
+        """JSON file next to the index recording its type, parameters and how it was built."""
+        return self.path.with_name(self.path.name + ".json")
 
+    # -- contents -----------------------------------------------------------------------------
     @property
     def ntotal(self) -> int:
-        return int(self._index.ntotal)
+        return int(self._index.ntotal) - len(self._tombstones)
 
     def ids(self) -> IdArray:
-        """Ids currently in the index, sorted."""
+        """Ids currently searchable, sorted."""
         with self._lock:
-            return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+            if self.params.is_ivf:
+                invlists = self._index.invlists
+                parts = [
+                    faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                    for i in range(self._index.nlist)
+                    if invlists.list_size(i)
+                ]
+                have = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            else:
+                have = faiss.vector_to_array(self._index.id_map)
+            have = np.sort(have.astype(np.int64))
+            if self._tombstones:
+                have = np.setdiff1d(have, np.fromiter(self._tombstones, np.int64), assume_unique=True)
+            return have
 
     def add(self, ids: IdArray, vectors: npt.NDArray[np.float32]) -> None:
         """Add unit vectors under the given ids."""
@@ -53,82 +86,232 @@ class FaissIndex:
         if vecs.shape[1] != self.width:
             raise ValueError(f"vector width {vecs.shape[1]} does not match index width {self.width}")
         with self._lock:
+            self._writable()
+            if self._tombstones and not self._tombstones.isdisjoint(int(i) for i in ids):
+                self._compact()  # a masked id comes back: drop its old vector for good first
             self._index.add_with_ids(vecs, np.ascontiguousarray(ids, dtype=np.int64))
             self.dirty = True
 
     def remove(self, ids: IdArray) -> int:
-        """Remove ids; returns how many were present."""
+        """Remove ids; returns how many were present. HNSW masks them and compacts once they pile up."""
         if len(ids) == 0:
             return 0
+        wanted = np.ascontiguousarray(np.unique(ids), dtype=np.int64)
         with self._lock:
-            removed = int(self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))  # type: ignore[arg-type]
+            self._writable()
+            if self.params.type != "hnsw":
+                removed = int(self._index.remove_ids(wanted))  # type: ignore[arg-type]
+            else:
+                present = wanted[np.isin(wanted, faiss.vector_to_array(self._index.id_map))]
+                fresh = [int(i) for i in present if int(i) not in self._tombstones]
+                self._tombstones.update(fresh)
+                self._mask = None
+                removed = len(fresh)
+                if len(self._tombstones) > TOMBSTONE_FRACTION * max(1, int(self._index.ntotal)):
+                    self._compact()
             self.dirty = self.dirty or removed > 0
             return removed
 
+    def _compact(self) -> None:
+        """Rebuild the HNSW graph from its own (lossless) stored vectors, without the masked ids."""
+        graph = faiss.downcast_index(self._index.index)
+        all_ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        keep = ~np.isin(all_ids, np.fromiter(self._tombstones, np.int64))
+        vectors = graph.reconstruct_n(0, int(graph.ntotal))[keep]
+        fresh = types.new_index(self.params, self.width)
+        fresh.add_with_ids(vectors, all_ids[keep])
+        self._index, self._tombstones, self._mask = fresh, set(), None
+        log.info("compacted the HNSW index to %d vectors", fresh.ntotal)
+
+    def _writable(self) -> None:
+        """A memory-mapped index is read-only in FAISS (writing aborts the process): copy it into memory."""
+        if self._mapped:
+            self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
+            self._mapped = False
+
+    # -- search ---------------------------------------------------------------------------------
     def search(
         self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
-        """Top-k by inner product for each query row, optionally restricted to candidate ids."""
+        """Top-k by inner product per query row, optionally restricted to candidate ids (exact when few)."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
         with self._lock:
-            k = max(1, min(k, self.ntotal if candidates is None else len(candidates)))
-            if self.ntotal == 0 or (candidates is not None and len(candidates) == 0):
-                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            if candidates is not None and self._tombstones:
+                candidates = np.setdiff1d(candidates, np.fromiter(self._tombstones, np.int64))
+            available = self.ntotal if candidates is None else len(candidates)
+            k = max(1, min(k, available))
+            if self.ntotal == 0 or available == 0:
+                return empty_result(len(q))
             if candidates is None:
-                scores, ids = self._index.search(q, k)
-            else:
-                selector = faiss.IDSelectorBatch(np.ascontiguousarray(candidates, dtype=np.int64))
-                scores, ids = self._index.search(q, k, params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
+                return self._approximate(q, k, self._tombstone_mask(), None)
+            cand = np.ascontiguousarray(candidates, dtype=np.int64)
+            if self.params.type == "flat":  # FAISS scans only the selected ids: exact and fast at any size
+                return self._approximate(q, k, faiss.IDSelectorBatch(cand), None)
+            if self.params.lossless and len(cand) <= self.settings.exact_filter_max:
+                return self._exact_reconstructed(q, k, cand)
+            if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.settings.exact_filter_max):
+                return self._exact_stored(q, k, cand)
+            return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
+
+    def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
+        """The index's own search, widened until it yields k hits, then exact as the last resort."""
+        rerank = cand is not None and not self.params.lossless and self._catalog is not None
+        fetch = min(max(4 * k, k + 32), len(cand)) if rerank and cand is not None else k  # extra hits to re-rank
+        scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        for widen in WIDEN_STEPS if self.params.type != "flat" else (1,):
+            params = types.search_parameters(self.params, selector, fetch, widen)
+            scores, ids = self._index.search(q, fetch, params=params) if params else self._index.search(q, fetch)
+            if int((ids >= 0).sum(axis=1).min()) >= k:
+                break
+        else:
+            if cand is not None:
+                return self._exact_reconstructed(q, k, cand) if self.params.lossless else self._exact_stored(q, k, cand)
+        if rerank:
+            return self._rerank(q, k, ids)
+        return scores[:, :k].astype(np.float32), ids[:, :k].astype(np.int64)
+
+    def _tombstone_mask(self) -> Any:
+        if not self._tombstones:
+            return None
+        if self._mask is None:
+            batch = faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64))
+            self._mask = (faiss.IDSelectorNot(batch), batch)  # keep the inner selector alive
+        return self._mask[0]
+
+    def _exact_reconstructed(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        """Exact scores from the vectors the index keeps (flat and HNSW storage are lossless)."""
+        try:
+            vectors = self._index.reconstruct_batch(cand)
+        except RuntimeError:  # a candidate the index has not caught up with yet: score what it holds
+            cand = cand[np.isin(cand, faiss.vector_to_array(self._index.id_map))]
+            if len(cand) == 0:
+                return empty_result(len(q))
+            vectors = self._index.reconstruct_batch(cand)
+        return top_k(q, cand, vectors, k)
+
+    def _exact_stored(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        """Exact scores from the stored float vectors (the source of truth), for lossy index types."""
+        if self._catalog is None:  # not reconciled with a store: the quantised codes are all there is
+            return self._approximate_exhaustive(q, k, cand)
+        ids_parts, vec_parts = [], []
+        for ids, vecs in self._catalog.iter_vectors(cand.tolist()):
+            if len(ids):
+                ids_parts.append(ids)
+                vec_parts.append(vecs)
+        if not ids_parts:
+            return empty_result(len(q))
+        return top_k(q, np.concatenate(ids_parts), np.concatenate(vec_parts), k)
+
+    def _approximate_exhaustive(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        params = types.search_parameters(self.params, faiss.IDSelectorBatch(cand), k, widen=self.params.nlist)
+        scores, ids = self._index.search(q, k, params=params)
         return scores.astype(np.float32), ids.astype(np.int64)
 
+    def _rerank(self, q: npt.NDArray[np.float32], k: int, ids: IdArray) -> Scored:
+        """Re-score a lossy index's hits with the stored float vectors (one small read) and keep the best k."""
+        found = np.unique(ids[ids >= 0])
+        return self._exact_stored(q, k, found)
+
+    # -- persistence ----------------------------------------------------------------------------
     def save(self) -> None:
-        """Write to a temporary file, fsync, rename over the old file, fsync the folder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder."""
         with self._lock:
-            fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=self.path.parent)
-            os.close(fd)
-            try:
-                faiss.write_index(self._index, tmp)
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-                _fsync_dir(self.path.parent)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp))
+            atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True))
             self.dirty = False
 
-    def rebuild(self, catalog: Catalog) -> int:
-        """Rebuild from the stored vectors (no re-embedding)."""
+    def describe(self) -> dict[str, Any]:
+        """Type, parameters, size and how the index was built (shown by `medsearch stats`)."""
+        return {
+            "params": self.params.as_dict(),
+            "vectors": self.ntotal,
+            "masked_removed": len(self._tombstones),
+            "memory_mapped": self._mapped,
+            "build": self.build,
+            "faiss_version": faiss.__version__,
+        }
+
+    def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
+        """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type)."""
         with self._lock:
-            self._index = self._empty()
+            self._catalog = catalog
+            started = time.perf_counter()
+            count = len(catalog.all_ids())
+            params = types.plan(self.settings, count, requested, **overrides)
+            index = types.new_index(params, self.width)
+            trained_on = types.train_size(params, count)
+            if params.is_ivf:
+                index.train(self._training_sample(catalog, trained_on))
             for ids, vecs in catalog.iter_vectors():
-                self.add(ids, vecs)
+                if len(ids):
+                    index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+            self._index, self.params, self._mapped = index, params, False
+            self._tombstones, self._mask = set(), None
+            self.build = {
+                "requested": requested or self.settings.index_type,
+                "vectors": count,
+                "trained_on": trained_on,
+                "seconds": round(time.perf_counter() - started, 3),
+                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             self.dirty = True
             return self.ntotal
 
+    def maybe_upgrade(self, catalog: Catalog) -> bool:
+        """With index_type=auto: rebuild an exact index as the approximate type once it outgrows the threshold."""
+        with self._lock:
+            if self.settings.index_type != "auto" or self.params.type != "flat":
+                return False
+            if self.ntotal < self.settings.index_auto_threshold:
+                return False
+            self.rebuild(catalog)
+            log.info("index outgrew %d vectors: rebuilt as %s", self.settings.index_auto_threshold, self.params.type)
+            return True
+
+    def _training_sample(self, catalog: Catalog, size: int) -> npt.NDArray[np.float32]:
+        ids = catalog.all_ids()
+        pick = np.sort(np.random.default_rng(0).choice(ids, size=min(size, len(ids)), replace=False))
+        return np.concatenate([vecs for _, vecs in catalog.iter_vectors(pick.tolist()) if len(vecs)])
+
+    def _load(self) -> bool:
+        """Read the saved file (memory-mapped if configured) when it is one of ours and of the right width."""
+        if not self.path.exists():
+            return False
+        flags = int(faiss.IO_FLAG_MMAP_IFC) if self.settings.index_mmap else 0
+        try:
+            index = faiss.read_index(str(self.path), flags)
+        except RuntimeError:
+            return False
+        params = types.read_params(index)
+        if params is None or index.d != self.width:
+            return False
+        self._index, self._mapped = index, bool(flags)
+        self.params = types.with_search_overrides(params, self.settings)
+        if self.params.is_ivf:
+            index.nprobe = self.params.nprobe
+        elif self.params.type == "hnsw":
+            faiss.downcast_index(index.index).hnsw.efSearch = self.params.ef_search
+        self._tombstones, self._mask = set(), None
+        try:
+            self.build = dict(json.loads(self.sidecar_path.read_text()).get("build", {}))
+        except (OSError, ValueError, AttributeError):
+            self.build = {}
+        return True
+
     def reconcile(self, catalog: Catalog) -> ReconcileReport:
         """Load the saved file and make it agree with the store: top up, drop extras, or rebuild."""
-        loaded = rebuilt = False
         with self._lock:
-            if self.path.exists():
-                try:
-                    index = faiss.read_index(str(self.path))
-                    if index.d == self.width and isinstance(index, faiss.IndexIDMap2):
-                        self._index, loaded = index, True
-                except RuntimeError:
-                    loaded = False
-            store_ids = catalog.all_ids()
-            if not loaded:
+            self._catalog = catalog
+            if not self._load():
                 self.rebuild(catalog)
-                rebuilt = True
-                return ReconcileReport(False, True, len(store_ids), 0, self.ntotal)
-            added, removed = self.sync(catalog, store_ids)
-            return ReconcileReport(loaded, rebuilt, added, removed, self.ntotal)
+                return ReconcileReport(False, True, self.ntotal, 0, self.ntotal)
+            added, removed = self.sync(catalog)
+            return ReconcileReport(True, False, added, removed, self.ntotal)
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
         """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
         with self._lock:
+            self._catalog = catalog
             store_ids = catalog.all_ids() if store_ids is None else store_ids
             have = self.ids()
             extra = np.setdiff1d(have, store_ids, assume_unique=True)
