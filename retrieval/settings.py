@@ -30,6 +30,18 @@ class Settings(BaseSettings):
     ct_window: str = Field(default="soft-tissue", description="CT preset used when a file has no VOI.")
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
 
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss", description="Where vectors are searched: a FAISS file in data_dir, or Milvus."
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus server URI (http://host:19530) or a Milvus Lite file; data_dir/milvus.db if unset.",
+    )
+    milvus_collection: str = Field(
+        default="medsearch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Milvus collection name."
+    )
+    milvus_token: str | None = Field(default=None, description="Milvus token (user:password or API key), if any.")
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -46,3 +58,8 @@ class Settings(BaseSettings):
     def index_path(self) -> Path:
         """Where the derived FAISS index file lives."""
         return self.data_dir / "index.faiss"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus URI (a Milvus Lite file in the data folder unless set)."""
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
