@@ -68,7 +68,7 @@ def _tables() -> sa.MetaData:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("uri", sa.Text, nullable=False, unique=True),
         sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("mtime", sa.Float, nullable=False),
+        sa.Column("mtime", sa.Double, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("images", sa.Integer, nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
