@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import numpy.typing as npt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from indexer.pipeline import IndexOptions, run_index
@@ -29,6 +32,7 @@ from retrieval.store.models import Base, Image, IndexInfo, Vector
 from retrieval.store.repo import Filters
 from tests.backends import TEST_SALT, Backend, PostgresServer
 from tests.conftest import make_settings, testdata_file
+from tests.test_resume import assert_group_gone, kill_group
 
 MEDSEARCH = Path(sys.executable).parent / "medsearch"
 FILES = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "JPEG-LL.dcm"]
@@ -269,8 +273,6 @@ def test_filtered_search_returns_k_exact_matches(collection: Collection) -> None
 
 # -- shared database: several writers, one key ----------------------------------------------------
 def _child_env(model: Path) -> dict[str, str]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEARCH_")}
     env.update(MEDSEARCH_MODEL=str(model), MEDSEARCH_DEVICE="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     return env
@@ -442,3 +444,67 @@ def test_postgres_server_fixture_is_real(postgres_server: PostgresServer) -> Non
         assert version.startswith("15") and listen == "127.0.0.1"
     finally:
         eng.dispose()
+
+
+# -- SIGKILL on the other backends (test_resume.py kills at six points on SQLite+FAISS) ---------------------------
+def _rows(url: str) -> tuple[int, dict[str, bytes]]:
+    """(image rows, instance key -> vector bytes) committed in a database, read by another process."""
+    eng = create_engine(url)
+    try:
+        with eng.connect() as conn:
+            if "vectors" not in inspect(conn).get_table_names():
+                return 0, {}
+            rows = conn.execute(select(Image.instance_key, Vector.vector).join(Vector, Vector.image_id == Image.id))
+            found = {key: bytes(blob) for key, blob in rows}
+            return conn.execute(select(func.count()).select_from(Image)).scalar_one(), found
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.backends("postgres-faiss", "milvus-lite")
+def test_sigkill_mid_run_then_rerun_loses_nothing(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
+    """Kill `medsearch index` (its whole process group) once half the rows are committed; the re-run ends with
+    exactly the rows and vectors of an uninterrupted run, and the vector backend agrees with the store."""
+    folder = _copy(WRITER_FILES, tmp_path / "in")
+    reference = Collection(make_settings(tmp_path / "ref", tiny_model, database_url=None, patient_salt=TEST_SALT))
+    run_index(reference, [folder], IndexOptions(workers=0, batch_size=2))
+    with reference.catalog.sessions() as session:
+        want = {key: reference.catalog.vector(i) for key, i in session.execute(select(Image.instance_key, Image.id))}
+    reference.close()
+
+    data_dir = tmp_path / "data"
+    url = make_settings(data_dir, tiny_model).resolved_database_url
+    env = {**_child_env(tiny_model), **backend.env(data_dir)}
+    command = [str(MEDSEARCH), "index", str(folder), "--workers", "1", "--batch-size", "2", "-q", "--json"]
+    command += ["--data-dir", str(data_dir)]
+    log = tmp_path / "stderr.log"
+    with log.open("ab") as err:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 150
+            while (_rows(url)[0] if Path(data_dir).exists() else 0) < len(want) // 2:
+                assert proc.poll() is None, f"the run ended before the kill point:\n{log.read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "the kill point was never reached"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert_group_gone(proc.pid)
+        finally:
+            kill_group(proc)
+    killed_rows = _rows(url)[0]
+    assert 0 < killed_rows < len(want)
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    assert json.loads(rerun.stdout)["indexed"] == len(want) - killed_rows
+    count, got = _rows(url)
+    assert count == len(got) == len(want) and set(got) == set(want)
+    for key, vector in want.items():
+        np.testing.assert_allclose(np.frombuffer(got[key], np.float32), vector, atol=1e-5, err_msg=key)  # type: ignore[arg-type]
+    collection = Collection(make_settings(data_dir, tiny_model))
+    try:
+        report = collection.reconcile_report
+        assert report is not None and (report.added, report.removed) == (0, 0), report
+        assert np.array_equal(collection.index.ids(), collection.catalog.all_ids())  # type: ignore[union-attr]
+    finally:
+        collection.close()
