@@ -508,3 +508,20 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(backend: Backend, tmp_path: Pa
         assert np.array_equal(collection.index.ids(), collection.catalog.all_ids())  # type: ignore[union-attr]
     finally:
         collection.close()
+
+
+@pytest.mark.backends("milvus-lite")
+def test_a_damaged_milvus_lite_file_is_set_aside_and_rebuilt(collection: Collection, tiny_model: Path) -> None:
+    """Like a corrupt FAISS file: never a crash; the vectors come back from the store."""
+    ids, _ = _synthetic(collection, ["CT"] * 4)
+    data_dir = collection.settings.data_dir
+    collection.close()
+    shutil.rmtree(data_dir / "milvus.db")
+    (data_dir / "milvus.db").write_bytes(b"not a milvus lite folder")
+    reopened = Collection(make_settings(data_dir, tiny_model))
+    try:
+        assert reopened.reconcile_report is not None and reopened.reconcile_report.rebuilt
+        assert np.array_equal(reopened.index.ids(), ids)  # type: ignore[union-attr]
+        assert len(list(data_dir.glob("milvus.db.damaged-*"))) == 1
+    finally:
+        reopened.close()

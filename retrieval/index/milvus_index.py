@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from retrieval.index.base import ReconcileReport
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
 
+log = logging.getLogger(__name__)
 EXACT_MAX = 2048  # filtered searches over at most this many candidates are computed exactly from their vectors
 MAX_TOPK = 16384  # Milvus refuses larger limits
 WRITE_CHUNK = 1000  # rows per upsert (well under the gRPC message limit at width 1152)
@@ -74,6 +78,21 @@ class _LiteFiles:
 LITE_FILES = _LiteFiles()
 
 
+def _lite_in_use(path: str) -> bool:
+    """Whether another process holds the Milvus Lite file's lock (Milvus Lite flocks DIR/LOCK while open)."""
+    lock = Path(path) / "LOCK"
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
+
+
 class MilvusIndex:
     """Vectors in a Milvus collection (primary key = image id, inner product on unit vectors)."""
 
@@ -95,14 +114,24 @@ class MilvusIndex:
             LITE_FILES.acquire(uri)
         self._closed = False
         try:
-            self._client: Any = pymilvus.MilvusClient(uri=uri, token=token or "", **options)
+            try:
+                self._client: Any = pymilvus.MilvusClient(uri=uri, token=token or "", **options)
+            except self._errors:
+                if not self.lite or _lite_in_use(uri):
+                    raise
+                # nobody holds it, yet it does not open: damaged. Its contents are derived from the stored
+                # vectors, so set it aside and start a new one (reconcile refills it), as with a bad FAISS file.
+                aside = Path(f"{uri}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+                log.warning("Milvus Lite file %s does not open; moved to %s and rebuilt from the store", uri, aside)
+                os.replace(uri, aside)
+                self._client = pymilvus.MilvusClient(uri=uri, token=token or "", **options)
         except self._errors as exc:
             self._release()
             if self.lite:
                 raise IndexBusyError(
-                    f"the Milvus Lite file {uri} could not be opened ({exc}); Milvus Lite serves one process at a "
+                    f"the Milvus Lite file {uri} is open in another process; Milvus Lite serves one process at a "
                     "time: stop the other medsearch process using it, or run a Milvus server and set "
-                    "MEDSEARCH_MILVUS_URI=http://HOST:19530"
+                    f"MEDSEARCH_MILVUS_URI=http://HOST:19530 ({exc})"
                 ) from exc
             raise VectorBackendError(
                 f"cannot connect to Milvus at {uri} ({exc}); check MEDSEARCH_MILVUS_URI and MEDSEARCH_MILVUS_TOKEN"
