@@ -176,9 +176,13 @@ class _Writer:
             sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", new))
         vectors = self._encode(values)
         t0 = time.perf_counter()
-        ids = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
-        self.index.add(np.asarray(ids, dtype=np.int64), vectors)
+        stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
+        # None: a writer on another machine sharing the database stored that instance first
+        kept = [i for i, image_id in enumerate(stored) if image_id is not None]
+        ids = [stored[i] for i in kept]
+        self.index.add(np.asarray(ids, dtype=np.int64), vectors[kept])
         self.summary.stage_seconds["write"] += time.perf_counter() - t0
+        self.summary.duplicates += len(stored) - len(ids)
         self.summary.indexed += len(ids)
         self.summary.failed += len(failures)
         self.summary.failures.extend(failures)

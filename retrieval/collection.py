@@ -12,10 +12,10 @@ from pathlib import Path
 
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
-from retrieval.errors import IndexBusyError
+from retrieval.errors import IndexBusyError, MedsearchError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
-from retrieval.privacy import load_or_create_salt
+from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.repo import Catalog
@@ -37,13 +37,34 @@ class Collection:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.resolved_database_url)
         self.catalog = Catalog(session_factory(self.engine))
-        self.salt = load_or_create_salt(settings.data_dir, settings.patient_salt)
+        self.salt = self._patient_salt()
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
         self.reconcile_report: ReconcileReport | None = None
         self.reopen_index()
+
+    def _patient_salt(self) -> bytes:
+        """The PatientID hashing key; every process sharing one database must use the same one."""
+        settings = self.settings
+        if self.engine.dialect.name != "sqlite" and not settings.patient_salt:
+            self.engine.dispose()
+            raise MedsearchError(
+                "a shared database needs the same patient-hash key on every machine: set MEDSEARCH_PATIENT_SALT "
+                "to one secret of 32 characters or more (e.g. `openssl rand -hex 32`) wherever medsearch runs",
+                code="salt_required",
+            )
+        salt = load_or_create_salt(settings.data_dir, settings.patient_salt)
+        if self.catalog.record_once("patient_salt_check", salt_check(salt)) != salt_check(salt):
+            self.engine.dispose()
+            raise MedsearchError(
+                "this collection's PatientIDs were hashed with another key than the one in use, so same-patient "
+                "exclusion would silently fail: use the MEDSEARCH_PATIENT_SALT (or the patient-salt file) the "
+                "collection was indexed with",
+                code="salt_mismatch",
+            )
+        return salt
 
     def reopen_index(self) -> None:
         """Open (and reconcile) the index for the model recorded in this folder, if one is recorded yet."""
@@ -52,9 +73,19 @@ class Collection:
             self._open_index(stored.width)
 
     def _open_index(self, width: int) -> None:
+        self._close_index()  # Milvus Lite holds its file: let go of it before opening it again
         index = build_vector_index(self.settings, width)
-        self.reconcile_report = index.reconcile(self.catalog)
+        try:
+            self.reconcile_report = index.reconcile(self.catalog)
+        except BaseException:
+            _close(index)
+            raise
         self._index = index
+
+    def _close_index(self) -> None:
+        if self._index is not None:
+            _close(self._index)
+            self._index = None
 
     @property
     def encoder(self) -> Encoder:
@@ -106,5 +137,13 @@ class Collection:
             os.close(fd)
 
     def close(self) -> None:
-        """Dispose of database connections."""
+        """Release the vector backend (if it holds a connection) and dispose of database connections."""
+        self._close_index()
         self.engine.dispose()
+
+
+def _close(index: VectorIndex) -> None:
+    """Backends that hold a connection or a file (Milvus) have close(); FAISS has nothing to release."""
+    close = getattr(index, "close", None)
+    if callable(close):
+        close()

@@ -53,3 +53,8 @@ def hash_patient_id(patient_id: str | None, salt: bytes) -> str | None:
     if patient_id is None or not patient_id.strip():
         return None
     return hmac.new(salt, patient_id.strip().encode(), hashlib.sha256).hexdigest()
+
+
+def salt_check(salt: bytes) -> str:
+    """A value recorded with the collection to tell whether a process uses the same key (reveals nothing of it)."""
+    return hmac.new(salt, b"medsearch patient-salt check", hashlib.sha256).hexdigest()[:32]

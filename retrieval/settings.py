@@ -86,6 +86,18 @@ class Settings(BaseSettings):
         default=20_000, ge=0, description="Filtered searches with at most this many candidates are exact."
     )
 
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        default="faiss", description="Where vectors are searched: a FAISS file in data_dir, or Milvus."
+    )
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus server URI (http://host:19530) or a Milvus Lite file; data_dir/milvus.db if unset.",
+    )
+    milvus_collection: str = Field(
+        default="medsearch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Milvus collection name."
+    )
+    milvus_token: str | None = Field(default=None, description="Milvus token (user:password or API key), if any.")
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -107,3 +119,8 @@ class Settings(BaseSettings):
     def resolved_spool_dir(self) -> Path:
         """Where the C-STORE listener keeps received instances until they are indexed."""
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus URI (a Milvus Lite file in the data folder unless set)."""
+        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())

@@ -20,6 +20,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
+from tests import backends
+from tests.backends import BACKENDS, Backend, PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
@@ -58,13 +60,46 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(data_dir: Path, model: Path, **extra: object) -> Settings:
-    """Settings for a temp data folder and a local model (no environment leakage)."""
-    return Settings(data_dir=data_dir, model=str(model), workers=0, batch_size=8, **extra)  # type: ignore[arg-type]
+    """Settings for a temp data folder and a local model (no environment leakage), on the current backend."""
+    fields = {**backends.current.settings(data_dir), **extra}
+    return Settings(data_dir=data_dir, model=str(model), workers=0, batch_size=8, **fields)  # type: ignore[arg-type]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use `backend` (the `collection` fixture does) run on every backend, or the ones named by
+    `@pytest.mark.backends(...)`."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = marker.args if marker and marker.args else BACKENDS
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (fails, never skips, when PostgreSQL is not installed)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def collection(tmp_path: Path, tiny_model: Path) -> Iterator[Collection]:
-    """A fresh, empty collection using the tiny model."""
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The store/index backend of this test: make_settings (and so `collection`) use it until it ends."""
+    name = getattr(request, "param", "sqlite-faiss")
+    server = request.getfixturevalue("postgres_server") if name == "postgres-faiss" else None
+    chosen = Backend(name, server)
+    backends.current = chosen
+    yield chosen
+    backends.current = backends.DEFAULT
+
+
+@pytest.fixture
+def collection(tmp_path: Path, tiny_model: Path, backend: Backend) -> Iterator[Collection]:
+    """A fresh, empty collection using the tiny model, on each backend (see `backend`)."""
     col = Collection(make_settings(tmp_path / "data", tiny_model))
     yield col
     col.close()

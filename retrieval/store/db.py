@@ -1,13 +1,24 @@
-"""Database engine: SQLite in WAL mode by default (any SQLAlchemy URL works), schema creation."""
+"""Database engine: SQLite in WAL mode by default or PostgreSQL; the schema is brought to head by Alembic."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.store.models import SCHEMA_VERSION, Base, IndexInfo
+from retrieval.errors import MedsearchError
+from retrieval.store.migrate import upgrade_to_head
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class UnsupportedDatabaseError(MedsearchError):
+    """The database URL names an engine medsearch does not support (or cannot be parsed)."""
+
+    code = "unsupported_database"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -19,24 +30,47 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def dialect_of(url: str) -> str:
+    """'sqlite' or 'postgresql' for a SQLAlchemy URL; a clear error for anything else."""
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError as exc:
+        raise UnsupportedDatabaseError(
+            f"MEDSEARCH_DATABASE_URL is not a SQLAlchemy URL ({exc}); "
+            "use e.g. postgresql+psycopg://user:password@host:5432/medsearch"
+        ) from exc
+    if backend not in SUPPORTED:
+        raise UnsupportedDatabaseError(
+            f"medsearch supports SQLite and PostgreSQL, not {backend!r}; "
+            "set MEDSEARCH_DATABASE_URL to postgresql+psycopg://... or leave it unset for SQLite"
+        )
+    return backend
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
-    if url.startswith("sqlite"):
+    """An engine for `url` with the schema migrated to the newest revision (serialised across processes)."""
+    if dialect_of(url) == "sqlite":
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
+        _require_driver(url)
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
-    # create_all skips the indexes of tables that exist: a process killed between CREATE TABLE and
-    # CREATE INDEX on the first open would otherwise leave the schema without them for good.
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-    with Session(engine) as session, session.begin():
-        if session.get(IndexInfo, "schema_version") is None:
-            session.add(IndexInfo(key="schema_version", value=SCHEMA_VERSION))
+    try:
+        upgrade_to_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+def _require_driver(url: str) -> None:
+    """PostgreSQL needs psycopg (the `postgres` extra); say so instead of a bare ImportError."""
+    driver = make_url(url).get_driver_name()
+    if driver in ("psycopg", "psycopg2"):
+        module = "psycopg" if driver == "psycopg" else "psycopg2"
+        from retrieval.optional import require
+
+        require(module, feature="PostgreSQL metadata", extra="postgres")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -7,8 +7,6 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = "1"
-
 
 def utcnow() -> datetime:
     """Timezone-aware now (stored as UTC)."""

@@ -6,15 +6,17 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
-from retrieval.store.models import Failure, Image, IndexInfo, Source, Vector
+from retrieval.store.models import Base, Failure, Image, IndexInfo, Source, Vector, utcnow
 
 IdArray = npt.NDArray[np.int64]
 
@@ -85,16 +87,14 @@ class Catalog:
     def check_or_record_fingerprint(self, current: ModelFingerprint) -> None:
         """Record the model on first use; refuse a different one afterwards, saying how to fix it."""
         with self.sessions() as session, session.begin():
-            row = session.get(IndexInfo, "model")
-            if row is None:
-                session.add(IndexInfo(key="model", value=json.dumps(current.__dict__)))
-                self._fingerprint = current
-                return
-            stored = ModelFingerprint(**json.loads(row.value))
+            # insert-if-absent, then read: two processes opening a shared database at once agree on one model
+            stored = ModelFingerprint(**json.loads(self._record_once(session, "model", json.dumps(current.__dict__))))
             if stored.key != current.key:
                 has_images = session.scalar(select(func.count()).select_from(Image)) or 0
                 if has_images == 0:
-                    row.value = json.dumps(current.__dict__)
+                    session.execute(
+                        update(IndexInfo).where(IndexInfo.key == "model").values(value=json.dumps(current.__dict__))
+                    )
                     self._fingerprint = current
                     return
                 raise ModelMismatchError(
@@ -103,6 +103,20 @@ class Catalog:
                     f"{current.key}, width {current.width}). Set MEDSEARCH_MODEL to the model the index was "
                     "built with, or use another MEDSEARCH_DATA_DIR for the new model and re-index there."
                 )
+            self._fingerprint = stored
+
+    def record_once(self, key: str, value: str) -> str:
+        """Store `value` under `key` unless a value is there already; the stored value either way."""
+        with self.sessions() as session, session.begin():
+            return self._record_once(session, key, value)
+
+    @staticmethod
+    def _record_once(session: Session, key: str, value: str) -> str:
+        dialect = session.get_bind().dialect.name
+        session.execute(_insert(dialect, IndexInfo).values(key=key, value=value).on_conflict_do_nothing())
+        stored = session.scalar(select(IndexInfo.value).where(IndexInfo.key == key))
+        assert stored is not None
+        return stored
 
     # -- writes -----------------------------------------------------------------------
     def write_batch(
@@ -110,30 +124,31 @@ class Catalog:
         images: Sequence[tuple[Image, npt.NDArray[np.float32]]],
         sources: Sequence[SourceRecord] = (),
         failures: Sequence[FailureRecord] = (),
-    ) -> list[int]:
-        """One transaction: image rows, their vectors, processed sources and failures. Returns new ids."""
-        ids: list[int] = []
+    ) -> list[int | None]:
+        """One transaction: image rows, their vectors, processed sources and failures.
+
+        Returns the new id of each image, in order; None where another writer sharing the database stored
+        that instance first (a duplicate, not an error). Sources and failures are upserts, so writers on
+        several machines indexing overlapping inputs never fail a batch.
+        """
         with self.sessions() as session, session.begin():
-            for image, vector in images:
-                session.add(image)
-                session.flush()
-                session.add(Vector(image_id=image.id, vector=np.asarray(vector, np.float32).tobytes()))
-                ids.append(image.id)
+            dialect = session.get_bind().dialect.name
+            ids = _insert_images(session, dialect, images)
             for src in sources:
-                existing = session.scalar(select(Source).where(Source.uri == src.uri))
-                if existing is None:
-                    session.add(
-                        Source(uri=src.uri, size=src.size, mtime=src.mtime, status=src.status, images=src.images)
-                    )
-                else:
-                    existing.size, existing.mtime, existing.status = src.size, src.mtime, src.status
-                    existing.images = src.images
+                _upsert_source(session, dialect, src)
             for fail in failures:
-                row = session.scalar(select(Failure).where(Failure.source_uri == fail.uri))
-                if row is None:
-                    session.add(Failure(source_uri=fail.uri, code=fail.code, reason=fail.reason[:2000]))
-                else:
-                    row.code, row.reason = fail.code, fail.reason[:2000]
+                values = {
+                    "source_uri": fail.uri,
+                    "code": fail.code,
+                    "reason": fail.reason[:2000],
+                    "recorded_at": utcnow(),
+                }
+                stmt = _insert(dialect, Failure).values(**values)
+                session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[Failure.source_uri], set_={k: v for k, v in values.items() if k != "source_uri"}
+                    )
+                )
             ok_uris = [s.uri for s in sources if s.status == "indexed"]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
@@ -304,6 +319,57 @@ class Catalog:
             for chunk in _chunks(sorted(uris), 500):
                 session.execute(delete(Source).where(Source.uri.in_(chunk)))
         return len(ids)
+
+
+IMAGE_COLUMNS = [c.key for c in Image.__table__.columns if c.key != "id"]
+
+
+def _insert(dialect: str, model: type[Base]) -> Any:
+    """INSERT with ON CONFLICT support for the dialect (make_engine only opens SQLite or PostgreSQL)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def _insert_images(
+    session: Session, dialect: str, images: Sequence[tuple[Image, npt.NDArray[np.float32]]]
+) -> list[int | None]:
+    """Insert rows, skipping instance keys already stored (by anyone); vectors for the rows inserted."""
+    if not images:
+        return []
+    now = utcnow()
+    rows = []
+    for image, _ in images:
+        row = {key: getattr(image, key) for key in IMAGE_COLUMNS}
+        row["frame"] = 1 if row["frame"] is None else row["frame"]
+        row["number_of_frames"] = 1 if row["number_of_frames"] is None else row["number_of_frames"]
+        row["indexed_at"] = row["indexed_at"] or now
+        rows.append(row)
+    stmt = _insert(dialect, Image).on_conflict_do_nothing(index_elements=[Image.instance_key])
+    stmt = stmt.returning(Image.id, Image.instance_key)
+    new = {key: image_id for image_id, key in session.execute(stmt, rows)}
+    ids: list[int | None] = []
+    vectors = []
+    for (image, vector), row in zip(images, rows, strict=True):
+        image_id = new.pop(row["instance_key"], None)  # pop: a key twice in one batch is stored once
+        ids.append(image_id)
+        if image_id is not None:
+            image.id = image_id
+            vectors.append({"image_id": image_id, "vector": np.asarray(vector, np.float32).tobytes()})
+    if vectors:
+        session.execute(insert(Vector), vectors)
+    return ids
+
+
+def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
+    """Insert or update a processed source. An indexed source counts the images stored from it, read in SQL,
+    so two writers that processed the same file agree on the count whichever commits last."""
+    images: Any = src.images
+    if src.status == "indexed":
+        images = select(func.count()).select_from(Image).where(Image.source_uri == src.uri).scalar_subquery()
+    values = {"uri": src.uri, "size": src.size, "mtime": src.mtime, "status": src.status, "processed_at": utcnow()}
+    stmt = _insert(dialect, Source).values(**values, images=images)
+    update_set = {k: v for k, v in values.items() if k != "uri"}
+    update_set["images"] = images
+    session.execute(stmt.on_conflict_do_update(index_elements=[Source.uri], set_=update_set))
 
 
 def _unpack(rows: Sequence[tuple[int, bytes]] | Sequence[object]) -> tuple[IdArray, npt.NDArray[np.float32]]:
