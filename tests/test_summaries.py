@@ -4,6 +4,7 @@ server on loopback for the OpenAI-compatible backend, the routes (whole and stre
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -367,15 +368,19 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_summary_routes_whole_streamed_and_cached(api: TestClient) -> None:
+def test_summary_routes_whole_streamed_and_cached(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     names = _by_name(api)
     status = api.get("/v1/summaries/status").json()
     assert status["enabled"] is True and status["backend"] == "transformers" and status["matches"] == 4
     query = names["CT_small.dcm"]
     matches = [names[n] for n in ("MR_small.dcm", "CT_small.dcm", "emri_small.dcm", "JPEG-LL.dcm", "RG1_J2KI.dcm")]
-    response = api.post("/v1/summaries", json={"query_id": query, "match_ids": matches})
+    with caplog.at_level(logging.INFO, logger="medsearch.audit"):
+        response = api.post("/v1/summaries", json={"query_id": query, "match_ids": matches})
     assert response.status_code == 200, response.text
     body = response.json()
+    audit = [json.loads(r.getMessage()) for r in caplog.records if r.name == "medsearch.audit"]
+    assert len(audit) == 1 and audit[0]["kind"] == "summary:id" and audit[0]["compared"] == 4
+    assert set(audit[0]) == {"event", "time", "key", "kind", "compared", "cached", "streamed"}  # no ids, no text
     expected = [m for m in matches if m != query][:4]  # the query itself is never a match; the top 4 are compared
     assert body["compared_ids"] == expected and body["query"] == "id" and body["notice"] == NOTICE
     assert body["summary"] and body["cached"] is False and body["dropped_ids"] == []
