@@ -132,6 +132,22 @@ def test_closing_a_stream_stops_the_generation(tiny_gemma: Path) -> None:
     long._generate_lock.release()
 
 
+def test_openai_budget_counts_256_tokens_per_image() -> None:
+    """No tokenizer on the client side: the estimate counts MedGemma's 256 tokens per image plus the text."""
+    probe = OpenAICompatSummarizer("http://127.0.0.1:9/v1", "m", max_new_tokens=100, image_tokens=256)
+    three = probe.estimate_tokens(_request(3))
+    assert three - probe.estimate_tokens(_request(2)) > 256  # one more image and its record
+    tight = OpenAICompatSummarizer(
+        "http://127.0.0.1:9/v1", "m", max_new_tokens=100, context_tokens=probe.estimate_tokens(_request(2)) + 100
+    )
+    assert tight.fit(_request(3)).match_ids == [11, 12]
+    none_fit = OpenAICompatSummarizer("http://127.0.0.1:9/v1", "m", max_new_tokens=100, context_tokens=600)
+    with pytest.raises(SummaryTooLongError, match="MEDSEARCH_SUMMARY_CONTEXT_TOKENS"):
+        none_fit.fit(_request(3))
+    for client in (probe, tight, none_fit):
+        client.close()
+
+
 def test_missing_model_is_a_clear_unavailable_error(tmp_path: Path) -> None:
     broken = TransformersSummarizer(str(tmp_path / "nowhere"), max_new_tokens=4)
     with pytest.raises(SummaryUnavailableError, match="make-test-summarizer"):

@@ -66,7 +66,7 @@ _BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/SummaryInput"}},
+            "application/json": {"schema": SummaryInput.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
