@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import FreshDep, StateDep
+from api.deps import FreshDep, KeyDep, StateDep
 from api.state import ServiceState
 from retrieval.errors import BadQueryError, MedsearchError, TooLargeError
 from retrieval.summarize.base import NOTICE, Summary
@@ -161,7 +161,7 @@ async def _in_executor(state: ServiceState, fn: Any, *args: Any) -> Any:
 
 
 @router.get("/status", response_model=SummaryStatus, summary="Are summaries available?")
-async def status(state: StateDep) -> SummaryStatus:
+async def status(state: StateDep, _key: KeyDep) -> SummaryStatus:
     """The configured backend and model (no secrets); `enabled: false` with the way to turn them on."""
     service = state.summaries
     return SummaryStatus(
