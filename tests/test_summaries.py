@@ -4,6 +4,7 @@ server on loopback for the OpenAI-compatible backend, the routes (whole and stre
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -129,6 +130,22 @@ def test_closing_a_stream_stops_the_generation(tiny_gemma: Path) -> None:
     # 7000 tokens take minutes on this CPU; a stopped generation releases the lock within a token or two
     assert long._generate_lock.acquire(timeout=20), "generation went on after the stream was closed"
     long._generate_lock.release()
+
+
+def test_openai_budget_counts_256_tokens_per_image() -> None:
+    """No tokenizer on the client side: the estimate counts MedGemma's 256 tokens per image plus the text."""
+    probe = OpenAICompatSummarizer("http://127.0.0.1:9/v1", "m", max_new_tokens=100, image_tokens=256)
+    three = probe.estimate_tokens(_request(3))
+    assert three - probe.estimate_tokens(_request(2)) > 256  # one more image and its record
+    tight = OpenAICompatSummarizer(
+        "http://127.0.0.1:9/v1", "m", max_new_tokens=100, context_tokens=probe.estimate_tokens(_request(2)) + 100
+    )
+    assert tight.fit(_request(3)).match_ids == [11, 12]
+    none_fit = OpenAICompatSummarizer("http://127.0.0.1:9/v1", "m", max_new_tokens=100, context_tokens=600)
+    with pytest.raises(SummaryTooLongError, match="MEDSEARCH_SUMMARY_CONTEXT_TOKENS"):
+        none_fit.fit(_request(3))
+    for client in (probe, tight, none_fit):
+        client.close()
 
 
 def test_missing_model_is_a_clear_unavailable_error(tmp_path: Path) -> None:
@@ -367,15 +384,19 @@ def _events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_summary_routes_whole_streamed_and_cached(api: TestClient) -> None:
+def test_summary_routes_whole_streamed_and_cached(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     names = _by_name(api)
     status = api.get("/v1/summaries/status").json()
     assert status["enabled"] is True and status["backend"] == "transformers" and status["matches"] == 4
     query = names["CT_small.dcm"]
     matches = [names[n] for n in ("MR_small.dcm", "CT_small.dcm", "emri_small.dcm", "JPEG-LL.dcm", "RG1_J2KI.dcm")]
-    response = api.post("/v1/summaries", json={"query_id": query, "match_ids": matches})
+    with caplog.at_level(logging.INFO, logger="medsearch.audit"):
+        response = api.post("/v1/summaries", json={"query_id": query, "match_ids": matches})
     assert response.status_code == 200, response.text
     body = response.json()
+    audit = [json.loads(r.getMessage()) for r in caplog.records if r.name == "medsearch.audit"]
+    assert len(audit) == 1 and audit[0]["kind"] == "summary:id" and audit[0]["compared"] == 4
+    assert set(audit[0]) == {"event", "time", "key", "kind", "compared", "cached", "streamed"}  # no ids, no text
     expected = [m for m in matches if m != query][:4]  # the query itself is never a match; the top 4 are compared
     assert body["compared_ids"] == expected and body["query"] == "id" and body["notice"] == NOTICE
     assert body["summary"] and body["cached"] is False and body["dropped_ids"] == []

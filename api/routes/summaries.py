@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -15,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import FreshDep, StateDep
+from api.deps import FreshDep, KeyDep, StateDep
 from api.state import ServiceState
 from retrieval.errors import BadQueryError, MedsearchError, TooLargeError
 from retrieval.summarize.base import NOTICE, Summary
@@ -24,6 +25,7 @@ from retrieval.summarize.service import DISABLED_HELP, SummaryStream
 
 router = APIRouter(prefix="/v1/summaries", tags=["summaries"])
 log = logging.getLogger("medsearch.api")
+audit = logging.getLogger("medsearch.audit")
 _END = object()
 
 
@@ -64,7 +66,7 @@ _BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/SummaryInput"}},
+            "application/json": {"schema": SummaryInput.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -139,13 +141,27 @@ def _kind(body: SummaryInput, upload: bytes | None) -> Literal["id", "image", "t
     return "id" if body.query_id is not None else "image" if upload is not None else "text"
 
 
+def _audit(request: Request, kind: str, compared: int, cached: bool, streamed: bool) -> None:
+    """One JSON line per summary: time, key id, query kind, cases compared (never images, text or ids)."""
+    line = {
+        "event": "audit",
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "key": getattr(request.state, "key_id", "anonymous"),
+        "kind": f"summary:{kind}",
+        "compared": compared,
+        "cached": cached,
+        "streamed": streamed,
+    }
+    audit.info(json.dumps(line))
+
+
 async def _in_executor(state: ServiceState, fn: Any, *args: Any) -> Any:
     """Summaries run in their own small pool, never in the one searches use, never under the model lock."""
     return await asyncio.wrap_future(state.summary_executor.submit(fn, *args))
 
 
 @router.get("/status", response_model=SummaryStatus, summary="Are summaries available?")
-async def status(state: StateDep) -> SummaryStatus:
+async def status(state: StateDep, _key: KeyDep) -> SummaryStatus:
     """The configured backend and model (no secrets); `enabled: false` with the way to turn them on."""
     service = state.summaries
     return SummaryStatus(
@@ -167,6 +183,7 @@ async def summarize(request: Request, state: FreshDep) -> SummaryResponse:
         return state.summaries.summarize(_prepare(state, body, upload))
 
     summary: Summary = await _in_executor(state, run)
+    _audit(request, _kind(body, upload), len(summary.compared_ids), summary.cached, streamed=False)
     return SummaryResponse(
         summary=summary.text,
         compared_ids=summary.compared_ids,
@@ -210,6 +227,7 @@ async def summarize_stream(request: Request, state: FreshDep) -> StreamingRespon
         return state.summaries.stream(_prepare(state, body, upload))
 
     handle: SummaryStream = await _in_executor(state, start)
+    _audit(request, _kind(body, upload), len(handle.compared_ids), handle.cached, streamed=True)
     executor = state.summary_executor
     meta = {"compared_ids": handle.compared_ids, "model": handle.model, "notice": handle.notice}
 

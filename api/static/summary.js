@@ -18,15 +18,19 @@
 
   async function loadStatus() {
     try {
-      const body = await (await fetch("v1/summaries/status")).json();
+      const body = await (await ms.api("v1/summaries/status")).json();
       status.enabled = Boolean(body.enabled);
       status.message = body.message || "";
       status.matches = body.matches || 4;
-    } catch {
+      status.loaded = true;
+    } catch (err) {
       status.enabled = false;
-      status.message = "The summary status could not be read.";
+      status.message =
+        err && err.code === "unauthorized"
+          ? "Enter the API key to use summaries."
+          : "The summary status could not be read.";
+      status.loaded = false; // asked again with the next results (e.g. once a key is saved)
     }
-    status.loaded = true;
     updateButton();
   }
 
@@ -165,6 +169,7 @@
     current.query = event.detail.query;
     current.hits = event.detail.hits || [];
     updateButton();
+    if (!status.loaded) loadStatus();
   });
   $("summarize-button").addEventListener("click", summarize);
   $("summary-cancel").addEventListener("click", () => cancel("cancelled"));
