@@ -11,16 +11,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.fsutil import fsync_dir
 from retrieval.index.base import ReconcileReport
 from retrieval.store.repo import Catalog, IdArray
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FaissIndex:
@@ -92,7 +85,7 @@ class FaissIndex:
                 with open(tmp, "rb+") as handle:
                     os.fsync(handle.fileno())
                 os.replace(tmp, self.path)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
