@@ -45,7 +45,9 @@ class DicomwebConfig:
         """The DICOMweb settings (MEDSEARCH_DICOMWEB_*), optionally for another base URL."""
         base = url or settings.dicomweb_url
         if not base:
-            raise DicomwebError("no DICOMweb server configured: set MEDSEARCH_DICOMWEB_URL", code="bad_settings")
+            raise DicomwebError(
+                "no DICOMweb server configured: give --dicomweb URL or set MEDSEARCH_DICOMWEB_URL", code="bad_settings"
+            )
         return cls(
             url=base.rstrip("/"),
             auth=settings.dicomweb_auth,
