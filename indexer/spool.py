@@ -15,6 +15,7 @@ from indexer.pipeline import IndexOptions, run_source
 from indexer.sources import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
+from retrieval.fsutil import fsync_dir
 from retrieval.render import SIZES, cached_png
 from retrieval.source_read import read_file, received_uri
 from retrieval.store.repo import Catalog
@@ -22,14 +23,6 @@ from retrieval.store.repo import Catalog
 log = logging.getLogger(__name__)
 SUFFIX = ".dcm"
 _UID = re.compile(r"[0-9.]{1,64}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -58,7 +51,7 @@ class Spool:
             raise
         os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return final
 
     def pending(self, limit: int) -> list[Path]:
@@ -71,7 +64,7 @@ class Spool:
         """Delete indexed instances (after their rows were committed)."""
         for path in files:
             path.unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
 
 def _ref(path: Path) -> SourceRef | SourceProblem:

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,8 +34,8 @@ class DicomwebConfig:
     url: str
     auth: str = "none"  # none | basic | bearer
     user: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line or a traceback
+    token: str | None = field(default=None, repr=False)
     timeout: float = 30.0
     retries: int = 4
     backoff: float = 1.0
@@ -45,7 +45,9 @@ class DicomwebConfig:
         """The DICOMweb settings (MEDSEARCH_DICOMWEB_*), optionally for another base URL."""
         base = url or settings.dicomweb_url
         if not base:
-            raise DicomwebError("no DICOMweb server configured: set MEDSEARCH_DICOMWEB_URL", code="bad_settings")
+            raise DicomwebError(
+                "no DICOMweb server configured: give --dicomweb URL or set MEDSEARCH_DICOMWEB_URL", code="bad_settings"
+            )
         return cls(
             url=base.rstrip("/"),
             auth=settings.dicomweb_auth,

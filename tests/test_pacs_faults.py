@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import pytest
 
+from indexer.pull import DicomwebSource, PullQuery
+from indexer.sources import SourceRef
 from tests.conftest import testdata_file
 from tests.test_cli import run
 
@@ -165,3 +167,29 @@ def test_a_server_that_cannot_list_is_a_clear_error(server: str, tiny_model: Pat
         FaultyDicomweb.qido_down = False
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "QIDO-RS studies search: HTTP 500" in proc.stderr and "after 2 attempts" in proc.stderr
+
+
+def test_fetches_are_concurrent_bounded_and_in_order() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.inflight = self.peak = 0
+
+        def instance_bytes(self, study: str, series: str, sop: str, max_bytes: int) -> bytes:
+            with self.lock:
+                self.inflight += 1
+                self.peak = max(self.peak, self.inflight)
+            time.sleep(0.2)
+            with self.lock:
+                self.inflight -= 1
+            return sop.encode()
+
+    client = Recorder()
+    source = DicomwebSource(client, PullQuery(), workers=3, max_bytes=1000)  # type: ignore[arg-type]
+    refs = [SourceRef(f"u{i}", 0, 0.0, "dicomweb", f"u{i}", f"st/se/{i}") for i in range(12)]
+    try:
+        items = list(source.fetch(refs))
+    finally:
+        source.close()
+    assert [item.data for item in items] == [str(i).encode() for i in range(12)]
+    assert client.peak == 3  # three at a time, never more

@@ -17,8 +17,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from indexer.listener import start_listener
 from indexer.pipeline import IndexOptions
@@ -150,7 +154,11 @@ def listener(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iter
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory, scp: tuple[Spool, int], listener: Listener) -> Iterator[Orthanc]:
-    modalities = {"INPROC": ("MEDSEARCH", scp[1]), "LISTENER": ("MEDSEARCH", listener.port)}
+    modalities = {
+        "INPROC": ("MEDSEARCH_IN", scp[1]),  # our SCP answers to any called AE title
+        "LISTENER": ("MEDSEARCH", listener.port),
+        "PYSCU": ("PYSCU", free_port()),  # known to Orthanc, so it accepts our C-MOVE requests
+    }
     server = start_orthanc(tmp_path_factory.mktemp("orthanc-listen"), modalities=modalities)
     yield server
     server.stop()
@@ -206,6 +214,27 @@ def test_orthanc_sends_to_our_ae(orthanc: Orthanc, scp: tuple[Spool, int], colle
     assert cached_png(image, "preview", pacs).startswith(b"\x89PNG")
     with pytest.raises(NotFoundError, match="set MEDSEARCH_DICOMWEB_URL"):
         cached_png(image, "thumbnail", collection.settings)
+
+
+def test_c_move_from_orthanc_to_our_ae(orthanc: Orthanc, scp: tuple[Spool, int], collection: Collection) -> None:
+    spool, _ = scp
+    study = generate_uid()
+    sent = {name: with_new_uids(testdata_file(name), study=study) for name in ("CT_small.dcm", "emri_small_RLE.dcm")}
+    for ds in sent.values():
+        orthanc.upload(encode(ds))
+    ae = _scu()
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", orthanc.dicom_port, ae_title="ORTHANC")
+    assert assoc.is_established
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study
+    answers = list(assoc.send_c_move(query, "MEDSEARCH_IN", StudyRootQueryRetrieveInformationModelMove))
+    assoc.release()
+    final = answers[-1][0]
+    assert final.Status == 0x0000 and int(final.get("NumberOfCompletedSuboperations", 0)) == len(sent)
+    for name, ds in sent.items():
+        _same_pixels(spool.folder / f"{ds.SOPInstanceUID}.dcm", name)
+    _drain_and_check(collection, spool, sent)
 
 
 def test_a_spool_that_cannot_persist_answers_out_of_resources(tmp_path: Path) -> None:

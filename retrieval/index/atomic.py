@@ -7,13 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from retrieval.fsutil import fsync_dir
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
@@ -26,7 +20,7 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
