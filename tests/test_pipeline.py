@@ -209,6 +209,7 @@ def _worker_pids() -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.backends("sqlite-faiss")  # about decode workers, not the store: once is enough
 def test_a_worker_killed_mid_run_costs_nothing(collection: Collection, tmp_path: Path) -> None:
     """The OOM killer (or a crashing decoder) takes out a worker: its files are retried, none is lost."""
     names = [
