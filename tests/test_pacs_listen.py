@@ -108,10 +108,14 @@ class Listener:
                 [MEDSEARCH, "listen", "--port", str(port), *extra], env=env, stdout=out, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 120
-        while "listening as" not in log.read_text():
-            assert self.process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        try:
+            while "listening as" not in log.read_text():
+                assert self.process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()  # never leave a listener behind
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -74,7 +74,7 @@ def _indexed(env: dict[str, str], tiny_model: Path) -> dict[str, tuple[str | Non
 
 def test_pull_everything_then_only_what_is_new(orthanc: Orthanc, env: dict[str, str], tiny_model: Path) -> None:
     first = _upload(orthanc, FIRST)
-    report = _pull(orthanc, env)
+    report = _pull(orthanc, {**env, "MEDSEARCH_WORKERS": "1"})  # fetched bytes through a real decode process
     assert report["found"] == 3 and report["fetched"] == 3 and report["indexed"] == 3 and report["failed"] == 0
     indexed = _indexed(env, tiny_model)
     assert set(indexed) == {sop for _, _, sop in first.values()}
