@@ -215,5 +215,5 @@ def test_rebuild_index_types_and_stats(cli_env: dict[str, str]) -> None:  # noqa
     hits = json.loads(run(["search", "--image", str(SAMPLES / "CT_small.dcm"), "-k", "3", "--json"], cli_env).stdout)
     assert hits["hits"][0]["source"].endswith("CT_small.dcm")
     out = run(["rebuild-index", "--type", "hnsw", "--m", "8", "--ef-search", "16"], cli_env).stdout
-    assert "rebuilt the hnsw index (m=8, ef_construction=80, ef_search=16)" in out
+    assert "vectors as hnsw (m=8, ef_construction=80, ef_search=16)" in out
     assert json.loads(run(["stats", "--json"], cli_env).stdout)["index"]["params"]["m"] == 8

@@ -176,7 +176,7 @@ def rebuild_index(
     params = info.get("params", {})
     shown = ", ".join(f"{k}={v}" for k, v in params.items() if k != "type")
     seconds = info.get("build", {}).get("seconds")
-    kind = f" {params['type']}" if params else ""
+    kind = f" as {params['type']}" if params else ""
     detail = f" ({shown})" if shown else ""
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    out.print(f"rebuilt the{kind} index{detail} with {total} vectors{took}")
+    out.print(f"rebuilt the index with {total} vectors{kind}{detail}{took}")
