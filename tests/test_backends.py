@@ -31,18 +31,12 @@ from retrieval.store.migrate import head_revision
 from retrieval.store.models import Base, Image, IndexInfo, Vector
 from retrieval.store.repo import Filters
 from tests.backends import TEST_SALT, Backend, PostgresServer
-from tests.conftest import make_settings, testdata_file
-from tests.test_resume import assert_group_gone, kill_group
+from tests.conftest import make_settings
+from tests.test_pipeline import _copy
+from tests.test_resume import assert_group_gone, kill_group, medsearch_env
 
 MEDSEARCH = Path(sys.executable).parent / "medsearch"
 FILES = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "JPEG-LL.dcm"]
-
-
-def _copy(names: list[str], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(testdata_file(name), folder / name)
-    return folder
 
 
 def _reopen(collection: Collection, save: bool = True) -> Collection:
@@ -176,7 +170,7 @@ def test_a_pre_alembic_database_is_adopted_with_its_rows(backend: Backend, tmp_p
 def test_simultaneous_first_opens_migrate_once(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
     """Three processes open one empty database at the same moment: the lock lets one migrate, all succeed."""
     data_dir = tmp_path / "data"
-    env = {**_child_env(tiny_model), **backend.env(data_dir)}
+    env = {**medsearch_env(tiny_model), **backend.env(data_dir)}
     procs = [
         subprocess.Popen(
             [str(MEDSEARCH), "stats", "--json", "--data-dir", str(data_dir)],
@@ -272,12 +266,6 @@ def test_filtered_search_returns_k_exact_matches(collection: Collection) -> None
 
 
 # -- shared database: several writers, one key ----------------------------------------------------
-def _child_env(model: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEARCH_")}
-    env.update(MEDSEARCH_MODEL=str(model), MEDSEARCH_DEVICE="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return env
-
-
 WRITER_FILES = [
     "CT_small.dcm",
     "MR_small.dcm",
@@ -308,7 +296,7 @@ def test_two_indexers_on_one_database_end_with_the_union(backend: Backend, tmp_p
     dir_a, dir_b = tmp_path / "data-a", tmp_path / "data-b"
     url = backend.settings(dir_a)["database_url"]
     backend.databases[dir_b.resolve()] = str(url)  # the second machine: another folder, the same database
-    env = {**_child_env(tiny_model), **backend.env(dir_a)}
+    env = {**medsearch_env(tiny_model), **backend.env(dir_a)}
     procs = [
         subprocess.Popen(
             [
@@ -401,7 +389,7 @@ def test_milvus_lite_file_in_use_is_a_clear_error(collection: Collection, tmp_pa
     """Milvus Lite serves one process: a second process gets index_busy and how to fix it, and works once the
     first lets go."""
     _synthetic(collection, ["CT"] * 3)
-    env = {**_child_env(tiny_model), **Backend("milvus-lite").env(collection.settings.data_dir)}
+    env = {**medsearch_env(tiny_model), **Backend("milvus-lite").env(collection.settings.data_dir)}
     command = [str(MEDSEARCH), "stats", "--json", "--data-dir", str(collection.settings.data_dir)]
     busy = subprocess.run(command, env=env, capture_output=True, timeout=120)
     assert busy.returncode == 1 and b"index_busy" in busy.stderr and b"MEDSEARCH_MILVUS_URI" in busy.stderr
@@ -475,7 +463,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(backend: Backend, tmp_path: Pa
 
     data_dir = tmp_path / "data"
     url = make_settings(data_dir, tiny_model).resolved_database_url
-    env = {**_child_env(tiny_model), **backend.env(data_dir)}
+    env = {**medsearch_env(tiny_model), **backend.env(data_dir)}
     command = [str(MEDSEARCH), "index", str(folder), "--workers", "1", "--batch-size", "2", "-q", "--json"]
     command += ["--data-dir", str(data_dir)]
     log = tmp_path / "stderr.log"
