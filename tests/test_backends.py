@@ -1,4 +1,4 @@
-"""Store/index backends: migrations, reconcile, remove, rebuild, filtered search, concurrent writers, per backend."""
+"""Store/index backends: reconcile, remove, rebuild, filtered search, concurrent writers, SIGKILL, per backend."""
 
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, select, text
-from sqlalchemy.orm import Session
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval import search as engine
@@ -26,23 +23,15 @@ from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.index.milvus_index import EXACT_MAX, MilvusIndex
 from retrieval.search import QueryVector
-from retrieval.store.db import make_engine
-from retrieval.store.migrate import head_revision
-from retrieval.store.models import Base, Image, IndexInfo, Vector
+from retrieval.store.models import Image, Vector
 from retrieval.store.repo import Filters
 from tests.backends import TEST_SALT, Backend, PostgresServer
-from tests.conftest import make_settings, testdata_file
-from tests.test_resume import assert_group_gone, kill_group
+from tests.conftest import make_settings
+from tests.test_pipeline import _copy
+from tests.test_resume import assert_group_gone, kill_group, medsearch_env
 
 MEDSEARCH = Path(sys.executable).parent / "medsearch"
 FILES = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "JPEG-LL.dcm"]
-
-
-def _copy(names: list[str], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(testdata_file(name), folder / name)
-    return folder
 
 
 def _reopen(collection: Collection, save: bool = True) -> Collection:
@@ -90,108 +79,6 @@ def _synthetic(collection: Collection, modalities: list[str], seed: int = 0) -> 
     index.add(ids, vecs)
     collection.save_index()
     return ids, vecs
-
-
-# -- migrations ---------------------------------------------------------------------------------
-def _old_create_all(url: str) -> None:
-    """How medsearch 0.1 made a database (make_engine before Alembic), frozen here."""
-    old = create_engine(url)
-    Base.metadata.create_all(old)
-    with old.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-    with Session(old) as session, session.begin():
-        session.add(IndexInfo(key="schema_version", value="1"))
-    old.dispose()
-
-
-def _schema_diff(url: str) -> list[object]:
-    eng = create_engine(url)
-    try:
-        with eng.connect() as conn:
-            return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
-    finally:
-        eng.dispose()
-
-
-def _revision(url: str) -> str | None:
-    eng = create_engine(url)
-    try:
-        with eng.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
-    finally:
-        eng.dispose()
-
-
-@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
-def test_a_new_database_is_migrated_to_exactly_the_models(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
-    settings = make_settings(tmp_path / "data", tiny_model)
-    Collection(settings).close()
-    url = settings.resolved_database_url
-    assert _revision(url) == head_revision()
-    assert _schema_diff(url) == []  # migrations and models agree: no table, column or index missing or extra
-    make_engine(url).dispose()  # a second open at head changes nothing
-    assert _revision(url) == head_revision()
-
-
-@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
-def test_a_pre_alembic_database_is_adopted_with_its_rows(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
-    """A data folder made by 0.1's create_all (tables, no alembic_version) is stamped and upgraded, not recreated."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    url = make_settings(data_dir, tiny_model).resolved_database_url
-    _old_create_all(url)
-    old = create_engine(url)
-    with old.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO images (instance_key, kind, frame, number_of_frames, source_uri, content_hash, "
-                "modality, indexed_at) VALUES ('old-1', 'raster', 1, 1, '/old/1.png', 'h1', 'CT', :now)"
-            ),
-            {"now": "2025-01-01 00:00:00"},
-        )
-        image_id = conn.execute(text("SELECT id FROM images")).scalar_one()
-        conn.execute(
-            text("INSERT INTO vectors (image_id, vector) VALUES (:id, :v)"),
-            {"id": image_id, "v": np.ones(4, np.float32).tobytes()},
-        )
-    old.dispose()
-    assert _revision(url) is None
-    collection = Collection(make_settings(data_dir, tiny_model))
-    try:
-        assert _revision(url) == head_revision()
-        assert _schema_diff(url) == []
-        with collection.catalog.sessions() as session:
-            keys = list(session.scalars(select(Image.instance_key)))
-            assert keys == ["old-1"]
-            assert session.get(IndexInfo, "schema_version") is not None  # untouched
-        assert collection.catalog.all_ids().tolist() == [image_id]
-        assert np.array_equal(collection.catalog.vector(image_id), np.ones(4, np.float32))  # type: ignore[arg-type]
-    finally:
-        collection.close()
-
-
-@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
-def test_simultaneous_first_opens_migrate_once(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
-    """Three processes open one empty database at the same moment: the lock lets one migrate, all succeed."""
-    data_dir = tmp_path / "data"
-    env = {**_child_env(tiny_model), **backend.env(data_dir)}
-    procs = [
-        subprocess.Popen(
-            [str(MEDSEARCH), "stats", "--json", "--data-dir", str(data_dir)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(3)
-    ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]
-    for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, stderr.decode()[-2000:]
-        assert json.loads(stdout)["images"] == 0
-    url = make_settings(data_dir, tiny_model).resolved_database_url
-    assert _revision(url) == head_revision() and _schema_diff(url) == []
 
 
 # -- reconcile, remove, rebuild -------------------------------------------------------------------
@@ -272,12 +159,6 @@ def test_filtered_search_returns_k_exact_matches(collection: Collection) -> None
 
 
 # -- shared database: several writers, one key ----------------------------------------------------
-def _child_env(model: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEARCH_")}
-    env.update(MEDSEARCH_MODEL=str(model), MEDSEARCH_DEVICE="cpu", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return env
-
-
 WRITER_FILES = [
     "CT_small.dcm",
     "MR_small.dcm",
@@ -308,7 +189,7 @@ def test_two_indexers_on_one_database_end_with_the_union(backend: Backend, tmp_p
     dir_a, dir_b = tmp_path / "data-a", tmp_path / "data-b"
     url = backend.settings(dir_a)["database_url"]
     backend.databases[dir_b.resolve()] = str(url)  # the second machine: another folder, the same database
-    env = {**_child_env(tiny_model), **backend.env(dir_a)}
+    env = {**medsearch_env(tiny_model), **backend.env(dir_a)}
     procs = [
         subprocess.Popen(
             [
@@ -401,7 +282,7 @@ def test_milvus_lite_file_in_use_is_a_clear_error(collection: Collection, tmp_pa
     """Milvus Lite serves one process: a second process gets index_busy and how to fix it, and works once the
     first lets go."""
     _synthetic(collection, ["CT"] * 3)
-    env = {**_child_env(tiny_model), **Backend("milvus-lite").env(collection.settings.data_dir)}
+    env = {**medsearch_env(tiny_model), **Backend("milvus-lite").env(collection.settings.data_dir)}
     command = [str(MEDSEARCH), "stats", "--json", "--data-dir", str(collection.settings.data_dir)]
     busy = subprocess.run(command, env=env, capture_output=True, timeout=120)
     assert busy.returncode == 1 and b"index_busy" in busy.stderr and b"MEDSEARCH_MILVUS_URI" in busy.stderr
@@ -475,7 +356,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing(backend: Backend, tmp_path: Pa
 
     data_dir = tmp_path / "data"
     url = make_settings(data_dir, tiny_model).resolved_database_url
-    env = {**_child_env(tiny_model), **backend.env(data_dir)}
+    env = {**medsearch_env(tiny_model), **backend.env(data_dir)}
     command = [str(MEDSEARCH), "index", str(folder), "--workers", "1", "--batch-size", "2", "-q", "--json"]
     command += ["--data-dir", str(data_dir)]
     log = tmp_path / "stderr.log"

@@ -51,3 +51,17 @@ class VectorIndex(Protocol):
     def reconcile(self, catalog: Catalog) -> ReconcileReport: ...
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]: ...
+
+
+def sync_to_store(index: VectorIndex, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
+    """Make `index` hold exactly the store's vectors by removing extras and adding missing: (added, removed)."""
+    store_ids = catalog.all_ids() if store_ids is None else store_ids
+    have = index.ids()
+    extra = np.setdiff1d(have, store_ids, assume_unique=True)
+    missing = np.setdiff1d(store_ids, have, assume_unique=True)
+    removed = index.remove(extra)
+    added = 0
+    for ids, vecs in catalog.iter_vectors(missing.tolist()):
+        index.add(ids, vecs)
+        added += len(ids)
+    return added, removed

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.errors import IndexBusyError, MedsearchError
-from retrieval.index.base import ReconcileReport
+from retrieval.index.base import ReconcileReport, sync_to_store
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
 
@@ -328,14 +328,6 @@ class MilvusIndex:
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
         """Make the collection hold exactly the store's vectors: (added, removed)."""
         with self._lock:
-            store_ids = catalog.all_ids() if store_ids is None else store_ids
-            have = self.ids()
-            extra = np.setdiff1d(have, store_ids, assume_unique=True)
-            missing = np.setdiff1d(store_ids, have, assume_unique=True)
-            removed = self.remove(extra)
-            added = 0
-            for ids, vecs in catalog.iter_vectors(missing.tolist()):
-                self.add(ids, vecs)
-                added += len(ids)
-            self._count = int(self._call(self._read_count))
-            return added, removed
+            done = sync_to_store(self, catalog, store_ids)
+            self._count = int(self._call(self._read_count))  # other writers may have added to a shared Milvus
+            return done

@@ -133,10 +133,12 @@ class Catalog:
         """
         with self.sessions() as session, session.begin():
             dialect = session.get_bind().dialect.name
+            # Every writer takes row locks in one order (images, sources, failures; each sorted by key), so two
+            # PostgreSQL writers meeting on the same keys wait for each other instead of deadlocking.
             ids = _insert_images(session, dialect, images)
-            for src in sources:
+            for src in sorted(sources, key=lambda s: s.uri):
                 _upsert_source(session, dialect, src)
-            for fail in failures:
+            for fail in sorted(failures, key=lambda f: f.uri):
                 values = {
                     "source_uri": fail.uri,
                     "code": fail.code,
@@ -343,9 +345,10 @@ def _insert_images(
         row["number_of_frames"] = 1 if row["number_of_frames"] is None else row["number_of_frames"]
         row["indexed_at"] = row["indexed_at"] or now
         rows.append(row)
+    by_key = sorted(rows, key=lambda r: str(r["instance_key"]))
     stmt = _insert(dialect, Image).on_conflict_do_nothing(index_elements=[Image.instance_key])
     stmt = stmt.returning(Image.id, Image.instance_key)
-    new = {key: image_id for image_id, key in session.execute(stmt, rows)}
+    new = {key: image_id for image_id, key in session.execute(stmt, by_key)}
     ids: list[int | None] = []
     vectors = []
     for (image, vector), row in zip(images, rows, strict=True):
