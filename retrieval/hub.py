@@ -8,7 +8,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from retrieval.errors import ModelLoadError
+from retrieval.errors import MedsearchError, ModelLoadError
+
+
+def resolve_device(requested: str, setting: str, error: type[MedsearchError] = ModelLoadError) -> str:
+    """'auto' takes CUDA when present, else the CPU; an explicit 'cuda' without a CUDA device is a clear error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise error(f"{setting}=cuda but no CUDA device is available")
+    return requested
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from retrieval.encoders.base import ModelFingerprint, Vectors
 from retrieval.errors import ModelLoadError
-from retrieval.hub import hub_reachable, load_pretrained  # noqa: F401  # hub_reachable re-exported
+from retrieval.hub import hub_reachable, load_pretrained, resolve_device  # noqa: F401  # hub_reachable re-exported
 from retrieval.imaging.preprocess import PREPROCESS_VERSION, ImageProcessor
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,9 @@ class MedSigLIPEncoder:
         with self._lock:
             if self._model is not None:
                 return
-            import torch
             from transformers import AutoModel, AutoProcessor
 
-            device = self.requested_device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device == "cuda" and not torch.cuda.is_available():
-                raise ModelLoadError("MEDSEARCH_DEVICE=cuda but no CUDA device is available")
+            device = resolve_device(self.requested_device, "MEDSEARCH_DEVICE")
             try:
                 processor, model = self._from_pretrained(AutoProcessor, AutoModel)
             except ModelLoadError:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from retrieval.index import faiss_types as types
 from retrieval.index.atomic import atomic_write, atomic_write_text
-from retrieval.index.base import ReconcileReport
+from retrieval.index.base import ReconcileReport, sync_to_store
 from retrieval.index.exact import Scored, empty_result, top_k
 from retrieval.settings import Settings
 from retrieval.store.repo import Catalog, IdArray
@@ -312,13 +312,4 @@ class FaissIndex:
         """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
         with self._lock:
             self._catalog = catalog
-            store_ids = catalog.all_ids() if store_ids is None else store_ids
-            have = self.ids()
-            extra = np.setdiff1d(have, store_ids, assume_unique=True)
-            missing = np.setdiff1d(store_ids, have, assume_unique=True)
-            removed = self.remove(extra)
-            added = 0
-            for ids, vecs in catalog.iter_vectors(missing.tolist()):
-                self.add(ids, vecs)
-                added += len(ids)
-            return added, removed
+            return sync_to_store(self, catalog, store_ids)

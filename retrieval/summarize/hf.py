@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from retrieval.errors import ModelLoadError
-from retrieval.hub import load_pretrained
+from retrieval.hub import load_pretrained, resolve_device
 from retrieval.summarize.base import (
     Summary,
     SummaryRequest,
@@ -85,11 +85,7 @@ class TransformersSummarizer:
             import torch
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            device = self.requested_device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device == "cuda" and not torch.cuda.is_available():
-                raise SummaryUnavailableError("MEDSEARCH_SUMMARY_DEVICE=cuda but no CUDA device is available")
+            device = resolve_device(self.requested_device, "MEDSEARCH_SUMMARY_DEVICE", SummaryUnavailableError)
             dtype = torch.float32
             if device == "cuda":
                 dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
