@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -141,15 +142,8 @@ class OpenAICompatSummarizer:
     def summarize(self, request: SummaryRequest) -> Summary:
         deadline = time.monotonic() + self.timeout_seconds
         response = self._open(self._body(request, stream=False), deadline)
-        try:
-            try:
-                raw = response.read()
-            except httpx.TimeoutException as exc:
-                raise self._timeout() from exc
-            except httpx.TransportError as exc:
-                raise SummaryBadReplyError(f"the summary server broke off its reply: {exc}") from exc
-        finally:
-            response.close()
+        with self._reading(response, "reply"):
+            raw = response.read()
         try:
             reply = json.loads(raw)
             text = reply["choices"][0]["message"]["content"]
@@ -174,6 +168,18 @@ class OpenAICompatSummarizer:
             "(MEDSEARCH_SUMMARY_TIMEOUT_SECONDS)"
         )
 
+    @contextmanager
+    def _reading(self, response: httpx.Response, what: str) -> Iterator[None]:
+        """Read from the server: a timeout or a broken connection becomes a clear error; the response is closed."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise self._timeout() from exc
+        except httpx.TransportError as exc:
+            raise SummaryBadReplyError(f"the summary server broke off its {what}: {exc}") from exc
+        finally:
+            response.close()
+
     def stream(self, request: SummaryRequest) -> Iterator[str]:
         """Connects (and retries) now; the returned iterator parses the server-sent events."""
         deadline = time.monotonic() + self.timeout_seconds
@@ -182,7 +188,7 @@ class OpenAICompatSummarizer:
 
     def _events(self, response: httpx.Response, deadline: float) -> Iterator[str]:
         finished = False
-        try:
+        with self._reading(response, "stream"):
             for line in response.iter_lines():
                 if time.monotonic() > deadline:
                     raise self._timeout()
@@ -208,12 +214,6 @@ class OpenAICompatSummarizer:
                     yield text
                 if choice.get("finish_reason"):
                     finished = True
-        except httpx.TimeoutException as exc:
-            raise self._timeout() from exc
-        except httpx.TransportError as exc:
-            raise SummaryBadReplyError(f"the summary server broke off its stream: {exc}") from exc
-        finally:
-            response.close()
         if not finished:
             raise SummaryBadReplyError("the summary server's stream ended before the reply was complete")
 
