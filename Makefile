@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo test lint bench-ingest bench-api bench-summary bench-search clean
+.PHONY: install demo test lint peers bench-ingest bench-api bench-summary bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The Debian peers the tests start (Chromium, Orthanc, PostgreSQL, DCMTK): installed when missing, as .ci/run does.
+peers:
+	bash tests/install-peers.sh
+
+test: lint peers
 	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 bench-ingest: install
