@@ -80,6 +80,7 @@ def test_schemathesis_finds_nothing(keyed: bool, request: pytest.FixtureRequest)
     start = time.monotonic()
     run = schemathesis(server, *(["-H", f"Authorization: Bearer {KEY}"] if keyed else []))
     took = time.monotonic() - start
+    print(f"schemathesis ({'keys' if keyed else 'no keys'}): {took:.0f} s")  # shown with -s; README test section
     (server.logs / "schemathesis.out").write_text(run.stdout + run.stderr)
     report = run.stdout[-12000:] + run.stderr[-2000:]
     assert run.returncode == 0, report
