@@ -18,6 +18,7 @@ from api.config import ServiceSettings
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
+from api.openapi import install_openapi
 from api.routes import images, search, summaries, system
 from api.state import ServiceState
 from api.views import check_template
@@ -63,6 +64,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     install_error_handlers(app)
+    install_openapi(app, settings)
     # multipart framing adds a little to the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
 

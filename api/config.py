@@ -27,6 +27,9 @@ class ServiceSettings(Settings):
     viewer_url_template: str | None = Field(
         default=None, description="e.g. https://pacs/viewer?StudyInstanceUIDs={study_instance_uid}"
     )
+    metrics_public: bool = Field(
+        default=True, description="/metrics without a key (Prometheus' default scrape); false: it needs a key too."
+    )
     refresh_seconds: float = Field(default=1.0, ge=0, description="How often searches look for new images.")
 
     def key_ids_by_hash(self) -> dict[str, str]:

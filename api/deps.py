@@ -5,11 +5,11 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from api.config import hash_key
 from api.state import ServiceState
-from retrieval.errors import MedsearchError
+from retrieval.errors import MedsearchError, NotFoundError
 
 
 class Unauthorized(MedsearchError):
@@ -46,6 +46,12 @@ def get_key_id(request: Request, state: StateDep) -> str:
 KeyDep = Annotated[str, Depends(get_key_id)]
 
 
+def metrics_access(request: Request, state: StateDep) -> None:
+    """/metrics is open unless MEDSEARCH_METRICS_PUBLIC=false, then it needs a key like /v1 routes."""
+    if not state.settings.metrics_public:
+        get_key_id(request, state)
+
+
 def fresh_state(state: StateDep, _key: KeyDep) -> ServiceState:
     """An authorised request's state, with images indexed since the last look made searchable."""
     state.refresh()
@@ -53,3 +59,16 @@ def fresh_state(state: StateDep, _key: KeyDep) -> ServiceState:
 
 
 FreshDep = Annotated[ServiceState, Depends(fresh_state)]
+
+
+ID_MAX = 2**63 - 1  # image ids are positive int64 in every store and index
+
+
+def image_id(image_id: Annotated[int, Path(description="Image id (a positive 64-bit integer).")], _key: KeyDep) -> int:
+    """A path's image id, checked at the edge (after the key): an id no store can hold is simply not found."""
+    if not 1 <= image_id <= ID_MAX:
+        raise NotFoundError(f"no indexed image with id {image_id}")
+    return image_id
+
+
+ImageIdDep = Annotated[int, Depends(image_id)]

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from retrieval.search import MAX_K, MAX_TEXT_CHARS
+
+
+def _iso_date(value: Any) -> Any:
+    """Dates only as YYYY-MM-DD (not numbers or timestamps, which pydantic would otherwise accept); a blank form
+    field or query parameter means no bound."""
+    if value is None or isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            return value.strip()
+    raise ValueError("expected a date as YYYY-MM-DD")
+
+
+def _not_bool(value: Any) -> Any:
+    """JSON `true`/`false` are not numbers (pydantic would read them as 1 and 0); 3.0 still is 3."""
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return value
+
+
+IsoDate = Annotated[
+    date | None,
+    BeforeValidator(_iso_date),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}, {"type": "null"}]}
+    ),
+]
+# a form field or query parameter cannot be null: absent, blank or a date
+FormDate = Annotated[
+    date | None,
+    BeforeValidator(_iso_date),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]}),
+]
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 class FilterParams(BaseModel):
@@ -15,19 +52,19 @@ class FilterParams(BaseModel):
 
     modality: list[str] = Field(default_factory=list, max_length=32, examples=[["CR", "DX"]])
     body_part: list[str] = Field(default_factory=list, max_length=32, examples=[["CHEST"]])
-    date_from: date | None = Field(default=None, examples=["2020-01-01"])
-    date_to: date | None = None
+    date_from: IsoDate = Field(default=None, examples=["2020-01-01"])
+    date_to: IsoDate = None
     label: str | None = Field(default=None, max_length=200)
-    exclude_same_patient: bool = Field(default=False, description="Drop the query patient's images.")
-    exclude_same_study: bool = False
+    exclude_same_patient: bool = Field(default=False, strict=True, description="Drop the query patient's images.")
+    exclude_same_study: bool = Field(default=False, strict=True)
 
 
 class TextSearchRequest(FilterParams):
     """Search by text, e.g. 'right lower lobe consolidation'."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["right lower lobe consolidation"])
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    offset: int = Field(default=0, ge=0, le=10_000)
+    k: Count = Field(default=10, ge=1, le=MAX_K)
+    offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: Literal["image", "study", "series"] = "image"
 
 

@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from indexer.pipeline import IndexOptions, run_source
+from indexer.pipeline import IndexOptions, IndexSummary, run_source
+from indexer.quarantine import Quarantine
 from indexer.sources import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
@@ -35,7 +36,8 @@ class Spool:
             stale.unlink(missing_ok=True)
 
     def put(self, sop_instance_uid: str, data: bytes) -> Path:
-        """Persist one instance durably; only then may the sender be told it was stored."""
+        """Persist one instance durably (as SOP_UID.dcm, or SOP_UID.RANDOM.dcm when that name is taken); only then
+        may the sender be told it was stored."""
         name = sop_instance_uid if _UID.fullmatch(sop_instance_uid) else hashlib.sha256(data).hexdigest()
         final = self.folder / f"{name}{SUFFIX}"
         tmp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
@@ -50,7 +52,12 @@ class Spool:
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
-        os.replace(tmp, final)
+        try:  # never over another spooled file: a re-sent SOP UID may carry other content, and both were acknowledged
+            os.link(tmp, final)
+        except FileExistsError:
+            final = self.folder / f"{name}.{uuid.uuid4().hex[:12]}{SUFFIX}"
+            os.link(tmp, final)
+        tmp.unlink()
         fsync_dir(self.folder)
         return final
 
@@ -72,7 +79,9 @@ def _ref(path: Path) -> SourceRef | SourceProblem:
 
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        uids = (str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID))
+        # optional here as in `medsearch index`: some senders' instances lack the study or series UID
+        study, series = (str(header.get(k) or "") for k in ("StudyInstanceUID", "SeriesInstanceUID"))
+        uids = (study, series, str(header.get("SOPInstanceUID") or path.stem))
     except Exception as exc:
         return SourceProblem(f"spool:{path.name}", "decode_error", f"received instance unreadable: {exc}")
     stat = path.stat()
@@ -108,7 +117,8 @@ class SpoolSource:
 
 
 class SpoolWorker:
-    """Indexes the spool in batches (taking the writer lock per batch), caches renderings, then deletes files."""
+    """Indexes the spool in batches (taking the writer lock per batch), caches renderings, then deletes the
+    indexed files and moves the ones that failed, with their reason, into the quarantine folder."""
 
     def __init__(
         self, collection: Collection, spool: Spool, options: IndexOptions, batch: int, poll_seconds: float
@@ -119,6 +129,7 @@ class SpoolWorker:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.indexed = 0
+        self.quarantine = Quarantine(spool.folder)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -142,8 +153,22 @@ class SpoolWorker:
             summary.failed,
         )
         self._cache_renderings(source)
-        self.spool.remove(files)  # rows (or failure records) are committed: the files may go
+        kept = self._quarantine_failed(source, summary)
+        self.spool.remove([f for f in files if f not in kept])  # rows are committed: the files may go
         return len(files)
+
+    def _quarantine_failed(self, source: SpoolSource, summary: IndexSummary) -> set[Path]:
+        """Keep the bytes of every instance whose failure was recorded; never delete what we acknowledged."""
+        paths: dict[str, list[Path]] = {}
+        for path, ref in zip(source.files, source.refs, strict=True):
+            paths.setdefault(ref.uri, []).append(path)
+        kept: set[Path] = set()
+        for failure in summary.failures:
+            for path in paths.get(failure.uri, []):
+                if path not in kept and self.quarantine.keep(path, failure.uri, failure.code, failure.reason):
+                    log.warning("a received instance could not be indexed; kept in quarantine [%s]", failure.code)
+                kept.add(path)
+        return kept
 
     def _cache_renderings(self, source: SpoolSource) -> None:
         refs = [r for r in source.refs if isinstance(r, SourceRef)]

@@ -771,7 +771,7 @@ def test_audit_log(client: httpx.Client, main_server: Server, ids: dict[str, int
         "key": KEY_ID,
         "kind": "image",
         "k": 4,
-        "filters": {"modality": ["CT", "MR"], "label": "ct-head"},
+        "filters": {"modality": {"kind": "list", "count": 2, "codes": ["CT", "MR"]}, "label": {"kind": "text"}},
         "results": len(image["hits"]),
     }
     assert {k: new[1][k] for k in ("key", "kind", "k", "results")} == {
@@ -780,12 +780,12 @@ def test_audit_log(client: httpx.Client, main_server: Server, ids: dict[str, int
         "k": 3,
         "results": 3,
     }
-    assert new[1]["filters"]["date_from"] == "2004-01-01" and len(text["hits"]) == 3
+    assert new[1]["filters"]["date_from"] == {"kind": "date", "value": "2004-01-01"} and len(text["hits"]) == 3
     assert new[2] == {
         "key": KEY_ID,
         "kind": "id",
         "k": 2,
-        "filters": {"exclude_same_patient": True},
+        "filters": {"exclude_same_patient": {"kind": "bool", "value": True}},
         "results": len(pivot["hits"]),
     }
     log = main_server.stderr() + main_server.stdout()
@@ -800,8 +800,33 @@ def test_audit_log_keeps_query_text_out(client: httpx.Client, main_server: Serve
     before = len(audit_entries(main_server))
     audit_queries(client, ids, marker)
     new = new_audit_entries(main_server, before, 3)
-    assert len(new) == 3 and new[1]["filters"] == {"date_from": "2004-01-01"}, new[1]
+    assert len(new) == 3 and new[1]["filters"] == {"date_from": {"kind": "date", "value": "2004-01-01"}}, new[1]
     assert "zebra-stripes" not in main_server.stderr() + main_server.stdout()
+
+
+def test_audit_log_keeps_free_text_filter_values_out(
+    client: httpx.Client, main_server: Server, ids: dict[str, int]
+) -> None:
+    """A name typed into any free-text filter (label, body part, a modality that is no code) never reaches the log;
+    the line still says which filters were used and their kinds."""
+    planted = {"label": "Roe^Richard", "body_part": ["Doe^Jane", "MRN-4471"], "modality": ["CT", "Smith^John"]}
+    upload = (SAMPLES / "CT_small.dcm").read_bytes()
+    before = len(audit_entries(main_server))
+    assert search_image(client, upload, k=2, **planted).status_code == 200
+    assert client.post("/v1/search/text", json={"text": "chest", "k": 2, **planted}).status_code == 200
+    pivot = client.get(f"/v1/images/{ids['MR_small.dcm']}/similar", params={"k": 2, **planted})
+    assert pivot.status_code == 200
+    new = new_audit_entries(main_server, before, 3)
+    assert len(new) == 3, new
+    for entry in new:
+        assert entry["filters"] == {
+            "modality": {"kind": "list", "count": 2, "codes": ["CT"]},
+            "body_part": {"kind": "list", "count": 2},
+            "label": {"kind": "text"},
+        }, entry
+    log = main_server.stderr() + main_server.stdout()
+    for value in ("Roe^Richard", "Richard", "Doe^Jane", "MRN-4471", "Smith^John"):
+        assert value not in log, value
 
 
 # -- freshness -------------------------------------------------------------------------------------------

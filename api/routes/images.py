@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import FreshDep
+from api.deps import FreshDep, ImageIdDep
 from api.schemas import ImageModel
 from api.state import ServiceState
 from api.views import image_model
@@ -24,7 +24,7 @@ def _image(state: ServiceState, image_id: int) -> Image:
 
 
 @router.get("/{image_id}", response_model=ImageModel, summary="Metadata of an indexed image")
-async def get_image(image_id: int, state: FreshDep) -> ImageModel:
+async def get_image(image_id: ImageIdDep, state: FreshDep) -> ImageModel:
     """UIDs, modality, body part, date, labels/report, source; never patient identifiers."""
     image = await run_in_threadpool(_image, state, image_id)
     return image_model(image, state.settings.viewer_url_template, state.settings.dicomweb_url)
@@ -42,7 +42,7 @@ async def _png(state: ServiceState, image_id: int, kind: str) -> Response:
     summary="256 px PNG rendered from the source",
     responses={200: {"content": {"image/png": {}}}},
 )
-async def thumbnail(image_id: int, state: FreshDep) -> Response:
+async def thumbnail(image_id: ImageIdDep, state: FreshDep) -> Response:
     """The image's own frame, windowed as at indexing time, at most 256 x 256."""
     return await _png(state, image_id, "thumbnail")
 
@@ -53,6 +53,6 @@ async def thumbnail(image_id: int, state: FreshDep) -> Response:
     summary="1024 px PNG rendered from the source",
     responses={200: {"content": {"image/png": {}}}},
 )
-async def preview(image_id: int, state: FreshDep) -> Response:
+async def preview(image_id: ImageIdDep, state: FreshDep) -> Response:
     """The image's own frame, windowed as at indexing time, at most 1024 x 1024."""
     return await _png(state, image_id, "preview")

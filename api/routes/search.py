@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import FreshDep
-from api.schemas import FilterParams, SearchResponse, TextSearchRequest
+from api.audit import audit_filters
+from api.deps import FreshDep, ImageIdDep
+from api.schemas import FilterParams, FormDate, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import search as engine
@@ -60,13 +61,9 @@ def _run(
 
 
 def _audit(request: Request, kind: str, params: FilterParams, k: int, results: int) -> None:
-    """One JSON line per query: time, key id, kind, k, filters, result count (never the query text)."""
-    fields = set(FilterParams.model_fields)
-    filters = {
-        name: value
-        for name, value in params.model_dump(mode="json", include=fields).items()
-        if value is not None and value != [] and value is not False
-    }
+    """One JSON line per query: time, key id, kind, k, the filters used and their kinds, result count (never the
+    query text nor a free-text filter value)."""
+    filters = audit_filters(params, FilterParams)
     line = {
         "event": "audit",
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -128,8 +125,8 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
     modality: Annotated[list[str] | None, Form()] = None,
     body_part: Annotated[list[str] | None, Form()] = None,
-    date_from: Annotated[date | None, Form()] = None,
-    date_to: Annotated[date | None, Form()] = None,
+    date_from: Annotated[FormDate, Form()] = None,
+    date_to: Annotated[FormDate, Form()] = None,
     label: Annotated[str | None, Form(max_length=200)] = None,
     exclude_same_patient: Annotated[bool, Form()] = False,
     exclude_same_study: Annotated[bool, Form()] = False,
@@ -156,15 +153,15 @@ async def search_image(
 
 @router.get("/images/{image_id}/similar", response_model=SearchResponse, summary="Pivot from a result")
 async def similar(
-    image_id: int,
+    image_id: ImageIdDep,
     state: FreshDep,
     request: Request,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     modality: Annotated[list[str] | None, Query()] = None,
     body_part: Annotated[list[str] | None, Query()] = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
+    date_from: FormDate = None,
+    date_to: FormDate = None,
     label: Annotated[str | None, Query(max_length=200)] = None,
     exclude_same_patient: bool = False,
     exclude_same_study: bool = False,

@@ -73,7 +73,12 @@ _BODY_DOC: dict[str, Any] = {
                     "required": ["file", "match_ids"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": "the query image"},
-                        "match_ids": {"type": "array", "items": {"type": "integer"}},
+                        "match_ids": {
+                            "type": "array",
+                            "items": {"type": "integer"},
+                            "minItems": 1,
+                            "maxItems": MAX_MATCH_IDS,
+                        },
                         "scores": {"type": "array", "items": {"type": "number"}},
                         "query_text": {"type": "string"},
                     },

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import FreshDep, StateDep
+from api.deps import FreshDep, StateDep, metrics_access
 from api.errors import error_response
 
 router = APIRouter(tags=["system"])
@@ -53,7 +53,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[Depends(metrics_access)])
 async def metrics(request: Request) -> Response:
     """Request counts and latency histograms per route."""
     rendered: Response = request.app.state.metrics.render()

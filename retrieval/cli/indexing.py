@@ -88,21 +88,39 @@ def failures(
     limit: Annotated[int, typer.Option(help="Show at most this many.")] = 1000,
     data_dir: DataDir = None,
 ) -> None:
-    """List sources that could not be indexed, with the reason."""
+    """List sources that could not be indexed, with the reason (and where a received instance's bytes are kept)."""
+    from indexer.quarantine import Quarantine
+
     try:
-        rows = open_collection(data_dir).catalog.failures(limit)
+        collection = open_collection(data_dir)
+        rows = collection.catalog.failures(limit)
+        quarantine = Quarantine(collection.settings.resolved_spool_dir).entries()
     except MedsearchError as exc:
         fail(exc)
         return
+    kept = {entry.uri: str(entry.path) for entry in quarantine}
     items = [
-        {"source": f.source_uri, "code": f.code, "reason": f.reason, "recorded_at": f.recorded_at.isoformat()}
+        {
+            "source": f.source_uri,
+            "code": f.code,
+            "reason": f.reason,
+            "recorded_at": f.recorded_at.isoformat(),
+            "kept": kept.get(f.source_uri),
+        }
         for f in rows
+    ]
+    listed = {item["kept"] for item in items}
+    items += [  # kept copies whose failure record is gone (another copy of the same instance was indexed)
+        {"source": e.uri, "code": e.code, "reason": e.reason, "recorded_at": e.recorded_at, "kept": str(e.path)}
+        for e in quarantine
+        if str(e.path) not in listed
     ]
     if as_json:
         out.print_json(json.dumps(items))
         return
     for item in items:
-        say(f"{item['source']}: [{item['code']}] {item['reason']}")
+        where = f" (kept: {item['kept']}; `medsearch requeue` retries)" if item["kept"] else ""
+        say(f"{item['source']}: [{item['code']}] {item['reason']}{where}")
     out.print(f"{len(items)} failures")
 
 

@@ -174,3 +174,39 @@ def listen(
     server.shutdown()
     worker.stop()
     say(f"stopped; indexed {worker.indexed} images while listening")
+
+
+@app.command()
+def requeue(
+    spool: Annotated[str | None, typer.Option(help="Spool folder (default: DATA_DIR/spool).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes (0 = inline).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Retry quarantined received instances: move them back into the spool and index it now."""
+    from pathlib import Path
+
+    from indexer.pipeline import IndexOptions
+    from indexer.quarantine import Quarantine
+    from indexer.spool import Spool, SpoolWorker
+
+    try:
+        collection = open_collection(data_dir)
+        settings = collection.settings
+        queue = Spool(Path(spool) if spool else settings.resolved_spool_dir)
+        moved = Quarantine(queue.folder).release(Quarantine(queue.folder).entries(), queue.folder)
+        options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
+        worker = SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+        while worker.drain_once():
+            pass
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    still = len(worker.quarantine.entries())
+    waiting = len(queue.pending(1_000_000))
+    out.print(
+        f"requeued {moved} quarantined instances; indexed {worker.indexed} images; {still} quarantined; "
+        f"{waiting} still waiting in the spool",
+        highlight=False,
+    )
+    if still:
+        raise typer.Exit(code=2)

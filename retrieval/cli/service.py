@@ -20,6 +20,7 @@ def serve(
     """Run the REST API and the web page (uvicorn); refuses to bind beyond loopback without API keys."""
     import uvicorn
 
+    from api.access_log import log_config
     from api.app import create_app
     from api.config import ServiceSettings
 
@@ -38,7 +39,7 @@ def serve(
     handler.setFormatter(logging.Formatter("%(message)s"))
     audit.addHandler(handler)
     audit.propagate = False
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info", log_config=log_config())
 
 
 @key_app.command("new")

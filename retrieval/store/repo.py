@@ -66,6 +66,11 @@ class FailureRecord:
     reason: str
 
 
+def _storable(image_id: int) -> bool:
+    """Ids are positive int64: anything else cannot exist (and would overflow the database driver)."""
+    return 1 <= image_id <= 2**63 - 1
+
+
 class Catalog:
     """All reads and writes of the metadata store go through here."""
 
@@ -206,15 +211,17 @@ class Catalog:
         return found
 
     def images(self, ids: Sequence[int]) -> dict[int, Image]:
-        """Image rows by id."""
+        """Image rows by id (ids no store can hold are simply absent)."""
         with self.sessions() as session:
             rows: dict[int, Image] = {}
-            for chunk in _chunks(list(ids), 500):
+            for chunk in _chunks([i for i in ids if _storable(i)], 500):
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
+        if not _storable(image_id):
+            return None
         with self.sessions() as session:
             blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
         return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()

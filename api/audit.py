@@ -1,0 +1,55 @@
+"""What the audit log may say about a query's filters: which were used and their kinds, never free text."""
+
+from __future__ import annotations
+
+import types
+from datetime import date
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+# DICOM PS3.3 C.7.3.1.1.1 defined terms: a modality filter value that is one of these is a code, not free text
+_CODES = (
+    "AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER KO LEN LS MG MR "
+    "M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT "
+    "RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XC"
+)
+MODALITY_CODES = frozenset(_CODES.split())
+CODE_LISTS = {"modality": MODALITY_CODES}  # list filters whose known codes may be logged as they are
+
+
+def _kind(annotation: Any) -> str:
+    """'date', 'bool', 'number', 'list' or 'text' for a filter field's type."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
+        return _kind(args[0])
+    if get_origin(annotation) is list:
+        return "list"
+    if annotation is bool:
+        return "bool"
+    if annotation is date:
+        return "date"
+    if annotation in (int, float):
+        return "number"
+    return "text"
+
+
+def audit_filters(params: BaseModel, fields: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """The filters of `fields` set in `params`: {name: {kind, value?}}; text values are never included, lists give
+    their known codes (modality) and how many values were given."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, info in fields.model_fields.items():
+        value = getattr(params, name, None)
+        if value is None or value == [] or value is False:
+            continue
+        kind = _kind(info.annotation)
+        entry: dict[str, Any] = {"kind": kind}
+        if kind in ("date", "bool", "number"):
+            entry["value"] = value.isoformat() if isinstance(value, date) else value
+        elif kind == "list":
+            entry["count"] = len(value)
+            codes = CODE_LISTS.get(name)
+            if codes is not None:
+                entry["codes"] = sorted({str(v).upper() for v in value} & codes)
+        out[name] = entry
+    return out

@@ -1,0 +1,93 @@
+"""The OpenAPI description as the API behaves: each route's error statuses as {code, message}, bearer keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.config import ServiceSettings
+from api.schemas import ErrorModel
+
+TITLES = {
+    400: "Bad request: the query cannot be run as given",
+    401: "Missing or unknown API key (send 'Authorization: Bearer <key>')",
+    404: "No such image (or its source is gone)",
+    413: "Request or source file larger than the configured limit",
+    415: "The file is not an image we can decode",
+    422: "A parameter or body field is invalid (`validation_error`)",
+    501: "Summaries are turned off on this server",
+    502: "The PACS or the summary backend answered wrongly",
+    503: "Not ready: the model is unavailable or loading, or the index is busy",
+    504: "The summary backend timed out",
+}
+_PNG = (404, 413, 415, 422, 502)
+_SUMMARY = (400, 404, 413, 415, 422, 501, 502, 503, 504)
+# Every route and the error statuses it can answer (besides 401, added when keys are configured); a test checks
+# that each route of the app is listed here, so a new route cannot go undocumented.
+STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("post", "/v1/search/text"): (400, 422, 503),
+    ("post", "/v1/search/image"): (400, 413, 415, 422, 503),
+    ("get", "/v1/images/{image_id}"): (404, 422),
+    ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
+    ("get", "/v1/images/{image_id}/preview"): _PNG,
+    ("get", "/v1/images/{image_id}/similar"): (400, 404, 422),
+    ("get", "/v1/stats"): (),
+    ("get", "/v1/summaries/status"): (),
+    ("post", "/v1/summaries"): _SUMMARY,
+    ("post", "/v1/summaries/stream"): _SUMMARY,
+    ("get", "/healthz"): (),
+    ("get", "/readyz"): (503,),
+    ("get", "/metrics"): (),
+}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorModel"}
+
+
+def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses, all with the {code, message} body."""
+    return {
+        str(s): {"description": TITLES[s], "content": {"application/json": {"schema": ERROR_REF}}} for s in statuses
+    }
+
+
+def needs_key(method: str, path: str, settings: ServiceSettings) -> bool:
+    """Whether a route asks for the bearer key once keys are configured."""
+    return path.startswith("/v1/") or (path == "/metrics" and not settings.metrics_public)
+
+
+def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
+    """FastAPI's schema, corrected: real error statuses and bodies, and the bearer scheme when keys are set."""
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    keyed = bool(settings.key_ids_by_hash())
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):  # our 422 body is {code, message} like any error
+        schemas.pop(name, None)
+    schemas["ErrorModel"] = ErrorModel.model_json_schema()
+    if keyed:
+        spec["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`medsearch key new`)."}
+        }
+    for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            statuses = list(STATUSES.get((method, path), ()))
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if "requestBody" in operation and 413 not in statuses:
+                statuses.append(413)  # the body limit applies to every request
+            if keyed and needs_key(method, path, settings):
+                statuses.append(401)
+                operation["security"] = [{"bearer": []}]
+            responses.update(error_responses(tuple(sorted(statuses))))
+    return spec
+
+
+def install_openapi(app: FastAPI, settings: ServiceSettings) -> None:
+    """Serve the corrected description at /openapi.json (built once, on first request)."""
+
+    def cached() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe(app, settings)
+        return app.openapi_schema
+
+    setattr(app, "openapi", cached)  # noqa: B010 - FastAPI's documented way to replace the schema builder

@@ -1,0 +1,94 @@
+"""Quarantine of received instances that could not be indexed: their spooled bytes plus the reason, kept."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from retrieval.fsutil import fsync_dir
+
+FOLDER = "quarantine"  # inside the spool folder: same file system, so moves are atomic renames
+SUFFIX = ".dcm"
+REASON_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One kept instance: its bytes, the source URI its failure is recorded under, and why."""
+
+    path: Path
+    uri: str
+    code: str
+    reason: str
+    recorded_at: str
+
+
+class Quarantine:
+    """A folder next to the spool holding `NAME.dcm` (bytes as received) and `NAME.json` (uri, code, reason)."""
+
+    def __init__(self, spool_folder: Path) -> None:
+        self.folder = spool_folder / FOLDER
+
+    def keep(self, path: Path, uri: str, code: str, reason: str) -> Path | None:
+        """Move a spooled file here with its reason (reason first, so a kept file always has one)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / path.name
+        note = {"uri": uri, "code": code, "reason": reason, "recorded_at": datetime.now(UTC).isoformat()}
+        _write_durably(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another worker consumed it meanwhile (a re-sent copy of the same instance)
+            target.with_suffix(REASON_SUFFIX).unlink(missing_ok=True)
+            return None
+        fsync_dir(self.folder)
+        fsync_dir(path.parent)
+        return target
+
+    def entries(self) -> list[Quarantined]:
+        """Every kept instance, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for data in sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name)):
+            try:
+                note = json.loads(data.with_suffix(REASON_SUFFIX).read_text())
+            except (OSError, ValueError):
+                note = {}
+            out.append(
+                Quarantined(
+                    data,
+                    str(note.get("uri", f"spool:{data.name}")),
+                    str(note.get("code", "unknown")),
+                    str(note.get("reason", "reason file missing")),
+                    str(note.get("recorded_at", "")),
+                )
+            )
+        return out
+
+    def release(self, entries: Iterable[Quarantined], spool_folder: Path) -> int:
+        """Move kept instances back into the spool (the listener's worker indexes them again); returns how many."""
+        moved = 0
+        for entry in entries:
+            try:
+                os.replace(entry.path, spool_folder / entry.path.name)
+            except FileNotFoundError:
+                continue
+            entry.path.with_suffix(REASON_SUFFIX).unlink(missing_ok=True)
+            moved += 1
+        if moved:
+            fsync_dir(spool_folder)
+            fsync_dir(self.folder)
+        return moved
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
