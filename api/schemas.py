@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from retrieval.search import MAX_K, MAX_TEXT_CHARS
+from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy, SearchFilters
 
 

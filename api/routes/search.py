@@ -15,9 +15,9 @@ from api.deps import FreshDep
 from api.schemas import FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.errors import ModelLoadError, TooLargeError
-from retrieval.search import MAX_K, MAX_TEXT_CHARS
+from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy
 
 router = APIRouter(prefix="/v1", tags=["search"])

@@ -48,7 +48,7 @@ def search(
     data_dir: DataDir = None,
 ) -> None:
     """Find the most similar indexed images to an image, a text, an indexed image, or image+text."""
-    from retrieval import search as engine
+    from retrieval import query as engine
 
     if image_id is not None and (image is not None or text is not None):
         raise typer.BadParameter("--id cannot be combined with --image or --text")
