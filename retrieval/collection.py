@@ -72,7 +72,7 @@ class Collection:
 
     def _open_index(self, width: int) -> None:
         self._close_index()  # Milvus Lite holds its file: let go of it before opening it again
-        index = build_vector_index(self.settings, width)
+        index = build_vector_index(self.settings, width, self.catalog)
         try:
             self.reconcile_report = index.reconcile(self.catalog)
         except BaseException:
@@ -112,11 +112,10 @@ class Collection:
 
     def save_index(self) -> None:
         """Persist the index if it changed (an `auto` FAISS index first switches type once it outgrows exact)."""
-        upgrade = getattr(self._index, "maybe_upgrade", None)
-        if upgrade is not None and self._index is not None and self._index.dirty:
-            upgrade(self.catalog)
-        if self._index is not None and self._index.dirty:
-            self._index.save()
+        index = self._index
+        if index is not None and index.dirty:
+            index.maybe_upgrade(self.catalog)
+            index.save()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:

@@ -20,7 +20,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import MedsearchError
 
 
 @app.command()
@@ -148,8 +148,6 @@ def rebuild_index(
     data_dir: DataDir = None,
 ) -> None:
     """Rebuild the vector index from the stored vectors (no re-embedding), optionally as another type."""
-    from retrieval.index.faiss_index import FaissIndex
-
     overrides = {"nlist": nlist, "nprobe": nprobe, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
         collection = open_collection(data_dir)
@@ -159,17 +157,12 @@ def rebuild_index(
             if fingerprint is None or index is None:
                 out.print("nothing indexed yet")
                 return
-            if isinstance(index, FaissIndex):
-                total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
-            elif index_type is not None or any(v is not None for v in overrides.values()):
-                raise BadQueryError("--type and index parameters apply to the FAISS vector backend only")
-            else:
-                total = index.rebuild(collection.catalog)
+            total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
             collection.save_index()
     except MedsearchError as exc:
         fail(exc)
         return
-    info: dict[str, Any] = index.describe() if isinstance(index, FaissIndex) else {"vectors": total}
+    info: dict[str, Any] = index.describe()
     if as_json:
         out.print_json(json.dumps(info))
         return

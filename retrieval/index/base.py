@@ -54,7 +54,15 @@ class VectorIndex(Protocol):
         """Release what the back end holds (a connection, a file); a no-op when it holds nothing."""
         ...
 
-    def rebuild(self, catalog: Catalog) -> int: ...
+    def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
+        """Rebuild from the stored vectors (no re-embedding), as the `requested` type with these parameters
+        where the back end has types (FAISS); others refuse a type with `bad_query`."""
+        ...
+
+    def maybe_upgrade(self, catalog: Catalog) -> bool:
+        """The auto-upgrade step before a save: switch to the approximate type once the collection outgrows
+        exact search (FAISS with index_type=auto); True when it rebuilt."""
+        ...
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport: ...
 
