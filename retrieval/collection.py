@@ -1,4 +1,4 @@
-"""An opened data folder: metadata catalog, vector index, patient salt and the (lazily loaded) encoder."""
+"""An opened data folder: metadata catalog, vector index, patient salt and the encoder once it is loaded."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
@@ -30,23 +32,32 @@ def build_encoder(settings: Settings) -> Encoder:
 
 
 class Collection:
-    """Everything a search or an indexing run works on. The encoder loads on first use only."""
+    """Everything a search or an indexing run works on.
+
+    Opening one runs three steps, in this order: migrate the store's schema to the newest revision, check
+    (or create) the patient-hash key, and reconcile the vector index with the stored vectors (when a model
+    is recorded). The model is not loaded until `load_encoder()` is called.
+    """
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[Settings], Encoder] = build_encoder) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(settings.resolved_database_url)
-        self.catalog = Catalog(session_factory(self.engine))
-        self.salt = self._patient_salt()
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
         self.reconcile_report: ReconcileReport | None = None
+        self.engine = self._migrate()
+        self.catalog = Catalog(session_factory(self.engine))
+        self.salt = self._check_salt()
         self.reopen_index()
 
-    def _patient_salt(self) -> bytes:
-        """The PatientID hashing key; every process sharing one database must use the same one."""
+    def _migrate(self) -> Engine:
+        """Step 1: the data folder and the store, its schema migrated to the newest revision."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return make_engine(self.settings.resolved_database_url)
+
+    def _check_salt(self) -> bytes:
+        """Step 2: the PatientID hashing key; every process sharing one database must use the same one."""
         settings = self.settings
         if self.engine.dialect.name != "sqlite" and not settings.patient_salt:
             self.engine.dispose()
@@ -65,7 +76,7 @@ class Collection:
         return salt
 
     def reopen_index(self) -> None:
-        """Open (and reconcile) the index for the model recorded in this folder, if one is recorded yet."""
+        """Step 3: open and reconcile the index for the model recorded in this folder, if one is recorded yet."""
         stored = self.catalog.fingerprint()
         if stored is not None:
             self._open_index(stored.width)
@@ -85,9 +96,9 @@ class Collection:
             _close(self._index)
             self._index = None
 
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder, loaded once; its fingerprint is checked against (or recorded in) the store."""
+    def load_encoder(self) -> Encoder:
+        """Load the model (once): its fingerprint is checked against (or recorded in) the store, and the index
+        is opened at its width when the collection is new. Later calls return the loaded encoder."""
         with self._lock:
             if self._encoder is None:
                 encoder = self._encoder_factory(self.settings)
@@ -99,6 +110,11 @@ class Collection:
             return self._encoder
 
     @property
+    def encoder(self) -> Encoder:
+        """The encoder; loads it first if `load_encoder()` has not been called (prefer the explicit call)."""
+        return self._encoder if self._encoder is not None else self.load_encoder()
+
+    @property
     def index(self) -> VectorIndex | None:
         """The vector index (None until a model has been recorded for this collection)."""
         return self._index
@@ -106,7 +122,7 @@ class Collection:
     def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""
         if self._index is None:
-            _ = self.encoder
+            self.load_encoder()
         assert self._index is not None
         return self._index
 

@@ -39,7 +39,7 @@ def evaluate(
         items = eval_data.read_labels(labels)
         vectors, from_index = eval_data.embed_labelled(collection, items)
         names = sorted({i.label for i in items})
-        prompts = collection.encoder.encode_texts([prompt_template.format(label=n) for n in names])
+        prompts = collection.load_encoder().encode_texts([prompt_template.format(label=n) for n in names])
         report = evaluation.evaluate(
             vectors, [i.label for i in items], [i.patient for i in items], k, prompts, prompt_template
         )

@@ -37,8 +37,8 @@ def index(
     data_dir: DataDir = None,
 ) -> None:
     """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new."""
-    from indexer.labels import load_labels
     from indexer.pipeline import IndexOptions, run_index
+    from retrieval.labels import load_labels
 
     try:
         collection = open_collection(data_dir)

@@ -142,7 +142,7 @@ def listen(
     try:
         collection = open_collection(data_dir)
         settings = collection.settings
-        _ = collection.encoder  # a model problem is reported now, not after the first C-STORE
+        collection.load_encoder()  # a model problem is reported now, not after the first C-STORE
         folder = Path(spool) if spool else settings.resolved_spool_dir
         queue = Spool(folder)
         options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
