@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import types
 from datetime import date
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel
+
+from retrieval.vocabulary import filter_fields
 
 # DICOM PS3.3 C.7.3.1.1.1 defined terms: a modality filter value that is one of these is a code, not free text
 _CODES = (
@@ -18,31 +19,19 @@ MODALITY_CODES = frozenset(_CODES.split())
 CODE_LISTS = {"modality": MODALITY_CODES}  # list filters whose known codes may be logged as they are
 
 
-def _kind(annotation: Any) -> str:
-    """'date', 'bool', 'number', 'list' or 'text' for a filter field's type."""
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) in (Union, types.UnionType) and len(args) == 1:
-        return _kind(args[0])
-    if get_origin(annotation) is list:
-        return "list"
-    if annotation is bool:
-        return "bool"
-    if annotation is date:
-        return "date"
-    if annotation in (int, float):
-        return "number"
-    return "text"
+_AUDIT_KIND = {"list": "list", "date": "date", "text": "text", "flag": "bool"}  # vocabulary kind -> audit kind
 
 
-def audit_filters(params: BaseModel, fields: type[BaseModel]) -> dict[str, dict[str, Any]]:
-    """The filters of `fields` set in `params`: {name: {kind, value?}}; text values are never included, lists give
+def audit_filters(params: BaseModel) -> dict[str, dict[str, Any]]:
+    """The vocabulary's filters set in `params`: {name: {kind, value?}}; text values are never included, lists give
     their known codes (modality) and how many values were given."""
     out: dict[str, dict[str, Any]] = {}
-    for name, info in fields.model_fields.items():
+    for field in filter_fields():
+        name = field["name"]
         value = getattr(params, name, None)
         if value is None or value == [] or value is False:
             continue
-        kind = _kind(info.annotation)
+        kind = _AUDIT_KIND[field["kind"]]
         entry: dict[str, Any] = {"kind": kind}
         if kind in ("date", "bool", "number"):
             entry["value"] = value.isoformat() if isinstance(value, date) else value

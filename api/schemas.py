@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from retrieval.search import MAX_K, MAX_TEXT_CHARS
-
-
-def _iso_date(value: Any) -> Any:
-    """Dates only as YYYY-MM-DD (not numbers or timestamps, which pydantic would otherwise accept); a blank form
-    field or query parameter means no bound."""
-    if value is None or isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-            return value.strip()
-    raise ValueError("expected a date as YYYY-MM-DD")
+from retrieval.query import MAX_K, MAX_TEXT_CHARS
+from retrieval.vocabulary import GroupBy, SearchFilters, filter_fields
 
 
 def _not_bool(value: Any) -> Any:
@@ -31,41 +17,41 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-IsoDate = Annotated[
-    date | None,
-    BeforeValidator(_iso_date),
-    WithJsonSchema(
-        {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}, {"type": "null"}]}
-    ),
-]
-# a form field or query parameter cannot be null: absent, blank or a date
-FormDate = Annotated[
-    date | None,
-    BeforeValidator(_iso_date),
-    WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]}),
-]
 Count = Annotated[int, BeforeValidator(_not_bool)]
+_FLAGS = tuple(f["name"] for f in filter_fields() if f["kind"] == "flag")
+_DATES = tuple(f["name"] for f in filter_fields() if f["kind"] == "date")
 
 
-class FilterParams(BaseModel):
-    """Candidate filters, applied in SQL before the vector search."""
-
-    modality: list[str] = Field(default_factory=list, max_length=32, examples=[["CR", "DX"]])
-    body_part: list[str] = Field(default_factory=list, max_length=32, examples=[["CHEST"]])
-    date_from: IsoDate = Field(default=None, examples=["2020-01-01"])
-    date_to: IsoDate = None
-    label: str | None = Field(default=None, max_length=200)
-    exclude_same_patient: bool = Field(default=False, strict=True, description="Drop the query patient's images.")
-    exclude_same_study: bool = Field(default=False, strict=True)
+class FilterParams(SearchFilters):
+    """Candidate filters as form fields or query parameters (fields from retrieval/vocabulary.py)."""
 
 
-class TextSearchRequest(FilterParams):
+def _dates_may_be_null(schema: dict[str, Any]) -> None:
+    for name in _DATES:
+        prop = schema["properties"][name]
+        prop["anyOf"] = [*prop.get("anyOf", []), {"type": "null"}]
+
+
+class JsonFilters(FilterParams, json_schema_extra=_dates_may_be_null):
+    """Candidate filters in a JSON body: flags must be JSON booleans and a date may be null."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flags_are_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _FLAGS:
+                if name in data and not isinstance(data[name], bool):
+                    raise ValueError(f"{name}: expected true or false")
+        return data
+
+
+class TextSearchRequest(JsonFilters):
     """Search by text, e.g. 'right lower lobe consolidation'."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["right lower lobe consolidation"])
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)
-    group_by: Literal["image", "study", "series"] = "image"
+    group_by: GroupBy = "image"
 
 
 class HitModel(BaseModel):
@@ -131,6 +117,30 @@ class ImageModel(BaseModel):
     indexed_at: str
     viewer_url: str | None = None
     retrieve_url: str | None = Field(default=None, description="DICOMweb WADO-RS URL (MEDSEARCH_DICOMWEB_URL).")
+
+
+class ErrorInfo(BaseModel):
+    """The HTTP status an error code comes with, and a short human title."""
+
+    status: int
+    title: str
+
+
+class FilterInfo(BaseModel):
+    """One filter field: its request name, the kind of value it takes and a label to show."""
+
+    name: str
+    kind: str = Field(examples=["list"])
+    label: str
+
+
+class VocabularyResponse(BaseModel):
+    """The API's words, for clients that should not copy them: error codes, filters, grouping, stats fields."""
+
+    errors: dict[str, ErrorInfo]
+    filters: list[FilterInfo]
+    group_by: list[str]
+    stats: list[str]
 
 
 class ErrorModel(BaseModel):

@@ -7,12 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-
 from api.config import ServiceSettings
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
-from retrieval.store.models import Image
 from retrieval.summarize.service import SummaryService
 
 
@@ -38,7 +35,7 @@ class ServiceState:
         """Load the encoder once at start-up so the first query is fast; remember why if it fails."""
         try:
             with self.model_lock:
-                _ = self.collection.encoder
+                self.collection.load_encoder()
             self.model_ready = True
         except MedsearchError as exc:
             self.model_error = str(exc)
@@ -46,19 +43,13 @@ class ServiceState:
             self.model_error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
 
     def refresh(self, force: bool = False) -> None:
-        """Pick up images indexed by another process since the last look (cheap: count and max id).
-
-        Images and their vectors are written in one transaction, so the images table (narrow indexes)
-        answers for both; counting the vectors table would walk every stored vector.
-        """
+        """Pick up images indexed by another process since the last look (cheap: count and max id)."""
         now = time.monotonic()
         if not force and now - self._last_check < self.settings.refresh_seconds:
             return
         with self._fresh_lock:
             self._last_check = now
-            with self.collection.catalog.sessions() as session:
-                count, top = session.execute(select(func.count(Image.id), func.max(Image.id))).one()
-            seen = (int(count or 0), int(top or 0))
+            seen = self.collection.catalog.change_marker()
             if seen == self._seen:
                 return
             index = self.collection.index

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = work / "data"
         collection = Collection(Settings(data_dir=data_dir, model=str(model_dir)))
         try:
-            _ = collection.encoder  # records the fingerprint and opens the index (width 1152)
+            collection.load_encoder()  # records the fingerprint and opens the index (width 1152)
             rng = np.random.default_rng(args.seed)
             centres = rng.standard_normal((64, WIDTH), dtype=np.float32)
             centres /= np.linalg.norm(centres, axis=1, keepdims=True)

@@ -1,4 +1,4 @@
-"""An opened data folder: metadata catalog, vector index, patient salt and the (lazily loaded) encoder."""
+"""An opened data folder: metadata catalog, vector index, patient salt and the encoder once it is loaded."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
-from retrieval.errors import IndexBusyError, MedsearchError
+from retrieval.errors import IndexBusyError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
 from retrieval.privacy import load_or_create_salt, salt_check
@@ -30,51 +32,58 @@ def build_encoder(settings: Settings) -> Encoder:
 
 
 class Collection:
-    """Everything a search or an indexing run works on. The encoder loads on first use only."""
+    """Everything a search or an indexing run works on.
+
+    Opening one runs three steps, in this order: migrate the store's schema to the newest revision, check
+    (or create) the patient-hash key, and reconcile the vector index with the stored vectors (when a model
+    is recorded). The model is not loaded until `load_encoder()` is called.
+    """
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[Settings], Encoder] = build_encoder) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(settings.resolved_database_url)
-        self.catalog = Catalog(session_factory(self.engine))
-        self.salt = self._patient_salt()
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
         self.reconcile_report: ReconcileReport | None = None
+        self.engine = self._migrate()
+        self.catalog = Catalog(session_factory(self.engine))
+        self.salt = self._check_salt()
         self.reopen_index()
 
-    def _patient_salt(self) -> bytes:
-        """The PatientID hashing key; every process sharing one database must use the same one."""
+    def _migrate(self) -> Engine:
+        """Step 1: the data folder and the store, its schema migrated to the newest revision."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return make_engine(self.settings.resolved_database_url)
+
+    def _check_salt(self) -> bytes:
+        """Step 2: the PatientID hashing key; every process sharing one database must use the same one."""
         settings = self.settings
         if self.engine.dialect.name != "sqlite" and not settings.patient_salt:
             self.engine.dispose()
-            raise MedsearchError(
+            raise SaltRequiredError(
                 "a shared database needs the same patient-hash key on every machine: set MEDSEARCH_PATIENT_SALT "
-                "to one secret of 32 characters or more (e.g. `openssl rand -hex 32`) wherever medsearch runs",
-                code="salt_required",
+                "to one secret of 32 characters or more (e.g. `openssl rand -hex 32`) wherever medsearch runs"
             )
         salt = load_or_create_salt(settings.data_dir, settings.patient_salt)
         if self.catalog.record_once("patient_salt_check", salt_check(salt)) != salt_check(salt):
             self.engine.dispose()
-            raise MedsearchError(
+            raise SaltMismatchError(
                 "this collection's PatientIDs were hashed with another key than the one in use, so same-patient "
                 "exclusion would silently fail: use the MEDSEARCH_PATIENT_SALT (or the patient-salt file) the "
-                "collection was indexed with",
-                code="salt_mismatch",
+                "collection was indexed with"
             )
         return salt
 
     def reopen_index(self) -> None:
-        """Open (and reconcile) the index for the model recorded in this folder, if one is recorded yet."""
+        """Step 3: open and reconcile the index for the model recorded in this folder, if one is recorded yet."""
         stored = self.catalog.fingerprint()
         if stored is not None:
             self._open_index(stored.width)
 
     def _open_index(self, width: int) -> None:
         self._close_index()  # Milvus Lite holds its file: let go of it before opening it again
-        index = build_vector_index(self.settings, width)
+        index = build_vector_index(self.settings, width, self.catalog)
         try:
             self.reconcile_report = index.reconcile(self.catalog)
         except BaseException:
@@ -87,9 +96,9 @@ class Collection:
             _close(self._index)
             self._index = None
 
-    @property
-    def encoder(self) -> Encoder:
-        """The encoder, loaded once; its fingerprint is checked against (or recorded in) the store."""
+    def load_encoder(self) -> Encoder:
+        """Load the model (once): its fingerprint is checked against (or recorded in) the store, and the index
+        is opened at its width when the collection is new. Later calls return the loaded encoder."""
         with self._lock:
             if self._encoder is None:
                 encoder = self._encoder_factory(self.settings)
@@ -101,6 +110,11 @@ class Collection:
             return self._encoder
 
     @property
+    def encoder(self) -> Encoder:
+        """The encoder; loads it first if `load_encoder()` has not been called (prefer the explicit call)."""
+        return self._encoder if self._encoder is not None else self.load_encoder()
+
+    @property
     def index(self) -> VectorIndex | None:
         """The vector index (None until a model has been recorded for this collection)."""
         return self._index
@@ -108,17 +122,16 @@ class Collection:
     def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""
         if self._index is None:
-            _ = self.encoder
+            self.load_encoder()
         assert self._index is not None
         return self._index
 
     def save_index(self) -> None:
         """Persist the index if it changed (an `auto` FAISS index first switches type once it outgrows exact)."""
-        upgrade = getattr(self._index, "maybe_upgrade", None)
-        if upgrade is not None and self._index is not None and self._index.dirty:
-            upgrade(self.catalog)
-        if self._index is not None and self._index.dirty:
-            self._index.save()
+        index = self._index
+        if index is not None and index.dirty:
+            index.maybe_upgrade(self.catalog)
+            index.save()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
@@ -143,7 +156,5 @@ class Collection:
 
 
 def _close(index: VectorIndex) -> None:
-    """Backends that hold a connection or a file (Milvus) have close(); FAISS has nothing to release."""
-    close = getattr(index, "close", None)
-    if callable(close):
-        close()
+    """Release what a back end holds (Milvus: its connection and file; FAISS: nothing)."""
+    index.close()

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
 
 from retrieval.collection import Collection
 from retrieval.errors import LabelsFileError, MedsearchError
 from retrieval.evaluation import RetrievalReport
 from retrieval.imaging.types import DecodeLimits
+from retrieval.labels import read_labels_table
 from retrieval.prepare import prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.source_read import read_file
-from retrieval.store.models import Image, Vector
 
 DEFAULT_TEMPLATE = "a medical image showing {label}"
 
@@ -34,26 +32,16 @@ class LabelledImage:
 
 def read_labels(csv_path: Path) -> list[LabelledImage]:
     """Rows of a CSV with columns path, label and optionally patient (paths relative to the CSV's folder)."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = {c.strip().lower() for c in reader.fieldnames or []}
-            if not {"path", "label"} <= columns:
-                raise LabelsFileError(
-                    f"{csv_path} needs a header with columns path,label (optionally patient); found {sorted(columns)}"
-                )
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except FileNotFoundError as exc:
-        raise LabelsFileError(f"labels file {csv_path} does not exist") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise LabelsFileError(f"{csv_path} is not a UTF-8 CSV file: {exc}") from exc
+    table = read_labels_table(csv_path)
+    if not {"path", "label"} <= table.columns:
+        raise LabelsFileError(
+            f"{csv_path} needs a header with columns path,label (optionally patient); found {sorted(table.columns)}"
+        )
     items = []
-    for number, row in enumerate(rows, start=2):
-        if not row.get("path") or not row.get("label"):
-            raise LabelsFileError(f"{csv_path} line {number}: every row needs a path and a label")
-        path = Path(row["path"])
-        path = path if path.is_absolute() else (csv_path.parent / path)
-        items.append(LabelledImage(path.resolve(), row["label"], row.get("patient") or None))
+    for row in table.rows:
+        if not row.uri or not row.label:
+            raise LabelsFileError(f"{csv_path} line {row.line}: every row needs a path and a label")
+        items.append(LabelledImage(Path(row.uri), row.label, row.patient))
     if len({i.label for i in items}) < 2 or len(items) < 3:
         raise LabelsFileError(f"{csv_path} needs at least 3 images and 2 different labels to evaluate retrieval")
     return items
@@ -61,20 +49,14 @@ def read_labels(csv_path: Path) -> list[LabelledImage]:
 
 def stored_vectors(collection: Collection, items: list[LabelledImage]) -> dict[Path, tuple[Any, str | None]]:
     """Vectors of images already indexed from the same file (single-frame match on the source path)."""
-    uris = [str(i.path) for i in items]
+    rows = collection.catalog.vectors_by_source([str(i.path) for i in items])
     found: dict[Path, tuple[Any, str | None]] = {}
-    with collection.catalog.sessions() as session:
-        rows = session.execute(
-            select(Image.source_uri, Image.patient_hash, Vector.vector)
-            .join(Vector, Vector.image_id == Image.id)
-            .where(Image.source_uri.in_(uris))
-        ).all()
     counts: dict[str, int] = {}
     for uri, _, _ in rows:
         counts[uri] = counts.get(uri, 0) + 1
-    for uri, patient_hash, blob in rows:
+    for uri, patient_hash, vector in rows:
         if counts[uri] == 1:  # an all-frames file has several rows: embed its middle frame instead
-            found[Path(uri)] = (np.frombuffer(blob, dtype=np.float32).copy(), patient_hash)
+            found[Path(uri)] = (vector, patient_hash)
     return found
 
 
@@ -90,7 +72,7 @@ def embed_labelled(collection: Collection, items: list[LabelledImage]) -> tuple[
             item.patient = item.patient or patient_hash
             vectors.append(vector)
             continue
-        encoder = collection.encoder
+        encoder = collection.load_encoder()
         try:
             prepared = prepare_bytes(
                 read_file(item.path, settings.max_file_bytes),
@@ -107,7 +89,7 @@ def embed_labelled(collection: Collection, items: list[LabelledImage]) -> tuple[
     batch = settings.batch_size
     for start in range(0, len(pending), batch):
         chunk = pending[start : start + batch]
-        encoded = collection.encoder.encode_pixel_values(np.stack([p for _, p in chunk]))
+        encoded = collection.load_encoder().encode_pixel_values(np.stack([p for _, p in chunk]))
         for (position, _), vector in zip(chunk, encoded, strict=True):
             vectors[position] = vector
     out = np.stack([v for v in vectors if v is not None]).astype(np.float32)

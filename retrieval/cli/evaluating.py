@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from retrieval.cli.common import DataDir, app, fail, open_collection, out, standin_notice
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import BadQueryError, MedsearchError, WriteFailedError
 
 
 @app.command("eval")
@@ -39,7 +39,7 @@ def evaluate(
         items = eval_data.read_labels(labels)
         vectors, from_index = eval_data.embed_labelled(collection, items)
         names = sorted({i.label for i in items})
-        prompts = collection.encoder.encode_texts([prompt_template.format(label=n) for n in names])
+        prompts = collection.load_encoder().encode_texts([prompt_template.format(label=n) for n in names])
         report = evaluation.evaluate(
             vectors, [i.label for i in items], [i.patient for i in items], k, prompts, prompt_template
         )
@@ -55,7 +55,7 @@ def evaluate(
         fail(exc)
         return
     except OSError as exc:
-        fail(MedsearchError(f"could not write the report: {exc}", code="write_failed"))
+        fail(WriteFailedError(f"could not write the report: {exc}"))
         return
     if as_json:
         out.print_json(json.dumps(data))

@@ -20,7 +20,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import MedsearchError
 
 
 @app.command()
@@ -37,8 +37,8 @@ def index(
     data_dir: DataDir = None,
 ) -> None:
     """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new."""
-    from indexer.labels import load_labels
     from indexer.pipeline import IndexOptions, run_index
+    from retrieval.labels import load_labels
 
     try:
         collection = open_collection(data_dir)
@@ -166,8 +166,6 @@ def rebuild_index(
     data_dir: DataDir = None,
 ) -> None:
     """Rebuild the vector index from the stored vectors (no re-embedding), optionally as another type."""
-    from retrieval.index.faiss_index import FaissIndex
-
     overrides = {"nlist": nlist, "nprobe": nprobe, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
     try:
         collection = open_collection(data_dir)
@@ -177,17 +175,12 @@ def rebuild_index(
             if fingerprint is None or index is None:
                 out.print("nothing indexed yet")
                 return
-            if isinstance(index, FaissIndex):
-                total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
-            elif index_type is not None or any(v is not None for v in overrides.values()):
-                raise BadQueryError("--type and index parameters apply to the FAISS vector backend only")
-            else:
-                total = index.rebuild(collection.catalog)
+            total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
             collection.save_index()
     except MedsearchError as exc:
         fail(exc)
         return
-    info: dict[str, Any] = index.describe() if isinstance(index, FaissIndex) else {"vectors": total}
+    info: dict[str, Any] = index.describe()
     if as_json:
         out.print_json(json.dumps(info))
         return

@@ -24,7 +24,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.errors import MedsearchError
+from retrieval.errors import ListenFailedError, MedsearchError, SettingsError
 
 
 class AuthChoice(StrEnum):
@@ -38,7 +38,7 @@ def _secret(var: str | None, what: str) -> str | None:
         return None
     value = os.environ.get(var)
     if value is None:
-        raise MedsearchError(f"{what} environment variable {var} is not set", code="bad_settings")
+        raise SettingsError(f"{what} environment variable {var} is not set")
     return value
 
 
@@ -142,7 +142,7 @@ def listen(
     try:
         collection = open_collection(data_dir)
         settings = collection.settings
-        _ = collection.encoder  # a model problem is reported now, not after the first C-STORE
+        collection.load_encoder()  # a model problem is reported now, not after the first C-STORE
         folder = Path(spool) if spool else settings.resolved_spool_dir
         queue = Spool(folder)
         options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
@@ -156,7 +156,7 @@ def listen(
         fail(exc)
         return
     except OSError as exc:
-        fail(MedsearchError(f"cannot listen: {exc.strerror or exc}", code="listen_failed"))
+        fail(ListenFailedError(f"cannot listen: {exc.strerror or exc}"))
         return
     import logging
 

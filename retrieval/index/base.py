@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,7 +46,23 @@ class VectorIndex(Protocol):
 
     def save(self) -> None: ...
 
-    def rebuild(self, catalog: Catalog) -> int: ...
+    def describe(self) -> dict[str, Any]:
+        """Type, parameters and size, for the stats report (`params.type` names the index type)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the back end holds (a connection, a file); a no-op when it holds nothing."""
+        ...
+
+    def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
+        """Rebuild from the stored vectors (no re-embedding), as the `requested` type with these parameters
+        where the back end has types (FAISS); others refuse a type with `bad_query`."""
+        ...
+
+    def maybe_upgrade(self, catalog: Catalog) -> bool:
+        """The auto-upgrade step before a save: switch to the approximate type once the collection outgrows
+        exact search (FAISS with index_type=auto); True when it rebuilt."""
+        ...
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport: ...
 

@@ -1,6 +1,9 @@
-"""Exact top-k by inner product over an explicit set of vectors (the filtered-search path for few candidates)."""
+"""Exact top-k by inner product over explicit vectors, and the stored-vector scorer every back end shares."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,3 +31,30 @@ def top_k(
         order = best[np.lexsort((ids[best], -row_scores[best]))]
         out_scores[row], out_ids[row] = row_scores[order], ids[order]
     return out_scores, out_ids
+
+
+class VectorStore(Protocol):
+    """Where the float vectors are kept (the Catalog): the source of truth every index derives from."""
+
+    def iter_vectors(
+        self, ids: Iterable[int] | None = None, chunk: int = 4096
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]: ...
+
+
+class StoredScorer:
+    """Exact scores from the stored float vectors: filtered searches over few candidates, and re-ranking a lossy
+    index's hits. One component every back end uses, so no index holds the store itself."""
+
+    def __init__(self, store: VectorStore) -> None:
+        self._store = store
+
+    def score(self, queries: npt.NDArray[np.float32], k: int, candidates: npt.NDArray[np.int64]) -> Scored:
+        """Best k of the candidates per query row (candidates without a stored vector are skipped)."""
+        ids_parts, vec_parts = [], []
+        for ids, vecs in self._store.iter_vectors(candidates.tolist()):
+            if len(ids):
+                ids_parts.append(ids)
+                vec_parts.append(vecs)
+        if not ids_parts:
+            return empty_result(len(queries))
+        return top_k(queries, np.concatenate(ids_parts), np.concatenate(vec_parts), k)

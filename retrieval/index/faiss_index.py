@@ -17,8 +17,7 @@ import numpy.typing as npt
 from retrieval.index import faiss_types as types
 from retrieval.index.atomic import atomic_write, atomic_write_text
 from retrieval.index.base import ReconcileReport, sync_to_store
-from retrieval.index.exact import Scored, empty_result, top_k
-from retrieval.settings import Settings
+from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
 from retrieval.store.repo import Catalog, IdArray
 
 faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at our own seams
@@ -36,17 +35,19 @@ WIDEN_STEPS = (1, 4, 16, 64)
 class FaissIndex:
     """flat (exact), hnsw, ivf-sq8 or ivf-fp16 over unit vectors; inner product is cosine; ids are image ids."""
 
-    def __init__(self, path: Path, width: int, settings: Settings | None = None) -> None:
+    def __init__(
+        self, path: Path, width: int, options: types.FaissOptions | None = None, stored: StoredScorer | None = None
+    ) -> None:
         self.path = Path(path)
         self.width = width
-        self.settings = settings or Settings(data_dir=self.path.parent)
+        self.options = options or types.FaissOptions()
+        self._stored = stored  # exact scores from the store's float vectors (None: the quantised codes only)
         self._lock = threading.RLock()
         self.params = types.IndexParams()
         self._index: Any = types.new_index(self.params, width)
         self._tombstones: set[int] = set()
         self._mask: Any = None
         self._mapped = False
-        self._catalog: Catalog | None = None
         self.build: dict[str, Any] = {}
         self.dirty = False
 
@@ -147,15 +148,15 @@ class FaissIndex:
             cand = np.ascontiguousarray(candidates, dtype=np.int64)
             if self.params.type == "flat":  # FAISS scans only the selected ids: exact and fast at any size
                 return self._approximate(q, k, faiss.IDSelectorBatch(cand), None)
-            if self.params.lossless and len(cand) <= self.settings.exact_filter_max:
+            if self.params.lossless and len(cand) <= self.options.exact_filter_max:
                 return self._exact_reconstructed(q, k, cand)
-            if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.settings.exact_filter_max):
+            if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.options.exact_filter_max):
                 return self._exact_stored(q, k, cand)
             return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
 
     def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
         """The index's own search, widened until it yields k hits, then exact as the last resort."""
-        rerank = cand is not None and not self.params.lossless and self._catalog is not None
+        rerank = cand is not None and not self.params.lossless and self._stored is not None
         fetch = min(max(4 * k, k + 32), len(cand)) if rerank and cand is not None else k  # extra hits to re-rank
         scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         for widen in WIDEN_STEPS if self.params.type != "flat" else (1,):
@@ -191,16 +192,9 @@ class FaissIndex:
 
     def _exact_stored(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
         """Exact scores from the stored float vectors (the source of truth), for lossy index types."""
-        if self._catalog is None:  # not reconciled with a store: the quantised codes are all there is
+        if self._stored is None:  # no store attached: the quantised codes are all there is
             return self._approximate_exhaustive(q, k, cand)
-        ids_parts, vec_parts = [], []
-        for ids, vecs in self._catalog.iter_vectors(cand.tolist()):
-            if len(ids):
-                ids_parts.append(ids)
-                vec_parts.append(vecs)
-        if not ids_parts:
-            return empty_result(len(q))
-        return top_k(q, np.concatenate(ids_parts), np.concatenate(vec_parts), k)
+        return self._stored.score(q, k, cand)
 
     def _approximate_exhaustive(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
         params = types.search_parameters(self.params, faiss.IDSelectorBatch(cand), k, widen=self.params.nlist)
@@ -231,13 +225,15 @@ class FaissIndex:
             "faiss_version": faiss.__version__,
         }
 
+    def close(self) -> None:
+        """Nothing to release: the index lives in memory (or a read-only memory map)."""
+
     def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
         """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type)."""
         with self._lock:
-            self._catalog = catalog
             started = time.perf_counter()
             count = len(catalog.all_ids())
-            params = types.plan(self.settings, count, requested, **overrides)
+            params = types.plan(self.options, count, requested, **overrides)
             index = types.new_index(params, self.width)
             trained_on = types.train_size(params, count)
             if params.is_ivf:
@@ -248,7 +244,7 @@ class FaissIndex:
             self._index, self.params, self._mapped = index, params, False
             self._tombstones, self._mask = set(), None
             self.build = {
-                "requested": requested or self.settings.index_type,
+                "requested": requested or self.options.index_type,
                 "vectors": count,
                 "trained_on": trained_on,
                 "seconds": round(time.perf_counter() - started, 3),
@@ -260,12 +256,12 @@ class FaissIndex:
     def maybe_upgrade(self, catalog: Catalog) -> bool:
         """With index_type=auto: rebuild an exact index as the approximate type once it outgrows the threshold."""
         with self._lock:
-            if self.settings.index_type != "auto" or self.params.type != "flat":
+            if self.options.index_type != "auto" or self.params.type != "flat":
                 return False
-            if self.ntotal < self.settings.index_auto_threshold:
+            if self.ntotal < self.options.auto_threshold:
                 return False
             self.rebuild(catalog)
-            log.info("index outgrew %d vectors: rebuilt as %s", self.settings.index_auto_threshold, self.params.type)
+            log.info("index outgrew %d vectors: rebuilt as %s", self.options.auto_threshold, self.params.type)
             return True
 
     def _training_sample(self, catalog: Catalog, size: int) -> npt.NDArray[np.float32]:
@@ -277,7 +273,7 @@ class FaissIndex:
         """Read the saved file (memory-mapped if configured) when it is one of ours and of the right width."""
         if not self.path.exists():
             return False
-        flags = int(faiss.IO_FLAG_MMAP_IFC) if self.settings.index_mmap else 0
+        flags = int(faiss.IO_FLAG_MMAP_IFC) if self.options.mmap else 0
         try:
             index = faiss.read_index(str(self.path), flags)
         except RuntimeError:
@@ -286,7 +282,7 @@ class FaissIndex:
         if params is None or index.d != self.width:
             return False
         self._index, self._mapped = index, bool(flags)
-        self.params = types.with_search_overrides(params, self.settings)
+        self.params = types.with_search_overrides(params, self.options)
         if self.params.is_ivf:
             index.nprobe = self.params.nprobe
         elif self.params.type == "hnsw":
@@ -301,7 +297,6 @@ class FaissIndex:
     def reconcile(self, catalog: Catalog) -> ReconcileReport:
         """Load the saved file and make it agree with the store: top up, drop extras, or rebuild."""
         with self._lock:
-            self._catalog = catalog
             if not self._load():
                 self.rebuild(catalog)
                 return ReconcileReport(False, True, self.ntotal, 0, self.ntotal)
@@ -311,5 +306,4 @@ class FaissIndex:
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
         """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
         with self._lock:
-            self._catalog = catalog
             return sync_to_store(self, catalog, store_ids)

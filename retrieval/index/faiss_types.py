@@ -23,6 +23,36 @@ _QTYPES = {"ivf-sq8": "QT_8bit", "ivf-fp16": "QT_fp16"}
 
 
 @dataclass(frozen=True)
+class FaissOptions:
+    """What a FAISS index is told by its owner: the type to build, its knobs, and when filtered searches go exact."""
+
+    index_type: str = "auto"
+    auto_threshold: int = 100_000
+    nlist: int | None = None
+    nprobe: int | None = None
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int | None = None
+    mmap: bool = False
+    exact_filter_max: int = 20_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FaissOptions:
+        """The MEDSEARCH_INDEX_* and MEDSEARCH_EXACT_FILTER_MAX settings."""
+        return cls(
+            index_type=settings.index_type,
+            auto_threshold=settings.index_auto_threshold,
+            nlist=settings.index_nlist,
+            nprobe=settings.index_nprobe,
+            hnsw_m=settings.index_hnsw_m,
+            ef_construction=settings.index_ef_construction,
+            ef_search=settings.index_ef_search,
+            mmap=settings.index_mmap,
+            exact_filter_max=settings.exact_filter_max,
+        )
+
+
+@dataclass(frozen=True)
 class IndexParams:
     """An index type and its parameters; what is not used by the type stays at its default."""
 
@@ -68,17 +98,17 @@ def default_nprobe(nlist: int) -> int:
     return max(1, min(nlist, max(8, nlist // 64)))
 
 
-def plan(settings: Settings, count: int, requested: str | None = None, **overrides: int | None) -> IndexParams:
-    """Parameters for (re)building an index of `count` vectors from settings and explicit overrides."""
-    kind = choose_type(requested or settings.index_type, count, settings.index_auto_threshold)
+def plan(options: FaissOptions, count: int, requested: str | None = None, **overrides: int | None) -> IndexParams:
+    """Parameters for (re)building an index of `count` vectors from the options and explicit overrides."""
+    kind = choose_type(requested or options.index_type, count, options.auto_threshold)
     if kind.startswith("ivf") and count == 0:
         kind = "flat"  # nothing to train on yet; the next rebuild picks the requested type
     values: dict[str, int | None] = {
-        "nlist": settings.index_nlist,
-        "nprobe": settings.index_nprobe,
-        "m": settings.index_hnsw_m,
-        "ef_construction": settings.index_ef_construction,
-        "ef_search": settings.index_ef_search,
+        "nlist": options.nlist,
+        "nprobe": options.nprobe,
+        "m": options.hnsw_m,
+        "ef_construction": options.ef_construction,
+        "ef_search": options.ef_search,
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
     nlist = min(values["nlist"] or default_nlist(count), max(1, count))
@@ -135,12 +165,12 @@ def read_params(index: Any) -> IndexParams | None:
     return None
 
 
-def with_search_overrides(params: IndexParams, settings: Settings) -> IndexParams:
-    """Query-time knobs (nprobe, efSearch) from the settings win over the recorded ones when set."""
-    if params.is_ivf and settings.index_nprobe:
-        return replace(params, nprobe=min(settings.index_nprobe, params.nlist))
-    if params.type == "hnsw" and settings.index_ef_search:
-        return replace(params, ef_search=settings.index_ef_search)
+def with_search_overrides(params: IndexParams, options: FaissOptions) -> IndexParams:
+    """Query-time knobs (nprobe, efSearch) from the options win over the recorded ones when set."""
+    if params.is_ivf and options.nprobe:
+        return replace(params, nprobe=min(options.nprobe, params.nlist))
+    if params.type == "hnsw" and options.ef_search:
+        return replace(params, ef_search=options.ef_search)
     return params
 
 

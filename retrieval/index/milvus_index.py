@@ -7,14 +7,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.errors import IndexBusyError, MedsearchError
+from retrieval.errors import BadQueryError, IndexBusyError, MedsearchError
 from retrieval.index.base import ReconcileReport, sync_to_store
+from retrieval.index.exact import StoredScorer
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
 
@@ -29,6 +31,8 @@ class VectorBackendError(MedsearchError):
     """The vector backend (a Milvus server) could not be reached or refused an operation."""
 
     code = "vector_backend_unavailable"
+    status = 503
+    title = "Vector back end unavailable"
 
 
 class _QuietLite(logging.Filter):
@@ -96,7 +100,11 @@ def _lite_in_use(path: str) -> bool:
 class MilvusIndex:
     """Vectors in a Milvus collection (primary key = image id, inner product on unit vectors)."""
 
-    def __init__(self, uri: str, collection: str, width: int, token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, collection: str, width: int, token: str | None = None, stored: StoredScorer | None = None
+    ) -> None:
+        # exact scores for few candidates: from the store's float vectors, or else from the ones Milvus keeps
+        self._stored = stored or StoredScorer(self)
         pymilvus = require("pymilvus", feature="the Milvus vector backend", extra="milvus")
         self._errors: tuple[type[BaseException], ...] = (pymilvus.MilvusException,)
         self.uri = uri
@@ -181,6 +189,13 @@ class MilvusIndex:
     def ntotal(self) -> int:
         return self._count
 
+    def describe(self) -> dict[str, Any]:
+        """Back end, collection and size (shown by `medsearch stats`; never the token)."""
+        return {
+            "params": {"type": "milvus", "collection": self.name, "lite": self.lite},
+            "vectors": self.ntotal,
+        }
+
     def close(self) -> None:
         """Release the connection (and Milvus Lite's file)."""
         with self._lock:
@@ -259,7 +274,7 @@ class MilvusIndex:
         k = max(1, min(k, available, MAX_TOPK))
         with self._lock:
             if candidates is not None and len(candidates) <= EXACT_MAX:
-                return self._exact(q, k, np.asarray(candidates, dtype=np.int64))
+                return self._stored.score(q, k, np.asarray(candidates, dtype=np.int64))
             expr = None if candidates is None else f"id in [{','.join(str(int(i)) for i in candidates)}]"
             kwargs: dict[str, Any] = {"limit": k, "output_fields": ["id"], "search_params": {"metric_type": "IP"}}
             if expr is not None:
@@ -273,29 +288,16 @@ class MilvusIndex:
                 scores[row, col] = float(hit["distance"])
         return scores, ids
 
-    def _exact(
-        self, q: npt.NDArray[np.float32], k: int, candidates: IdArray
-    ) -> tuple[npt.NDArray[np.float32], IdArray]:
-        """Exact inner products over the candidates' own vectors (read from Milvus)."""
-        got_ids: list[int] = []
-        got_vecs: list[list[float]] = []
-        for start in range(0, len(candidates), ID_CHUNK):
-            chunk = [int(i) for i in candidates[start : start + ID_CHUNK]]
-            for row in self._call(self._client.get, self.name, chunk, ["id", "vector"]):
-                got_ids.append(int(row["id"]))
-                got_vecs.append(row["vector"])
-        scores = np.zeros((len(q), k), np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        if not got_ids:
-            return scores, ids
-        order_ids = np.asarray(got_ids, dtype=np.int64)
-        sims = q @ np.asarray(got_vecs, dtype=np.float32).T
-        take = min(k, len(order_ids))
-        for row in range(len(q)):
-            best = np.lexsort((order_ids, -sims[row]))[:take]  # by score, ties by id: deterministic
-            ids[row, :take] = order_ids[best]
-            scores[row, :take] = sims[row, best]
-        return scores, ids
+    def iter_vectors(
+        self, ids: Iterable[int] | None = None, chunk: int = ID_CHUNK
+    ) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:
+        """The vectors Milvus keeps for the given ids (the exact path's source when no store is attached)."""
+        wanted = [int(i) for i in (self.ids() if ids is None else ids)]
+        for start in range(0, len(wanted), chunk):
+            rows = self._call(self._client.get, self.name, wanted[start : start + chunk], ["id", "vector"])
+            got = np.asarray([int(row["id"]) for row in rows], dtype=np.int64)
+            vecs = np.asarray([row["vector"] for row in rows], dtype=np.float32).reshape(len(got), self.width)
+            yield got, vecs
 
     # -- persistence and agreement with the store ---------------------------------------------
     def save(self) -> None:
@@ -304,8 +306,10 @@ class MilvusIndex:
             self._call(self._client.flush, self.name)
             self.dirty = False
 
-    def rebuild(self, catalog: Catalog) -> int:
-        """Drop and refill the collection from the stored vectors (no re-embedding)."""
+    def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
+        """Drop and refill the collection from the stored vectors (no re-embedding); Milvus has no index types."""
+        if requested is not None or any(v is not None for v in overrides.values()):
+            raise BadQueryError("--type and index parameters apply to the FAISS vector backend only")
         with self._lock:
             self._call(self._client.drop_collection, self.name)
             self._call(self._create)
@@ -314,6 +318,10 @@ class MilvusIndex:
                 self.add(ids, vecs)
             self.dirty = True
             return self.ntotal
+
+    def maybe_upgrade(self, catalog: Catalog) -> bool:
+        """Milvus picks its own index: nothing to switch as the collection grows."""
+        return False
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport:
         """Make the collection agree with the store: fill a new one, or top up and drop extras."""

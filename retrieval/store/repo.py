@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
 from retrieval.store.models import Base, Failure, Image, IndexInfo, Source, Vector, utcnow
+from retrieval.vocabulary import CatalogStats
 
 IdArray = npt.NDArray[np.int64]
 
@@ -226,6 +227,29 @@ class Catalog:
             blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
         return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
 
+    def vectors_by_source(self, uris: Sequence[str]) -> list[tuple[str, str | None, npt.NDArray[np.float32]]]:
+        """(source URI, patient hash, stored vector) of every image indexed from these sources."""
+        found: list[tuple[str, str | None, npt.NDArray[np.float32]]] = []
+        with self.sessions() as session:
+            for chunk in _chunks(list(uris), 500):
+                rows = session.execute(
+                    select(Image.source_uri, Image.patient_hash, Vector.vector)
+                    .join(Vector, Vector.image_id == Image.id)
+                    .where(Image.source_uri.in_(chunk))
+                )
+                for uri, patient, blob in rows:
+                    found.append((uri, patient, np.frombuffer(blob, dtype=np.float32).copy()))
+        return found
+
+    def change_marker(self) -> tuple[int, int]:
+        """(image count, highest image id): cheap, and it changes whenever images are added or removed.
+
+        Images and their vectors are written in one transaction, so the images table (narrow indexes) answers
+        for both; counting the vectors table would walk every stored vector."""
+        with self.sessions() as session:
+            count, top = session.execute(select(func.count(Image.id), func.max(Image.id))).one()
+        return int(count or 0), int(top or 0)
+
     def all_ids(self) -> IdArray:
         """Ids of every image that has a vector, sorted."""
         with self.sessions() as session:
@@ -272,19 +296,22 @@ class Catalog:
             return np.asarray(list(session.scalars(query)), dtype=np.int64)
 
     # -- stats and removal -----------------------------------------------------------------
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> CatalogStats:
         """Counts of images, vectors, sources, failures; images by modality; failures by code."""
         with self.sessions() as session:
 
             def count(model: type) -> int:
                 return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
-            by_modality = dict(
-                session.execute(
+            by_modality: dict[str, int] = {
+                str(m): int(n)
+                for m, n in session.execute(
                     select(func.coalesce(Image.modality, "(none)"), func.count()).group_by(Image.modality)
                 ).all()
-            )
-            by_code = dict(session.execute(select(Failure.code, func.count()).group_by(Failure.code)).all())
+            }
+            by_code = {
+                str(c): int(n) for c, n in session.execute(select(Failure.code, func.count()).group_by(Failure.code))
+            }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
             return {
                 "images": count(Image),

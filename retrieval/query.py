@@ -69,7 +69,7 @@ def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def embed_image(collection: Collection, data: bytes) -> QueryVector:
     """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame)."""
-    encoder = collection.encoder
+    encoder = collection.load_encoder()
     settings = collection.settings
     prepared = prepare_bytes(
         data,
@@ -94,7 +94,7 @@ def embed_text(collection: Collection, text: str) -> QueryVector:
         raise BadQueryError("the text query is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise BadQueryError(f"the text query is longer than {MAX_TEXT_CHARS} characters")
-    return QueryVector(vector=collection.encoder.encode_texts([text])[0], kind="text")
+    return QueryVector(vector=collection.load_encoder().encode_texts([text])[0], kind="text")
 
 
 def embed_id(collection: Collection, image_id: int) -> QueryVector:
@@ -150,7 +150,7 @@ def search(
             break
         fetch *= 4
     if query.kind == "text" and hits:
-        calibrated = collection.encoder.text_scores(np.asarray([h.score for h in hits], np.float32))
+        calibrated = collection.load_encoder().text_scores(np.asarray([h.score for h in hits], np.float32))
         for hit, value in zip(hits, calibrated, strict=True):
             hit.text_score = float(value)
     return hits
