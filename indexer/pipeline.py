@@ -17,14 +17,14 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.labels import Labels
-from indexer.sources import PathSource, Source, SourceItem, SourceRef
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
-from retrieval.source_read import read_file
+from retrieval.sources.base import IngestSource, SourceItem, SourceRef
+from retrieval.sources.files import PathSource, read_file
 from retrieval.store.models import Image
 from retrieval.store.repo import FailureRecord, SourceRecord
 
@@ -250,7 +250,7 @@ def run_index(
 
 def run_source(
     collection: Collection,
-    source: Source,
+    source: IngestSource,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
 ) -> IndexSummary:

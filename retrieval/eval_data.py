@@ -17,7 +17,7 @@ from retrieval.evaluation import RetrievalReport
 from retrieval.imaging.types import DecodeLimits
 from retrieval.prepare import prepare_bytes
 from retrieval.privacy import hash_patient_id
-from retrieval.source_read import read_file
+from retrieval.sources.files import read_file
 from retrieval.store.models import Image, Vector
 
 DEFAULT_TEMPLATE = "a medical image showing {label}"
