@@ -5,8 +5,8 @@ from __future__ import annotations
 from string import Formatter
 
 from api.schemas import HitModel, ImageModel
-from retrieval.dicomweb import retrieve_url
 from retrieval.query import Hit
+from retrieval.sources.dicomweb import retrieve_url
 from retrieval.store.models import Image
 
 _FIELDS = {"study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame"}

@@ -27,10 +27,10 @@ import httpx
 import numpy as np
 from api_load import TEXTS, Stats, ThreadClients, grow, running_server, summarise, timed_loop
 
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
+from retrieval.labels import load_labels
 from retrieval.settings import Settings
 from retrieval.summarize.standin import build_standin_summarizer
 

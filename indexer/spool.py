@@ -13,12 +13,13 @@ from pathlib import Path
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
-from indexer.sources import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
 from retrieval.fsutil import fsync_dir
 from retrieval.render import SIZES, cached_png
-from retrieval.source_read import read_file, received_uri
+from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
+from retrieval.sources.files import read_file
+from retrieval.sources.read import received_uri
 from retrieval.store.repo import Catalog
 
 log = logging.getLogger(__name__)

@@ -111,8 +111,10 @@ class Collection:
 
     @property
     def encoder(self) -> Encoder:
-        """The encoder; loads it first if `load_encoder()` has not been called (prefer the explicit call)."""
-        return self._encoder if self._encoder is not None else self.load_encoder()
+        """The loaded encoder; reading it never loads weights (call `load_encoder()` first)."""
+        if self._encoder is None:
+            raise RuntimeError("the model is not loaded: call Collection.load_encoder() first")
+        return self._encoder
 
     @property
     def index(self) -> VectorIndex | None:

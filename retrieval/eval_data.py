@@ -16,7 +16,7 @@ from retrieval.imaging.types import DecodeLimits
 from retrieval.labels import read_labels_table
 from retrieval.prepare import prepare_bytes
 from retrieval.privacy import hash_patient_id
-from retrieval.source_read import read_file
+from retrieval.sources.files import read_file
 
 DEFAULT_TEMPLATE = "a medical image showing {label}"
 

@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.types import DecodeLimits
 from retrieval.settings import Settings
-from retrieval.source_read import read_source
+from retrieval.sources.read import read_source
 from retrieval.store.models import Image
 
 SIZES = {"thumbnail": 256, "preview": 1024}

@@ -23,7 +23,7 @@ GROUP_BY: tuple[GroupBy, ...] = get_args(GroupBy)
 # modules that define error classes (their codes register on import); tests/test_vocabulary.py checks the list
 ERROR_MODULES = (
     "retrieval.errors",
-    "retrieval.dicomweb",
+    "retrieval.sources.dicomweb",
     "retrieval.index.milvus_index",
     "retrieval.store.db",
     "retrieval.summarize.base",

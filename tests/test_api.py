@@ -27,9 +27,9 @@ import pytest
 from PIL import Image as PILImage
 
 from api.config import hash_key
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
+from retrieval.labels import load_labels
 from tests.conftest import REPO, SAMPLES, make_settings, testdata_file
 
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")

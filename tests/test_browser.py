@@ -19,9 +19,9 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, sync_playwright
 
 from api.config import hash_key
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
+from retrieval.labels import load_labels
 from tests.conftest import REPO, SAMPLES, make_settings, running_process
 
 CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package

@@ -106,7 +106,7 @@ def test_every_file_is_indexed_or_failed_with_a_reason(corpus: tuple[Collection,
 
 
 def _own_id(collection: Collection, data: bytes) -> int:
-    prepared = prepare_bytes(data, collection.encoder.image_processor)
+    prepared = prepare_bytes(data, collection.load_encoder().image_processor)
     with collection.catalog.sessions() as session:
         image_id = session.scalar(select(Image.id).where(Image.instance_key == prepared.keys[0]))
     assert image_id is not None

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import pytest
 
-from indexer.pull import DicomwebSource, PullQuery
-from indexer.sources import SourceRef
+from retrieval.sources.base import SourceRef
+from retrieval.sources.pull import DicomwebSource, PullQuery
 from tests.conftest import testdata_file
 from tests.test_cli import run
 

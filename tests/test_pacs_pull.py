@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from retrieval.collection import Collection
-from retrieval.dicomweb import instance_url
 from retrieval.errors import NotFoundError
 from retrieval.render import cached_png
+from retrieval.sources.dicomweb import instance_url
 from tests.conftest import make_settings, testdata_file
 from tests.orthanc import Orthanc, encode, start_orthanc, with_new_uids
 from tests.test_cli import run

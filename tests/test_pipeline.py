@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, IndexSummary, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import IndexBusyError, ModelMismatchError
+from retrieval.labels import load_labels
 from retrieval.store.models import Failure, Image
 from tests.conftest import make_settings, testdata_file
 

@@ -22,9 +22,9 @@ from PIL import Image as PILImage
 
 from api.app import create_app
 from api.config import ServiceSettings
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
+from retrieval.labels import load_labels
 from retrieval.summarize.base import (
     NOTICE,
     SummaryBadReplyError,

@@ -18,7 +18,7 @@ def demo(
     data_dir: DataDir = None,
 ) -> None:
     """Index the sample data, then run an image query and a text query (falls back to the stand-in model)."""
-    from indexer.demo import run_demo
+    from retrieval.cli.demo import run_demo
 
     try:
         result = run_demo(samples, load_settings(data_dir), ProgressBar(quiet=False))

@@ -68,8 +68,8 @@ def pull(
 ) -> None:
     """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances."""
     from indexer.pipeline import IndexOptions, run_source
-    from indexer.pull import DicomwebSource, PullQuery
-    from retrieval.dicomweb import Dicomweb, DicomwebConfig
+    from retrieval.sources.dicomweb import Dicomweb, DicomwebConfig
+    from retrieval.sources.pull import DicomwebSource, PullQuery
 
     query = PullQuery(since=parse_date(since), until=parse_date(until), modalities=_split(modality))
     try:

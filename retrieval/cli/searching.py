@@ -74,7 +74,7 @@ def search(
         if image_id is not None:
             query = engine.embed_id(collection, image_id)
         elif image is not None:
-            from retrieval.source_read import read_file
+            from retrieval.sources.files import read_file
 
             data = read_file(image, collection.settings.max_file_bytes)
             query = engine.embed_image(collection, data)
@@ -97,7 +97,7 @@ def search(
         fail(exc)
         return
     if as_json:
-        from retrieval.dicomweb import retrieve_url
+        from retrieval.sources.dicomweb import retrieve_url
 
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, IndexSummary, Progress, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
@@ -13,6 +12,7 @@ from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import ModelLoadError
+from retrieval.labels import load_labels
 from retrieval.settings import Settings
 
 DEMO_IMAGE = "RG1_J2KI.dcm"

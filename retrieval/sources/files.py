@@ -1,4 +1,4 @@
-"""Sources of files to index: files, folders (recursive), zip and tar(.gz) archives read in place."""
+"""Files, folders (recursive), zip and tar(.gz) archives: the ingest source, and the one reader of their bytes."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
-from retrieval.errors import DecodeError, MedsearchError, TooLargeError, UnsafeArchiveEntryError
-from retrieval.source_read import read_file
+from retrieval.errors import DecodeError, MedsearchError, NotFoundError, TooLargeError, UnsafeArchiveEntryError
+from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 
 if TYPE_CHECKING:
     from retrieval.store.repo import Catalog
 
+ARCHIVE_SEPARATOR = "!/"  # stored URI of an archive member: ARCHIVE!/MEMBER
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
 # Sidecar and document files that sit next to images in archives: never images, so not failures either.
@@ -43,27 +43,6 @@ UNSAFE_REASON = "archive entry with an absolute or '..' path refused"
 def _ignored(name: str) -> bool:
     base = PurePosixPath(name).name
     return base in SKIP_NAMES or base.startswith(".") or base.lower().endswith(SKIP_SUFFIXES)
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """Where one file's bytes live; `uri` is its stable identity (archive members: 'archive!/member')."""
-
-    uri: str
-    size: int
-    mtime: float
-    kind: Literal["file", "zip", "tar", "dicomweb", "cstore"]
-    container: str
-    member: str | None = None
-
-
-@dataclass(frozen=True)
-class SourceProblem:
-    """A member or path that cannot be read at all (recorded as a failure)."""
-
-    uri: str
-    code: str
-    reason: str
 
 
 def is_archive(path: Path) -> bool:
@@ -150,36 +129,66 @@ def iter_sources(paths: list[Path]) -> Iterator[SourceRef | SourceProblem]:
                 yield from _expand(full)
 
 
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """Read a plain file with a size limit."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"source file {path} no longer exists") from exc
+    except OSError as exc:
+        raise DecodeError(f"file could not be read: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise TooLargeError(f"file is larger than {max_bytes} bytes (MEDSEARCH_MAX_FILE_BYTES)")
+    return data
+
+
 class ArchiveReader:
-    """Reads member bytes for the main process, keeping each archive open while its members stream by."""
+    """The one reader of files and archive members; keeps the last archive open while its members stream by."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._open: tuple[str, zipfile.ZipFile | tarfile.TarFile] | None = None
 
-    def _handle(self, ref: SourceRef) -> zipfile.ZipFile | tarfile.TarFile:
-        if self._open is None or self._open[0] != ref.container:
+    def _handle(self, archive: str) -> zipfile.ZipFile | tarfile.TarFile:
+        if self._open is None or self._open[0] != archive:
             self.close()
-            handle: zipfile.ZipFile | tarfile.TarFile = (
-                zipfile.ZipFile(ref.container) if ref.kind == "zip" else tarfile.open(ref.container, "r:*")  # noqa: SIM115
-            )
-            self._open = (ref.container, handle)
+            try:
+                handle: zipfile.ZipFile | tarfile.TarFile = (
+                    zipfile.ZipFile(archive) if archive.lower().endswith(".zip") else tarfile.open(archive, "r:*")  # noqa: SIM115
+                )
+            except FileNotFoundError as exc:
+                raise NotFoundError(f"source archive {archive} no longer exists") from exc
+            except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+                raise DecodeError(f"archive entry could not be read: {exc}") from exc
+            self._open = (archive, handle)
         return self._open[1]
 
     def read(self, ref: SourceRef) -> bytes:
-        """The bytes of a file or member, refusing anything larger than the limit."""
+        """The bytes of a planned file or member, refusing anything larger than the limit."""
         if ref.size > self.max_bytes:
             raise TooLargeError(f"{ref.size} bytes exceed the limit of {self.max_bytes} (MEDSEARCH_MAX_FILE_BYTES)")
         if ref.kind == "file":
             return read_file(Path(ref.uri), self.max_bytes)
         assert ref.member is not None
-        handle = self._handle(ref)
+        return self.read_member(ref.container, ref.member)
+
+    def read_uri(self, uri: str) -> bytes:
+        """The bytes behind a stored file or 'archive!/member' URI."""
+        archive, sep, member = uri.partition(ARCHIVE_SEPARATOR)
+        if not sep:
+            return read_file(Path(uri), self.max_bytes)
+        return self.read_member(archive, member)
+
+    def read_member(self, archive: str, member: str) -> bytes:
+        """One member of a zip or tar archive, refusing one that inflates beyond the limit."""
+        handle = self._handle(archive)
         try:
             if isinstance(handle, zipfile.ZipFile):
-                with handle.open(ref.member) as stream:
+                with handle.open(member) as stream:
                     data = stream.read(self.max_bytes + 1)
             else:
-                stream_t = handle.extractfile(ref.member)
+                stream_t = handle.extractfile(member)
                 if stream_t is None:
                     raise DecodeError("archive entry has no data")
                 data = stream_t.read(self.max_bytes + 1)
@@ -196,36 +205,13 @@ class ArchiveReader:
             self._open = None
 
 
-@dataclass
-class SourceItem:
-    """One source ready for decoding: its bytes (None: the decode worker reads the file), or why not."""
-
-    ref: SourceRef
-    data: bytes | None = None
-    code: str = ""
-    reason: str = ""
-    read_seconds: float = 0.0
-
-
-class Source(Protocol):
-    """Where a run's images come from: folders and archives, a DICOMweb server, the C-STORE spool."""
-
-    def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
-        """What to process in this run, and how many sources were left out as already done."""
-        ...
-
-    def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
-        """Each planned source with its bytes (or its failure), in order."""
-        ...
-
-    def close(self) -> None:
-        """Release whatever the source holds open."""
-        ...
-
-
-def problem_item(problem: SourceProblem) -> SourceItem:
-    """A source that could not even be read, as an item the pipeline records as failed."""
-    return SourceItem(SourceRef(problem.uri, 0, 0.0, "file", problem.uri), code=problem.code, reason=problem.reason)
+def read_uri(uri: str, max_bytes: int) -> bytes:
+    """Bytes of an indexed file or archive member (URIs come from the store, never from a client)."""
+    reader = ArchiveReader(max_bytes)
+    try:
+        return reader.read_uri(uri)
+    finally:
+        reader.close()
 
 
 def _unchanged(ref: SourceRef, previous: tuple[int, float] | None) -> bool:

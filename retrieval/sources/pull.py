@@ -8,9 +8,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
-from indexer.sources import SourceItem, SourceProblem, SourceRef, problem_item
-from retrieval.dicomweb import Dicomweb, instance_url
 from retrieval.errors import MedsearchError
+from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
+from retrieval.sources.dicomweb import Dicomweb, instance_url
 from retrieval.store.repo import Catalog
 
 UID_TAGS = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}

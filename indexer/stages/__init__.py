@@ -1,0 +1,1 @@
+"""Ingest stages, each callable on its own with plain picklable data: decode -> encode -> write."""

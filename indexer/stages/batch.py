@@ -1,0 +1,48 @@
+"""The plain data passed between ingest stages: one decoded source, and a batch of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.prepare import PreparedImage
+from retrieval.sources.base import SourceRef
+
+
+@dataclass
+class Decoded:
+    """One source after the decode stage: its prepared frames, or the failure code and reason."""
+
+    ref: SourceRef
+    prepared: PreparedImage | None = None
+    code: str = ""
+    reason: str = ""
+    read_seconds: float = 0.0
+
+    @property
+    def frame_count(self) -> int:
+        """Frames ready for the encoder (0 for a failure)."""
+        return len(self.prepared.keys) if self.prepared is not None else 0
+
+
+@dataclass
+class PreparedBatch:
+    """Decoded sources for one encoder pass and one transaction; `duplicates`: frames dropped as already stored."""
+
+    items: list[Decoded] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def keys(self) -> list[str]:
+        """Instance keys of every prepared frame, in order."""
+        return [k for item in self.items if item.prepared is not None for k in item.prepared.keys]
+
+    def pixel_values(self) -> npt.NDArray[np.float32]:
+        """Every prepared frame stacked in order: (N, 3, H, W), the encode stage's input."""
+        parts = [item.prepared.pixel_values for item in self.items if item.prepared is not None]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return np.zeros((0, 3, 0, 0), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)

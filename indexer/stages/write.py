@@ -1,0 +1,133 @@
+"""Write stage: drop known instance keys, map frames to rows, one catalog transaction, index add, periodic save."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from indexer.stages.batch import Decoded, PreparedBatch
+from retrieval.collection import Collection
+from retrieval.index.base import VectorIndex
+from retrieval.labels import Labels
+from retrieval.privacy import hash_patient_id
+from retrieval.store.models import Image
+from retrieval.store.repo import FailureRecord, SourceRecord
+
+
+@dataclass
+class Written:
+    """What one write did: plain counts and the failures it recorded."""
+
+    sources: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    failures: list[FailureRecord] = field(default_factory=list)
+
+
+class Writer:
+    """Owns the collection's write side for one run: the only stage that touches the catalog and the index."""
+
+    def __init__(self, collection: Collection, index: VectorIndex, labels: Labels | None = None) -> None:
+        self.collection = collection
+        self.index = index
+        self.labels = labels
+        self.seen_keys: set[str] = set()
+        self.last_save = time.monotonic()
+
+    def new_only(self, batch: PreparedBatch) -> PreparedBatch:
+        """The batch without frames already stored or seen earlier in this run (so nobody encodes them again)."""
+        known = self.collection.catalog.existing_keys(batch.keys) | self.seen_keys
+        items: list[Decoded] = []
+        dropped = 0
+        for item in batch.items:
+            prepared = item.prepared
+            if prepared is None:
+                items.append(item)
+                continue
+            keep = []
+            for i, key in enumerate(prepared.keys):
+                if key in known:
+                    dropped += 1
+                    continue
+                known.add(key)
+                keep.append(i)
+            if len(keep) < len(prepared.keys):
+                prepared = replace(
+                    prepared,
+                    frames=[prepared.frames[i] for i in keep],
+                    keys=[prepared.keys[i] for i in keep],
+                    pixel_values=prepared.pixel_values[keep],
+                )
+                item = replace(item, prepared=prepared)
+            items.append(item)
+        self.seen_keys.update(k for item in items if item.prepared is not None for k in item.prepared.keys)
+        return PreparedBatch(items, batch.duplicates + dropped)
+
+    def write(self, batch: PreparedBatch, vectors: npt.NDArray[np.float32]) -> Written:
+        """Store the batch (vectors in `batch.keys` order) in one transaction, then add it to the index.
+
+        An instance another writer stored first is counted as a duplicate, not written twice.
+        """
+        if len(vectors) != len(batch.keys):
+            raise ValueError(f"{len(vectors)} vectors for {len(batch.keys)} prepared frames")
+        rows: list[Image] = []
+        sources: list[SourceRecord] = []
+        failures: list[FailureRecord] = []
+        for item in batch.items:
+            ref = item.ref
+            if item.prepared is None:
+                failures.append(FailureRecord(ref.uri, item.code, item.reason))
+                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "failed"))
+                continue
+            rows.extend(self._row(item, i) for i in range(len(item.prepared.keys)))
+            sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", len(item.prepared.keys)))
+        stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
+        # None: a writer on another machine sharing the database stored that instance first
+        kept = [i for i, image_id in enumerate(stored) if image_id is not None]
+        self.index.add(np.asarray([stored[i] for i in kept], dtype=np.int64), vectors[kept])
+        return Written(len(batch.items), len(kept), batch.duplicates + len(stored) - len(kept), failures)
+
+    def _row(self, item: Decoded, i: int) -> Image:
+        assert item.prepared is not None
+        meta = item.prepared.meta
+        entry = self.labels.lookup(meta.sop_instance_uid, item.ref.uri) if self.labels else None
+        return Image(
+            instance_key=item.prepared.keys[i],
+            kind=meta.kind,
+            sop_instance_uid=meta.sop_instance_uid,
+            sop_class_uid=meta.sop_class_uid,
+            study_instance_uid=meta.study_instance_uid,
+            series_instance_uid=meta.series_instance_uid,
+            frame=item.prepared.frames[i],
+            number_of_frames=meta.number_of_frames,
+            modality=meta.modality,
+            body_part=meta.body_part,
+            view_position=meta.view_position,
+            study_date=meta.study_date,
+            sex=meta.sex,
+            age=meta.age,
+            manufacturer=meta.manufacturer,
+            rows=meta.rows,
+            columns=meta.columns,
+            photometric=meta.photometric,
+            transfer_syntax=meta.transfer_syntax,
+            window=meta.window,
+            patient_hash=hash_patient_id(meta.patient_id, self.collection.salt),
+            source_uri=item.ref.uri,
+            content_hash=meta.content_hash,
+            label=entry.label if entry else None,
+            report=entry.report if entry else None,
+        )
+
+    def save_if_due(self) -> None:
+        """Save the index when MEDSEARCH_INDEX_SAVE_SECONDS have passed since the last save."""
+        if time.monotonic() - self.last_save >= self.collection.settings.index_save_seconds:
+            self.save()
+
+    def save(self) -> None:
+        """Persist the index now."""
+        self.collection.save_index()
+        self.last_save = time.monotonic()
