@@ -149,6 +149,50 @@ def _save_for_readme(shot: Path) -> None:
     assert SCREENSHOT.stat().st_size < 300_000
 
 
+def _contract_vocabulary() -> dict[str, object]:
+    """GET /v1/vocabulary as the engineers agreed it, from today's definitions (filters, grouping, error codes).
+
+    Stop-gap until the i10-core branch (which adds the endpoint) is merged: `_open` serves this only when the
+    server answers the route with 404, so after the merge the page reads the real endpoint.
+    """
+    from typing import get_args
+
+    from api.errors import STATUS_BY_CODE
+    from api.schemas import FilterParams, TextSearchRequest
+
+    def kind(annotation: object) -> str:
+        text = str(annotation)
+        return "list" if "list" in text else "date" if "date" in text else "flag" if annotation is bool else "text"
+
+    filters = [
+        {"name": name, "kind": kind(info.annotation), "label": name.replace("_", " ").capitalize()}
+        for name, info in FilterParams.model_fields.items()
+    ]
+    errors = {code: {"status": status, "title": code.replace("_", " ")} for code, status in STATUS_BY_CODE.items()}
+    group_by = list(get_args(TextSearchRequest.model_fields["group_by"].annotation))
+    return {"errors": errors, "filters": filters, "group_by": group_by, "stats": []}
+
+
+def _open(page: Page, base: str) -> None:
+    """Load the page; stand in for GET /v1/vocabulary while this branch's server has no such route."""
+    import json
+    import urllib.request
+    from urllib.error import HTTPError
+
+    try:
+        with urllib.request.urlopen(f"{base}/v1/vocabulary", timeout=30):
+            pass
+    except HTTPError as exc:
+        if exc.code != 404:
+            raise
+        body = json.dumps(_contract_vocabulary())
+        page.route(
+            "**/v1/vocabulary", lambda route: route.fulfill(status=200, content_type="application/json", body=body)
+        )
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-vocabulary=ready]")
+
+
 def _wait_for_new_results(page: Page, after_seq: str | None) -> None:
     try:
         page.wait_for_function(
@@ -176,7 +220,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.goto(server + "/")
+    _open(pg, server)
     # the stand-in model is announced, the header shows the collection
     pg.wait_for_selector("#standin-banner:not([hidden])")
     assert "scores are meaningless" in pg.inner_text("#standin-banner")
@@ -286,7 +330,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
 @pytest.mark.timeout(300)
 def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: Page) -> None:
     pg = page
-    pg.goto(keyed_server + "/")
+    _open(pg, keyed_server)
     # without a key: the header says so, and a search shows the 401 readably
     pg.wait_for_function("() => document.getElementById('stats').innerText.includes('API key needed')")
     pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
@@ -349,7 +393,7 @@ def _watch_summary_text(page: Page) -> None:
 def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summary_server: str, page: Page) -> None:
     pg = page
     # summaries off (the default): the button says so and explains how to turn them on
-    pg.goto(server + "/")
+    _open(pg, server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
     _wait_for_new_results(pg, "0")
     pg.wait_for_selector("#summarize-button[data-enabled=false]")
@@ -357,7 +401,7 @@ def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summar
     assert "MEDSEARCH_SUMMARIZER" in (pg.get_attribute("#summarize-button", "title") or "")
 
     # summaries on: click, the text streams into the panel, the notice and the compared cases show
-    pg.goto(summary_server + "/")
+    _open(pg, summary_server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
     _wait_for_new_results(pg, "0")
     _thumbs_loaded(pg)
