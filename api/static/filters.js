@@ -34,7 +34,7 @@ function listField(field) {
     chipsFor(field, box);
     return el("div", { className: "field" }, el("span", { textContent: field.label }), box);
   }
-  const input = el("input", { id: `filter-${field.name}`, type: "text", autocomplete: "off", placeholder: "comma-separated" });
+  const input = el("input", { id: `filter-${field.name}`, type: "text", autocomplete: "off" });
   input.dataset.testid = `filter-${field.name}`;
   input.dataset.filter = field.name;
   input.dataset.kind = "list";
