@@ -7,7 +7,7 @@ import ipaddress
 
 from pydantic import Field
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import InsecureBindError, SettingsError
 from retrieval.settings import Settings
 
 
@@ -36,10 +36,9 @@ class ServiceSettings(Settings):
             key_id, sep, digest = item.partition(":")
             digest = digest.strip().lower()
             if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise MedsearchError(
+                raise SettingsError(
                     f"MEDSEARCH_API_KEYS entry {key_id!r} is not 'key_id:sha256hex' "
-                    "(create one with `medsearch key new KEY_ID`)",
-                    code="bad_settings",
+                    "(create one with `medsearch key new KEY_ID`)"
                 )
             out[digest] = key_id.strip()
         return out
@@ -54,8 +53,7 @@ class ServiceSettings(Settings):
         except ValueError:
             loopback = False
         if not loopback:
-            raise MedsearchError(
+            raise InsecureBindError(
                 f"refusing to listen on {self.host} without API keys: set MEDSEARCH_API_KEYS "
-                "(`medsearch key new KEY_ID` makes one) or bind to 127.0.0.1",
-                code="insecure_bind",
+                "(`medsearch key new KEY_ID` makes one) or bind to 127.0.0.1"
             )

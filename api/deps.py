@@ -16,6 +16,8 @@ class Unauthorized(MedsearchError):
     """Missing or wrong API key."""
 
     code = "unauthorized"
+    status = 401
+    title = "Missing or wrong API key"
 
 
 def get_state(request: Request) -> ServiceState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,25 +14,21 @@ from retrieval.errors import MedsearchError
 
 log = logging.getLogger("medsearch.api")
 
-STATUS_BY_CODE = {
-    "bad_query": 400,
-    "unsafe_path": 400,
-    "unauthorized": 401,
-    "not_found": 404,
-    "too_large": 413,
-    "decode_error": 415,
-    "no_pixel_data": 415,
-    "unsupported_format": 415,
-    "model_unavailable": 503,
-    "model_mismatch": 503,
-    "index_busy": 503,
-    "not_ready": 503,
-    "dicomweb_error": 502,
-    "summarizer_disabled": 501,
-    "summarizer_unavailable": 503,
-    "summary_timeout": 504,
-    "summary_bad_reply": 502,
-    "summary_too_long": 400,
+
+@dataclass(frozen=True)
+class ApiError:
+    """An error code the API answers with itself (not raised by the library)."""
+
+    status: int
+    title: str
+
+
+API_ERRORS = {
+    "validation_error": ApiError(422, "Invalid request"),
+    "method_not_allowed": ApiError(405, "Method not allowed"),
+    "http_error": ApiError(400, "HTTP error"),
+    "not_ready": ApiError(503, "Not ready"),
+    "internal_error": ApiError(500, "Internal error"),
 }
 
 
@@ -45,7 +42,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MedsearchError)
     async def _domain(_request: Request, exc: MedsearchError) -> JSONResponse:
-        return error_response(STATUS_BY_CODE.get(exc.code, 500), exc.code, str(exc))
+        return error_response(exc.status, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

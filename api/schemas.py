@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
-from retrieval.search import MAX_K, MAX_TEXT_CHARS
+from retrieval.query import MAX_K, MAX_TEXT_CHARS
+from retrieval.vocabulary import GroupBy, SearchFilters
 
 
-class FilterParams(BaseModel):
-    """Candidate filters, applied in SQL before the vector search."""
-
-    modality: list[str] = Field(default_factory=list, max_length=32, examples=[["CR", "DX"]])
-    body_part: list[str] = Field(default_factory=list, max_length=32, examples=[["CHEST"]])
-    date_from: date | None = Field(default=None, examples=["2020-01-01"])
-    date_to: date | None = None
-    label: str | None = Field(default=None, max_length=200)
-    exclude_same_patient: bool = Field(default=False, description="Drop the query patient's images.")
-    exclude_same_study: bool = False
+class FilterParams(SearchFilters):
+    """Candidate filters, applied in SQL before the vector search (fields from retrieval/vocabulary.py)."""
 
 
 class TextSearchRequest(FilterParams):
@@ -28,7 +18,7 @@ class TextSearchRequest(FilterParams):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["right lower lobe consolidation"])
     k: int = Field(default=10, ge=1, le=MAX_K)
     offset: int = Field(default=0, ge=0, le=10_000)
-    group_by: Literal["image", "study", "series"] = "image"
+    group_by: GroupBy = "image"
 
 
 class HitModel(BaseModel):
@@ -96,6 +86,30 @@ class ImageModel(BaseModel):
     indexed_at: str
     viewer_url: str | None = None
     retrieve_url: str | None = Field(default=None, description="DICOMweb WADO-RS URL (MEDSEARCH_DICOMWEB_URL).")
+
+
+class ErrorInfo(BaseModel):
+    """The HTTP status an error code comes with, and a short human title."""
+
+    status: int
+    title: str
+
+
+class FilterInfo(BaseModel):
+    """One filter field: its request name, the kind of value it takes and a label to show."""
+
+    name: str
+    kind: str = Field(examples=["list"])
+    label: str
+
+
+class VocabularyResponse(BaseModel):
+    """The API's words, for clients that should not copy them: error codes, filters, grouping, stats fields."""
+
+    errors: dict[str, ErrorInfo]
+    filters: list[FilterInfo]
+    group_by: list[str]
+    stats: list[str]
 
 
 class ErrorModel(BaseModel):

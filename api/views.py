@@ -8,7 +8,7 @@ from pydicom.uid import UID
 
 from api.schemas import HitModel, ImageModel
 from retrieval.dicomweb import retrieve_url
-from retrieval.search import Hit
+from retrieval.query import Hit
 from retrieval.store.models import Image
 
 _FIELDS = {"study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame"}

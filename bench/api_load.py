@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, IndexSummary, Progress, run_index
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder

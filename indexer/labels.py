@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import LabelsFileError
 
 PATH_KEYS = ("path", "file", "filename")
 UID_KEYS = ("sop_instance_uid", "SOPInstanceUID")
@@ -61,7 +61,7 @@ def load_labels(path: Path) -> Labels:
     Relative paths are resolved against the labels file's folder; archive members are 'archive.zip!/member'.
     """
     if not path.is_file():
-        raise MedsearchError(f"labels file {path} does not exist", code="bad_labels")
+        raise LabelsFileError(f"labels file {path} does not exist")
     base = path.resolve().parent
     rows: list[dict[str, str]] = []
     if path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -71,7 +71,7 @@ def load_labels(path: Path) -> Labels:
             try:
                 rows.append({k: str(v) for k, v in json.loads(line).items() if v is not None})
             except (json.JSONDecodeError, AttributeError) as exc:
-                raise MedsearchError(f"{path}:{number}: not a JSON object ({exc})", code="bad_labels") from exc
+                raise LabelsFileError(f"{path}:{number}: not a JSON object ({exc})") from exc
     else:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = [dict(r) for r in csv.DictReader(handle)]
@@ -85,5 +85,5 @@ def load_labels(path: Path) -> Labels:
         elif file_path:
             labels.by_uri[_resolve(file_path, base)] = entry
         else:
-            raise MedsearchError(f"{path}: row {number} has neither a path nor a sop_instance_uid", code="bad_labels")
+            raise LabelsFileError(f"{path}: row {number} has neither a path nor a sop_instance_uid")
     return labels

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
-from retrieval.errors import IndexBusyError, MedsearchError
+from retrieval.errors import IndexBusyError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
 from retrieval.privacy import load_or_create_salt, salt_check
@@ -50,19 +50,17 @@ class Collection:
         settings = self.settings
         if self.engine.dialect.name != "sqlite" and not settings.patient_salt:
             self.engine.dispose()
-            raise MedsearchError(
+            raise SaltRequiredError(
                 "a shared database needs the same patient-hash key on every machine: set MEDSEARCH_PATIENT_SALT "
-                "to one secret of 32 characters or more (e.g. `openssl rand -hex 32`) wherever medsearch runs",
-                code="salt_required",
+                "to one secret of 32 characters or more (e.g. `openssl rand -hex 32`) wherever medsearch runs"
             )
         salt = load_or_create_salt(settings.data_dir, settings.patient_salt)
         if self.catalog.record_once("patient_salt_check", salt_check(salt)) != salt_check(salt):
             self.engine.dispose()
-            raise MedsearchError(
+            raise SaltMismatchError(
                 "this collection's PatientIDs were hashed with another key than the one in use, so same-patient "
                 "exclusion would silently fail: use the MEDSEARCH_PATIENT_SALT (or the patient-salt file) the "
-                "collection was indexed with",
-                code="salt_mismatch",
+                "collection was indexed with"
             )
         return salt
 
@@ -143,7 +141,5 @@ class Collection:
 
 
 def _close(index: VectorIndex) -> None:
-    """Backends that hold a connection or a file (Milvus) have close(); FAISS has nothing to release."""
-    close = getattr(index, "close", None)
-    if callable(close):
-        close()
+    """Release what a back end holds (Milvus: its connection and file; FAISS: nothing)."""
+    index.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from retrieval.errors import DecodeError, MedsearchError, NotFoundError, TooLargeError
+from retrieval.errors import DecodeError, MedsearchError, NotFoundError, SettingsError, TooLargeError
 from retrieval.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ class DicomwebError(MedsearchError):
     """A DICOMweb server could not be reached or answered with an error (after retries)."""
 
     code = "dicomweb_error"
+    status = 502
+    title = "DICOMweb server error"
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,7 @@ class DicomwebConfig:
         """The DICOMweb settings (MEDSEARCH_DICOMWEB_*), optionally for another base URL."""
         base = url or settings.dicomweb_url
         if not base:
-            raise DicomwebError(
-                "no DICOMweb server configured: give --dicomweb URL or set MEDSEARCH_DICOMWEB_URL", code="bad_settings"
-            )
+            raise SettingsError("no DICOMweb server configured: give --dicomweb URL or set MEDSEARCH_DICOMWEB_URL")
         return cls(
             url=base.rstrip("/"),
             auth=settings.dicomweb_auth,
@@ -63,17 +63,14 @@ class DicomwebConfig:
         """Refuse an unusable URL or incomplete credentials, saying what to set."""
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise DicomwebError(f"{self.url!r} is not an http(s) DICOMweb URL", code="bad_settings")
+            raise SettingsError(f"{self.url!r} is not an http(s) DICOMweb URL")
         if self.auth == "basic" and (not self.user or self.password is None):
-            raise DicomwebError(
+            raise SettingsError(
                 "basic auth needs a user and a password: --user and --password-env VAR "
-                "(or MEDSEARCH_DICOMWEB_USER / MEDSEARCH_DICOMWEB_PASSWORD)",
-                code="bad_settings",
+                "(or MEDSEARCH_DICOMWEB_USER / MEDSEARCH_DICOMWEB_PASSWORD)"
             )
         if self.auth == "bearer" and not self.token:
-            raise DicomwebError(
-                "bearer auth needs a token: --token-env VAR (or MEDSEARCH_DICOMWEB_TOKEN)", code="bad_settings"
-            )
+            raise SettingsError("bearer auth needs a token: --token-env VAR (or MEDSEARCH_DICOMWEB_TOKEN)")
 
 
 def instance_url(base: str, study: str, series: str, sop: str) -> str:

@@ -1,84 +1,192 @@
-"""Domain errors: each has a stable code and a message that says how to fix the problem."""
+"""Domain errors: each has a stable code, its HTTP status and a message that says how to fix the problem."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+_REGISTRY: dict[str, type[MedsearchError]] = {}
+
 
 class MedsearchError(Exception):
-    """Base error; `code` is stable and machine readable, the message is for people."""
+    """Base error; `code` is stable and machine readable, `status` is what the API answers, the message is
+    for people. Every subclass that names a code names its status and a short title with it."""
 
-    code: str = "error"
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Unexpected error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            known = _REGISTRY.get(cls.code)
+            if known is not None and _name(known) != _name(cls):  # a reloaded module may define its class again
+                raise TypeError(f"error code {cls.code!r} is defined twice ({_name(known)}, {_name(cls)})")
+            _REGISTRY[cls.code] = cls
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        if code is not None:
-            self.code = code
 
     @property
     def message(self) -> str:
         return str(self)
 
 
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def error_types() -> dict[str, type[MedsearchError]]:
+    """Every error code defined so far, with its class (a module's codes register when it is imported)."""
+    return dict(_REGISTRY)
+
+
 class DecodeError(MedsearchError):
     """An input file could not be turned into pixels (corrupt, unsupported, hostile)."""
 
     code = "decode_error"
+    status = 415
+    title = "File could not be decoded"
 
 
 class NotAnImageError(DecodeError):
     """The file is valid but holds no image (DICOMDIR, structured report, RT plan...)."""
 
     code = "no_pixel_data"
+    status = 415
+    title = "File holds no image"
+
+
+class UnsupportedFormatError(NotAnImageError):
+    """The bytes are neither DICOM nor a supported raster format."""
+
+    code = "unsupported_format"
+    status = 415
+    title = "Unsupported file format"
 
 
 class TooLargeError(DecodeError):
     """The image exceeds the configured pixel-count or byte limits."""
 
     code = "too_large"
+    status = 413
+    title = "Too large"
 
 
 class ModelLoadError(MedsearchError):
     """The embedding model could not be loaded."""
 
     code = "model_unavailable"
+    status = 503
+    title = "Model unavailable"
 
 
 class ModelMismatchError(MedsearchError):
     """The index was built with another model or preprocessing than the one in use."""
 
     code = "model_mismatch"
+    status = 503
+    title = "Index built with another model"
 
 
 class NotFoundError(MedsearchError):
     """An image id or source does not exist."""
 
     code = "not_found"
+    status = 404
+    title = "Not found"
 
 
 class BadQueryError(MedsearchError):
     """A query is malformed (no input, bad k, bad filter)."""
 
     code = "bad_query"
+    status = 400
+    title = "Bad query"
 
 
 class UnsafeArchiveEntryError(MedsearchError):
     """An archive member has an absolute or parent-escaping path."""
 
     code = "unsafe_path"
+    status = 400
+    title = "Unsafe archive path"
 
 
 class IndexBusyError(MedsearchError):
     """Another process holds the writer lock."""
 
     code = "index_busy"
+    status = 503
+    title = "Index busy"
 
 
 class LabelsFileError(MedsearchError):
     """A labelled-set CSV for `medsearch eval` is missing, malformed or names unreadable images."""
 
     code = "bad_labels"
+    status = 400
+    title = "Bad labels file"
 
 
 class MissingExtraError(MedsearchError):
     """An optional feature needs a package that is not installed."""
 
     code = "missing_extra"
+    status = 501
+    title = "Feature not installed"
+
+
+class SettingsError(MedsearchError):
+    """A setting (environment variable or option) is missing or invalid: the operator must fix it."""
+
+    code = "bad_settings"
+    status = 503
+    title = "Server settings invalid"
+
+
+class InsecureBindError(SettingsError):
+    """The service would listen beyond loopback without API keys."""
+
+    code = "insecure_bind"
+    status = 503
+    title = "Refused insecure settings"
+
+
+class SaltError(MedsearchError):
+    """The patient-hash key file or MEDSEARCH_PATIENT_SALT is unusable."""
+
+    code = "bad_salt"
+    status = 503
+    title = "Patient-hash key unusable"
+
+
+class SaltRequiredError(SaltError):
+    """A shared database is opened without an explicit patient-hash key."""
+
+    code = "salt_required"
+    status = 503
+    title = "Patient-hash key required"
+
+
+class SaltMismatchError(SaltError):
+    """The collection was hashed with another patient-hash key than the one in use."""
+
+    code = "salt_mismatch"
+    status = 503
+    title = "Patient-hash key mismatch"
+
+
+class WriteFailedError(MedsearchError):
+    """A report or output file could not be written."""
+
+    code = "write_failed"
+    status = 500
+    title = "Could not write a file"
+
+
+class ListenFailedError(MedsearchError):
+    """A listener could not bind its port."""
+
+    code = "listen_failed"
+    status = 503
+    title = "Cannot listen"

@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import SaltError
 
 SALT_FILE = "patient-salt"
 MIN_SALT_BYTES = 32
@@ -40,10 +40,9 @@ def load_or_create_salt(data_dir: Path, configured: str | None = None) -> bytes:
             tmp.unlink(missing_ok=True)
     value = path.read_bytes().strip()
     if len(value) < MIN_SALT_BYTES:
-        raise MedsearchError(
+        raise SaltError(
             f"the patient-hash key {path} is damaged ({len(value)} bytes). Restore it from a backup, or, "
-            "if nothing has been indexed yet, delete it so a new one is made",
-            code="bad_salt",
+            "if nothing has been indexed yet, delete it so a new one is made"
         )
     return value
 

@@ -58,6 +58,7 @@ V1_ROUTES = {
     ("POST", "/v1/render"),
     ("GET", "/v1/render/windows"),
 }
+PUBLIC_V1_ROUTES = {("GET", "/v1/vocabulary")}  # no API key, no data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -283,6 +284,9 @@ def test_system_routes(client: httpx.Client, tiny_model: Path) -> None:
     assert stats["images"] == stats["vectors"] == stats["index_vectors"] == N_IMAGES
     assert stats["by_modality"]["CR"] == 2 and stats["by_modality"]["RTDOSE"] == 1 and stats["by_modality"]["CT"] == 4
     assert stats["failures"] == 0 and stats["model"] == str(tiny_model)
+    vocabulary = client.get("/v1/vocabulary").json()
+    assert list(stats) == vocabulary["stats"] and stats["index"]["params"]["type"] == "flat"
+    assert stats["model_fingerprint"] and stats["standin_model"] is True
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -290,7 +294,7 @@ def test_system_routes(client: httpx.Client, tiny_model: Path) -> None:
 
     spec = client.get("/openapi.json").json()
     listed = {(m.upper(), p) for p, ops in spec["paths"].items() if p.startswith("/v1") for m in ops}
-    assert listed == V1_ROUTES
+    assert listed == V1_ROUTES | PUBLIC_V1_ROUTES
 
 
 def test_every_sample_finds_itself(client: httpx.Client, ids: dict[str, int]) -> None:
@@ -372,6 +376,8 @@ def test_text_search(client: httpx.Client) -> None:
     assert [h["score"] for h in body["hits"]] == sorted((h["score"] for h in body["hits"]), reverse=True)
     us = client.post("/v1/search/text", json={"text": "ultrasound", "modality": ["US"], "k": 50}).json()["hits"]
     assert len(us) == 3 and {h["modality"] for h in us} == {"US"}
+    one = client.post("/v1/search/text", json={"text": "ultrasound", "modality": "US", "k": 50}).json()["hits"]
+    assert [h["id"] for h in one] == [h["id"] for h in us]  # a single string is a list of one
     series = client.post("/v1/search/text", json={"text": "ct", "group_by": "series", "k": 50}).json()["hits"]
     assert len(series) == N_IMAGES - 1
     page = client.post("/v1/search/text", json={"text": "right lower lobe consolidation", "k": 2, "offset": 3}).json()
@@ -666,7 +672,8 @@ def test_keys_required_on_every_v1_route(client: httpx.Client, anon: httpx.Clien
     image_id = ids["MR_small.dcm"]
     routes = v1_requests(image_id)
     spec = anon.get("/openapi.json").json()
-    assert {(m.upper(), p) for p, ops in spec["paths"].items() if p.startswith("/v1") for m in ops} == set(routes)
+    listed = {(m.upper(), p) for p, ops in spec["paths"].items() if p.startswith("/v1") for m in ops}
+    assert listed == set(routes) | PUBLIC_V1_ROUTES
     wrong: list[dict[str, str]] = [
         {},
         {"Authorization": "Bearer not-the-key"},
@@ -684,7 +691,7 @@ def test_keys_required_on_every_v1_route(client: httpx.Client, anon: httpx.Clien
         assert client.request(method, path, **kwargs).status_code == ok, (method, path)
         assert anon.request(method, path, headers={"Authorization": f"bearer {KEY}"}, **kwargs).status_code == ok
         assert anon.request(method, path, headers={"Authorization": f"Bearer {OTHER_KEY}"}, **kwargs).status_code == ok
-    for open_path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+    for open_path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json", "/v1/vocabulary"):
         assert anon.get(open_path).status_code == 200, open_path
 
 

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from indexer.pipeline import IndexOptions, run_index
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.index.milvus_index import EXACT_MAX, MilvusIndex
-from retrieval.search import QueryVector
+from retrieval.query import QueryVector
 from retrieval.store.models import Image, Vector
 from retrieval.store.repo import Filters
 from tests.backends import TEST_SALT, Backend, PostgresServer

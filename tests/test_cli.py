@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from retrieval.vocabulary import STATS_FIELDS
 from tests.conftest import REPO, SAMPLES
 
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
@@ -55,6 +56,7 @@ def test_index_search_stats_remove_rebuild(cli_env: dict[str, str]) -> None:
     stats = json.loads(run(["stats", "--json"], cli_env).stdout)
     assert stats["images"] == stats["vectors"] == stats["index_vectors"] == 10
     assert stats["standin_model"] is True and stats["by_modality"]["CR"] == 2
+    assert list(stats) == list(STATS_FIELDS) and stats["index"]["params"]["type"] == "flat"
 
     assert "removed 1 images" in run(["remove", "--id", str(top["id"])], cli_env).stdout
     assert json.loads(run(["stats", "--json"], cli_env).stdout)["index_vectors"] == 9

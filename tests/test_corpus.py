@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_index
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.imaging.decode import decode_bytes

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.index.base import VectorIndex
 from retrieval.store.models import Image

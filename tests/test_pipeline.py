@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from indexer.labels import load_labels
 from indexer.pipeline import IndexOptions, IndexSummary, run_index
-from retrieval import search as engine
+from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import IndexBusyError, ModelMismatchError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
@@ -15,24 +15,13 @@ from api.deps import FreshDep
 from api.schemas import FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
-from retrieval import search as engine
-from retrieval.errors import MedsearchError, TooLargeError
-from retrieval.search import MAX_K, MAX_TEXT_CHARS
-from retrieval.store.repo import Filters
+from retrieval import query as engine
+from retrieval.errors import ModelLoadError, TooLargeError
+from retrieval.query import MAX_K, MAX_TEXT_CHARS
+from retrieval.vocabulary import GroupBy
 
 router = APIRouter(prefix="/v1", tags=["search"])
 audit = logging.getLogger("medsearch.audit")
-GroupBy = Literal["image", "study", "series"]
-
-
-def _filters(params: FilterParams) -> Filters:
-    return Filters(
-        modality=params.modality,
-        body_part=params.body_part,
-        date_from=params.date_from,
-        date_to=params.date_to,
-        label=params.label,
-    )
 
 
 def _run(
@@ -42,7 +31,7 @@ def _run(
         state.collection,
         query,
         k=min(k + offset, MAX_K),
-        filters=_filters(params),
+        filters=params.store_filters(),
         exclude_same_patient=params.exclude_same_patient,
         exclude_same_study=params.exclude_same_study,
         group_by=group_by,
@@ -82,31 +71,10 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
     audit.info(json.dumps(line))
 
 
-def _filter_params(
-    modality: list[str] | None,
-    body_part: list[str] | None,
-    date_from: date | None,
-    date_to: date | None,
-    label: str | None,
-    exclude_same_patient: bool,
-    exclude_same_study: bool,
-) -> FilterParams:
-    """Filters given as form fields or query parameters (absent lists become empty)."""
-    return FilterParams(
-        modality=modality or [],
-        body_part=body_part or [],
-        date_from=date_from,
-        date_to=date_to,
-        label=label,
-        exclude_same_patient=exclude_same_patient,
-        exclude_same_study=exclude_same_study,
-    )
-
-
 def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: object) -> engine.QueryVector:
     """Run a model call: one at a time, and refused clearly when the model failed to load."""
     if state.model_error:
-        raise MedsearchError(state.model_error, code="model_unavailable")
+        raise ModelLoadError(state.model_error)
     with state.model_lock:
         return fn(*args)
 
@@ -125,17 +93,11 @@ async def search_image(
     state: FreshDep,
     request: Request,
     file: Annotated[UploadFile, File(description="DICOM, PNG, JPEG or TIFF")],
+    params: Annotated[FilterParams, Form()],
     text: Annotated[str | None, Form(max_length=MAX_TEXT_CHARS)] = None,
     text_weight: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
-    modality: Annotated[list[str] | None, Form()] = None,
-    body_part: Annotated[list[str] | None, Form()] = None,
-    date_from: Annotated[date | None, Form()] = None,
-    date_to: Annotated[date | None, Form()] = None,
-    label: Annotated[str | None, Form(max_length=200)] = None,
-    exclude_same_patient: Annotated[bool, Form()] = False,
-    exclude_same_study: Annotated[bool, Form()] = False,
     group_by: Annotated[GroupBy, Form()] = "image",
 ) -> SearchResponse:
     """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
@@ -143,7 +105,6 @@ async def search_image(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
-    params = _filter_params(modality, body_part, date_from, date_to, label, exclude_same_patient, exclude_same_study)
 
     def embed() -> engine.QueryVector:
         query = engine.embed_image(state.collection, data)
@@ -162,19 +123,12 @@ async def similar(
     image_id: int,
     state: FreshDep,
     request: Request,
+    params: Annotated[FilterParams, Query()],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
-    modality: Annotated[list[str] | None, Query()] = None,
-    body_part: Annotated[list[str] | None, Query()] = None,
-    date_from: date | None = None,
-    date_to: date | None = None,
-    label: Annotated[str | None, Query(max_length=200)] = None,
-    exclude_same_patient: bool = False,
-    exclude_same_study: bool = False,
     group_by: GroupBy = "image",
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed."""
-    params = _filter_params(modality, body_part, date_from, date_to, label, exclude_same_patient, exclude_same_study)
     query = await run_in_threadpool(engine.embed_id, state.collection, image_id)
     result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
     _audit(request, "id", params, k, len(result.hits))

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, StateDep
 from api.errors import error_response
+from retrieval.vocabulary import StatsReport, stats_report
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/v1/stats", summary="Collection statistics")
-async def stats(state: FreshDep) -> dict[str, Any]:
-    """Counts of images, vectors, studies, sources, failures; images by modality; the model."""
-    report: dict[str, Any] = await run_in_threadpool(state.collection.catalog.stats)
-    index = state.collection.index
-    fingerprint = state.collection.catalog.fingerprint()
-    report["index_vectors"] = index.ntotal if index is not None else 0
-    report["model"] = fingerprint.model_id if fingerprint else None
-    report["standin_model"] = bool(fingerprint and fingerprint.standin)
-    return report
+async def stats(state: FreshDep) -> StatsReport:
+    """Counts of images, vectors, studies, sources, failures; images by modality; the index; the model."""
+    return await run_in_threadpool(stats_report, state.collection)
 
 
 @router.get("/healthz", summary="Liveness")

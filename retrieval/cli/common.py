@@ -49,12 +49,6 @@ class IndexTypeChoice(StrEnum):
     ivf_fp16 = "ivf-fp16"
 
 
-class GroupChoice(StrEnum):
-    image = "image"
-    study = "study"
-    series = "series"
-
-
 def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")

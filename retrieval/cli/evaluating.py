@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from retrieval.cli.common import DataDir, app, fail, open_collection, out, standin_notice
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import BadQueryError, MedsearchError, WriteFailedError
 
 
 @app.command("eval")
@@ -55,7 +55,7 @@ def evaluate(
         fail(exc)
         return
     except OSError as exc:
-        fail(MedsearchError(f"could not write the report: {exc}", code="write_failed"))
+        fail(WriteFailedError(f"could not write the report: {exc}"))
         return
     if as_json:
         out.print_json(json.dumps(data))

@@ -24,7 +24,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.errors import MedsearchError
+from retrieval.errors import ListenFailedError, MedsearchError, SettingsError
 
 
 class AuthChoice(StrEnum):
@@ -38,7 +38,7 @@ def _secret(var: str | None, what: str) -> str | None:
         return None
     value = os.environ.get(var)
     if value is None:
-        raise MedsearchError(f"{what} environment variable {var} is not set", code="bad_settings")
+        raise SettingsError(f"{what} environment variable {var} is not set")
     return value
 
 
@@ -156,7 +156,7 @@ def listen(
         fail(exc)
         return
     except OSError as exc:
-        fail(MedsearchError(f"cannot listen: {exc.strerror or exc}", code="listen_failed"))
+        fail(ListenFailedError(f"cannot listen: {exc.strerror or exc}"))
         return
     import logging
 

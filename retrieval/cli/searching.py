@@ -12,7 +12,6 @@ from rich.table import Table
 
 from retrieval.cli.common import (
     DataDir,
-    GroupChoice,
     app,
     fail,
     open_collection,
@@ -24,6 +23,7 @@ from retrieval.cli.common import (
     standin_notice,
 )
 from retrieval.errors import MedsearchError
+from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 
 
 @app.command()
@@ -32,14 +32,14 @@ def search(
     text: Annotated[str | None, typer.Option(help="Query text, e.g. 'right lower lobe consolidation'.")] = None,
     image_id: Annotated[int | None, typer.Option("--id", help="Use an indexed image (by id) as the query.")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
-    modality: Annotated[list[str] | None, typer.Option(help="Only these modalities (repeatable).")] = None,
-    body_part: Annotated[list[str] | None, typer.Option(help="Only these body parts (repeatable).")] = None,
-    date_from: Annotated[str | None, typer.Option(help="Study date on or after (YYYY-MM-DD).")] = None,
-    date_to: Annotated[str | None, typer.Option(help="Study date on or before (YYYY-MM-DD).")] = None,
-    label: Annotated[str | None, typer.Option(help="Only images with this label.")] = None,
-    exclude_same_patient: Annotated[bool, typer.Option(help="Drop images of the query's patient.")] = False,
-    exclude_same_study: Annotated[bool, typer.Option(help="Drop images of the query's study.")] = False,
-    group_by: Annotated[GroupChoice, typer.Option(help="Best image per study or series.")] = GroupChoice.image,
+    modality: Annotated[list[str] | None, typer.Option(help=filter_help("modality") + " Repeatable.")] = None,
+    body_part: Annotated[list[str] | None, typer.Option(help=filter_help("body_part") + " Repeatable.")] = None,
+    date_from: Annotated[str | None, typer.Option(help=filter_help("date_from"))] = None,
+    date_to: Annotated[str | None, typer.Option(help=filter_help("date_to"))] = None,
+    label: Annotated[str | None, typer.Option(help=filter_help("label"))] = None,
+    exclude_same_patient: Annotated[bool, typer.Option(help=filter_help("exclude_same_patient"))] = False,
+    exclude_same_study: Annotated[bool, typer.Option(help=filter_help("exclude_same_study"))] = False,
+    group_by: Annotated[GroupBy, typer.Option(help="Best image per study or series.")] = "image",
     text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
     summarize: Annotated[
@@ -48,19 +48,20 @@ def search(
     data_dir: DataDir = None,
 ) -> None:
     """Find the most similar indexed images to an image, a text, an indexed image, or image+text."""
-    from retrieval import search as engine
-    from retrieval.store.repo import Filters
+    from retrieval import query as engine
 
     if image_id is not None and (image is not None or text is not None):
         raise typer.BadParameter("--id cannot be combined with --image or --text")
     if image is None and text is None and image_id is None:
         raise typer.BadParameter("give --image, --text or --id")
-    filters = Filters(
+    filters = SearchFilters(
         modality=modality or [],
         body_part=body_part or [],
         date_from=parse_date(date_from),
         date_to=parse_date(date_to),
         label=label,
+        exclude_same_patient=exclude_same_patient,
+        exclude_same_study=exclude_same_study,
     )
     data: bytes | None = None
     try:
@@ -86,10 +87,10 @@ def search(
             collection,
             query,
             k=k,
-            filters=filters,
-            exclude_same_patient=exclude_same_patient,
-            exclude_same_study=exclude_same_study,
-            group_by=group_by.value,
+            filters=filters.store_filters(),
+            exclude_same_patient=filters.exclude_same_patient,
+            exclude_same_study=filters.exclude_same_study,
+            group_by=group_by,
         )
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
     except MedsearchError as exc:
@@ -162,29 +163,23 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
     except MedsearchError as exc:
         fail(exc)
         return
-    report: dict[str, Any] = collection.catalog.stats()
-    index = collection.index
-    report["index_vectors"] = index.ntotal if index is not None else 0
-    describe = getattr(index, "describe", None)
-    report["index"] = describe() if describe is not None else None
-    fingerprint = collection.catalog.fingerprint()
-    report["model"] = fingerprint.model_id if fingerprint else None
-    report["model_fingerprint"] = fingerprint.key if fingerprint else None
-    report["standin_model"] = bool(fingerprint and fingerprint.standin)
+    report = stats_report(collection)
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
     for key in ("images", "vectors", "index_vectors", "studies", "sources", "failures", "model", "model_fingerprint"):
-        out.print(f"{key:>18}: {report[key]}")
+        out.print(f"{key:>18}: {report[key]}")  # type: ignore[literal-required]
     out.print(
         f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),
         highlight=False,
     )
     if report["index"]:
         info = report["index"]
-        params = ", ".join(f"{k}={v}" for k, v in info["params"].items() if k != "type")
+        described = info["params"]
+        kinds = dict(described) if isinstance(described, dict) else {}
+        params = ", ".join(f"{k}={v}" for k, v in kinds.items() if k != "type")
         mapped = ", memory-mapped" if info.get("memory_mapped") else ""
-        out.print(f"{'index':>18}: {info['params']['type']}" + (f" ({params})" if params else "") + mapped)
+        out.print(f"{'index':>18}: {kinds.get('type')}" + (f" ({params})" if params else "") + mapped)
     if report["failures_by_code"]:
         out.print(
             f"{'failures by code':>18}: "

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from retrieval.cli.common import DataDir, app, fail, key_app, say
-from retrieval.errors import MedsearchError
+from retrieval.errors import MedsearchError, SettingsError
 
 
 @app.command()
@@ -30,7 +30,7 @@ def serve(
         settings.check_bind()
         app_ = create_app(settings)
     except (MedsearchError, ValueError) as exc:
-        fail(exc if isinstance(exc, MedsearchError) else MedsearchError(str(exc), code="bad_settings"))
+        fail(exc if isinstance(exc, MedsearchError) else SettingsError(str(exc)))
         return
     logging.getLogger("medsearch").setLevel(logging.INFO)
     audit = logging.getLogger("medsearch.audit")  # one bare JSON object per line, for log shippers

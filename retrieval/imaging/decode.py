@@ -33,11 +33,4 @@ def decode_bytes(
     if data[:4] in (b"PK\x03\x04", b"\x1f\x8b\x08\x00", b"\x1f\x8b\x08\x08") or data[:2] == b"\x1f\x8b":
         raise NotAnImageError("an archive, not an image (index the archive itself to read its members)")
     # DICOM without the 128-byte preamble: parse leniently but insist on real pixel data.
-    try:
-        return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, force=True)
-    except NotAnImageError as exc:
-        if "no SOP class" in str(exc):  # lenient parsing found nothing DICOM-like
-            raise NotAnImageError(
-                "not a DICOM file or a supported image (PNG, JPEG, TIFF)", code="unsupported_format"
-            ) from exc
-        raise
+    return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, force=True)

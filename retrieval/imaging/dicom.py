@@ -13,7 +13,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 
-from retrieval.errors import DecodeError, NotAnImageError, TooLargeError
+from retrieval.errors import DecodeError, NotAnImageError, TooLargeError, UnsupportedFormatError
 from retrieval.imaging.types import (
     DecodedFrame,
     DecodedImage,
@@ -189,6 +189,8 @@ def decode_dicom(
     ds = read_dataset(data, force=force)
     if not any(tag in ds for tag in PIXEL_TAGS):
         sop_class = _text(ds, "SOPClassUID")
+        if force and not sop_class:  # lenient parsing of preamble-less bytes found nothing DICOM-like
+            raise UnsupportedFormatError("not a DICOM file or a supported image (PNG, JPEG, TIFF)")
         name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "no SOP class"
         if "Rows" in ds or "Columns" in ds:
             raise NotAnImageError(f"image attributes but no pixel data ({name}): truncated or stripped file")

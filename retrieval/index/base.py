@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,14 @@ class VectorIndex(Protocol):
     ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
 
     def save(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Type, parameters and size, for the stats report (`params.type` names the index type)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the back end holds (a connection, a file); a no-op when it holds nothing."""
+        ...
 
     def rebuild(self, catalog: Catalog) -> int: ...
 

@@ -231,6 +231,9 @@ class FaissIndex:
             "faiss_version": faiss.__version__,
         }
 
+    def close(self) -> None:
+        """Nothing to release: the index lives in memory (or a read-only memory map)."""
+
     def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
         """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type)."""
         with self._lock:

@@ -29,6 +29,8 @@ class VectorBackendError(MedsearchError):
     """The vector backend (a Milvus server) could not be reached or refused an operation."""
 
     code = "vector_backend_unavailable"
+    status = 503
+    title = "Vector back end unavailable"
 
 
 class _QuietLite(logging.Filter):
@@ -180,6 +182,13 @@ class MilvusIndex:
     @property
     def ntotal(self) -> int:
         return self._count
+
+    def describe(self) -> dict[str, Any]:
+        """Back end, collection and size (shown by `medsearch stats`; never the token)."""
+        return {
+            "params": {"type": "milvus", "collection": self.name, "lite": self.lite},
+            "vectors": self.ntotal,
+        }
 
     def close(self) -> None:
         """Release the connection (and Milvus Lite's file)."""

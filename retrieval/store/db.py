@@ -19,6 +19,8 @@ class UnsupportedDatabaseError(MedsearchError):
     """The database URL names an engine medsearch does not support (or cannot be parsed)."""
 
     code = "unsupported_database"
+    status = 503
+    title = "Unsupported database"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
 from retrieval.store.models import Base, Failure, Image, IndexInfo, Source, Vector, utcnow
+from retrieval.vocabulary import CatalogStats
 
 IdArray = npt.NDArray[np.int64]
 
@@ -265,19 +266,22 @@ class Catalog:
             return np.asarray(list(session.scalars(query)), dtype=np.int64)
 
     # -- stats and removal -----------------------------------------------------------------
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> CatalogStats:
         """Counts of images, vectors, sources, failures; images by modality; failures by code."""
         with self.sessions() as session:
 
             def count(model: type) -> int:
                 return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
-            by_modality = dict(
-                session.execute(
+            by_modality: dict[str, int] = {
+                str(m): int(n)
+                for m, n in session.execute(
                     select(func.coalesce(Image.modality, "(none)"), func.count()).group_by(Image.modality)
                 ).all()
-            )
-            by_code = dict(session.execute(select(Failure.code, func.count()).group_by(Failure.code)).all())
+            }
+            by_code = {
+                str(c): int(n) for c, n in session.execute(select(Failure.code, func.count()).group_by(Failure.code))
+            }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
             return {
                 "images": count(Image),

@@ -20,30 +20,40 @@ class SummarizerDisabledError(MedsearchError):
     """No summarizer is configured (MEDSEARCH_SUMMARIZER=none)."""
 
     code = "summarizer_disabled"
+    status = 501
+    title = "Summaries are off"
 
 
 class SummaryUnavailableError(MedsearchError):
     """The summary model cannot be loaded, or the summary server is down or refuses the request."""
 
     code = "summarizer_unavailable"
+    status = 503
+    title = "Summarizer unavailable"
 
 
 class SummaryTimeoutError(MedsearchError):
     """The summary did not arrive within MEDSEARCH_SUMMARY_TIMEOUT_SECONDS."""
 
     code = "summary_timeout"
+    status = 504
+    title = "Summary timed out"
 
 
 class SummaryBadReplyError(MedsearchError):
     """The summary server answered with something that is not a chat completion (bad JSON, broken stream)."""
 
     code = "summary_bad_reply"
+    status = 502
+    title = "Summarizer gave a bad reply"
 
 
 class SummaryTooLongError(MedsearchError):
     """Even the query and one match do not fit the model's context."""
 
     code = "summary_too_long"
+    status = 400
+    title = "Summary request too long"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import SettingsError
 from retrieval.settings import Settings
 from retrieval.summarize.base import Summarizer
 from retrieval.summarize.service import SummaryService
@@ -11,10 +11,9 @@ from retrieval.summarize.service import SummaryService
 def check_settings(settings: Settings) -> None:
     """Refuse an incomplete summary configuration at start-up, not at the first summary."""
     if settings.summarizer == "openai" and not settings.summary_url:
-        raise MedsearchError(
+        raise SettingsError(
             "MEDSEARCH_SUMMARIZER=openai needs MEDSEARCH_SUMMARY_URL, the server's base URL "
-            "(e.g. http://gpu-host:8000/v1 for `vllm serve google/medgemma-4b-it`)",
-            code="bad_settings",
+            "(e.g. http://gpu-host:8000/v1 for `vllm serve google/medgemma-4b-it`)"
         )
 
 

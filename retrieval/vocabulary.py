@@ -1,0 +1,178 @@
+"""The query vocabulary, defined once: filter fields, result grouping, the stats report and the error codes."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic.config import JsonDict
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12 (the stats route returns it)
+
+from retrieval.errors import MedsearchError, error_types
+
+if TYPE_CHECKING:  # the CLI reads this module for its option help: keep the store and models unimported
+    from retrieval.collection import Collection
+    from retrieval.store.repo import Filters
+
+FilterKind = Literal["list", "date", "text", "flag"]
+GroupBy = Literal["image", "study", "series"]
+GROUP_BY: tuple[GroupBy, ...] = get_args(GroupBy)
+# modules that define error classes (their codes register on import); tests/test_vocabulary.py checks the list
+ERROR_MODULES = (
+    "retrieval.errors",
+    "retrieval.dicomweb",
+    "retrieval.index.milvus_index",
+    "retrieval.store.db",
+    "retrieval.summarize.base",
+)
+
+
+def _one_or_many(value: object) -> object:
+    """A single string where a list is expected means a list of one (`"modality": "CT"`)."""
+    return [value] if isinstance(value, str) else value
+
+
+TextList = Annotated[list[str], BeforeValidator(_one_or_many)]
+
+
+def _kind(kind: FilterKind) -> JsonDict:
+    return {"kind": kind}
+
+
+class SearchFilters(BaseModel):
+    """Candidate filters, applied in SQL before the vector search (the CLI, the API and the page use these)."""
+
+    modality: TextList = Field(
+        default_factory=list,
+        max_length=32,
+        title="Modality",
+        description="Only these modalities (one or a list).",
+        examples=[["CR", "DX"]],
+        json_schema_extra=_kind("list"),
+    )
+    body_part: TextList = Field(
+        default_factory=list,
+        max_length=32,
+        title="Body part",
+        description="Only these body parts (one or a list).",
+        examples=[["CHEST"]],
+        json_schema_extra=_kind("list"),
+    )
+    date_from: date | None = Field(
+        default=None,
+        title="Study date from",
+        description="Study date on or after (YYYY-MM-DD).",
+        examples=["2020-01-01"],
+        json_schema_extra=_kind("date"),
+    )
+    date_to: date | None = Field(
+        default=None,
+        title="Study date to",
+        description="Study date on or before (YYYY-MM-DD).",
+        json_schema_extra=_kind("date"),
+    )
+    label: str | None = Field(
+        default=None,
+        max_length=200,
+        title="Label",
+        description="Only images with this label.",
+        json_schema_extra=_kind("text"),
+    )
+    exclude_same_patient: bool = Field(
+        default=False,
+        title="Exclude same patient",
+        description="Drop the query patient's images.",
+        json_schema_extra=_kind("flag"),
+    )
+    exclude_same_study: bool = Field(
+        default=False,
+        title="Exclude same study",
+        description="Drop the query study's images.",
+        json_schema_extra=_kind("flag"),
+    )
+
+    def store_filters(self) -> Filters:
+        """The SQL candidate restrictions (the exclusions are resolved against the query by the search)."""
+        from retrieval.store.repo import Filters
+
+        return Filters(
+            modality=list(self.modality),
+            body_part=list(self.body_part),
+            date_from=self.date_from,
+            date_to=self.date_to,
+            label=self.label,
+        )
+
+
+class FilterField(TypedDict):
+    """One filter as the page and other clients see it."""
+
+    name: str
+    kind: FilterKind
+    label: str
+
+
+def filter_fields() -> list[FilterField]:
+    """The filters in order, derived from `SearchFilters`."""
+    fields: list[FilterField] = []
+    for name, info in SearchFilters.model_fields.items():
+        extra = info.json_schema_extra
+        kind = extra["kind"] if isinstance(extra, dict) else None
+        if kind not in get_args(FilterKind):
+            raise TypeError(f"filter {name} has no kind")
+        fields.append({"name": name, "kind": kind, "label": info.title or name})  # type: ignore[typeddict-item]
+    return fields
+
+
+def filter_help(name: str) -> str:
+    """The help text of one filter (the CLI's option help)."""
+    return SearchFilters.model_fields[name].description or name
+
+
+class CatalogStats(TypedDict):
+    """Counts from the metadata store (the first part of the stats report)."""
+
+    images: int
+    vectors: int
+    studies: int
+    sources: int
+    failures: int
+    by_modality: dict[str, int]
+    failures_by_code: dict[str, int]
+
+
+class StatsReport(CatalogStats):
+    """What `medsearch stats` and `GET /v1/stats` report (the same fields in both)."""
+
+    index_vectors: int
+    index: dict[str, object] | None
+    model: str | None
+    model_fingerprint: str | None
+    standin_model: bool
+
+
+STATS_FIELDS: tuple[str, ...] = tuple(StatsReport.__annotations__)
+
+
+def stats_report(collection: Collection) -> StatsReport:
+    """The stats report of an opened collection."""
+    counts = collection.catalog.stats()
+    index = collection.index
+    fingerprint = collection.catalog.fingerprint()
+    return StatsReport(
+        **counts,
+        index_vectors=index.ntotal if index is not None else 0,
+        index=index.describe() if index is not None else None,
+        model=fingerprint.model_id if fingerprint else None,
+        model_fingerprint=fingerprint.key if fingerprint else None,
+        standin_model=bool(fingerprint and fingerprint.standin),
+    )
+
+
+def library_errors() -> dict[str, type[MedsearchError]]:
+    """Every error code the library can raise, with its class (status and title)."""
+    for module in ERROR_MODULES:
+        importlib.import_module(module)
+    return error_types()
