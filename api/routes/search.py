@@ -38,7 +38,7 @@ def _run(
     )[offset:]
     fingerprint = state.collection.catalog.fingerprint()
     template = state.settings.viewer_url_template
-    admitted = state.collection.catalog.candidate_ids(_filters(params))
+    admitted = state.collection.catalog.candidate_ids(params.store_filters())
     index = state.collection.index
     return SearchResponse(
         query=query.kind,
