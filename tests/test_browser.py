@@ -6,6 +6,7 @@ started as a subprocess on a temporary collection of data/samples indexed with t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 
 from api.config import hash_key
 from indexer.labels import load_labels
@@ -150,46 +151,8 @@ def _save_for_readme(shot: Path) -> None:
     assert SCREENSHOT.stat().st_size < 300_000
 
 
-def _contract_vocabulary() -> dict[str, object]:
-    """GET /v1/vocabulary as the engineers agreed it, from today's definitions (filters, grouping, error codes).
-
-    Stop-gap until the i10-core branch (which adds the endpoint) is merged: `_open` serves this only when the
-    server answers the route with 404, so after the merge the page reads the real endpoint.
-    """
-    from typing import get_args
-
-    from api.errors import STATUS_BY_CODE
-    from api.schemas import FilterParams, TextSearchRequest
-
-    def kind(annotation: object) -> str:
-        text = str(annotation)
-        return "list" if "list" in text else "date" if "date" in text else "flag" if annotation is bool else "text"
-
-    filters = [
-        {"name": name, "kind": kind(info.annotation), "label": name.replace("_", " ").capitalize()}
-        for name, info in FilterParams.model_fields.items()
-    ]
-    errors = {code: {"status": status, "title": code.replace("_", " ")} for code, status in STATUS_BY_CODE.items()}
-    group_by = list(get_args(TextSearchRequest.model_fields["group_by"].annotation))
-    return {"errors": errors, "filters": filters, "group_by": group_by, "stats": []}
-
-
 def _open(page: Page, base: str) -> None:
-    """Load the page; stand in for GET /v1/vocabulary while this branch's server has no such route."""
-    import json
-    import urllib.request
-    from urllib.error import HTTPError
-
-    try:
-        with urllib.request.urlopen(f"{base}/v1/vocabulary", timeout=30):
-            pass
-    except HTTPError as exc:
-        if exc.code != 404:
-            raise
-        body = json.dumps(_contract_vocabulary())
-        page.route(
-            "**/v1/vocabulary", lambda route: route.fulfill(status=200, content_type="application/json", body=body)
-        )
+    """Load the page and wait until it has read the vocabulary (filter fields, error titles)."""
     page.goto(base + "/")
     page.wait_for_selector("body[data-vocabulary=ready]")
 
@@ -475,6 +438,11 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     _open(pg, server)
     pg.fill("#k-input", "4")
+    # the filter fields and grouping are the API's vocabulary, in its order (no copy in the page)
+    vocabulary = json.loads(pg.evaluate("fetch('v1/vocabulary').then(r => r.text())"))
+    shown = pg.eval_on_selector_all("#filter-fields [data-filter]", "ns => ns.map(n => n.dataset.filter)")
+    assert shown == [f["name"] for f in vocabulary["filters"]]
+    assert pg.eval_on_selector_all("#group-by option", "os => os.map(o => o.value)") == vocabulary["group_by"]
 
     # the DICOM query is shown, rendered by the server with the window its indexed copy got
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
@@ -495,22 +463,29 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     pg.check("[data-testid=modality-CT]")
     _wait_for_new_results(pg, seq)
     assert pg.inner_text("#results-total") == "Results 1–2 of 2 images" and pg.inner_text("#results-page") == "page 1"
+    # what the page sends: read on the way through (Chromium shows multipart bodies only to a route)
+    sent: list[bytes] = []
+
+    def record(route: Route) -> None:
+        sent.append(route.request.post_data_buffer or b"")
+        route.continue_()
+
+    pg.route("**/v1/search/image", record)
     seq = pg.get_attribute("#results", "data-seq")
-    with pg.expect_request("**/v1/search/image") as sent:
-        pg.select_option("#group-by", "study")
+    pg.select_option("#group-by", "study")
     _wait_for_new_results(pg, seq)
     chips = pg.inner_text("#results-filters")
     assert "Modality: CT" in chips and "grouped by study" in chips
-    body = sent.value.post_data_buffer or b""
+    body = sent[-1]
     assert b'name="modality"\r\n\r\nCT' in body and b'name="group_by"\r\n\r\nstudy' in body
     assert b"show_duplicates" not in body  # off unless asked for
 
     # the duplicates toggle sends show_duplicates and says so in the header
     seq = pg.get_attribute("#results", "data-seq")
-    with pg.expect_request("**/v1/search/image") as sent:
-        pg.check("#show-duplicates")
+    pg.check("#show-duplicates")
     _wait_for_new_results(pg, seq)
-    assert b'name="show_duplicates"\r\n\r\ntrue' in (sent.value.post_data_buffer or b"")
+    assert b'name="show_duplicates"\r\n\r\ntrue' in sent[-1]
+    pg.unroute("**/v1/search/image")
     assert "duplicates shown" in pg.inner_text("#results-filters")
     pg.click("#filters-reset")
     pg.wait_for_function("() => document.getElementById('results-filters').innerText === 'no filters'")
