@@ -78,7 +78,9 @@ class ImageModel(BaseModel):
     columns: int | None
     photometric: str | None
     transfer_syntax: str | None
-    transfer_syntax_name: str | None = Field(default=None, description="e.g. 'JPEG 2000 Image Compression'.")
+    transfer_syntax_title: str | None = Field(
+        default=None, description="The transfer syntax in words, e.g. 'JPEG 2000 Image Compression'."
+    )
     window: str | None
     label: str | None
     report: str | None

@@ -36,7 +36,7 @@ def check_template(template: str | None) -> None:
             raise ValueError(f"viewer URL template has unknown placeholders {sorted(unknown)}; use {sorted(_FIELDS)}")
 
 
-def _uid_name(uid: str | None) -> str | None:
+def _uid_title(uid: str | None) -> str | None:
     """pydicom's name for a registered UID (a transfer syntax), or None when it has none."""
     if not uid:
         return None
@@ -83,7 +83,7 @@ def image_model(image: Image, template: str | None, dicomweb_url: str | None = N
         columns=image.columns,
         photometric=image.photometric,
         transfer_syntax=image.transfer_syntax,
-        transfer_syntax_name=_uid_name(image.transfer_syntax),
+        transfer_syntax_title=_uid_title(image.transfer_syntax),
         window=image.window,
         label=image.label,
         report=image.report,

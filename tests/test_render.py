@@ -156,4 +156,4 @@ def test_search_total_and_readable_metadata(client: httpx.Client, ids: dict[str,
     assert ct["total"] == 2  # CT_small and 693_J2KI
     meta = client.get(f"/v1/images/{ids['693_J2KI.dcm']}").json()
     assert meta["transfer_syntax"] == "1.2.840.10008.1.2.4.91"
-    assert meta["transfer_syntax_name"] == "JPEG 2000 Image Compression"
+    assert meta["transfer_syntax_title"] == "JPEG 2000 Image Compression"

@@ -21,7 +21,7 @@ const META_FIELDS = [
   ["size", "Size (rows × cols)"],
   ["frames", "Frame"],
   ["photometric", "Photometric"],
-  ["transfer_syntax", "Transfer syntax", (value, image) => image.transfer_syntax_name || value],
+  ["transfer_syntax", "Transfer syntax", (value, image) => image.transfer_syntax_title || value],
   ["window", "Window"],
   ["label", "Label"],
   ["report", "Report"],
