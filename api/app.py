@@ -19,7 +19,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
-from api.routes import images, search, summaries, system, vocabulary
+from api.routes import images, render, search, summaries, system, vocabulary
 from api.state import ServiceState
 from api.views import check_template
 from retrieval.collection import Collection, build_encoder
@@ -79,6 +79,7 @@ def create_app(
     app.include_router(images.router)
     app.include_router(system.router)
     app.include_router(summaries.router)
+    app.include_router(render.router)
     app.include_router(vocabulary.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -35,7 +35,9 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/search/image"): (400, 413, 415, 422, 503),
     ("get", "/v1/images/{image_id}"): (404, 422),
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
-    ("get", "/v1/images/{image_id}/preview"): _PNG,
+    ("get", "/v1/images/{image_id}/preview"): (400, *_PNG),  # 400: a window preset the image cannot take
+    ("get", "/v1/render/windows"): (),
+    ("post", "/v1/render"): (400, 413, 415, 422),
     ("get", "/v1/images/{image_id}/similar"): (400, 404, 422),
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),

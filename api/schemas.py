@@ -83,6 +83,7 @@ class SearchResponse(BaseModel):
     query: str = Field(description="image, text, image+text or id")
     k: int
     offset: int
+    total: int = Field(description="Indexed images the filters admit (before exclusions and grouping).")
     hits: list[HitModel]
     model: str | None
     standin_model: bool = Field(description="True when the offline stand-in model is in use (meaningless scores).")
@@ -110,6 +111,9 @@ class ImageModel(BaseModel):
     columns: int | None
     photometric: str | None
     transfer_syntax: str | None
+    transfer_syntax_title: str | None = Field(
+        default=None, description="The transfer syntax in words, e.g. 'JPEG 2000 Image Compression'."
+    )
     window: str | None
     label: str | None
     report: str | None

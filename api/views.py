@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from string import Formatter
 
+from pydicom.uid import UID
+
 from api.schemas import HitModel, ImageModel
 from retrieval.query import Hit
 from retrieval.sources.dicomweb import retrieve_url
@@ -32,6 +34,14 @@ def check_template(template: str | None) -> None:
         unknown = names - _FIELDS
         if unknown:
             raise ValueError(f"viewer URL template has unknown placeholders {sorted(unknown)}; use {sorted(_FIELDS)}")
+
+
+def _uid_title(uid: str | None) -> str | None:
+    """pydicom's name for a registered UID (a transfer syntax), or None when it has none."""
+    if not uid:
+        return None
+    name = UID(uid).name
+    return name if name and name != uid else None
 
 
 def _retrieve_url(dicomweb_url: str | None, image: Image) -> str | None:
@@ -73,6 +83,7 @@ def image_model(image: Image, template: str | None, dicomweb_url: str | None = N
         columns=image.columns,
         photometric=image.photometric,
         transfer_syntax=image.transfer_syntax,
+        transfer_syntax_title=_uid_title(image.transfer_syntax),
         window=image.window,
         label=image.label,
         report=image.report,

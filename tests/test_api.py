@@ -55,6 +55,8 @@ V1_ROUTES = {
     ("GET", "/v1/summaries/status"),
     ("POST", "/v1/summaries"),
     ("POST", "/v1/summaries/stream"),
+    ("POST", "/v1/render"),
+    ("GET", "/v1/render/windows"),
 }
 PUBLIC_V1_ROUTES = {("GET", "/v1/vocabulary")}  # no API key, no data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -661,6 +663,8 @@ def v1_requests(image_id: int) -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/v1/summaries/status"): {},
         ("POST", "/v1/summaries"): {"json": {"query_id": image_id, "match_ids": [image_id + 1]}},
         ("POST", "/v1/summaries/stream"): {"json": {"query_id": image_id, "match_ids": [image_id + 1]}},
+        ("POST", "/v1/render"): {"files": upload},
+        ("GET", "/v1/render/windows"): {},
     }
 
 

@@ -6,7 +6,9 @@ started as a subprocess on a temporary collection of data/samples indexed with t
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 
 from api.config import hash_key
 from indexer.pipeline import IndexOptions, run_index
@@ -149,6 +151,12 @@ def _save_for_readme(shot: Path) -> None:
     assert SCREENSHOT.stat().st_size < 300_000
 
 
+def _open(page: Page, base: str) -> None:
+    """Load the page and wait until it has read the vocabulary (filter fields, error titles)."""
+    page.goto(base + "/")
+    page.wait_for_selector("body[data-vocabulary=ready]")
+
+
 def _wait_for_new_results(page: Page, after_seq: str | None) -> None:
     try:
         page.wait_for_function(
@@ -176,7 +184,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    pg.goto(server + "/")
+    _open(pg, server)
     # the stand-in model is announced, the header shows the collection
     pg.wait_for_selector("#standin-banner:not([hidden])")
     assert "scores are meaningless" in pg.inner_text("#standin-banner")
@@ -286,7 +294,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
 @pytest.mark.timeout(300)
 def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: Page) -> None:
     pg = page
-    pg.goto(keyed_server + "/")
+    _open(pg, keyed_server)
     # without a key: the header says so, and a search shows the 401 readably
     pg.wait_for_function("() => document.getElementById('stats').innerText.includes('API key needed')")
     pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
@@ -349,19 +357,21 @@ def _watch_summary_text(page: Page) -> None:
 def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summary_server: str, page: Page) -> None:
     pg = page
     # summaries off (the default): the button says so and explains how to turn them on
-    pg.goto(server + "/")
+    _open(pg, server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
     _wait_for_new_results(pg, "0")
     pg.wait_for_selector("#summarize-button[data-enabled=false]")
     assert pg.is_disabled("#summarize-button") and "off" in pg.inner_text("#summarize-button")
     assert "MEDSEARCH_SUMMARIZER" in (pg.get_attribute("#summarize-button", "title") or "")
+    assert pg.is_hidden("#summary-standin-banner")
 
     # summaries on: click, the text streams into the panel, the notice and the compared cases show
-    pg.goto(summary_server + "/")
+    _open(pg, summary_server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
     _wait_for_new_results(pg, "0")
     _thumbs_loaded(pg)
     pg.wait_for_selector("#summarize-button[data-enabled=true]:not([disabled])")
+    assert "stand-in summarizer" in pg.inner_text("#summary-standin-banner")  # the tiny Gemma is announced
     _watch_summary_text(pg)
     pg.click("#summarize-button")
     pg.wait_for_selector("#summary-panel:not([hidden])")
@@ -393,3 +403,180 @@ def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summar
     partial = pg.inner_text("#summary-text")
     pg.wait_for_timeout(1000)
     assert pg.inner_text("#summary-text") == partial  # nothing more arrives after a cancel
+
+
+_PIXEL_SUM = (
+    "sel => { const i = document.querySelector(sel); const c = document.createElement('canvas');"
+    " c.width = i.naturalWidth; c.height = i.naturalHeight; const x = c.getContext('2d'); x.drawImage(i, 0, 0);"
+    " const d = x.getImageData(0, 0, c.width, c.height).data; let s = 0;"
+    " for (let j = 0; j < d.length; j += 4) s += d[j];"
+    " return s; }"
+)
+
+
+def _loaded(page: Page, selector: str) -> None:
+    page.wait_for_function(
+        "sel => { const i = document.querySelector(sel); return i && i.src && i.complete && i.naturalWidth > 0; }",
+        arg=selector,
+    )
+
+
+def _compare_ready(page: Page, window: str) -> None:
+    page.wait_for_function(
+        "w => { const p = document.getElementById('compare');"
+        " return p.dataset.state === 'ready' && p.dataset.window === w; }",
+        arg=window,
+    )
+    _loaded(page, "#compare-query-img")
+    _loaded(page, "#compare-hit-img")
+
+
+@pytest.mark.timeout(300)
+def test_page_query_preview_header_compare_and_presets(server: str, page: Page) -> None:
+    pg = page
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    _open(pg, server)
+    pg.fill("#k-input", "4")
+    # the filter fields and grouping are the API's vocabulary, in its order (no copy in the page)
+    vocabulary = json.loads(pg.evaluate("fetch('v1/vocabulary').then(r => r.text())"))
+    shown = pg.eval_on_selector_all("#filter-fields [data-filter]", "ns => ns.map(n => n.dataset.filter)")
+    assert shown == [f["name"] for f in vocabulary["filters"]]
+    assert pg.eval_on_selector_all("#group-by option", "os => os.map(o => o.value)") == vocabulary["group_by"]
+
+    # the DICOM query is shown, rendered by the server with the window its indexed copy got
+    pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
+    _wait_for_new_results(pg, "0")
+    _loaded(pg, "#file-thumb")
+    assert pg.get_attribute("#file-thumb", "data-source") == "server"
+    assert pg.get_attribute("#file-thumb", "data-window") == "ct:soft-tissue"
+    _loaded(pg, "[data-testid=query-thumb]")
+
+    # the header: total, page and the active filters
+    assert pg.inner_text("#results-total") == "Results 1–4 of 10 images"
+    assert pg.inner_text("#results-page") == "page 1" and pg.inner_text("#results-filters") == "no filters"
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#page-next")
+    _wait_for_new_results(pg, seq)
+    assert pg.inner_text("#results-total") == "Results 5–8 of 10 images" and pg.inner_text("#results-page") == "page 2"
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.check("[data-testid=modality-CT]")
+    _wait_for_new_results(pg, seq)
+    assert pg.inner_text("#results-total") == "Results 1–2 of 2 images" and pg.inner_text("#results-page") == "page 1"
+    # what the page sends: read on the way through (Chromium shows multipart bodies only to a route)
+    sent: list[bytes] = []
+
+    def record(route: Route) -> None:
+        sent.append(route.request.post_data_buffer or b"")
+        route.continue_()
+
+    pg.route("**/v1/search/image", record)
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.select_option("#group-by", "study")
+    _wait_for_new_results(pg, seq)
+    chips = pg.inner_text("#results-filters")
+    assert "Modality: CT" in chips and "grouped by study" in chips
+    body = sent[-1]
+    assert b'name="modality"\r\n\r\nCT' in body and b'name="group_by"\r\n\r\nstudy' in body
+    assert b"show_duplicates" not in body  # off unless asked for
+
+    # the duplicates toggle sends show_duplicates and says so in the header
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.check("#show-duplicates")
+    _wait_for_new_results(pg, seq)
+    assert b'name="show_duplicates"\r\n\r\ntrue' in sent[-1]
+    pg.unroute("**/v1/search/image")
+    assert "duplicates shown" in pg.inner_text("#results-filters")
+    pg.click("#filters-reset")
+    pg.wait_for_function("() => document.getElementById('results-filters').innerText === 'no filters'")
+
+    # dates are ISO text fields; anything else is refused with the format to use
+    assert pg.get_attribute("[data-testid=filter-date_from]", "placeholder") == "YYYY-MM-DD"
+    assert pg.get_attribute("[data-testid=filter-date_from]", "type") == "text"
+    pg.fill("[data-testid=filter-date_from]", "01/19/2004")
+    pg.press("[data-testid=filter-date_from]", "Tab")
+    pg.wait_for_selector("#error:not([hidden])")
+    assert "use YYYY-MM-DD" in pg.inner_text("#error")
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.fill("[data-testid=filter-date_from]", "2004-01-19")
+    pg.press("[data-testid=filter-date_from]", "Tab")
+    _wait_for_new_results(pg, seq)
+    chips = pg.eval_on_selector_all("#results-filters .filter-chip", "cs => cs.map(c => c.textContent)")
+    assert [c for c in chips if c.endswith(": 2004-01-19")] == chips, chips  # the label is the vocabulary's
+    pg.fill("[data-testid=filter-date_from]", "")
+
+    # the detail panel: readable transfer syntax and times; then compare the query with the hit
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.fill("#k-input", "10")
+    pg.click("#search-button")
+    _wait_for_new_results(pg, seq)
+    pg.click("[data-testid=result][data-source='CT_small.dcm']")
+    pg.wait_for_selector("#detail-meta[data-loaded=true]")
+    assert pg.inner_text("[data-field=transfer_syntax]") == "Explicit VR Little Endian"
+    assert pg.get_attribute("[data-field=transfer_syntax]", "title") == "1.2.840.10008.1.2.1"
+    indexed_at = pg.inner_text("[data-field=indexed_at]")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}( UTC)?", indexed_at), indexed_at
+    pg.click("#compare-open")
+    _compare_ready(pg, "")
+    assert pg.get_attribute("#compare-note", "data-presets") == "on"
+    before = pg.evaluate(_PIXEL_SUM, "#compare-hit-img")
+    query_before = pg.evaluate(_PIXEL_SUM, "#compare-query-img")
+    assert before == query_before  # the same image on both sides, as indexed
+    pg.click("[data-testid=preset-lung]")
+    _compare_ready(pg, "lung")
+    assert pg.get_attribute("#compare-hit-img", "data-window") == "ct:lung"
+    assert pg.get_attribute("#compare-query-img", "data-window") == "ct:lung"
+    lung = pg.evaluate(_PIXEL_SUM, "#compare-hit-img")
+    assert lung != before and pg.evaluate(_PIXEL_SUM, "#compare-query-img") == lung
+    pg.click("[data-testid=preset-bone]")
+    _compare_ready(pg, "bone")
+    assert pg.evaluate(_PIXEL_SUM, "#compare-hit-img") not in (before, lung)
+    _shot(pg, "08-compare.png")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#compare", state="hidden")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#detail", state="hidden")
+
+    # an MR hit: presets change the CT query only, and say why
+    pg.click("[data-testid=result][data-source='MR_small.dcm']")
+    pg.click("#compare-open")
+    _compare_ready(pg, "")
+    mr_before = pg.evaluate(_PIXEL_SUM, "#compare-hit-img")
+    assert "the hit is MR (DICOM)" in pg.inner_text("#compare-note")
+    pg.click("[data-testid=preset-brain]")
+    _compare_ready(pg, "brain")
+    assert pg.get_attribute("#compare-query-img", "data-window") == "ct:brain"
+    assert pg.get_attribute("#compare-hit-img", "data-window") != "ct:brain"
+    assert pg.evaluate(_PIXEL_SUM, "#compare-hit-img") == mr_before
+    pg.keyboard.press("Escape")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#detail", state="hidden")
+
+    # an MR query with an MR hit: presets are off, with the reason
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
+    _wait_for_new_results(pg, seq)
+    pg.click("[data-testid=result][data-source='MR_small.dcm']")
+    pg.click("#compare-open")
+    _compare_ready(pg, "")
+    assert pg.get_attribute("#compare-note", "data-presets") == "off"
+    assert pg.is_disabled("[data-testid=preset-lung]") and "apply to CT DICOM" in pg.inner_text("#compare-note")
+    pg.keyboard.press("Escape")
+    pg.keyboard.press("Escape")
+
+    # an error stays in view below the sticky top bar wherever the page is scrolled
+    pg.set_viewport_size({"width": 1400, "height": 520})
+    pg.evaluate("document.getElementById('file-clear').click(); document.getElementById('search-form').requestSubmit()")
+    pg.wait_for_selector("#error:not([hidden])")
+    assert pg.query_selector_all("[data-testid=result]")  # a form error keeps the results: the page still scrolls
+    pg.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    box = pg.evaluate(
+        "() => { const e = document.getElementById('error').getBoundingClientRect();"
+        " const bar = document.querySelector('.topbar').getBoundingClientRect();"
+        " const hit = document.elementFromPoint(e.left + e.width / 2, e.top + e.height / 2);"
+        " const inside = document.getElementById('error').contains(hit);"
+        " return {top: e.top, bottom: e.bottom, bar: bar.bottom, inside, scrolled: window.scrollY}; }"
+    )
+    assert box["scrolled"] > 200 and box["top"] >= box["bar"] and box["bottom"] <= 520 and box["inside"], box
+    _shot(pg, "09-sticky-error.png")
+    assert not errors, errors

@@ -314,6 +314,7 @@ def test_summary_routes_whole_streamed_and_cached(api: TestClient, caplog: pytes
     names = _by_name(api)
     status = api.get("/v1/summaries/status").json()
     assert status["enabled"] is True and status["backend"] == "transformers" and status["matches"] == 4
+    assert status["standin"] is True  # the tiny Gemma carries the stand-in marker: the page announces it
     query = names["CT_small.dcm"]
     matches = [names[n] for n in ("MR_small.dcm", "CT_small.dcm", "emri_small.dcm", "JPEG-LL.dcm", "RG1_J2KI.dcm")]
     with caplog.at_level(logging.INFO, logger="medsearch.audit"):
@@ -375,6 +376,7 @@ def test_disabled_summarizer_is_501_with_the_way_to_enable_it(data_dir: Path, ti
     with _app_client(data_dir, tiny_model) as client:
         status = client.get("/v1/summaries/status").json()
         assert status["enabled"] is False and "MEDSEARCH_SUMMARIZER" in status["message"]
+        assert status["standin"] is False
         for route in ("/v1/summaries", "/v1/summaries/stream"):
             response = client.post(route, json={"query_id": 1, "match_ids": [2]})
             assert response.status_code == 501

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, ImageIdDep
+from api.routes.render import png_response
 from api.schemas import ImageModel
 from api.state import ServiceState
 from api.views import image_model
 from retrieval.errors import NotFoundError
-from retrieval.render import cached_png
+from retrieval.render import SIZES, cached_png
 from retrieval.store.models import Image
+from retrieval.window_render import render_indexed
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
@@ -53,6 +57,13 @@ async def thumbnail(image_id: ImageIdDep, state: FreshDep) -> Response:
     summary="1024 px PNG rendered from the source",
     responses={200: {"content": {"image/png": {}}}},
 )
-async def preview(image_id: ImageIdDep, state: FreshDep) -> Response:
-    """The image's own frame, windowed as at indexing time, at most 1024 x 1024."""
+async def preview(
+    image_id: ImageIdDep,
+    state: FreshDep,
+    window: Annotated[str | None, Query(description="a CT preset (GET /v1/render/windows)")] = None,
+) -> Response:
+    """The image's own frame, windowed as at indexing time (or under a CT `window` preset), at most 1024 x 1024."""
+    if window:
+        image = await run_in_threadpool(_image, state, image_id)
+        return png_response(await run_in_threadpool(render_indexed, image, SIZES["preview"], state.settings, window))
     return await _png(state, image_id, "preview")

@@ -39,10 +39,13 @@ def _run(
     )[offset:]
     fingerprint = state.collection.catalog.fingerprint()
     template = state.settings.viewer_url_template
+    admitted = state.collection.catalog.candidate_ids(params.store_filters())
+    index = state.collection.index
     return SearchResponse(
         query=query.kind,
         k=k,
         offset=offset,
+        total=len(admitted) if admitted is not None else (index.ntotal if index is not None else 0),
         hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),

@@ -22,6 +22,7 @@ from retrieval.errors import BadQueryError, MedsearchError, TooLargeError
 from retrieval.summarize.base import NOTICE, Summary
 from retrieval.summarize.cases import MAX_MATCH_IDS, MAX_QUERY_TEXT, build_request
 from retrieval.summarize.service import DISABLED_HELP, SummaryStream
+from retrieval.summarize.standin import is_standin
 
 router = APIRouter(prefix="/v1/summaries", tags=["summaries"])
 log = logging.getLogger("medsearch.api")
@@ -60,6 +61,7 @@ class SummaryStatus(BaseModel):
     matches: int
     notice: str
     message: str | None = None
+    standin: bool = Field(default=False, description="True when the model is the offline stand-in (garbage text).")
 
 
 _BODY_DOC: dict[str, Any] = {
@@ -169,10 +171,12 @@ async def _in_executor(state: ServiceState, fn: Any, *args: Any) -> Any:
 async def status(state: StateDep, _key: KeyDep) -> SummaryStatus:
     """The configured backend and model (no secrets); `enabled: false` with the way to turn them on."""
     service = state.summaries
+    model = service.summarizer.model if service.summarizer is not None else None
     return SummaryStatus(
         enabled=service.enabled,
         backend=service.backend,
-        model=service.summarizer.model if service.summarizer is not None else None,
+        model=model,
+        standin=is_standin(model),
         matches=state.settings.summary_matches,
         notice=NOTICE,
         message=None if service.enabled else DISABLED_HELP,

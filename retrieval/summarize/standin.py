@@ -7,6 +7,12 @@ from pathlib import Path
 
 STANDIN_MARKER = "medsearch-standin.json"
 
+
+def is_standin(model_ref: str | None) -> bool:
+    """True when the summary model is a local folder built by build_standin_summarizer (random weights)."""
+    return bool(model_ref) and Path(str(model_ref), STANDIN_MARKER).is_file()
+
+
 _SPECIALS = [
     "<pad>",
     "<eos>",

@@ -1,0 +1,176 @@
+// The detail panel of one image: large preview, readable metadata, DICOM UIDs, viewer link, actions.
+
+import { apiJson } from "./api.js";
+import { openCompare } from "./compare.js";
+import { $, basename, el, fmtDateTime, fmtScore } from "./dom.js";
+import { hideError, showError } from "./errors.js";
+import { loadImage, releaseImage } from "./images.js";
+import { run } from "./search.js";
+import { state } from "./state.js";
+
+// [field, title, format]; formats turn API values into what a reader expects
+const META_FIELDS = [
+  ["kind", "Kind"],
+  ["modality", "Modality"],
+  ["body_part", "Body part"],
+  ["view_position", "View position"],
+  ["study_date", "Study date"],
+  ["sex", "Sex"],
+  ["age", "Age"],
+  ["manufacturer", "Manufacturer"],
+  ["size", "Size (rows × cols)"],
+  ["frames", "Frame"],
+  ["photometric", "Photometric"],
+  ["transfer_syntax", "Transfer syntax", (value, image) => image.transfer_syntax_title || value],
+  ["window", "Window"],
+  ["label", "Label"],
+  ["report", "Report"],
+  ["source", "Source"],
+  ["indexed_at", "Indexed at", (value) => fmtDateTime(value)],
+];
+
+function detailTitle(rec) {
+  const parts = [rec.modality || "unknown modality"];
+  if (rec.body_part) parts.push(rec.body_part);
+  if (rec.label) parts.push(rec.label);
+  if (rec.study_date) parts.push(rec.study_date);
+  return parts.join(" · ");
+}
+
+export function openDetail(hit, opener) {
+  const panel = $("detail");
+  state.detailHit = hit;
+  state.opener = opener || null;
+  for (const c of document.querySelectorAll(".card.selected")) c.classList.remove("selected");
+  if (opener && opener.classList.contains("card")) opener.classList.add("selected");
+  panel.dataset.id = String(hit.id);
+  $("detail-title").textContent = detailTitle(hit);
+  const caption = [];
+  if (hit.rank !== undefined) caption.push(`rank ${hit.rank}`, `score ${fmtScore(hit.score)}`);
+  if (hit.text_score !== null && hit.text_score !== undefined) caption.push(`text p ${fmtScore(hit.text_score)}`);
+  caption.push(basename(hit.source));
+  if (hit.frame) caption.push(`frame ${hit.frame}`);
+  caption.push(`image id ${hit.id}`);
+  $("detail-caption").textContent = caption.join(" · ");
+  const preview = $("detail-preview");
+  preview.removeAttribute("src");
+  preview.classList.remove("loaded");
+  preview.onload = () => preview.classList.add("loaded");
+  preview.alt = `Preview of image ${hit.id}`;
+  loadImage(preview, hit.preview_url || `v1/images/${hit.id}/preview`, "detail");
+  renderUids(hit);
+  setViewer(hit.viewer_url);
+  const q = state.query;
+  const compare = $("compare-open");
+  compare.hidden = !q || q.kind === "text" || (q.kind === "similar" && q.pivot.id === hit.id);
+  hideError($("detail-error"));
+  const meta = $("detail-meta");
+  meta.replaceChildren();
+  meta.dataset.loaded = "false";
+  panel.hidden = false;
+  document.body.classList.add("detail-open");
+  $("detail-close").focus();
+  loadMeta(hit.id);
+}
+
+async function loadMeta(id) {
+  try {
+    const image = await apiJson(`v1/images/${id}`);
+    if (!state.detailHit || state.detailHit.id !== id) return;
+    image.size = image.rows && image.columns ? `${image.rows} × ${image.columns}` : null;
+    image.frames = `${image.frame} of ${image.number_of_frames}`;
+    const meta = $("detail-meta");
+    for (const [key, title, format] of META_FIELDS) {
+      const value = image[key];
+      if (value === null || value === undefined || value === "") continue;
+      const dd = el("dd", { textContent: String(format ? format(value, image) : value) });
+      dd.dataset.field = key;
+      if (key === "transfer_syntax") dd.title = value;
+      meta.append(el("dt", { textContent: title }), dd);
+    }
+    meta.dataset.loaded = "true";
+    renderUids(image);
+    if (image.viewer_url) setViewer(image.viewer_url);
+    $("detail-title").textContent = detailTitle(image);
+  } catch (err) {
+    if (state.detailHit && state.detailHit.id === id) showError($("detail-error"), err);
+  }
+}
+
+function renderUids(rec) {
+  const box = $("detail-uids");
+  box.replaceChildren();
+  const rows = [
+    ["study", "Study Instance UID", rec.study_instance_uid],
+    ["series", "Series Instance UID", rec.series_instance_uid],
+    ["sop", "SOP Instance UID", rec.sop_instance_uid],
+  ];
+  for (const [key, title, value] of rows) {
+    const code = el("code", { textContent: value || "—" });
+    code.dataset.uid = key;
+    code.dataset.testid = `uid-${key}`;
+    const dd = el("dd", {}, code);
+    if (value) {
+      const copy = el("button", { type: "button", className: "icon-btn copy", textContent: "Copy", "aria-label": `Copy ${title}` });
+      copy.addEventListener("click", () => copyText(value, copy, code));
+      dd.append(copy);
+    }
+    box.append(el("dt", { textContent: title }), dd);
+  }
+}
+
+async function copyText(text, button, code) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    button.textContent = "Selected";
+  }
+  setTimeout(() => (button.textContent = "Copy"), 1500);
+}
+
+function setViewer(url) {
+  const link = $("viewer-link");
+  if (url) {
+    link.href = url;
+    link.hidden = false;
+  } else {
+    link.removeAttribute("href");
+    link.hidden = true;
+  }
+}
+
+export function closeDetail() {
+  const panel = $("detail");
+  if (panel.hidden) return;
+  panel.hidden = true;
+  document.body.classList.remove("detail-open");
+  $("detail-preview").removeAttribute("src");
+  releaseImage("detail");
+  state.detailHit = null;
+  for (const c of document.querySelectorAll(".card.selected")) c.classList.remove("selected");
+  const opener = state.opener;
+  state.opener = null;
+  if (opener && document.body.contains(opener)) opener.focus();
+}
+
+export function findSimilar() {
+  const hit = state.detailHit;
+  if (!hit) return;
+  const pivot = { ...hit };
+  state.opener = null;
+  closeDetail();
+  run({ kind: "similar", pivot }, 0).then(() => {
+    const first = $("results").querySelector(".card");
+    if (first) first.focus();
+  });
+}
+
+export function compareDetail() {
+  if (state.detailHit) openCompare(state.detailHit);
+}

@@ -1,0 +1,157 @@
+// The page's entry point: reads the vocabulary, builds the filters, wires events and keyboard.
+
+import { ApiError, saveApiKey } from "./api.js";
+import { closeCompare } from "./compare.js";
+import { closeDetail, compareDetail, findSimilar } from "./detail.js";
+import { $ } from "./dom.js";
+import { showError } from "./errors.js";
+import { renderFilters, resetFilters, setFilterChangeHandler } from "./filters.js";
+import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
+import { queryFromForm, setFile, updateWeight } from "./query.js";
+import { rerun, run } from "./search.js";
+import { state } from "./state.js";
+import { loadVocabulary } from "./vocabulary.js";
+
+function moveFocus(event) {
+  const cards = [...$("results").querySelectorAll(".card")];
+  const i = cards.indexOf(document.activeElement);
+  if (i < 0) return;
+  let columns = 1;
+  const top = cards[0].offsetTop;
+  while (columns < cards.length && cards[columns].offsetTop === top) columns++;
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns }[event.key];
+  let target = null;
+  if (step !== undefined) target = cards[i + step];
+  if (event.key === "Home") target = cards[0];
+  if (event.key === "End") target = cards[cards.length - 1];
+  if (target) {
+    event.preventDefault();
+    target.focus();
+  }
+}
+
+function onKey(event) {
+  if (event.key === "Escape" && closeCompare()) {
+    event.preventDefault();
+    return;
+  }
+  if (event.key === "Escape" && !$("detail").hidden) {
+    event.preventDefault();
+    closeDetail();
+    return;
+  }
+  const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || "");
+  if (event.key === "/" && !typing) {
+    event.preventDefault();
+    $("text-input").focus();
+    return;
+  }
+  if (document.activeElement?.classList.contains("card")) moveFocus(event);
+}
+
+function chooseFile(file) {
+  setFile(file);
+  run(queryFromForm(), 0);
+}
+
+function wireDrop() {
+  const fileInput = $("file-input");
+  fileInput.addEventListener("change", () => {
+    if (fileInput.files && fileInput.files[0]) chooseFile(fileInput.files[0]);
+  });
+  const zone = $("dropzone");
+  zone.addEventListener("click", (event) => {
+    if (event.target.closest("#file-clear") || event.target === fileInput) return;
+    fileInput.click();
+  });
+  zone.addEventListener("keydown", (event) => {
+    if ((event.key === "Enter" || event.key === " ") && event.target === zone) {
+      event.preventDefault();
+      fileInput.click();
+    }
+  });
+  $("file-clear").addEventListener("click", (event) => {
+    event.stopPropagation();
+    setFile(null);
+    zone.focus();
+  });
+  let depth = 0;
+  window.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    depth++;
+    document.body.classList.add("dragging");
+  });
+  window.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) document.body.classList.remove("dragging");
+  });
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => {
+    event.preventDefault();
+    depth = 0;
+    document.body.classList.remove("dragging");
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) chooseFile(file);
+  });
+}
+
+function wireKey() {
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("api-key-input").value.trim();
+    if (key) saveApiKey(key);
+    updateKeyUi();
+    $("key-box").open = false;
+    start();
+  });
+  $("api-key-clear").addEventListener("click", () => {
+    saveApiKey("");
+    updateKeyUi();
+    start();
+  });
+}
+
+// The vocabulary first (filter fields, error titles), then the stats that fill the modality choices.
+async function start() {
+  await loadVocabulary();
+  renderFilters();
+  await loadStats();
+  document.body.dataset.vocabulary = $("filter-fields").querySelector("[data-filter]") ? "ready" : "missing";
+}
+
+function init() {
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = queryFromForm();
+    if (!query) {
+      showError($("error"), new ApiError(0, "bad_query", "Choose or drop an image, or type text, then search."));
+      return;
+    }
+    run(query, 0);
+  });
+  wireDrop();
+  wireKey();
+  setFilterChangeHandler(rerun);
+  $("text-input").addEventListener("input", updateWeight);
+  $("text-weight").addEventListener("input", updateWeight);
+  $("group-by").addEventListener("change", rerun);
+  $("show-duplicates").addEventListener("change", rerun);
+  $("filters-reset").addEventListener("click", () => {
+    resetFilters();
+    rerun();
+  });
+  $("page-prev").addEventListener("click", () => state.query && run(state.query, Math.max(0, state.offset - state.k)));
+  $("page-next").addEventListener("click", () => state.query && run(state.query, state.offset + state.k));
+  $("detail-close").addEventListener("click", closeDetail);
+  $("find-similar").addEventListener("click", findSimilar);
+  $("compare-open").addEventListener("click", compareDetail);
+  $("compare-close").addEventListener("click", closeCompare);
+  document.addEventListener("keydown", onKey);
+  trackTopbar();
+  updateKeyUi();
+  updateWeight();
+  refreshReady();
+  start();
+}
+
+init();

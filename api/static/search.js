@@ -1,0 +1,75 @@
+// Running a search: one request per query kind built from one filter object, results rendered in order.
+
+import { apiJson } from "./api.js";
+import { $ } from "./dom.js";
+import { hideError, showError } from "./errors.js";
+import { appendFilters, readFilters } from "./filters.js";
+import { setStandin } from "./header.js";
+import { readK } from "./query.js";
+import { clearResults, renderQuerySummary, renderResults } from "./results.js";
+import { state } from "./state.js";
+
+export function buildRequest(query, offset, k, filters) {
+  if (query.kind === "image") {
+    const form = new FormData();
+    form.append("file", query.file, query.file.name);
+    if (query.text) {
+      form.append("text", query.text);
+      form.append("text_weight", String(query.weight));
+    }
+    appendFilters(form, { k, offset, ...filters });
+    return ["v1/search/image", { method: "POST", body: form }];
+  }
+  if (query.kind === "text") {
+    const body = JSON.stringify({ text: query.text, k, offset, ...filters });
+    return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
+  }
+  const params = appendFilters(new URLSearchParams(), { k, offset, ...filters });
+  return [`v1/images/${query.pivot.id}/similar?${params}`, { method: "GET" }];
+}
+
+export async function run(query, offset) {
+  const k = readK();
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  const seq = ++state.seq;
+  state.query = query;
+  $("intro").hidden = true;
+  hideError($("error"));
+  document.body.dataset.state = "loading";
+  $("results").setAttribute("aria-busy", "true");
+  $("status").textContent = "Searching…";
+  renderQuerySummary(query);
+  document.dispatchEvent(new CustomEvent("medsearch:search", { detail: { query } }));
+  const started = performance.now();
+  try {
+    const filters = readFilters();
+    const [path, options] = buildRequest(query, offset, k, filters);
+    const body = await apiJson(path, { ...options, signal: controller.signal });
+    if (seq !== state.seq) return;
+    state.offset = body.offset;
+    state.k = body.k;
+    setStandin(Boolean(body.standin_model));
+    renderResults(body, seq, filters);
+    document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits } }));
+    const ms = Math.round(performance.now() - started);
+    const n = body.hits.length;
+    $("status").textContent = `${n} result${n === 1 ? "" : "s"} · ${ms} ms`;
+  } catch (err) {
+    if (err && err.name === "AbortError") return;
+    if (seq !== state.seq) return;
+    showError($("error"), err);
+    clearResults();
+    $("status").textContent = "";
+  } finally {
+    if (seq === state.seq) {
+      document.body.dataset.state = "idle";
+      $("results").removeAttribute("aria-busy");
+    }
+  }
+}
+
+export function rerun() {
+  if (state.query) run(state.query, 0);
+}

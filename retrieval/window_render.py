@@ -1,0 +1,101 @@
+"""PNG renderings of file bytes as indexed, or under a named CT window preset (the page's compare view)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image as PILImage
+from pydicom.dataset import Dataset
+
+from retrieval.errors import BadQueryError, DecodeError
+from retrieval.imaging.decode import decode_bytes
+from retrieval.imaging.dicom import read_dataset
+from retrieval.imaging.raster import looks_like_raster
+from retrieval.imaging.types import DecodeLimits
+from retrieval.imaging.windowing import CT_PRESETS
+from retrieval.settings import Settings
+from retrieval.sources.read import read_source
+from retrieval.store.models import Image
+
+PRESET_MODALITY = "CT"
+_FILE_VOI = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTSequence", "VOILUTFunction")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """A PNG and what it shows: file kind, modality and the window that was applied (as in metadata)."""
+
+    png: bytes
+    kind: str
+    modality: str | None
+    window: str
+
+
+def check_window(name: str) -> str:
+    """A known preset name, or a bad_query error that lists them."""
+    if name not in CT_PRESETS:
+        raise BadQueryError(f"unknown window {name!r}; one of: {', '.join(CT_PRESETS)}")
+    return name
+
+
+def _has_dicm(data: bytes) -> bool:
+    """A DICOM file with its preamble (the preamble itself may look like a TIFF header)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _without_file_voi(data: bytes) -> bytes:
+    """The file re-written without its own window/VOI LUT, so the decoder applies the CT preset instead."""
+    ds: Dataset = read_dataset(data, force=not _has_dicm(data))
+    modality = str(ds.get("Modality") or "").upper() or "no modality"
+    if modality != PRESET_MODALITY:
+        raise BadQueryError(f"window presets apply to CT images only; this image is {modality}")
+    for keyword in _FILE_VOI:
+        if keyword in ds:
+            delattr(ds, keyword)
+    out = io.BytesIO()
+    try:
+        ds.save_as(out, enforce_file_format=False)
+    except Exception as exc:  # a dataset pydicom read but cannot write back
+        raise DecodeError(f"the file could not be re-windowed: {type(exc).__name__}: {exc}") from exc
+    return out.getvalue()
+
+
+def render(
+    data: bytes, size: int, settings: Settings, *, window: str | None = None, frame: int | None = None
+) -> Rendering:
+    """Decode like the indexer (the middle frame unless one is named) and scale into size x size.
+
+    Without `window` the picture is windowed exactly as at indexing time; with one (a CT preset name) the
+    file's own window is set aside and the preset applied. A preset on a raster or a non-CT DICOM is a
+    bad_query error that says why.
+    """
+    if window is not None:
+        check_window(window)
+        if not _has_dicm(data) and looks_like_raster(data[:16]):
+            raise BadQueryError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
+        data = _without_file_voi(data)
+    decoded = decode_bytes(
+        data,
+        frames=frame if frame is not None else "middle",
+        limits=DecodeLimits(max_pixels=settings.max_pixels),
+        ct_window=window or settings.ct_window,
+    )
+    pixels = np.rint(np.clip(decoded.frames[0].pixels, 0, 1) * 255).astype(np.uint8)
+    picture = PILImage.fromarray(pixels)
+    picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    meta = decoded.meta
+    return Rendering(png=buf.getvalue(), kind=meta.kind, modality=meta.modality, window=meta.window or "")
+
+
+def render_indexed(image: Image, size: int, settings: Settings, window: str) -> Rendering:
+    """An indexed image's own frame under a CT preset, read from its source (not cached: presets vary)."""
+    check_window(window)
+    if image.kind != "dicom":
+        raise BadQueryError("window presets apply to CT DICOM images; this image is a PNG/JPEG/TIFF picture")
+    if (image.modality or "").upper() != PRESET_MODALITY:
+        raise BadQueryError(f"window presets apply to CT images only; this image is {image.modality or 'no modality'}")
+    return render(read_source(image.source_uri, settings), size, settings, window=window, frame=image.frame)
