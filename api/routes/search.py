@@ -19,6 +19,7 @@ from retrieval import search as engine
 from retrieval.errors import MedsearchError, TooLargeError
 from retrieval.search import MAX_K, MAX_TEXT_CHARS
 from retrieval.store.repo import Filters
+from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
 audit = logging.getLogger("medsearch.audit")
@@ -36,16 +37,24 @@ def _filters(params: FilterParams) -> Filters:
 
 
 def _run(
-    state: ServiceState, query: engine.QueryVector, params: FilterParams, k: int, offset: int, group_by: GroupBy
+    state: ServiceState,
+    query: engine.QueryVector,
+    params: FilterParams,
+    k: int,
+    offset: int,
+    group_by: GroupBy,
+    show_duplicates: bool = False,
 ) -> SearchResponse:
+    filters = _filters(params)
     hits = engine.search(
         state.collection,
         query,
         k=min(k + offset, MAX_K),
-        filters=_filters(params),
+        filters=filters,
         exclude_same_patient=params.exclude_same_patient,
         exclude_same_study=params.exclude_same_study,
         group_by=group_by,
+        show_duplicates=show_duplicates,
     )[offset:]
     fingerprint = state.collection.catalog.fingerprint()
     template = state.settings.viewer_url_template
@@ -56,6 +65,7 @@ def _run(
         hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
+        empty_reason=None if hits else why_empty(state.collection, filters, offset),
     )
 
 
@@ -112,7 +122,7 @@ def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: o
 async def search_text(body: TextSearchRequest, state: FreshDep, request: Request) -> SearchResponse:
     """Images most similar to a text; hits carry the calibrated sigmoid score as well as the cosine."""
     query = await run_in_threadpool(_encode, state, engine.embed_text, state.collection, body.text)
-    result = await run_in_threadpool(_run, state, query, body, body.k, body.offset, body.group_by)
+    result = await run_in_threadpool(_run, state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
     _audit(request, "text", body, body.k, len(result.hits))
     return result
 
@@ -134,6 +144,7 @@ async def search_image(
     exclude_same_patient: Annotated[bool, Form()] = False,
     exclude_same_study: Annotated[bool, Form()] = False,
     group_by: Annotated[GroupBy, Form()] = "image",
+    show_duplicates: Annotated[bool, Form()] = False,
 ) -> SearchResponse:
     """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
     limit = state.settings.max_upload_bytes
@@ -149,7 +160,7 @@ async def search_image(
         return query
 
     query = await run_in_threadpool(_encode, state, embed)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
+    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
     _audit(request, query.kind, params, k, len(result.hits))
     return result
 
@@ -169,10 +180,11 @@ async def similar(
     exclude_same_patient: bool = False,
     exclude_same_study: bool = False,
     group_by: GroupBy = "image",
+    show_duplicates: bool = False,
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed."""
     params = _filter_params(modality, body_part, date_from, date_to, label, exclude_same_patient, exclude_same_study)
     query = await run_in_threadpool(engine.embed_id, state.collection, image_id)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
+    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
     _audit(request, "id", params, k, len(result.hits))
     return result
