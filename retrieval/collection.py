@@ -17,6 +17,7 @@ from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
 from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
+from retrieval.settings_errors import prepare_data_dir
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.repo import Catalog
 
@@ -34,7 +35,7 @@ class Collection:
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[Settings], Encoder] = build_encoder) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.data_dir)
         self.engine = make_engine(settings.resolved_database_url)
         self.catalog = Catalog(session_factory(self.engine))
         self.salt = self._patient_salt()
