@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from datetime import date
 from enum import StrEnum
@@ -62,13 +63,13 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # odd VR values in a file are not the user's to fix
-    try:
+    # transformers reads both variables above when (and only if) it is imported: importing it here just to
+    # quieten it would cost seconds on commands that never load a model, and delay the offline-model error
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:
