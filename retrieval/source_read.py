@@ -19,7 +19,9 @@ def read_file(path: Path, max_bytes: int) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"source file {path} no longer exists") from exc
+        raise NotFoundError(f"no such file: {path}") from exc
+    except IsADirectoryError as exc:
+        raise DecodeError(f"{path} is a folder, not a file") from exc
     except OSError as exc:
         raise DecodeError(f"file could not be read: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
@@ -31,7 +33,10 @@ def read_uri(uri: str, max_bytes: int) -> bytes:
     """Bytes of an indexed source (URIs come from the store, never from a client)."""
     archive, sep, member = uri.partition(ARCHIVE_SEPARATOR)
     if not sep:
-        return read_file(Path(uri), max_bytes)
+        try:
+            return read_file(Path(uri), max_bytes)
+        except NotFoundError as exc:  # indexed from there, gone since
+            raise NotFoundError(f"source file {uri} no longer exists (it was indexed from there)") from exc
     try:
         if archive.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf, zf.open(member) as stream:
