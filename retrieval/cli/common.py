@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from retrieval import library_warnings
 from retrieval.errors import MedsearchError
 from retrieval.settings import Settings
 
@@ -62,7 +63,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pydicom").setLevel(logging.ERROR)  # odd VR values in a file are not the user's to fix
+    library_warnings.install()  # odd VR values in a file are not the user's to fix: counted, not printed
     # transformers reads both variables above when (and only if) it is imported: importing it here just to
     # quieten it would cost seconds on commands that never load a model, and delay the offline-model error
     if "transformers" in sys.modules:
