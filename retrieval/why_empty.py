@@ -52,7 +52,8 @@ def why_empty(collection: Collection, filters: Filters, offset: int = 0) -> str:
         if found is not None and len(found) == 0:
             empty_alone.append(_NAMES.get(item.name, item.name))
     active = active_filters(filters)
-    culprits = f"; on its own, {', '.join(empty_alone)} matches nothing" if empty_alone else ""
+    verb = "matches" if len(empty_alone) == 1 else "each match"
+    culprits = f"; on its own, {' and '.join(empty_alone)} {verb} nothing" if empty_alone else ""
     return f"no image matches these filters: {_listing(active)}{culprits}"
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from retrieval.cli.common import (
     DataDir,
@@ -20,7 +21,7 @@ from retrieval.cli.common import (
     say,
     standin_notice,
 )
-from retrieval.cli.tables import hits_table
+from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import MedsearchError
 from retrieval.why_empty import why_empty
 
@@ -116,8 +117,10 @@ def search(
             report["summary"] = asdict(summary) if summary is not None else None
         out.print_json(json.dumps(report))
         return
-    out.print(hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide))
-    if empty_reason is not None:
+    if empty_reason is None:
+        table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)
+        (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
+    else:
         say(f"no results: {empty_reason}")
     standin_notice(collection)
     if summary is not None:

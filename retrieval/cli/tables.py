@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
-UID_KEEP = 10
+UID_KEEP = 8
+WIDE_WIDTH = 1000  # --wide tables take the width their values need; the terminal wraps the lines
 
 
 def short_uid(uid: str | None, keep: int = UID_KEEP) -> str:
@@ -24,19 +26,22 @@ def file_name(source: str) -> str:
 
 
 def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
-    """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole."""
-    table = Table(title=title)
+    """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole
+    (print it with `WIDE_WIDTH` so that it is not squeezed into the terminal)."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )  # no side rules: room for the data
     texts = any(h.text_score is not None for h in hits)
     copies = any(h.duplicates for h in hits)
-    columns: list[tuple[str, bool]] = [("rank", True), ("id", True), ("score", True)]  # (name, never wrap)
+    columns: list[tuple[str, bool]] = [("#", True), ("id", True), ("score", True)]  # (name, never shortened)
     columns += [("p", True)] if texts else []
-    columns += [("modality", True)] + ([("body part", False)] if wide else []) + [("date", True), ("label", False)]
+    columns += [("mod", True)] + ([("body part", False)] if wide else []) + [("date", True), ("label", False)]
     columns += [("copies", True)] if copies else []
-    columns += [("study UID", wide)]
+    columns += [("study UID", True)]
     columns += [("series UID", True), ("SOP UID", True), ("frame", True)] if wide else []
     columns += [("source", wide)]
-    for name, no_wrap in columns:
-        table.add_column(name, no_wrap=no_wrap, overflow="fold" if wide else "ellipsis")
+    for name, fixed in columns:  # wide: every value whole on one line (printed at its natural width)
+        table.add_column(name, no_wrap=fixed or wide, overflow="fold" if wide else "ellipsis")
     for hit in hits:
         row = hit.as_dict()
         image = hit.image
