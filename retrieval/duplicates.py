@@ -12,8 +12,8 @@ import numpy.typing as npt
 from retrieval.store.repo import Catalog
 
 # Copies of one image (same pixels, another SOP Instance UID) embed to the same vector up to float noise
-# (cosine 1.0000); two different images of the same patient and view stay well below 0.999.
-DEFAULT_THRESHOLD = 0.999
+# (cosine 1.0000 +- 1e-6); the threshold (MEDSEARCH_DUPLICATE_THRESHOLD, 0.9999) leaves room for that noise
+# but not for neighbouring frames of one series (0.999 with the stand-in model).
 NEIGHBOURS = 16  # neighbours looked at per image when listing every set (`medsearch duplicates`)
 
 
