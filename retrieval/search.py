@@ -165,7 +165,8 @@ def search(
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
         hits = _rank(collection, scores[0], ids[0], group_by, fetch, skip)
-        vectors = vectors_of(collection.catalog, [h.image.id for h in hits])
+        needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
+        vectors = vectors_of(collection.catalog, [h.image.id for h in hits]) if needed else {}
         if not show_duplicates:
             hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
         if len(hits) >= k or fetch >= available:

@@ -136,13 +136,17 @@ def test_api_show_duplicates_and_text_score(tripled: Path, tiny_model: Path, tmp
     with running_process(argv, env, f"{url}/readyz", tmp_path / "serve.log"):
         upload = (SAMPLES / RADIOGRAPH).read_bytes()
         files = {"file": (RADIOGRAPH, upload, "application/dicom")}
-        folded = httpx.post(f"{url}/v1/search/image", files=files, data={"k": "3"}, timeout=60).json()["hits"]
+        answer = httpx.post(f"{url}/v1/search/image", files=files, data={"k": "3"}, timeout=60).json()
+        folded = answer["hits"]
+        assert answer["empty_reason"] is None
         assert folded[0]["duplicates"] == 2 and folded[1]["score"] < 0.999
         shown = httpx.post(
             f"{url}/v1/search/image", files=files, data={"k": "3", "show_duplicates": "true"}, timeout=60
         ).json()["hits"]
         assert [h["duplicates"] for h in shown] == [0, 0, 0] and all(h["score"] > 0.999 for h in shown)
         copies = [h["id"] for h in shown]
+        none = httpx.post(f"{url}/v1/search/text", json={"text": "chest", "modality": ["XA"]}, timeout=60).json()
+        assert none["hits"] == [] and "no image matches these filters: modality=XA" in none["empty_reason"]
         data = {"k": "3", "show_duplicates": "true", "text": "chest x-ray", "text_weight": "0.3"}
         both = httpx.post(f"{url}/v1/search/image", files=files, data=data, timeout=60).json()
         assert both["query"] == "image+text"
