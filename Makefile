@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo test lint peers bench-ingest bench-api bench-summary bench-search clean
+.PHONY: install demo serve-demo test lint peers bench-ingest bench-api bench-summary bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/medsearch demo
+
+# the demo, then the web page on its collection (http://127.0.0.1:8000/)
+serve-demo: install
+	$(BIN)/medsearch demo --serve
 
 lint: install
 	$(BIN)/ruff check .

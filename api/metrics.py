@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from retrieval import library_warnings
+
+
+class LibraryWarnings(Collector):
+    """Warnings from libraries about malformed files, by library and kind (instead of a log line per request)."""
+
+    def __init__(self, tally: library_warnings.WarningTally) -> None:
+        self.tally = tally
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "medsearch_library_warnings", "Library warnings about malformed files", labels=["library", "kind"]
+        )
+        for (library, kind), count in sorted(self.tally.snapshot().items()):
+            family.add_metric([library, kind], count)
+        yield family
 
 
 class Metrics:
@@ -17,6 +36,7 @@ class Metrics:
         self.requests = Counter(
             "medsearch_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
+        self.registry.register(LibraryWarnings(library_warnings.install()))
         self.latency = Histogram(
             "medsearch_request_seconds",
             "HTTP request latency",

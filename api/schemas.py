@@ -52,6 +52,7 @@ class TextSearchRequest(JsonFilters):
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"
+    show_duplicates: bool = Field(default=False, strict=True, description="Also list near-duplicate copies of a hit.")
 
 
 class HitModel(BaseModel):
@@ -60,7 +61,12 @@ class HitModel(BaseModel):
     rank: int
     id: int
     score: float = Field(description="Cosine similarity to the query.")
-    text_score: float | None = Field(default=None, description="Calibrated text-image probability (text queries).")
+    text_score: float | None = Field(
+        default=None, description="Calibrated text-image probability of the query text (text and image+text queries)."
+    )
+    duplicates: int = Field(
+        default=0, description="Near-duplicate copies folded into this hit (0 with show_duplicates)."
+    )
     modality: str | None
     body_part: str | None
     study_date: str | None
@@ -87,6 +93,9 @@ class SearchResponse(BaseModel):
     hits: list[HitModel]
     model: str | None
     standin_model: bool = Field(description="True when the offline stand-in model is in use (meaningless scores).")
+    empty_reason: str | None = Field(
+        default=None, description="Why there are no hits: nothing indexed yet, or which filters match no image."
+    )
 
 
 class ImageModel(BaseModel):

@@ -14,11 +14,13 @@ from sqlalchemy import Engine
 
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
-from retrieval.errors import IndexBusyError, SaltMismatchError, SaltRequiredError
+from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
 from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
+from retrieval.settings_errors import prepare_data_dir
+from retrieval.standin_hint import with_standin_hint
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.repo import Catalog
 
@@ -53,7 +55,7 @@ class Collection:
 
     def _migrate(self) -> Engine:
         """Step 1: the data folder and the store, its schema migrated to the newest revision."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(self.settings.data_dir)
         return make_engine(self.settings.resolved_database_url)
 
     def _check_salt(self) -> bytes:
@@ -102,7 +104,10 @@ class Collection:
         with self._lock:
             if self._encoder is None:
                 encoder = self._encoder_factory(self.settings)
-                fingerprint = encoder.fingerprint
+                try:
+                    fingerprint = encoder.fingerprint
+                except ModelLoadError as exc:
+                    raise with_standin_hint(exc, self.settings) from exc
                 self.catalog.check_or_record_fingerprint(fingerprint)
                 if self._index is None or self._index.width != fingerprint.width:
                     self._open_index(fingerprint.width)

@@ -144,6 +144,14 @@ class SettingsError(MedsearchError):
     title = "Server settings invalid"
 
 
+class DataDirError(MedsearchError):
+    """The data folder cannot be created or written (a file is in the way, no permission, read-only)."""
+
+    code = "bad_data_dir"
+    status = 503
+    title = "Data folder unusable"
+
+
 class InsecureBindError(SettingsError):
     """The service would listen beyond loopback without API keys."""
 

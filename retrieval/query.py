@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
+from retrieval.duplicates import collapse, vectors_of
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.imaging.types import DecodeLimits
 from retrieval.prepare import prepare_bytes
@@ -29,6 +30,11 @@ class Hit:
     image: Image
     score: float
     text_score: float | None = None
+    duplicates: int = 0  # near-duplicate copies folded into this hit (retrieval.duplicates)
+
+    @property
+    def image_id(self) -> int:
+        return self.image.id
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready view (no patient identifiers: the hash stays internal)."""
@@ -38,6 +44,7 @@ class Hit:
             "id": img.id,
             "score": round(self.score, 6),
             "text_score": None if self.text_score is None else round(self.text_score, 6),
+            "duplicates": self.duplicates,
             "modality": img.modality,
             "body_part": img.body_part,
             "study_date": img.study_date.isoformat() if img.study_date else None,
@@ -60,6 +67,7 @@ class QueryVector:
     patient_hash: str | None = None
     study_uid: str | None = None
     image_id: int | None = None
+    text_vector: npt.NDArray[np.float32] | None = None  # the text part of an image+text query
 
 
 def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -113,7 +121,13 @@ def combine(image: QueryVector, text: QueryVector, text_weight: float) -> QueryV
     if not 0.0 <= text_weight <= 1.0:
         raise BadQueryError("text_weight must be between 0 and 1")
     vector = _unit((1.0 - text_weight) * image.vector + text_weight * text.vector)
-    return QueryVector(vector=vector, kind="image+text", patient_hash=image.patient_hash, study_uid=image.study_uid)
+    return QueryVector(
+        vector=vector,
+        kind="image+text",
+        patient_hash=image.patient_hash,
+        study_uid=image.study_uid,
+        text_vector=text.vector,
+    )
 
 
 def search(
@@ -125,8 +139,13 @@ def search(
     exclude_same_patient: bool = False,
     exclude_same_study: bool = False,
     group_by: GroupBy = "image",
+    show_duplicates: bool = False,
 ) -> list[Hit]:
-    """Top-k hits for an embedded query; filters restrict candidates in SQL before the vector search."""
+    """Top-k hits for an embedded query; filters restrict candidates in SQL before the vector search.
+
+    Near-duplicates (cosine >= MEDSEARCH_DUPLICATE_THRESHOLD between two hits) are folded into the best of
+    them, which counts them in `duplicates`, unless `show_duplicates`.
+    """
     if not 1 <= k <= MAX_K:
         raise BadQueryError(f"k must be between 1 and {MAX_K}")
     filters = filters or Filters()
@@ -145,15 +164,35 @@ def search(
     fetch = (k if group_by == "image" else k * 4) + (1 if skip is not None else 0)
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
-        hits = _rank(collection, scores[0], ids[0], group_by, k, skip)
+        hits = _rank(collection, scores[0], ids[0], group_by, fetch, skip)
+        needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
+        vectors = vectors_of(collection.catalog, [h.image.id for h in hits]) if needed else {}
+        if not show_duplicates:
+            hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
         if len(hits) >= k or fetch >= available:
             break
         fetch *= 4
-    if query.kind == "text" and hits:
-        calibrated = collection.load_encoder().text_scores(np.asarray([h.score for h in hits], np.float32))
-        for hit, value in zip(hits, calibrated, strict=True):
-            hit.text_score = float(value)
+    hits = hits[:k]
+    for rank, hit in enumerate(hits, start=1):
+        hit.rank = rank
+    _add_text_scores(collection, query, hits, vectors)
     return hits
+
+
+def _add_text_scores(
+    collection: Collection, query: QueryVector, hits: list[Hit], vectors: dict[int, npt.NDArray[np.float32]]
+) -> None:
+    """Calibrated text-image probability of each hit: of its score for a text query, of the text part's cosine
+    with the hit's vector for an image+text query."""
+    if not hits or (query.kind != "text" and query.text_vector is None):
+        return
+    text_vector = query.text_vector
+    if text_vector is not None:  # a hit whose vector was removed meanwhile keeps text_score None
+        hits = [h for h in hits if h.image.id in vectors]
+    cosines = [h.score if text_vector is None else float(np.dot(vectors[h.image.id], text_vector)) for h in hits]
+    calibrated = collection.load_encoder().text_scores(np.asarray(cosines, np.float32))
+    for hit, value in zip(hits, calibrated, strict=True):
+        hit.text_score = float(value)
 
 
 def _rank(

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     index_ef_construction: int = Field(default=80, ge=8, description="HNSW build-time beam width.")
     index_ef_search: int | None = Field(default=None, ge=1, description="HNSW query-time beam width.")
     index_mmap: bool = Field(default=False, description="Memory-map the FAISS file (read-only until a write).")
+    duplicate_threshold: float = Field(
+        default=0.9999, gt=0, le=1, description="Cosine from which two images count as copies (folded in results)."
+    )
     exact_filter_max: int = Field(
         default=20_000, ge=0, description="Filtered searches with at most this many candidates are exact."
     )

@@ -123,14 +123,19 @@ def tiny_gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def running_process(
-    argv: list[str], env: dict[str, str], ready_url: str, log_path: Path, timeout: float = 120.0
+    argv: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    log_path: Path,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
 ) -> Iterator[None]:
     """Start a server process, wait until `ready_url` answers 200, and always stop it by its PID afterwards.
 
     Fails the test (with the end of its log) when the process exits early or is not ready in time.
     """
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         deadline = time.monotonic() + timeout
         while True:

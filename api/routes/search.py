@@ -20,26 +20,35 @@ from retrieval import query as engine
 from retrieval.errors import ModelLoadError, TooLargeError
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy
+from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
 audit = logging.getLogger("medsearch.audit")
 
 
 def _run(
-    state: ServiceState, query: engine.QueryVector, params: FilterParams, k: int, offset: int, group_by: GroupBy
+    state: ServiceState,
+    query: engine.QueryVector,
+    params: FilterParams,
+    k: int,
+    offset: int,
+    group_by: GroupBy,
+    show_duplicates: bool = False,
 ) -> SearchResponse:
+    filters = params.store_filters()
     hits = engine.search(
         state.collection,
         query,
         k=min(k + offset, MAX_K),
-        filters=params.store_filters(),
+        filters=filters,
         exclude_same_patient=params.exclude_same_patient,
         exclude_same_study=params.exclude_same_study,
         group_by=group_by,
+        show_duplicates=show_duplicates,
     )[offset:]
     fingerprint = state.collection.catalog.fingerprint()
     template = state.settings.viewer_url_template
-    admitted = state.collection.catalog.candidate_ids(params.store_filters())
+    admitted = state.collection.catalog.candidate_ids(filters)
     index = state.collection.index
     return SearchResponse(
         query=query.kind,
@@ -49,6 +58,7 @@ def _run(
         hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
+        empty_reason=None if hits else why_empty(state.collection, filters, offset),
     )
 
 
@@ -80,7 +90,7 @@ def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: o
 async def search_text(body: TextSearchRequest, state: FreshDep, request: Request) -> SearchResponse:
     """Images most similar to a text; hits carry the calibrated sigmoid score as well as the cosine."""
     query = await run_in_threadpool(_encode, state, engine.embed_text, state.collection, body.text)
-    result = await run_in_threadpool(_run, state, query, body, body.k, body.offset, body.group_by)
+    result = await run_in_threadpool(_run, state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
     _audit(request, "text", body, body.k, len(result.hits))
     return result
 
@@ -96,6 +106,7 @@ async def search_image(
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
     group_by: Annotated[GroupBy, Form()] = "image",
+    show_duplicates: Annotated[bool, Form()] = False,
 ) -> SearchResponse:
     """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
     limit = state.settings.max_upload_bytes
@@ -110,7 +121,7 @@ async def search_image(
         return query
 
     query = await run_in_threadpool(_encode, state, embed)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
+    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
     _audit(request, query.kind, params, k, len(result.hits))
     return result
 
@@ -124,9 +135,10 @@ async def similar(
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     group_by: GroupBy = "image",
+    show_duplicates: bool = False,
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed."""
     query = await run_in_threadpool(engine.embed_id, state.collection, image_id)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by)
+    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
     _audit(request, "id", params, k, len(result.hits))
     return result

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from retrieval.cli import dev, evaluating, indexing, pacs, searching, service  # noqa: F401  # registers the commands
+from retrieval.cli import copies, dev, evaluating, indexing, pacs, searching, service  # noqa: F401  # registers the commands
 from retrieval.cli.common import app, err, quiet_libraries
 from retrieval.errors import ModelLoadError
+from retrieval.settings_errors import translate
 
 __all__ = ["app", "main"]
 
@@ -18,4 +19,11 @@ def main() -> None:
         app()
     except ModelLoadError as exc:  # pragma: no cover - defensive; commands already translate errors
         err.print(f"error ({exc.code}): {exc}")
+        sys.exit(1)
+    except Exception as exc:  # settings are read inside every command: one line, never pydantic's traceback
+        problem = translate(exc)
+        if problem is None:
+            raise
+        err.print(f"[bold red]error[/] ({problem.code}): ", end="")
+        err.print(str(problem), markup=False)
         sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from datetime import date
 from enum import StrEnum
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from retrieval import library_warnings
 from retrieval.errors import MedsearchError
 from retrieval.settings import Settings
 
@@ -55,14 +57,14 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pydicom").setLevel(logging.ERROR)  # odd VR values in a file are not the user's to fix
-    try:
+    library_warnings.install()  # odd VR values in a file are not the user's to fix: counted, not printed
+    # transformers reads both variables above when (and only if) it is imported: importing it here just to
+    # quieten it would cost seconds on commands that never load a model, and delay the offline-model error
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:

@@ -9,19 +9,24 @@ import typer
 from rich.table import Table
 
 from retrieval.cli.common import DataDir, ProgressBar, app, dev_app, fail, load_settings, out, score_text
+from retrieval.cli.demo_next import print_next_steps, serve_demo
 from retrieval.errors import MedsearchError
 
 
 @app.command()
 def demo(
     samples: Annotated[Path, typer.Option(help="Folder of sample images.")] = Path("data/samples"),
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve the web page on the demo collection.")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Index the sample data, then run an image query and a text query (falls back to the stand-in model)."""
     from retrieval.cli.demo import run_demo
+    from retrieval.settings_errors import prepare_data_dir
 
     try:
-        result = run_demo(samples, load_settings(data_dir), ProgressBar(quiet=False))
+        settings = load_settings(data_dir)
+        prepare_data_dir(settings.data_dir)
+        result = run_demo(samples, settings, ProgressBar(quiet=False))
     except MedsearchError as exc:
         fail(exc)
         return
@@ -57,6 +62,9 @@ def demo(
                 Path(hit.image.source_uri).name,
             )
         out.print(table)
+    print_next_steps(result.model, result.data_dir, result.image_query, result.text_query)
+    if serve:
+        serve_demo(result.model, result.data_dir)
 
 
 @dev_app.command("make-test-model")

@@ -14,6 +14,7 @@ from retrieval.cli.common import (
     IndexTypeChoice,
     ProgressBar,
     app,
+    err,
     fail,
     open_collection,
     out,
@@ -34,11 +35,21 @@ def index(
     batch_size: Annotated[int | None, typer.Option(help="Images per encoder batch.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    allow_failures: Annotated[
+        bool, typer.Option("--allow-failures", help="Exit 0 even when files failed or nothing was found.")
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new."""
+    """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new.
+
+    Exit status: 0 when every file was indexed (or already was), 2 when any failed or nothing was found.
+    """
     from indexer.pipeline import IndexOptions, run_index
     from retrieval.labels import load_labels
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:  # before the model loads: a typo is not a permanent failure of a file
+        raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
 
     try:
         collection = open_collection(data_dir)
@@ -66,6 +77,7 @@ def index(
     }
     if as_json:
         out.print_json(json.dumps(report))
+        _exit_status(summary, allow_failures)
         return
     out.print(
         f"indexed {summary.indexed} images from {summary.sources} sources in {summary.seconds:.1f} s "
@@ -80,6 +92,19 @@ def index(
     if summary.failed > 10:
         out.print(f"  ... {summary.failed - 10} more: `medsearch failures`")
     standin_notice(collection)
+    _exit_status(summary, allow_failures)
+
+
+def _exit_status(summary: Any, allow_failures: bool) -> None:
+    """Exit 2 (like `pull`) when a file failed or there was nothing to index, unless --allow-failures."""
+    if summary.sources == 0:
+        err.print("nothing to index: no image files found in the given paths")
+    elif summary.failed:
+        err.print(f"{summary.failed} file(s) failed (`medsearch failures` lists them with the reason)")
+    else:
+        return
+    if not allow_failures:
+        raise typer.Exit(code=2)
 
 
 @app.command()

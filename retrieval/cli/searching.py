@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.console import Console
 
 from retrieval.cli.common import (
     DataDir,
@@ -18,12 +18,12 @@ from retrieval.cli.common import (
     out,
     parse_date,
     say,
-    score_text,
-    short_uri,
     standin_notice,
 )
+from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import MedsearchError
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
+from retrieval.why_empty import why_empty
 
 
 @app.command()
@@ -37,13 +37,21 @@ def search(
     date_from: Annotated[str | None, typer.Option(help=filter_help("date_from"))] = None,
     date_to: Annotated[str | None, typer.Option(help=filter_help("date_to"))] = None,
     label: Annotated[str | None, typer.Option(help=filter_help("label"))] = None,
-    exclude_same_patient: Annotated[bool, typer.Option(help=filter_help("exclude_same_patient"))] = False,
-    exclude_same_study: Annotated[bool, typer.Option(help=filter_help("exclude_same_study"))] = False,
+    exclude_same_patient: Annotated[
+        bool, typer.Option("--exclude-same-patient", help=filter_help("exclude_same_patient"))
+    ] = False,
+    exclude_same_study: Annotated[
+        bool, typer.Option("--exclude-same-study", help=filter_help("exclude_same_study"))
+    ] = False,
     group_by: Annotated[GroupBy, typer.Option(help="Best image per study or series.")] = "image",
     text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
+    show_duplicates: Annotated[
+        bool, typer.Option("--show-duplicates", help="Also list near-duplicate copies (folded by default).")
+    ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, whole UIDs and paths.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
     summarize: Annotated[
-        bool, typer.Option("--summarize", help="Add a MedGemma comparison of the top matches (MEDSEARCH_SUMMARIZER).")
+        bool, typer.Option("--summarize", help="Compare the query with its top matches (MedGemma).")
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -91,7 +99,9 @@ def search(
             exclude_same_patient=filters.exclude_same_patient,
             exclude_same_study=filters.exclude_same_study,
             group_by=group_by,
+            show_duplicates=show_duplicates,
         )
+        empty_reason = None if hits else why_empty(collection, filters.store_filters())
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
     except MedsearchError as exc:
         fail(exc)
@@ -102,26 +112,17 @@ def search(
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
         report: dict[str, Any] = {"query": query.kind, "hits": rows}
+        if empty_reason is not None:
+            report["empty_reason"] = empty_reason
         if summarize:
             report["summary"] = asdict(summary) if summary is not None else None
         out.print_json(json.dumps(report))
         return
-    table = Table(title=f"{len(hits)} similar images ({query.kind} query)")
-    for column in ("rank", "id", "score", "modality", "date", "label", "study UID", "source"):
-        table.add_column(column, overflow="fold")
-    for hit in hits:
-        row = hit.as_dict()
-        table.add_row(
-            str(hit.rank),
-            str(hit.image.id),
-            score_text(hit),
-            str(row["modality"] or ""),
-            str(row["study_date"] or ""),
-            str(row["label"] or ""),
-            str(row["study_instance_uid"] or ""),
-            short_uri(hit.image.source_uri),
-        )
-    out.print(table)
+    if empty_reason is None:
+        table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)
+        (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
+    else:
+        say(f"no results: {empty_reason}")
     standin_notice(collection)
     if summary is not None:
         ids = ", ".join(map(str, summary.compared_ids))

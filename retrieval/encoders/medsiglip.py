@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from retrieval.encoders.base import ModelFingerprint, Vectors
 from retrieval.errors import ModelLoadError
-from retrieval.hub import hub_reachable, load_pretrained, resolve_device  # noqa: F401  # hub_reachable re-exported
+from retrieval.hub import hub_reachable, load_pretrained, require_available, resolve_device  # noqa: F401  # hub_reachable re-exported
 from retrieval.imaging.preprocess import PREPROCESS_VERSION, ImageProcessor
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class MedSigLIPEncoder:
         with self._lock:
             if self._model is not None:
                 return
+            require_available(self.model_ref, LOAD_HELP)
             from transformers import AutoModel, AutoProcessor
 
             device = resolve_device(self.requested_device, "MEDSEARCH_DEVICE")

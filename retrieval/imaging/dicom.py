@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from datetime import date
 
@@ -34,8 +35,9 @@ def read_dataset(data: bytes, *, force: bool = False) -> Dataset:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(io.BytesIO(data), force=force)
         for warning in caught:
-            if "End of file reached" in str(warning.message):
-                raise DecodeError(f"truncated DICOM file: {warning.message}")
+            if "End of file reached" in str(warning.message):  # pydicom adds " in file <name>", unknown for bytes
+                reason = re.sub(r"\s+in file .*$", "", str(warning.message))
+                raise DecodeError(f"truncated DICOM file: {reason}")
         return ds
     except DecodeError:
         raise

@@ -237,6 +237,7 @@ class FaissIndex:
             index = types.new_index(params, self.width)
             trained_on = types.train_size(params, count)
             if params.is_ivf:
+                types.fit_training(index, params, trained_on)
                 index.train(self._training_sample(catalog, trained_on))
             for ids, vecs in catalog.iter_vectors():
                 if len(ids):

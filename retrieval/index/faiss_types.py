@@ -17,6 +17,7 @@ CONCRETE_TYPES: tuple[ConcreteType, ...] = ("flat", "hnsw", "ivf-sq8", "ivf-fp16
 AUTO_APPROXIMATE: ConcreteType = "ivf-sq8"
 # k-means wants at least this many training points per list (FAISS warns below 39).
 TRAIN_POINTS_PER_LIST = 64
+FAISS_MIN_POINTS_PER_LIST = 39  # below this many training points per list, FAISS's k-means prints a warning
 MIN_TRAIN_POINTS = 20_000
 
 _QTYPES = {"ivf-sq8": "QT_8bit", "ivf-fp16": "QT_fp16"}
@@ -127,6 +128,13 @@ def train_size(params: IndexParams, count: int) -> int:
     if not params.is_ivf:
         return 0
     return min(count, max(MIN_TRAIN_POINTS, params.nlist * TRAIN_POINTS_PER_LIST))
+
+
+def fit_training(index: Any, params: IndexParams, size: int) -> None:
+    """Small rebuilds (an explicit nlist over few vectors) train on fewer points per list than FAISS's k-means
+    asks for; the lists are still usable, so lower its minimum instead of letting it warn on every rebuild."""
+    if params.is_ivf and size < params.nlist * FAISS_MIN_POINTS_PER_LIST:
+        index.cp.min_points_per_centroid = max(1, size // max(1, params.nlist))
 
 
 def new_index(params: IndexParams, width: int) -> Any:

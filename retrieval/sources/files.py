@@ -135,12 +135,22 @@ def read_file(path: Path, max_bytes: int) -> bytes:
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"source file {path} no longer exists") from exc
+        raise NotFoundError(f"no such file: {path}") from exc
+    except IsADirectoryError as exc:
+        raise DecodeError(f"{path} is a folder, not a file") from exc
     except OSError as exc:
         raise DecodeError(f"file could not be read: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
         raise TooLargeError(f"file is larger than {max_bytes} bytes (MEDSEARCH_MAX_FILE_BYTES)")
     return data
+
+
+def _read_known_file(path: Path, max_bytes: int) -> bytes:
+    """A file that was planned or indexed from `path`: gone since then is said as such."""
+    try:
+        return read_file(path, max_bytes)
+    except NotFoundError as exc:
+        raise NotFoundError(f"source file {path} no longer exists (it was indexed from there)") from exc
 
 
 class ArchiveReader:
@@ -169,7 +179,7 @@ class ArchiveReader:
         if ref.size > self.max_bytes:
             raise TooLargeError(f"{ref.size} bytes exceed the limit of {self.max_bytes} (MEDSEARCH_MAX_FILE_BYTES)")
         if ref.kind == "file":
-            return read_file(Path(ref.uri), self.max_bytes)
+            return _read_known_file(Path(ref.uri), self.max_bytes)
         assert ref.member is not None
         return self.read_member(ref.container, ref.member)
 
@@ -177,7 +187,7 @@ class ArchiveReader:
         """The bytes behind a stored file or 'archive!/member' URI."""
         archive, sep, member = uri.partition(ARCHIVE_SEPARATOR)
         if not sep:
-            return read_file(Path(uri), self.max_bytes)
+            return _read_known_file(Path(uri), self.max_bytes)
         return self.read_member(archive, member)
 
     def read_member(self, archive: str, member: str) -> bytes:

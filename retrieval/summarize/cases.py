@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from retrieval.collection import Collection
+from retrieval.duplicates import distinct_from_query, vectors_of
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.render import cached_png, picture_from_bytes
 from retrieval.store.models import Image
@@ -36,6 +37,21 @@ def _picture(image: Image, collection: Collection) -> PILImage.Image:
     """The image's cached 1024 px preview (rendered from its source with the indexing windowing)."""
     with PILImage.open(io.BytesIO(cached_png(image, "preview", collection.settings))) as png:
         return png.convert("RGB")
+
+
+def _not_copies(collection: Collection, ids: list[int], query_id: int | None, score_of: dict[int, float]) -> list[int]:
+    """Drop matches that are near-duplicates of the query (by vector, or by their search score) or of an
+    earlier match: a copy of the query image is not a similar case."""
+    vectors = vectors_of(collection.catalog, ids + ([query_id] if query_id is not None else []))
+    query_vector = vectors.get(query_id) if query_id is not None else None
+    threshold = collection.settings.duplicate_threshold
+    kept = distinct_from_query(ids, vectors, threshold, query_vector=query_vector, scores=score_of)
+    if not kept:
+        raise BadQueryError(
+            "every match is a copy of the query image (cosine >= MEDSEARCH_DUPLICATE_THRESHOLD): "
+            "there is no other case to compare it with"
+        )
+    return kept
 
 
 def build_request(
@@ -80,6 +96,7 @@ def build_request(
     digest = hashlib.sha256(query_bytes).hexdigest() if query_bytes is not None else None
     if digest is not None:  # an uploaded file that is itself indexed is not its own prior case
         ids = [i for i in ids if rows[i].content_hash != digest] or ids
+    ids = _not_copies(collection, ids, query_id, score_of)
     ids = ids[:limit]
 
     query: SummaryCase | None = None

@@ -1,0 +1,59 @@
+"""The table of search hits: readable at 80 columns (short file names and UIDs), everything with --wide."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+UID_KEEP = 8
+WIDE_WIDTH = 1000  # --wide tables take the width their values need; the terminal wraps the lines
+
+
+def short_uid(uid: str | None, keep: int = UID_KEEP) -> str:
+    """The distinguishing end of a DICOM UID ('…' + its last `keep` characters)."""
+    if not uid:
+        return ""
+    return uid if len(uid) <= keep + 1 else "…" + uid[-keep:]
+
+
+def file_name(source: str) -> str:
+    """The last part of a source: a file name, an archive member's name or the end of a WADO-RS URL."""
+    tail = source.rstrip("/").split("!/")[-1]
+    return PurePosixPath(tail).name or source
+
+
+def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
+    """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole
+    (print it with `WIDE_WIDTH` so that it is not squeezed into the terminal)."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )  # no side rules: room for the data
+    texts = any(h.text_score is not None for h in hits)
+    copies = any(h.duplicates for h in hits)
+    columns: list[tuple[str, bool]] = [("#", True), ("id", True), ("score", True)]  # (name, never shortened)
+    columns += [("p", True)] if texts else []
+    columns += [("mod", True)] + ([("body part", False)] if wide else []) + [("date", True), ("label", False)]
+    columns += [("copies", True)] if copies else []
+    columns += [("study UID", True)]
+    columns += [("series UID", True), ("SOP UID", True), ("frame", True)] if wide else []
+    columns += [("source", wide)]
+    for name, fixed in columns:  # wide: every value whole on one line (printed at its natural width)
+        table.add_column(name, no_wrap=fixed or wide, overflow="fold" if wide else "ellipsis")
+    for hit in hits:
+        row = hit.as_dict()
+        image = hit.image
+        cells = [str(hit.rank), str(image.id), f"{hit.score:.4f}"]
+        cells += [f"{hit.text_score:.3f}" if hit.text_score is not None else ""] if texts else []
+        cells += [str(row["modality"] or "")] + ([str(row["body_part"] or "")] if wide else [])
+        cells += [str(row["study_date"] or ""), str(row["label"] or "")]
+        cells += [f"+{hit.duplicates}" if hit.duplicates else ""] if copies else []
+        uid = (lambda value: str(value or "")) if wide else short_uid
+        cells += [uid(image.study_instance_uid)]
+        if wide:
+            cells += [uid(image.series_instance_uid), uid(image.sop_instance_uid), str(image.frame)]
+        cells += [image.source_uri if wide else file_name(image.source_uri)]
+        table.add_row(*cells)
+    return table

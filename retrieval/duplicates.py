@@ -1,0 +1,146 @@
+"""Near-duplicates: images whose vectors are practically identical (cosine at or above a threshold)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.store.repo import Catalog
+
+# Copies of one image (same pixels, another SOP Instance UID) embed to the same vector up to float noise
+# (cosine 1.0000 +- 1e-6); the threshold (MEDSEARCH_DUPLICATE_THRESHOLD, 0.9999) leaves room for that noise
+# but not for neighbouring frames of one series (0.999 with the stand-in model).
+NEIGHBOURS = 16  # neighbours looked at per image when listing every set (`medsearch duplicates`)
+
+
+class HasImageId(Protocol):
+    """A search hit as far as collapsing goes (retrieval.query.Hit)."""
+
+    duplicates: int
+
+    @property
+    def image_id(self) -> int: ...
+
+
+H = TypeVar("H", bound=HasImageId)
+
+
+def vectors_of(catalog: Catalog, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
+    """The stored (unit) vectors of these images, by id."""
+    found: dict[int, npt.NDArray[np.float32]] = {}
+    for part_ids, vecs in catalog.iter_vectors(list(ids)):
+        found.update({int(i): v for i, v in zip(part_ids, vecs, strict=True)})
+    return found
+
+
+def collapse(hits: Sequence[H], vectors: dict[int, npt.NDArray[np.float32]], threshold: float) -> list[H]:
+    """Keep the best hit of every set of near-duplicates (order kept); each kept hit counts the copies folded in."""
+    kept: list[H] = []
+    kept_vectors: list[tuple[int, npt.NDArray[np.float32]]] = []  # (position in kept, vector)
+    for hit in hits:
+        vector = vectors.get(hit.image_id)  # None: removed meanwhile, never folded
+        if vector is not None and kept_vectors:
+            cosines = np.stack([v for _, v in kept_vectors]) @ vector
+            best = int(np.argmax(cosines))
+            if float(cosines[best]) >= threshold:
+                kept[kept_vectors[best][0]].duplicates += 1
+                continue
+        if vector is not None:
+            kept_vectors.append((len(kept), vector))
+        kept.append(hit)
+    return kept
+
+
+def distinct_from_query(
+    ids: Sequence[int],
+    vectors: dict[int, npt.NDArray[np.float32]],
+    threshold: float,
+    query_vector: npt.NDArray[np.float32] | None = None,
+    scores: dict[int, float] | None = None,
+) -> list[int]:
+    """The ids that are neither a copy of the query nor a copy of an earlier id (for summaries' similar cases).
+
+    A match is a copy of the query when its cosine with the query vector, or else its search score, reaches
+    the threshold.
+    """
+    kept: list[int] = []
+    for image_id in ids:
+        vector = vectors.get(image_id)
+        if query_vector is not None and vector is not None:
+            if float(np.dot(query_vector, vector)) >= threshold:
+                continue
+        elif scores is not None and scores.get(image_id, -1.0) >= threshold:
+            continue
+        if vector is not None and any(
+            float(np.dot(vectors[k], vector)) >= threshold for k in kept if vectors.get(k) is not None
+        ):
+            continue
+        kept.append(image_id)
+    return kept
+
+
+@dataclass
+class DuplicateSet:
+    """Images whose vectors are practically identical; `ids` sorted, the lowest (first indexed) first."""
+
+    ids: list[int]
+    min_cosine: float
+
+
+def find_sets(
+    catalog: Catalog, index: VectorIndexLike, threshold: float, neighbours: int = NEIGHBOURS
+) -> list[DuplicateSet]:
+    """Every set of near-duplicates in the collection: each stored vector's nearest neighbours from the index,
+    confirmed with the stored vectors, joined transitively (a set larger than `neighbours` still comes out
+    whole, because its members see each other)."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            parent[i] = parent.get(parent[i], parent[i])
+            i = parent[i]
+        return i
+
+    pairs: dict[tuple[int, int], float] = {}
+    for ids, vecs in catalog.iter_vectors():
+        for image_id, vector in zip(ids.tolist(), vecs, strict=True):
+            scores, found = index.search(vector, min(neighbours + 1, index.ntotal))
+            close = [
+                int(j)
+                for s, j in zip(scores[0], found[0], strict=True)
+                if j >= 0 and j != image_id and s >= threshold - 1e-3
+            ]
+            if not close:
+                continue
+            exact = vectors_of(catalog, close)
+            for other, other_vector in exact.items():
+                cosine = float(np.dot(vector, other_vector))
+                if cosine >= threshold:
+                    a, b = sorted((image_id, other))
+                    pairs[(a, b)] = cosine
+                    ra, rb = root(a), root(b)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, set[int]] = {}
+    for a, b in pairs:
+        members.setdefault(root(a), set()).update((a, b))
+    lowest: dict[int, float] = {}
+    for (a, _b), cosine in pairs.items():
+        lowest[root(a)] = min(cosine, lowest.get(root(a), 1.0))
+    sets = [DuplicateSet(ids=sorted(group), min_cosine=lowest[key]) for key, group in members.items()]
+    return sorted(sets, key=lambda s: s.ids[0])
+
+
+class VectorIndexLike(Protocol):
+    """What find_sets needs from a vector index."""
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(
+        self, query: npt.NDArray[np.float32], k: int, candidates: npt.NDArray[np.int64] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
