@@ -144,7 +144,7 @@ def test_self_retrieval_rank_one(corpus: tuple[Collection, IndexSummary]) -> Non
     for path in files:
         data = path.read_bytes()
         own = _own_id(collection, data)
-        hits = engine.search(collection, engine.embed_image(collection, data), k=10)
+        hits = engine.search(collection, engine.embed_image(collection, data), k=10, show_duplicates=True)
         rank, score = _rank_of(hits, own)
         if rank != 1 or score <= 0.999:
             misses.append((_name(str(path)), rank, score))
@@ -194,7 +194,7 @@ def test_modality_filter_is_exact(corpus: tuple[Collection, IndexSummary], modal
     with collection.catalog.sessions() as session:
         matching = set(session.scalars(select(Image.id).where(Image.modality == modality)))
     query = engine.embed_text(collection, "a chest x-ray")
-    hits = engine.search(collection, query, k=50, filters=Filters(modality=[modality.lower()]))
+    hits = engine.search(collection, query, k=50, filters=Filters(modality=[modality.lower()]), show_duplicates=True)
     assert {h.image.modality for h in hits} == {modality}
     assert len(hits) == min(50, len(matching))
     # the filtered result is the exact top of the matching subset

@@ -142,7 +142,9 @@ def _index_keys(cache: dict[frozenset[Path], set[Key]], root: Path, model: Path,
     if frozenset(files) not in cache:
         data = root / f"index-{len(cache)}"
         env = _env(data, model)
-        run = subprocess.run([MEDSEARCH, "index", "-q", *map(str, files)], env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [MEDSEARCH, "index", "-q", "--allow-failures", *map(str, files)], env=env, capture_output=True, text=True
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         cache[frozenset(files)] = indexed_keys(data)
     return cache[frozenset(files)]
