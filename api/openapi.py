@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 
 from api.config import ServiceSettings
-from api.deps import get_key_id
 from api.schemas import ErrorModel
 
 TITLES = {
@@ -58,25 +54,21 @@ def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _calls(dependant: Dependant, target: Callable[..., Any]) -> bool:
-    return dependant.call is target or any(_calls(d, target) for d in dependant.dependencies)
+# /v1 routes that need no key (no data in them): the page reads them before it has a key
+PUBLIC_V1 = frozenset({("get", "/v1/vocabulary")})
 
 
-def keyed_routes(app: FastAPI, settings: ServiceSettings) -> set[tuple[str, str]]:
-    """(method, path) of the routes that ask for the bearer key once keys are configured (read from their
-    dependencies, so a public /v1 route such as /v1/vocabulary is described as public)."""
-    out = {("get", "/metrics")} if not settings.metrics_public else set()
-    for route in app.routes:
-        if isinstance(route, APIRoute) and _calls(route.dependant, get_key_id):
-            out.update((method.lower(), route.path) for method in route.methods or ())
-    return out
+def needs_key(method: str, path: str, settings: ServiceSettings) -> bool:
+    """Whether a route asks for the bearer key once keys are configured."""
+    if path.startswith("/v1/"):
+        return (method, path) not in PUBLIC_V1
+    return path == "/metrics" and not settings.metrics_public
 
 
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
     """FastAPI's schema, corrected: real error statuses and bodies, and the bearer scheme when keys are set."""
     spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     keyed = bool(settings.key_ids_by_hash())
-    needs_key = keyed_routes(app, settings)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):  # our 422 body is {code, message} like any error
         schemas.pop(name, None)
@@ -92,7 +84,7 @@ def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
             responses.pop("422", None)
             if "requestBody" in operation and 413 not in statuses:
                 statuses.append(413)  # the body limit applies to every request
-            if keyed and (method, path) in needs_key:
+            if keyed and needs_key(method, path, settings):
                 statuses.append(401)
                 operation["security"] = [{"bearer": []}]
             responses.update(error_responses(tuple(sorted(statuses))))
