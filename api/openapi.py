@@ -14,6 +14,7 @@ TITLES = {
     400: "Bad request: the query cannot be run as given",
     401: "Missing or unknown API key (send 'Authorization: Bearer <key>')",
     404: "No such image (or its source is gone)",
+    409: "A window preset asked for an image it does not apply to (not a CT DICOM)",
     413: "Request or source file larger than the configured limit",
     415: "The file is not an image we can decode",
     422: "A parameter or body field is invalid (`validation_error`)",
@@ -31,9 +32,9 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/search/image"): (400, 413, 415, 422, 503),
     ("get", "/v1/images/{image_id}"): (404, 422),
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
-    ("get", "/v1/images/{image_id}/preview"): (400, *_PNG),  # 400: a window preset the image cannot take
+    ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
-    ("post", "/v1/render"): (400, 413, 415, 422),
+    ("post", "/v1/render"): (400, 409, 413, 415, 422),
     ("get", "/v1/images/{image_id}/similar"): (400, 404, 422),
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),

@@ -144,6 +144,14 @@ class SettingsError(MedsearchError):
     title = "Server settings invalid"
 
 
+class WindowNotApplicableError(MedsearchError):
+    """A CT window preset was asked for an image it does not apply to (not CT, or not DICOM)."""
+
+    code = "window_not_applicable"
+    status = 409
+    title = "Window preset not applicable to this image"
+
+
 class DataDirError(MedsearchError):
     """The data folder cannot be created or written (a file is in the way, no permission, read-only)."""
 

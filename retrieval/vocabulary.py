@@ -35,7 +35,11 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-TextList = Annotated[list[str], BeforeValidator(_one_or_many)]
+TextList = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many),
+    WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string"}, "maxItems": 32}, {"type": "string"}]}),
+]
 
 
 def _iso_date(value: object) -> object:

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 
-from retrieval.errors import BadQueryError, DecodeError
+from retrieval.errors import BadQueryError, DecodeError, WindowNotApplicableError
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.dicom import read_dataset
 from retrieval.imaging.raster import looks_like_raster
@@ -50,7 +50,7 @@ def _without_file_voi(data: bytes) -> bytes:
     ds: Dataset = read_dataset(data, force=not _has_dicm(data))
     modality = str(ds.get("Modality") or "").upper() or "no modality"
     if modality != PRESET_MODALITY:
-        raise BadQueryError(f"window presets apply to CT images only; this image is {modality}")
+        raise WindowNotApplicableError(f"window presets apply to CT images only; this image is {modality}")
     for keyword in _FILE_VOI:
         if keyword in ds:
             delattr(ds, keyword)
@@ -74,7 +74,7 @@ def render(
     if window is not None:
         check_window(window)
         if not _has_dicm(data) and looks_like_raster(data[:16]):
-            raise BadQueryError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
+            raise WindowNotApplicableError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
         data = _without_file_voi(data)
     decoded = decode_bytes(
         data,
@@ -95,7 +95,9 @@ def render_indexed(image: Image, size: int, settings: Settings, window: str) -> 
     """An indexed image's own frame under a CT preset, read from its source (not cached: presets vary)."""
     check_window(window)
     if image.kind != "dicom":
-        raise BadQueryError("window presets apply to CT DICOM images; this image is a PNG/JPEG/TIFF picture")
+        raise WindowNotApplicableError("window presets apply to CT DICOM images; this image is a PNG/JPEG/TIFF picture")
     if (image.modality or "").upper() != PRESET_MODALITY:
-        raise BadQueryError(f"window presets apply to CT images only; this image is {image.modality or 'no modality'}")
+        raise WindowNotApplicableError(
+            f"window presets apply to CT images only; this image is {image.modality or 'no modality'}"
+        )
     return render(read_source(image.source_uri, settings), size, settings, window=window, frame=image.frame)

@@ -127,10 +127,10 @@ def test_window_list(client: httpx.Client) -> None:
 
 def test_bad_input_is_a_clear_error(client: httpx.Client, ids: dict[str, int], server: Server) -> None:
     assert_error(render(client, "CT_small.dcm", window="liver"), 400, "bad_query", "unknown window", "lung")
-    assert_error(render(client, "MR_small.dcm", window="lung"), 400, "bad_query", "CT images only", "MR")
+    assert_error(render(client, "MR_small.dcm", window="lung"), 409, "window_not_applicable", "CT images only", "MR")
     png = io.BytesIO()
     PILImage.new("L", (8, 8)).save(png, format="PNG")
-    assert_error(render(client, "x.png", png.getvalue(), window="bone"), 400, "bad_query", "CT DICOM")
+    assert_error(render(client, "x.png", png.getvalue(), window="bone"), 409, "window_not_applicable", "CT DICOM")
     assert pixels(render(client, "x.png", png.getvalue())).shape == (8, 8)  # without a window a PNG renders
     assert_error(render(client, "notes.txt", b"not an image at all"), 415, "unsupported_format")
     assert_error(render(client, "empty.dcm", b""), 415, "decode_error", "empty")
@@ -138,7 +138,12 @@ def test_bad_input_is_a_clear_error(client: httpx.Client, ids: dict[str, int], s
     assert_error(client.post("/v1/render", data={"window": "lung"}), 422, "validation_error", "file")
     assert_error(render(client, "big.dcm", b"\0" * (MAX_UPLOAD + 1)), 413, "too_large")
     mr = ids["MR_small.dcm"]
-    assert_error(client.get(f"/v1/images/{mr}/preview", params={"window": "lung"}), 400, "bad_query", "CT images only")
+    assert_error(
+        client.get(f"/v1/images/{mr}/preview", params={"window": "lung"}),
+        409,
+        "window_not_applicable",
+        "CT images only",
+    )
     assert_error(client.get("/v1/images/999999/preview", params={"window": "lung"}), 404, "not_found")
     ct = ids["CT_small.dcm"]
     assert_error(client.get(f"/v1/images/{ct}/preview", params={"window": "x"}), 400, "bad_query", "unknown window")

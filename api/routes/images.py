@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, ImageIdDep
-from api.routes.render import png_response
+from api.routes.render import WINDOW_SCHEMA, png_response
 from api.schemas import ImageModel
 from api.state import ServiceState
 from api.views import image_model
@@ -60,7 +61,9 @@ async def thumbnail(image_id: ImageIdDep, state: FreshDep) -> Response:
 async def preview(
     image_id: ImageIdDep,
     state: FreshDep,
-    window: Annotated[str | None, Query(description="a CT preset (GET /v1/render/windows)")] = None,
+    window: Annotated[
+        str | None, Query(description="a CT preset (GET /v1/render/windows)"), WithJsonSchema(WINDOW_SCHEMA)
+    ] = None,
 ) -> Response:
     """The image's own frame, windowed as at indexing time (or under a CT `window` preset), at most 1024 x 1024."""
     if window:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import KeyDep, StateDep
@@ -14,6 +14,8 @@ from retrieval.imaging.windowing import CT_PRESETS, preset_range
 from retrieval.render import SIZES
 from retrieval.window_render import PRESET_MODALITY, Rendering, render
 
+# the preset names as the one accepted set (an unknown name is a 400 `bad_query` saying which exist)
+WINDOW_SCHEMA: dict[str, Any] = {"type": "string", "enum": list(CT_PRESETS)}
 router = APIRouter(prefix="/v1/render", tags=["render"])
 PNG_DOC: dict[int | str, dict[str, object]] = {200: {"content": {"image/png": {}}}}
 
@@ -61,7 +63,11 @@ async def render_upload(
     state: StateDep,
     _key: KeyDep,
     file: Annotated[UploadFile, File(description="DICOM, PNG, JPEG or TIFF")],
-    window: Annotated[str | None, Form(description="a CT preset (GET /v1/render/windows); default: as indexed")] = None,
+    window: Annotated[
+        str | None,
+        Form(description="a CT preset (GET /v1/render/windows); default: as indexed"),
+        WithJsonSchema(WINDOW_SCHEMA),
+    ] = None,
     size: Annotated[Literal["thumbnail", "preview"], Form()] = "preview",
 ) -> Response:
     """The upload decoded exactly as the indexer decodes (middle frame, same windowing), or under a CT preset.
