@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,10 @@ from retrieval.cli.common import (
     standin_notice,
 )
 from retrieval.errors import ListenFailedError, MedsearchError, SettingsError
+
+if TYPE_CHECKING:  # the CLI imports the indexer lazily, per command
+    from indexer.spool import Spool, SpoolWorker
+    from retrieval.collection import Collection
 
 
 class AuthChoice(StrEnum):
@@ -122,6 +126,16 @@ def pull(
         raise typer.Exit(code=2)
 
 
+def _spool_worker(collection: Collection, queue: Spool, workers: int | None) -> SpoolWorker:
+    """The worker that indexes a spool with the collection's batch settings (`listen` and `requeue`)."""
+    from indexer.pipeline import IndexOptions
+    from indexer.spool import SpoolWorker
+
+    settings = collection.settings
+    options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
+    return SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+
+
 @app.command()
 def listen(
     ae_title: Annotated[str | None, typer.Option("--ae-title", help="Our AE title (default: setting).")] = None,
@@ -136,8 +150,7 @@ def listen(
     from pathlib import Path
 
     from indexer.listener import start_listener
-    from indexer.pipeline import IndexOptions
-    from indexer.spool import Spool, SpoolWorker
+    from indexer.spool import Spool
 
     try:
         collection = open_collection(data_dir)
@@ -145,8 +158,7 @@ def listen(
         collection.load_encoder()  # a model problem is reported now, not after the first C-STORE
         folder = Path(spool) if spool else settings.resolved_spool_dir
         queue = Spool(folder)
-        options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
-        worker = SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+        worker = _spool_worker(collection, queue, workers)
         allowed = [a.strip() for a in (allow if allow is not None else settings.listen_allow).split(",") if a.strip()]
         title = ae_title or settings.listen_ae_title
         server = start_listener(
@@ -185,17 +197,15 @@ def requeue(
     """Retry quarantined received instances: move them back into the spool and index it now."""
     from pathlib import Path
 
-    from indexer.pipeline import IndexOptions
     from indexer.quarantine import Quarantine
-    from indexer.spool import Spool, SpoolWorker
+    from indexer.spool import Spool
 
     try:
         collection = open_collection(data_dir)
         settings = collection.settings
         queue = Spool(Path(spool) if spool else settings.resolved_spool_dir)
         moved = Quarantine(queue.folder).release(Quarantine(queue.folder).entries(), queue.folder)
-        options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
-        worker = SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+        worker = _spool_worker(collection, queue, workers)
         while worker.drain_once():
             pass
     except MedsearchError as exc:
