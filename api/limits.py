@@ -1,10 +1,21 @@
-"""Request-body cap enforced while the body streams in (declared Content-Length or chunked alike)."""
+"""Size limits: the request-body cap enforced while the body streams in, and the per-upload cap."""
 
 from __future__ import annotations
 
 import json
 
+from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from retrieval.errors import TooLargeError
+
+
+async def read_upload(file: UploadFile, limit: int) -> bytes:
+    """An uploaded file's bytes, refused with `too_large` past `limit` (at most limit + 1 bytes are read)."""
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+    return data
 
 
 async def _reject(send: Send, limit: int) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import KeyDep, StateDep
-from retrieval.errors import TooLargeError
+from api.limits import read_upload
 from retrieval.imaging.windowing import CT_PRESETS, preset_range
 from retrieval.render import SIZES
 from retrieval.window_render import PRESET_MODALITY, Rendering, render
@@ -74,9 +74,6 @@ async def render_upload(
 
     Nothing is stored. Headers say what the picture shows: X-Medsearch-Kind, -Modality and -Window.
     """
-    limit = state.settings.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+    data = await read_upload(file, state.settings.max_upload_bytes)
     rendering = await run_in_threadpool(render, data, SIZES[size], state.settings, window=window or None)
     return png_response(rendering)

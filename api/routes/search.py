@@ -13,11 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.audit import audit_filters
 from api.deps import FreshDep, ImageIdDep
+from api.limits import read_upload
 from api.schemas import FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
-from retrieval.errors import ModelLoadError, TooLargeError
+from retrieval.errors import ModelLoadError
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy
 from retrieval.why_empty import why_empty
@@ -109,10 +110,7 @@ async def search_image(
     show_duplicates: Annotated[bool, Form()] = False,
 ) -> SearchResponse:
     """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
-    limit = state.settings.max_upload_bytes
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+    data = await read_upload(file, state.settings.max_upload_bytes)
 
     def embed() -> engine.QueryVector:
         query = engine.embed_image(state.collection, data)

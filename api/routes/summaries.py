@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import FreshDep, KeyDep, StateDep
+from api.limits import read_upload
 from api.state import ServiceState
-from retrieval.errors import BadQueryError, MedsearchError, TooLargeError
+from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.summarize.base import NOTICE, Summary
 from retrieval.summarize.cases import MAX_MATCH_IDS, MAX_QUERY_TEXT, build_request
 from retrieval.summarize.service import DISABLED_HELP, SummaryStream
@@ -106,9 +107,7 @@ async def _read_input(request: Request, state: ServiceState) -> tuple[SummaryInp
             form = await request.form(max_part_size=limit)
             file = form.get("file")
             if isinstance(file, UploadFile):
-                upload = await file.read(limit + 1)
-                if len(upload) > limit:
-                    raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+                upload = await read_upload(file, limit)
             raw: dict[str, Any] = {
                 "match_ids": _listed([str(v) for v in form.getlist("match_ids")]),
                 "scores": _listed([str(v) for v in form.getlist("scores")]) or None,

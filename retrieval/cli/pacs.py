@@ -204,7 +204,8 @@ def requeue(
         collection = open_collection(data_dir)
         settings = collection.settings
         queue = Spool(Path(spool) if spool else settings.resolved_spool_dir)
-        moved = Quarantine(queue.folder).release(Quarantine(queue.folder).entries(), queue.folder)
+        quarantine = Quarantine(queue.folder)
+        moved = quarantine.release(quarantine.entries(), queue.folder)
         worker = _spool_worker(collection, queue, workers)
         while worker.drain_once():
             pass
