@@ -19,6 +19,7 @@ def _not_bool(value: Any) -> Any:
 
 
 Count = Annotated[int, BeforeValidator(_not_bool)]
+Weight = Annotated[float, BeforeValidator(_not_bool)]
 _FLAGS = tuple(f["name"] for f in filter_fields() if f["kind"] == "flag")
 _DATES = tuple(f["name"] for f in filter_fields() if f["kind"] == "date")
 
@@ -56,7 +57,19 @@ class TextSearchRequest(JsonFilters):
     show_duplicates: bool = Field(default=False, strict=True, description="Also list near-duplicate copies of a hit.")
 
 
-class FeedbackSearchRequest(JsonFilters):
+def _feedback_schema(schema: dict[str, Any]) -> None:
+    """Dates may be null, and the schema says what the route checks: a liked id or a base, not two bases."""
+    _dates_may_be_null(schema)
+    text, image = {"text": {"type": "string"}}, {"image_id": {"type": "integer"}}
+    schema["anyOf"] = [
+        {"required": ["like"], "properties": {"like": {"type": "array", "minItems": 1}}},
+        {"required": ["text"], "properties": text},
+        {"required": ["image_id"], "properties": image},
+    ]
+    schema["not"] = {"required": ["text", "image_id"], "properties": {**text, **image}}
+
+
+class FeedbackSearchRequest(JsonFilters, json_schema_extra=_feedback_schema):
     """Refine a search with relevance feedback: q' = normalise(alpha*q + beta*mean(like) - gamma*mean(unlike)).
 
     The base query q is a text, an indexed image id, or absent (then liked images are needed). Liked, unliked and
@@ -68,9 +81,9 @@ class FeedbackSearchRequest(JsonFilters):
     )
     text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS, description="Base query: a text.")
     image_id: Count | None = Field(default=None, description="Base query: an indexed image's stored vector.")
-    alpha: float = Field(default=ALPHA, ge=0.0, le=MAX_WEIGHT, description="Weight of the base query.")
-    beta: float = Field(default=BETA, ge=0.0, le=MAX_WEIGHT, description="Weight of the liked images' mean.")
-    gamma: float = Field(default=GAMMA, ge=0.0, le=MAX_WEIGHT, description="Weight of the unliked images' mean.")
+    alpha: Weight = Field(default=ALPHA, gt=0.0, le=MAX_WEIGHT, description="Weight of the base query.")
+    beta: Weight = Field(default=BETA, gt=0.0, le=MAX_WEIGHT, description="Weight of the liked images' mean.")
+    gamma: Weight = Field(default=GAMMA, ge=0.0, le=MAX_WEIGHT, description="Weight of the unliked images' mean.")
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"

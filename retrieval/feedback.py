@@ -25,18 +25,23 @@ MAX_ID = 2**63 - 1  # image ids are positive int64
 
 @dataclass(frozen=True)
 class Weights:
-    """Rocchio weights: alpha on the base query, beta on the liked centroid, gamma on the unliked centroid."""
+    """Rocchio weights: alpha on the base query, beta on the liked centroid, gamma on the unliked centroid.
+
+    alpha and beta are above 0 (a base or liked images that count for nothing would be a pointless request), gamma
+    may be 0 (ignore the unliked images' direction; they are still never returned)."""
 
     alpha: float = ALPHA
     beta: float = BETA
     gamma: float = GAMMA
 
     def check(self) -> None:
-        """Refuse weights outside [0, MAX_WEIGHT]."""
+        """Refuse weights outside (0, MAX_WEIGHT] (alpha, beta) or [0, MAX_WEIGHT] (gamma)."""
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
-            if not 0.0 <= value <= MAX_WEIGHT:
-                raise BadQueryError(f"{name} must be between 0 and {MAX_WEIGHT:g} (got {value:g})")
+            low_ok = value >= 0.0 if name == "gamma" else value > 0.0
+            if not (low_ok and value <= MAX_WEIGHT):
+                low = "0" if name == "gamma" else "above 0"
+                raise BadQueryError(f"{name} must be {low} and at most {MAX_WEIGHT:g} (got {value:g})")
 
 
 def rocchio(
@@ -62,20 +67,18 @@ def rocchio(
         total -= weights.gamma * unliked.astype(np.float64).mean(axis=0)
     norm = float(np.linalg.norm(total))
     if not norm > 1e-12:
-        raise BadQueryError("the feedback query has no direction: give a base query or liked images, with weights > 0")
+        raise BadQueryError("the feedback query has no direction: its terms cancel out (change the weights or marks)")
     return (total / norm).astype(np.float32)
 
 
 def check_marks(like: Sequence[int], unlike: Sequence[int], has_base: bool) -> None:
-    """Refuse an empty request, too many marks, or an image both liked and unliked (before any model call)."""
+    """Refuse an empty request or too many marks (before any model call). An id both liked and unliked counts in
+    both means (the page never sends one)."""
     if not like and not has_base:
         raise BadQueryError("relevance feedback needs at least one liked image or a base query (text or image id)")
     for name, ids in (("like", like), ("unlike", unlike)):
         if len(ids) > MAX_MARKS:
             raise BadQueryError(f"at most {MAX_MARKS} {name} ids per request (got {len(ids)})")
-    both = sorted(set(like) & set(unlike))
-    if both:
-        raise BadQueryError(f"image ids both liked and unliked: {', '.join(map(str, both))}")
 
 
 def _stored(collection: Collection, ids: Sequence[int]) -> npt.NDArray[np.float32]:
