@@ -55,18 +55,22 @@ def rocchio(
     `liked` and `unliked` are (n, d) arrays of unit vectors (n may be 0). Raises BadQueryError when the result
     has no direction (nothing to add, or the terms cancel out).
     """
-    parts = [a for a in (base, liked, unliked) if a is not None and a.size]
-    if not parts:
+    terms = ((weights.alpha, base), (weights.beta, liked), (weights.gamma, unliked))
+    present = [(w, a) for w, a in terms if a is not None and a.size]
+    if not present:
         raise BadQueryError("relevance feedback needs at least one liked image or a base query (text or image id)")
-    total = np.zeros(parts[0].shape[-1], dtype=np.float64)
+    # only the weights' ratios matter (the sum is normalised): scaling them to a largest of 1 keeps a tiny weight
+    # such as 1e-300 from underflowing to a zero vector
+    scale = max(w for w, _ in present) or 1.0
+    total = np.zeros(present[0][1].shape[-1], dtype=np.float64)
     if base is not None:
-        total += weights.alpha * base.astype(np.float64)
+        total += (weights.alpha / scale) * base.astype(np.float64)
     if len(liked):
-        total += weights.beta * liked.astype(np.float64).mean(axis=0)
+        total += (weights.beta / scale) * liked.astype(np.float64).mean(axis=0)
     if len(unliked):
-        total -= weights.gamma * unliked.astype(np.float64).mean(axis=0)
+        total -= (weights.gamma / scale) * unliked.astype(np.float64).mean(axis=0)
     norm = float(np.linalg.norm(total))
-    if not norm > 1e-12:
+    if not norm > 1e-9:
         raise BadQueryError("the feedback query has no direction: its terms cancel out (change the weights or marks)")
     return (total / norm).astype(np.float32)
 

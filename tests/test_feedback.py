@@ -111,6 +111,11 @@ def test_rocchio_vector_equals_numpy(col: Collection, stored: dict[int, npt.NDAr
         hits = engine.search(col, query, k=5, show_duplicates=True)
         for hit in hits:  # the search really ranks by the Rocchio vector
             assert abs(hit.score - float(np.dot(stored[hit.image.id], want))) < 1e-5
+    # only the ratios of the weights matter, down to the smallest float (no underflow to a zero vector)
+    tiny = feedback_query(col, [], [], base=text, weights=Weights(alpha=5e-324))
+    assert np.allclose(tiny.vector, text.vector / np.linalg.norm(text.vector), atol=1e-6)
+    scaled = feedback_query(col, like, unlike, base=pivot, weights=Weights(1e-300, 0.75e-300, 0.15e-300))
+    assert np.allclose(scaled.vector, expected(stored[ids[0]], liked, unliked), atol=1e-6)
     # a text base with no marks at all is just the text query, unit length
     only_text = feedback_query(col, [], [], base=text)
     assert np.allclose(only_text.vector, text.vector / np.linalg.norm(text.vector), atol=1e-6)
