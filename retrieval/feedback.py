@@ -105,7 +105,8 @@ def feedback_query(
 ) -> QueryVector:
     """The Rocchio query from stored vectors of the marked images (no model needed) and an optional base query
     (a text from retrieval.query.embed_text, an indexed image from embed_id). The marked images and the base
-    image are excluded from the results; a text base still gives hits their calibrated text score."""
+    image are excluded from the results; a text base still gives hits their calibrated text score. An id listed
+    twice in one set counts once (the marks are sets)."""
     check_marks(like, unlike, base is not None)
     weights.check()
     liked = _stored(collection, like)
