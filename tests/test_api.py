@@ -656,6 +656,7 @@ def v1_requests(image_id: int) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         ("POST", "/v1/search/image"): {"files": upload, "data": {"k": "2"}},
         ("POST", "/v1/search/text"): {"json": {"text": "knee", "k": 2}},
+        ("POST", "/v1/search/feedback"): {"json": {"image_id": image_id, "like": [image_id + 1], "k": 2}},
         ("GET", "/v1/images/{image_id}"): {},
         ("GET", "/v1/images/{image_id}/similar"): {"params": {"k": 2}},
         ("GET", "/v1/images/{image_id}/thumbnail"): {},
