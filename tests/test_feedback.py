@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,45 +12,20 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from indexer.pipeline import IndexOptions, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, Weights, feedback_query, rocchio
-from retrieval.labels import load_labels
 from retrieval.store.repo import Filters
-from tests.conftest import SAMPLES, make_settings, testdata_file
-from tests.test_api import Server, cli, is_ready, make_client, running_server, service_env
-
-EXTRA = ["SC_rgb.dcm", "ExplVR_BigEnd.dcm", "rtdose_1frame.dcm", "mlut_18.dcm"]
-TWO_FRAME = "eCT_Supplemental.dcm"  # indexed with frames="all": two CT images
+from tests.conftest import make_settings
+from tests.test_api import Server, cli, client, main_data, main_server, root  # noqa: F401 - fixtures used by name
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    """The labelled samples plus pydicom files of other modalities, indexed with the library."""
-    root = tmp_path_factory.mktemp("feedback")
-    extra = root / "extra"
-    extra.mkdir()
-    for name in EXTRA:
-        shutil.copy(testdata_file(name), extra / name)
-    two_frame = root / "two-frame"
-    two_frame.mkdir()
-    shutil.copy(testdata_file(TWO_FRAME), two_frame / TWO_FRAME)
-    data = root / "data"
-    col = Collection(make_settings(data, tiny_model))
-    try:
-        summary = run_index(col, [SAMPLES, extra], IndexOptions(workers=0, labels=load_labels(SAMPLES / "labels.csv")))
-        frames = run_index(col, [two_frame], IndexOptions(workers=0, frames="all"))
-    finally:
-        col.close()
-    assert summary.failed == frames.failed == 0 and summary.indexed >= 12 and frames.indexed == 2
-    return data
-
-
-@pytest.fixture(scope="module")
-def col(data_dir: Path, tiny_model: Path) -> Iterator[Collection]:
-    c = Collection(make_settings(data_dir, tiny_model))
+def col(main_data: Path, tiny_model: Path) -> Iterator[Collection]:  # noqa: F811
+    """The API tests' collection (data/samples plus pydicom files of other modalities, one of them two CT frames),
+    opened by the library beside the server."""
+    c = Collection(make_settings(main_data, tiny_model))
     yield c
     c.close()
 
@@ -186,25 +160,15 @@ def test_errors(col: Collection, stored: dict[int, npt.NDArray[np.float32]]) -> 
 # -- API and CLI ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(data_dir: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = service_env(data_dir, tiny_model)
-    with running_server(env, tmp_path_factory.mktemp("logs"), is_ready) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server: Server) -> Iterator[httpx.Client]:
-    with make_client(server.url) as c:
-        yield c
-
-
-def feedback(client: httpx.Client, **body: Any) -> httpx.Response:
-    return client.post("/v1/search/feedback", json=body)
+def feedback(http: httpx.Client, **body: Any) -> httpx.Response:
+    return http.post("/v1/search/feedback", json=body)
 
 
 def test_api_matches_library_and_cli(
-    client: httpx.Client, server: Server, col: Collection, modality: dict[int, str | None]
+    client: httpx.Client,  # noqa: F811
+    main_server: Server,  # noqa: F811
+    col: Collection,
+    modality: dict[int, str | None],
 ) -> None:
     ct = sorted(i for i, m in modality.items() if m == "CT")
     others = sorted(i for i, m in modality.items() if m != "CT")
@@ -225,7 +189,7 @@ def test_api_matches_library_and_cli(
         assert abs(h.score - a["score"]) < 1e-5
 
     argv = ["search", "--text", "axial slice", "--like", str(ct[0]), "--like", str(others[1]), "--unlike", str(ct[2])]
-    proc = cli([*argv, "--modality", "CT", "-k", "10", "--show-duplicates", "--json"], server.env)
+    proc = cli([*argv, "--modality", "CT", "-k", "10", "--show-duplicates", "--json"], main_server.env)
     assert proc.returncode == 0, proc.stderr
     by_cli = json.loads(proc.stdout)
     assert by_cli["query"] == "feedback" and [h["id"] for h in by_cli["hits"]] == got
@@ -241,7 +205,11 @@ def test_api_matches_library_and_cli(
     assert [h["id"] for h in page2] == [h["id"] for h in liked_only.json()["hits"]][3:6]
 
 
-def test_api_errors(client: httpx.Client, modality: dict[int, str | None], server: Server) -> None:
+def test_api_errors(
+    client: httpx.Client,  # noqa: F811
+    main_server: Server,  # noqa: F811
+    modality: dict[int, str | None],
+) -> None:
     ids = sorted(modality)
     missing = max(ids) + 11
     cases: list[tuple[dict[str, Any], int, str, str]] = [
@@ -264,8 +232,8 @@ def test_api_errors(client: httpx.Client, modality: dict[int, str | None], serve
         response = feedback(client, **body)  # the client's hook refuses stack traces and non-{code, message} errors
         assert response.status_code == status, (body, response.text)
         assert response.json()["code"] == code and words in response.json()["message"], (body, response.text)
-    proc = cli(["search", "--like", str(missing)], server.env)
+    proc = cli(["search", "--like", str(missing)], main_server.env)
     assert proc.returncode == 1 and "not_found" in proc.stderr and str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = cli(["search", "--unlike", str(ids[0])], server.env)
+    proc = cli(["search", "--unlike", str(ids[0])], main_server.env)
     assert proc.returncode == 2 and "--like" in proc.stderr
