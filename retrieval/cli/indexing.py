@@ -29,6 +29,7 @@ from retrieval.cli.ray_options import (
     driver_settings,
     print_ray,
     ray_address,
+    ray_output_to_stderr,
     ray_report,
 )
 from retrieval.errors import MedsearchError
@@ -81,7 +82,8 @@ def index(
             from indexer.ray_ingest import RayOptions, run_index_ray
 
             shape = RayOptions(address, ray_actors, ray_decoders, settings.device)
-            summary: Any = run_index_ray(collection, paths, options, shape, bar)
+            with ray_output_to_stderr():
+                summary: Any = run_index_ray(collection, paths, options, shape, bar)
         else:
             summary = run_index(collection, paths, options, bar)
     except MedsearchError as exc:

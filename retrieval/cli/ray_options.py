@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +44,11 @@ def ray_address(value: str | None) -> str | None:
             param_hint="--ray",
         )
     return value
+
+
+def ray_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
+    """Ray prints its workers' errors (a retried task, a restarted actor) on stdout: keep stdout for the summary."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def driver_settings(settings: Any) -> Any:
