@@ -18,6 +18,7 @@ from retrieval.cli.common import (
     fail,
     load_settings,
     open_collection,
+    open_collection_with,
     out,
     say,
     standin_notice,
@@ -60,7 +61,6 @@ def index(
     Exit status: 0 when every file was indexed (or already was), 2 when any failed or nothing was found.
     """
     from indexer.pipeline import IndexOptions, run_index
-    from retrieval.collection import Collection
     from retrieval.labels import load_labels
 
     address = ray_address(ray)
@@ -70,7 +70,7 @@ def index(
 
     try:
         settings = load_settings(data_dir)
-        collection = Collection(driver_settings(settings) if ray else settings)
+        collection = open_collection_with(driver_settings(settings) if ray else settings)
         options = IndexOptions(
             frames=frames.value,
             workers=settings.workers if workers is None else workers,
