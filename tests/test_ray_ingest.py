@@ -171,7 +171,7 @@ def test_killed_driver_then_rerun_equals_uninterrupted(
     data_dir = tmp_path / "data"
     env = {**cluster.env, **medsearch_env(tiny_model)}
     command = [
-        *(str(MEDSEARCH), "index", *map(str, inputs), "--batch-size", str(BATCH), "--ray", cluster.address),
+        *(str(MEDSEARCH), "index", *map(str, inputs), "--batch-size", str(BATCH), "--ray-address", cluster.address),
         *("--ray-actors", str(ACTORS), "-q", "--json", "--allow-failures", "--data-dir", str(data_dir)),
     ]
     log = tmp_path / "driver.log"

@@ -27,9 +27,9 @@ from retrieval.cli.ray_options import (
     RayActors,
     RayAddress,
     RayDecoders,
+    UseRay,
     driver_settings,
     print_ray,
-    ray_address,
     ray_output_to_stderr,
     ray_report,
 )
@@ -50,7 +50,8 @@ def index(
     allow_failures: Annotated[
         bool, typer.Option("--allow-failures", help="Exit 0 even when files failed or nothing was found.")
     ] = False,
-    ray: RayAddress = None,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
     ray_actors: RayActors = None,
     ray_decoders: RayDecoders = None,
     data_dir: DataDir = None,
@@ -63,7 +64,7 @@ def index(
     from indexer.pipeline import IndexOptions, run_index
     from retrieval.labels import load_labels
 
-    address = ray_address(ray)
+    ray = ray or ray_address is not None
     missing = [str(p) for p in paths if not p.exists()]
     if missing:  # before the model loads: a typo is not a permanent failure of a file
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
@@ -81,7 +82,7 @@ def index(
         if ray:
             from indexer.ray_ingest import RayOptions, run_index_ray
 
-            shape = RayOptions(address, ray_actors, ray_decoders, settings.device)
+            shape = RayOptions(ray_address, ray_actors, ray_decoders, settings.device)
             with ray_output_to_stderr():
                 summary: Any = run_index_ray(collection, paths, options, shape, bar)
         else:

@@ -30,9 +30,9 @@ from retrieval.cli.ray_options import (
     RayActors,
     RayAddress,
     RayDecoders,
+    UseRay,
     driver_settings,
     print_ray,
-    ray_address,
     ray_output_to_stderr,
     ray_report,
 )
@@ -80,7 +80,8 @@ def pull(
     frames: Annotated[FramesChoice, typer.Option(help="Multi-frame policy.")] = FramesChoice.middle,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    ray: RayAddress = None,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
     ray_actors: RayActors = None,
     ray_decoders: RayDecoders = None,
     data_dir: DataDir = None,
@@ -94,7 +95,7 @@ def pull(
     from retrieval.sources.pull import DicomwebSource, PullQuery
 
     query = PullQuery(since=parse_date(since), until=parse_date(until), modalities=_split(modality))
-    address = ray_address(ray)
+    ray = ray or ray_address is not None
     try:
         settings = load_settings(data_dir)
         collection = open_collection_with(driver_settings(settings) if ray else settings)
@@ -117,7 +118,7 @@ def pull(
             from indexer.ray_ingest import RayOptions, run_source_ray
 
             with ray_output_to_stderr():
-                shape = RayOptions(address, ray_actors, ray_decoders, settings.device)
+                shape = RayOptions(ray_address, ray_actors, ray_decoders, settings.device)
                 summary: Any = run_source_ray(collection, source, options, shape, bar)
         else:
             summary = run_source(collection, source, options, bar)

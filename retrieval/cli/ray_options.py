@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from retrieval.cli.common import out
 
-LOCAL = "local"
-
+UseRay = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Decode and embed on a Ray cluster (a local Ray instance unless --ray-address names a running one).",
+    ),
+]
 RayAddress = Annotated[
     str | None,
     typer.Option(
-        "--ray",
-        is_flag=False,
-        flag_value=LOCAL,
-        metavar="[ADDRESS]",
-        help="Decode and embed on a Ray cluster: ADDRESS of a running one (host:6379, ray://host:10001), or none "
-        "(or 'local') for a local Ray instance. Put it after the paths, or write --ray=ADDRESS.",
+        "--ray-address",
+        metavar="ADDRESS",
+        help="A running Ray cluster (host:6379 or ray://host:10001); implies --ray.",
     ),
 ]
 RayActors = Annotated[
@@ -32,18 +33,6 @@ RayDecoders = Annotated[
     int | None,
     typer.Option("--ray-decoders", min=1, help="Decode actors, each feeding 2 decode tasks (default: free CPUs)."),
 ]
-
-
-def ray_address(value: str | None) -> str | None:
-    """The cluster address to join (None: start a local instance); refuses a path swallowed as an address."""
-    if value is None or value == LOCAL:
-        return None
-    if Path(value).exists():
-        raise typer.BadParameter(
-            f"{value!r} is a path, not a Ray address: put --ray after the paths (or write --ray=ADDRESS)",
-            param_hint="--ray",
-        )
-    return value
 
 
 def ray_output_to_stderr() -> contextlib.AbstractContextManager[Any]:
