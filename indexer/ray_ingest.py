@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from indexer.pipeline import IndexOptions, IndexSummary, Progress
+from indexer.pipeline import IndexOptions, IndexSummary, Progress, apply_labels, decode_config, plan
 from indexer.ray_workers import DecodeActor, EncodeActor, pack, unpack_decoded
 from indexer.stages.batch import Decoded, PreparedBatch
 from indexer.stages.decode import DecodeConfig
 from indexer.stages.write import Writer
 from retrieval.collection import Collection
 from retrieval.errors import ClusterError, MedsearchError
-from retrieval.imaging.types import DecodeLimits
 from retrieval.optional import require
 from retrieval.sources.base import IngestSource, SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import PathSource
@@ -100,18 +99,9 @@ def run_source_ray(
         encoder = collection.load_encoder()  # checks (or records) the fingerprint; actors must match it
         writer = Writer(collection, collection.require_index(), options.labels)
         try:
-            refs, summary.skipped = source.plan(collection.catalog)
-            summary.sources = len(refs) + summary.skipped
-            if progress:
-                progress.start(summary.sources)
-                if summary.skipped:
-                    progress.advance(summary.skipped, 0)
+            refs = plan(collection, source, summary, progress)  # exactly as `index` plans
             if refs:
-                settings = collection.settings
-                limits = DecodeLimits(max_pixels=settings.max_pixels)
-                config = DecodeConfig(
-                    encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes
-                )
+                config = decode_config(collection, encoder, options)
                 started_ray = _connect(ray_options.address)
                 try:
                     rows = _rows(source, refs)
@@ -126,10 +116,7 @@ def run_source_ray(
             if progress:
                 progress.finish()
     summary.seconds = time.perf_counter() - start
-    if options.labels:
-        as_pairs = {k: (v.label, v.report) for k, v in options.labels.by_uid.items()}
-        by_uri = {k: (v.label, v.report) for k, v in options.labels.by_uri.items()}
-        collection.catalog.apply_labels(as_pairs, by_uri)
+    apply_labels(collection, options.labels)
     return summary
 
 

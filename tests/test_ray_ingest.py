@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.pipeline import IndexOptions, run_index
+from indexer.pipeline import IndexOptions, Progress, run_index
+from indexer.ray_ingest import RayIndexSummary, RayOptions, run_index_ray  # imports no Ray until a run starts
 from indexer.stages.decode import TEST_CRASH_ON
 from retrieval.collection import Collection
 from tests.conftest import SAMPLES, make_settings, testdata_file
@@ -97,12 +98,11 @@ def reference(
     return snapshot(data_dir)
 
 
-def run_ray(data_dir: Path, inputs: list[Path], model: Path, progress: object = None) -> object:
-    from indexer.ray_ingest import RayOptions, run_index_ray
-
+def run_ray(data_dir: Path, inputs: list[Path], model: Path, progress: Progress | None = None) -> RayIndexSummary:
+    """`run_index_ray` in this process, on the module's Ray instance, into a fresh data folder."""
     collection = Collection(make_settings(data_dir, model))
     try:
-        return run_index_ray(collection, inputs, IndexOptions(batch_size=BATCH), RayOptions(actors=ACTORS), progress)  # type: ignore[arg-type]
+        return run_index_ray(collection, inputs, IndexOptions(batch_size=BATCH), RayOptions(actors=ACTORS), progress)
     finally:
         collection.close()
 
@@ -117,8 +117,8 @@ def test_ray_equals_run_index_and_records_a_crashing_file_once(
     check_index(data_dir, got, tiny_model)
     crashed = {uri: code for uri, (code, _) in got.failures.items() if uri.endswith(CRASHER)}
     assert list(crashed.values()) == ["worker_crashed"], got.failures
-    assert summary.encoder_actors == ACTORS and summary.actors, summary  # type: ignore[attr-defined]
-    assert sum(s.images for s in summary.actors.values()) >= summary.indexed  # type: ignore[attr-defined]
+    assert summary.encoder_actors == ACTORS and summary.actors, summary
+    assert sum(s.images for s in summary.actors.values()) >= summary.indexed
 
 
 def encoder_pids() -> list[int]:
@@ -160,7 +160,7 @@ def test_killed_encoder_actor_loses_and_duplicates_nothing(
     summary = run_ray(data_dir, inputs, tiny_model, killer)
     assert killer.killed is not None
     assert_same(snapshot(data_dir), reference)
-    names = set(summary.actors)  # type: ignore[attr-defined]
+    names = set(summary.actors)
     assert len(names) > ACTORS, f"no batch ran on a restarted actor after the kill: {names}"
 
 
