@@ -102,7 +102,7 @@ def run_source_ray(
             refs = plan(collection, source, summary, progress)  # exactly as `index` plans
             if refs:
                 config = decode_config(collection, encoder, options)
-                started_ray = _connect(ray_options.address)
+                started_ray = _connect(ray_options)
                 try:
                     rows = _rows(source, refs)
                     outputs = _execute(rows, config, collection, encoder.fingerprint.key, options, ray_options, summary)
@@ -120,8 +120,10 @@ def run_source_ray(
     return summary
 
 
-def _connect(address: str | None) -> bool:
-    """Join the cluster at `address`, or start a local instance; True when this call started Ray."""
+def _connect(ray_options: RayOptions) -> bool:
+    """Join the cluster at the address, or start a local instance with a CPU slot for every encoder actor and
+    at least one for decoding (slots may outnumber cores); True when this call started Ray."""
+    address = ray_options.address
     ray = require("ray", "indexing on a Ray cluster", "ray")
     if ray.is_initialized():
         return False
@@ -131,7 +133,8 @@ def _connect(address: str | None) -> bool:
             ray.init(address=address, **quiet)
         else:
             cpus = os.cpu_count() or 1
-            ray.init(num_cpus=max(cpus, CPU_ACTORS_DEFAULT + 1), include_dashboard=False, **quiet)
+            slots = max(cpus, (ray_options.actors or CPU_ACTORS_DEFAULT) + 1)
+            ray.init(num_cpus=slots, include_dashboard=False, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterError(f"could not start or join {where}: {exc}") from exc
