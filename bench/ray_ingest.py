@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             "ray_after_first_batch": round(on_ray["after_first_batch_seconds"] / n, 3),
         },
         "ray_wall_over_single": round(on_ray["wall_seconds"] / max(single["wall_seconds"], 1e-9), 3),
+        # wall time not spent computing by the busiest encoder actor: actor pools, model loads, scheduling
+        "ray_overhead_seconds": round(on_ray["wall_seconds"] - max(a["seconds"] for a in on_ray["actors"].values()), 2),
     }
+    report["ray_overhead_per_image_seconds"] = round(report["ray_overhead_seconds"] / n, 3)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
