@@ -210,3 +210,32 @@ def test_a_normal_index_run_never_imports_ray(tiny_model: Path, tmp_path: Path) 
         [sys.executable, "-c", code], env=medsearch_env(tiny_model), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_pull_on_ray_indexes_every_instance_once(cluster: Cluster, tiny_model: Path, tmp_path: Path) -> None:
+    from tests.orthanc import encode, start_orthanc, with_new_uids
+
+    server = start_orthanc(tmp_path / "orthanc")
+    try:
+        sops = set()
+        for name in ("CT_small.dcm", "MR_small_jp2klossless.dcm", "emri_small.dcm", "MR_small.dcm"):
+            ds = with_new_uids(testdata_file(name), study=None)
+            server.upload(encode(ds))
+            sops.add(str(ds.SOPInstanceUID))
+        env = {**cluster.env, **medsearch_env(tiny_model)}
+        data_dir = tmp_path / "data"
+        pull = [str(MEDSEARCH), "pull", "--dicomweb", server.dicomweb, "--json", "--data-dir", str(data_dir)]
+        on_ray = [*pull, "--ray-address", cluster.address, "--ray-actors", str(ACTORS)]
+        done = subprocess.run(on_ray, env=env, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        report = json.loads(done.stdout)
+        assert (report["found"], report["fetched"], report["indexed"], report["failed"]) == (4, 4, 4, 0), report
+        snap = snapshot(data_dir)
+        assert {uri.rsplit("/", 1)[-1] for uri in snap.sources} == sops
+        assert {s[2] for s in snap.sources.values()} == {"indexed"} and len(snap.rows) == 4
+        again = subprocess.run(pull, env=env, capture_output=True, timeout=300)  # the plain pull sees them as done
+        assert again.returncode == 0, again.stderr.decode()[-3000:]
+        assert json.loads(again.stdout)["already_indexed"] == 4
+    finally:
+        server.stop()
