@@ -13,9 +13,10 @@ from indexer.stages.decode import DecodeConfig, DecodePool
 from indexer.stages.encode import encode_pixel_batch
 from indexer.stages.write import Writer
 from retrieval.collection import Collection
+from retrieval.encoders.base import Encoder
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.labels import Labels
-from retrieval.sources.base import IngestSource, SourceItem
+from retrieval.sources.base import IngestSource, SourceItem, SourceProblem, SourceRef
 from retrieval.sources.files import PathSource
 from retrieval.store.repo import FailureRecord
 
@@ -140,17 +141,9 @@ def run_source(
         run = _Run(collection, options, summary, progress)  # loads the model: a mismatch fails here
         pool: DecodePool | None = None
         try:
-            refs, summary.skipped = source.plan(collection.catalog)
-            summary.sources = len(refs) + summary.skipped
-            if progress:
-                progress.start(summary.sources)
-                if summary.skipped:
-                    progress.advance(summary.skipped, 0)
+            refs = plan(collection, source, summary, progress)
             if refs:
-                settings = collection.settings
-                limits = DecodeLimits(max_pixels=settings.max_pixels)
-                processor = run.encoder.image_processor
-                config = DecodeConfig(processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
+                config = decode_config(collection, run.encoder, options)
                 pool = DecodePool(options.workers, config, prefetch=options.batch_size * 2)
                 _feed(source.fetch(refs), pool, run, summary)
         finally:
@@ -161,11 +154,36 @@ def run_source(
             if progress:
                 progress.finish()
     summary.seconds = time.perf_counter() - start
-    if options.labels:
-        as_pairs = {k: (v.label, v.report) for k, v in options.labels.by_uid.items()}
-        by_uri = {k: (v.label, v.report) for k, v in options.labels.by_uri.items()}
-        collection.catalog.apply_labels(as_pairs, by_uri)
+    apply_labels(collection, options.labels)
     return summary
+
+
+def plan(
+    collection: Collection, source: IngestSource, summary: IndexSummary, progress: Progress | None
+) -> list[SourceRef | SourceProblem]:
+    """What this run must process (sources already done are counted as skipped and shown as progress)."""
+    refs, summary.skipped = source.plan(collection.catalog)
+    summary.sources = len(refs) + summary.skipped
+    if progress:
+        progress.start(summary.sources)
+        if summary.skipped:
+            progress.advance(summary.skipped, 0)
+    return refs
+
+
+def decode_config(collection: Collection, encoder: Encoder, options: IndexOptions) -> DecodeConfig:
+    """What every decode worker needs: the encoder's image processor and the collection's limits."""
+    settings = collection.settings
+    limits = DecodeLimits(max_pixels=settings.max_pixels)
+    return DecodeConfig(encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
+
+
+def apply_labels(collection: Collection, labels: Labels | None) -> None:
+    """Labels given on this run reach images indexed earlier too."""
+    if labels:
+        as_pairs = {k: (v.label, v.report) for k, v in labels.by_uid.items()}
+        by_uri = {k: (v.label, v.report) for k, v in labels.by_uri.items()}
+        collection.catalog.apply_labels(as_pairs, by_uri)
 
 
 def _feed(items: Iterator[SourceItem], pool: DecodePool, run: _Run, summary: IndexSummary) -> None:

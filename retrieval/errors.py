@@ -136,6 +136,14 @@ class MissingExtraError(MedsearchError):
     title = "Feature not installed"
 
 
+class ClusterError(MedsearchError):
+    """A Ray cluster could not be started or joined, or its pipeline failed (`--ray`)."""
+
+    code = "cluster_unavailable"
+    status = 503
+    title = "Ray cluster unavailable"
+
+
 class SettingsError(MedsearchError):
     """A setting (environment variable or option) is missing or invalid: the operator must fix it."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from retrieval.sources.base import SourceRef
 from retrieval.sources.files import read_file
 
 log = logging.getLogger(__name__)
+TEST_CRASH_ON = "MEDSEARCH_TEST_CRASH_ON"  # tests only: a file name on which a decode worker process dies
 CRASH_REASON = "the decoder crashed its worker process on this file (killed by a signal or out of memory)"
 
 
@@ -60,7 +62,15 @@ def _init_worker(config: DecodeConfig) -> None:
     _WORKER[:] = [config]
 
 
+def crash_if_asked(ref: SourceRef) -> None:
+    """Tests only: die like a native decoder that kills its process, on the file named by TEST_CRASH_ON."""
+    crash_on = os.environ.get(TEST_CRASH_ON)
+    if crash_on and ref.uri.endswith(crash_on):
+        os._exit(70)
+
+
 def _work(ref: SourceRef, data: bytes | None) -> Decoded:
+    crash_if_asked(ref)
     return decode_item(ref, data, _WORKER[0])
 
 
@@ -80,7 +90,11 @@ class DecodePool:
         if self.executor is None:
             item: Future[Decoded] | Decoded = decode_item(ref, data, self.config)
         else:
-            item = self.executor.submit(_work, ref, data)
+            try:
+                item = self.executor.submit(_work, ref, data)
+            except BrokenProcessPool as exc:  # a file still in flight killed a worker: this one waits its turn
+                item = Future()
+                item.set_exception(exc)
         self.inflight.append((ref, data, item))
         while len(self.inflight) >= self.window:
             yield from self._pop()

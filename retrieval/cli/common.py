@@ -75,9 +75,13 @@ def load_settings(data_dir: Path | None = None) -> Settings:
 
 
 def open_collection(data_dir: Path | None) -> Any:
+    return open_collection_with(load_settings(data_dir))
+
+
+def open_collection_with(settings: Settings) -> Any:
     from retrieval.collection import Collection
 
-    return Collection(load_settings(data_dir))
+    return Collection(settings)
 
 
 def fail(exc: MedsearchError) -> None:

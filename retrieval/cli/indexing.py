@@ -16,10 +16,22 @@ from retrieval.cli.common import (
     app,
     err,
     fail,
+    load_settings,
     open_collection,
+    open_collection_with,
     out,
     say,
     standin_notice,
+)
+from retrieval.cli.ray_options import (
+    RayActors,
+    RayAddress,
+    RayDecoders,
+    UseRay,
+    driver_settings,
+    print_ray,
+    ray_output_to_stderr,
+    ray_report,
 )
 from retrieval.errors import MedsearchError
 
@@ -38,29 +50,43 @@ def index(
     allow_failures: Annotated[
         bool, typer.Option("--allow-failures", help="Exit 0 even when files failed or nothing was found.")
     ] = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_decoders: RayDecoders = None,
     data_dir: DataDir = None,
 ) -> None:
     """Index images (DICOM, PNG, JPEG, TIFF) into the data folder; re-runs add only what is new.
 
+    With --ray, decoding and embedding run on a Ray cluster; planning and writing stay here.
     Exit status: 0 when every file was indexed (or already was), 2 when any failed or nothing was found.
     """
     from indexer.pipeline import IndexOptions, run_index
     from retrieval.labels import load_labels
 
+    ray = ray or ray_address is not None
     missing = [str(p) for p in paths if not p.exists()]
     if missing:  # before the model loads: a typo is not a permanent failure of a file
         raise typer.BadParameter(f"no such file or folder: {', '.join(missing)}", param_hint="PATHS")
 
     try:
-        collection = open_collection(data_dir)
-        settings = collection.settings
+        settings = load_settings(data_dir)
+        collection = open_collection_with(driver_settings(settings) if ray else settings)
         options = IndexOptions(
             frames=frames.value,
             workers=settings.workers if workers is None else workers,
             batch_size=batch_size or settings.batch_size,
             labels=load_labels(labels) if labels else None,
         )
-        summary = run_index(collection, paths, options, ProgressBar(quiet or as_json))
+        bar = ProgressBar(quiet or as_json)
+        if ray:
+            from indexer.ray_ingest import RayOptions, run_index_ray
+
+            shape = RayOptions(ray_address, ray_actors, ray_decoders, settings.device)
+            with ray_output_to_stderr():
+                summary: Any = run_index_ray(collection, paths, options, shape, bar)
+        else:
+            summary = run_index(collection, paths, options, bar)
     except MedsearchError as exc:
         fail(exc)
         return
@@ -75,6 +101,8 @@ def index(
         "images_per_second": {k: round(v, 2) for k, v in rates.items()},
         "encoder_busy": round(summary.encoder_busy, 3),
     }
+    if ray:
+        report["ray"] = ray_report(summary)
     if as_json:
         out.print_json(json.dumps(report))
         _exit_status(summary, allow_failures)
@@ -87,6 +115,8 @@ def index(
     )
     stages = ", ".join(f"{s} {rates[s]:.1f}" for s in ("decode", "preprocess", "encode", "write"))
     out.print(f"per stage (img/s): {stages}; encoder busy {summary.encoder_busy:.0%}")
+    if ray:
+        print_ray(summary)
     for failure in summary.failures[:10]:
         say(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}")
     if summary.failed > 10:

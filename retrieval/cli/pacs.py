@@ -18,11 +18,23 @@ from retrieval.cli.common import (
     app,
     err,
     fail,
+    load_settings,
     open_collection,
+    open_collection_with,
     out,
     parse_date,
     say,
     standin_notice,
+)
+from retrieval.cli.ray_options import (
+    RayActors,
+    RayAddress,
+    RayDecoders,
+    UseRay,
+    driver_settings,
+    print_ray,
+    ray_output_to_stderr,
+    ray_report,
 )
 from retrieval.errors import ListenFailedError, MedsearchError, SettingsError
 
@@ -68,17 +80,25 @@ def pull(
     frames: Annotated[FramesChoice, typer.Option(help="Multi-frame policy.")] = FramesChoice.middle,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_decoders: RayDecoders = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances."""
+    """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances.
+
+    With --ray, this machine fetches; decoding and embedding run on a Ray cluster, writing stays here.
+    """
     from indexer.pipeline import IndexOptions, run_source
     from retrieval.sources.dicomweb import Dicomweb, DicomwebConfig
     from retrieval.sources.pull import DicomwebSource, PullQuery
 
     query = PullQuery(since=parse_date(since), until=parse_date(until), modalities=_split(modality))
+    ray = ray or ray_address is not None
     try:
-        collection = open_collection(data_dir)
-        settings = collection.settings
+        settings = load_settings(data_dir)
+        collection = open_collection_with(driver_settings(settings) if ray else settings)
         updates: dict[str, Any] = {}
         if auth is not None:
             updates["auth"] = auth.value
@@ -93,11 +113,19 @@ def pull(
         client = Dicomweb(config)
         source = DicomwebSource(client, query, workers or settings.dicomweb_workers, settings.max_file_bytes)
         options = IndexOptions(frames=frames.value, workers=settings.workers, batch_size=settings.batch_size)
-        summary = run_source(collection, source, options, ProgressBar(quiet or as_json))
+        bar = ProgressBar(quiet or as_json)
+        if ray:
+            from indexer.ray_ingest import RayOptions, run_source_ray
+
+            with ray_output_to_stderr():
+                shape = RayOptions(ray_address, ray_actors, ray_decoders, settings.device)
+                summary: Any = run_source_ray(collection, source, options, shape, bar)
+        else:
+            summary = run_source(collection, source, options, bar)
     except MedsearchError as exc:
         fail(exc)
         return
-    report = {
+    report: dict[str, Any] = {
         "server": config.url,
         "found": source.found,
         "already_indexed": summary.skipped,
@@ -108,6 +136,8 @@ def pull(
         "failures": [{"source": f.uri, "code": f.code, "reason": f.reason} for f in summary.failures],
         "seconds": round(summary.seconds, 3),
     }
+    if ray:
+        report["ray"] = ray_report(summary)
     if as_json:
         out.print_json(json.dumps(report))
     else:
@@ -118,6 +148,8 @@ def pull(
             highlight=False,
             soft_wrap=True,
         )
+        if ray:
+            print_ray(summary)
         for failure in summary.failures[:20]:
             say(f"  failed: {failure.uri}: [{failure.code}] {failure.reason}")
         standin_notice(collection)
