@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
@@ -47,6 +48,9 @@ class Collection:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
+        # Model calls (not decoding, caches or searches) run one at a time: the encoder already uses every core.
+        self.model_lock = threading.Lock()
+        self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))

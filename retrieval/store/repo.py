@@ -227,6 +227,48 @@ class Catalog:
             blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
         return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
 
+    def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
+        """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
+        if not _storable(image_id):
+            return None
+        with self.sessions() as session:
+            row = session.execute(
+                select(Vector.vector, Image.patient_hash, Image.study_instance_uid)
+                .join(Image, Image.id == Vector.image_id)
+                .where(Vector.image_id == image_id)
+            ).first()
+        if row is None:
+            return None
+        return np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2]
+
+    def vector_for_input(
+        self, pixel_hash: str, content_hash: str, frame: int, window: str | None
+    ) -> npt.NDArray[np.float32] | None:
+        """The stored vector of an image whose encoder input was exactly these pixels, if one is indexed.
+
+        Found by `pixel_hash`, or, for images indexed before it was recorded, by the same file bytes
+        (`content_hash`), frame and window, which decode to the same pixels. Both lookups use an index."""
+        with self.sessions() as session:
+            blob = session.scalar(
+                select(Vector.vector)
+                .join(Image, Image.id == Vector.image_id)
+                .where(Image.pixel_hash == pixel_hash)
+                .limit(1)
+            )
+            if blob is None:
+                blob = session.scalar(
+                    select(Vector.vector)
+                    .join(Image, Image.id == Vector.image_id)
+                    .where(
+                        Image.content_hash == content_hash,
+                        Image.pixel_hash.is_(None),
+                        Image.frame == frame,
+                        Image.window.is_(None) if window is None else Image.window == window,
+                    )
+                    .limit(1)
+                )
+        return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+
     def vectors_by_source(self, uris: Sequence[str]) -> list[tuple[str, str | None, npt.NDArray[np.float32]]]:
         """(source URI, patient hash, stored vector) of every image indexed from these sources."""
         found: list[tuple[str, str | None, npt.NDArray[np.float32]]] = []
