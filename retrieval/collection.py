@@ -7,8 +7,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -26,6 +28,7 @@ from retrieval.store.db import make_engine, session_factory
 from retrieval.store.repo import Catalog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LOCK_FILE = ".writer.lock"
 
 
@@ -48,8 +51,10 @@ class Collection:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
-        # Model calls (not decoding, caches or searches) run one at a time: the encoder already uses every core.
-        self.model_lock = threading.Lock()
+        # Query-time model calls (not decoding, caches or searches) run one at a time on one thread: the encoder
+        # already uses every core, and torch's OpenMP team belongs to the thread that calls it (one team, kept warm,
+        # instead of one per request thread spinning against the others).
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
         self.engine = self._migrate()
@@ -118,6 +123,10 @@ class Collection:
                 self._encoder = encoder
             return self._encoder
 
+    def run_model(self, call: Callable[[], T]) -> T:
+        """Run a query's model call on the collection's model thread and wait for it (calls are serialised)."""
+        return self._model_thread.submit(call).result()
+
     @property
     def encoder(self) -> Encoder:
         """The loaded encoder; reading it never loads weights (call `load_encoder()` first)."""
@@ -163,6 +172,7 @@ class Collection:
     def close(self) -> None:
         """Release the vector backend (if it holds a connection) and dispose of database connections."""
         self._close_index()
+        self._model_thread.shutdown(wait=True)
         self.engine.dispose()
 
 

@@ -97,8 +97,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
         )
         vector = _indexed_vector(collection, prepared, fingerprint.key)
         if vector is None:
-            with collection.model_lock:
-                vector = encoder.encode_pixel_values(prepared.pixel_values)[0]
+            vector = collection.run_model(lambda: encoder.encode_pixel_values(prepared.pixel_values)[0])
         patient = hash_patient_id(prepared.meta.patient_id, collection.salt)
         cached = CachedEmbedding(vector, patient, prepared.meta.study_instance_uid)
         collection.embed_cache.put(key, cached)
@@ -133,8 +132,7 @@ def embed_text(collection: Collection, text: str) -> QueryVector:
     key = content_key("text", encoder.fingerprint.key, text)
     cached = collection.embed_cache.get(key, "text")
     if cached is None:
-        with collection.model_lock:
-            cached = CachedEmbedding(encoder.encode_texts([text])[0])
+        cached = CachedEmbedding(collection.run_model(lambda: encoder.encode_texts([text])[0]))
         collection.embed_cache.put(key, cached)
     return QueryVector(vector=cached.vector.copy(), kind="text")
 

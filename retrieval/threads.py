@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrieval.settings import Settings
+
+if TYPE_CHECKING:
+    from retrieval.index.base import VectorIndex
 
 _local = threading.local()
 
@@ -48,12 +51,12 @@ def apply_encoder_threads(policy: ThreadPolicy) -> None:
         torch.set_num_threads(policy.encoder_threads)
 
 
-def thread_report(policy: ThreadPolicy, index: object | None) -> dict[str, int | None]:
+def thread_report(policy: ThreadPolicy, index: VectorIndex | None) -> dict[str, int | None]:
     """The policy and what the libraries use: torch's intra-op threads, and the OpenMP threads the index's last
     search ran with (None before any search, or for a back end that does not say)."""
     import torch
 
-    used = getattr(index, "threads_used", None)
+    used = None if index is None else index.threads_used
     return {
         "search_threads": policy.search_threads,
         "search_threads_used": None if used is None else int(used),

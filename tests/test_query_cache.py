@@ -272,7 +272,7 @@ def test_searches_use_the_thread_policy_in_every_thread(indexed: Path, tiny_mode
 
     def search() -> None:
         engine.search(collection, engine.embed_id(collection, int(index.ids()[0])), k=3)
-        used.append(getattr(index, "threads_used", None))
+        used.append(index.threads_used)
 
     for _ in range(3):
         thread = threading.Thread(target=search)

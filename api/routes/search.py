@@ -80,7 +80,7 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
 
 def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: object) -> engine.QueryVector:
     """Embed a query, refused clearly when the model failed to load. Only the model call inside is serialised
-    (`Collection.model_lock`): decoding, cache hits and searches of other requests run meanwhile."""
+    (`Collection.run_model`): decoding, cache hits and searches of other requests run meanwhile."""
     if state.model_error:
         raise ModelLoadError(state.model_error)
     return fn(*args)

@@ -23,15 +23,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Idempotent like the baseline (a database adopted from create_all may have all of it already). No batch mode
+# (copy, drop, rename) on SQLite: dropping the old images table would cascade into vectors.
 def upgrade() -> None:
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(sa.Column("pixel_hash", sa.String(64), nullable=True))
-    op.create_index("ix_images_pixel_hash", "images", ["pixel_hash"])
-    op.create_index("ix_images_content_hash", "images", ["content_hash"])
+    inspector = sa.inspect(op.get_bind())
+    if "pixel_hash" not in {column["name"] for column in inspector.get_columns("images")}:
+        op.add_column("images", sa.Column("pixel_hash", sa.String(64), nullable=True))
+    indexes = {index["name"] for index in inspector.get_indexes("images")}
+    for name, column in (("ix_images_pixel_hash", "pixel_hash"), ("ix_images_content_hash", "content_hash")):
+        if name not in indexes:
+            op.create_index(name, "images", [column])
 
 
 def downgrade() -> None:
     op.drop_index("ix_images_content_hash", table_name="images")
     op.drop_index("ix_images_pixel_hash", table_name="images")
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("pixel_hash")
+    if op.get_bind().dialect.name == "sqlite":  # SQLite >= 3.35 drops a column in place
+        op.execute("ALTER TABLE images DROP COLUMN pixel_hash")
+    else:
+        op.drop_column("images", "pixel_hash")
