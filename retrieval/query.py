@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.duplicates import collapse, vectors_of
+from retrieval.duplicates import collapse
 from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.imaging.decode import content_hash
@@ -218,11 +218,10 @@ def search_page(
     # (which would turn every pivot into a filtered search over all other ids).
     skip = query.image_id
     fetch = (k if group_by == "image" else k * 4) + (1 if skip is not None else 0)
+    needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
-        hits = _rank(collection, scores[0], ids[0], group_by, fetch, skip)
-        needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
-        vectors = vectors_of(collection.catalog, [h.image.id for h in hits]) if needed else {}
+        hits, vectors = _rank(collection, scores[0], ids[0], group_by, fetch, skip, needed)
         if not show_duplicates:
             hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
         if len(hits) >= k or fetch >= available:
@@ -258,9 +257,14 @@ def _rank(
     group_by: GroupBy,
     k: int,
     skip: int | None = None,
-) -> list[Hit]:
+    with_vectors: bool = False,
+) -> tuple[list[Hit], dict[int, npt.NDArray[np.float32]]]:
+    """The hits' rows (grouped, at most k), and their stored vectors when asked, from one store lookup."""
     valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and i != skip]
-    rows = collection.catalog.images([i for i, _ in valid])
+    wanted = [i for i, _ in valid]
+    rows, vectors = (
+        collection.catalog.images_and_vectors(wanted) if with_vectors else (collection.catalog.images(wanted), {})
+    )
     hits: list[Hit] = []
     seen: set[str] = set()
     for image_id, score in valid:
@@ -276,4 +280,4 @@ def _rank(
         hits.append(Hit(rank=len(hits) + 1, image=image, score=score))
         if len(hits) == k:
             break
-    return hits
+    return hits, vectors

@@ -219,6 +219,19 @@ class Catalog:
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
+    def images_and_vectors(self, ids: Sequence[int]) -> tuple[dict[int, Image], dict[int, npt.NDArray[np.float32]]]:
+        """Image rows and their stored vectors by id, in one round trip per 500 ids (a page of search hits)."""
+        rows: dict[int, Image] = {}
+        vectors: dict[int, npt.NDArray[np.float32]] = {}
+        with self.sessions() as session:
+            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+                query = select(Image, Vector.vector).outerjoin(Vector, Vector.image_id == Image.id)
+                for image, blob in session.execute(query.where(Image.id.in_(chunk))):
+                    rows[image.id] = image
+                    if blob is not None:
+                        vectors[image.id] = np.frombuffer(blob, dtype=np.float32)
+        return rows, vectors
+
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
         if not _storable(image_id):
