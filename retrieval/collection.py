@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -51,10 +50,10 @@ class Collection:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
-        # Query-time model calls (not decoding, caches or searches) run one at a time on one thread: the encoder
-        # already uses every core, and torch's OpenMP team belongs to the thread that calls it (one team, kept warm,
-        # instead of one per request thread spinning against the others).
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # Query-time model calls (not decoding, caches or searches) run one at a time: the encoder already uses
+        # every core. In the caller's thread: handing each call to one dedicated model thread was measured 2-4x
+        # slower for small calls on a loaded machine (two extra thread wake-ups per call; BENCHMARKS.md).
+        self._model_lock = threading.Lock()
         self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
         self.engine = self._migrate()
@@ -124,8 +123,9 @@ class Collection:
             return self._encoder
 
     def run_model(self, call: Callable[[], T]) -> T:
-        """Run a query's model call on the collection's model thread and wait for it (calls are serialised)."""
-        return self._model_thread.submit(call).result()
+        """Run a query's model call, one at a time per collection."""
+        with self._model_lock:
+            return call()
 
     @property
     def encoder(self) -> Encoder:
@@ -172,7 +172,6 @@ class Collection:
     def close(self) -> None:
         """Release the vector backend (if it holds a connection) and dispose of database connections."""
         self._close_index()
-        self._model_thread.shutdown(wait=True)
         self.engine.dispose()
 
 
