@@ -24,10 +24,6 @@ from retrieval.threads import use_search_threads
 faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at our own seams
 
 log = logging.getLogger(__name__)
-# Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors; reading
-# them from the database costs ~20 us per vector, so above this the quantised codes preselect and the
-# stored vectors re-rank (see README "Filtered search").
-LOSSY_EXACT_MAX = 4000
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2
 WIDEN_STEPS = (1, 4, 16, 64)
@@ -154,8 +150,8 @@ class FaissIndex:
                 return self._approximate(q, k, faiss.IDSelectorBatch(cand), None)
             if self.params.lossless and len(cand) <= self.options.exact_filter_max:
                 return self._exact_reconstructed(q, k, cand)
-            if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.options.exact_filter_max):
-                return self._exact_stored(q, k, cand)
+            if not self.params.lossless and len(cand) <= self.options.exact_filter_max:
+                return self._all_lists(q, k, cand)
             return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
 
     def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
@@ -174,6 +170,18 @@ class FaissIndex:
         if rerank:
             return self._rerank(q, k, ids)
         return scores[:, :k].astype(np.float32), ids[:, :k].astype(np.int64)
+
+    def _all_lists(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        """In-filter top-k for a quantised IVF: every list is scanned for the candidates (an ID selector, nprobe =
+        nlist), so none is missed for lying outside the query's nearest lists; the codes' best few are then
+        re-scored with the stored float vectors. Cheaper than reading every candidate's stored vector (~20 us
+        each) once there are more candidates than hits to re-score."""
+        fetch = min(max(4 * k, k + 32), len(cand))
+        if self._stored is None or len(cand) <= fetch:
+            return self._exact_stored(q, k, cand)
+        params = types.search_parameters(self.params, faiss.IDSelectorBatch(cand), fetch, widen=self.params.nlist)
+        _, ids = self._index.search(q, fetch, params=params)
+        return self._rerank(q, k, ids)
 
     def _tombstone_mask(self) -> Any:
         if not self._tombstones:
