@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2
 WIDEN_STEPS = (1, 4, 16, 64)
-# A filtered search on a quantised IVF re-scores this many times k of the codes' best candidates exactly: with
-# 4x, 1M vectors and SQ8 codes, 1 query in 60 missed one of its true top 10 (BENCHMARKS.md "Filtered search").
-FILTER_SHORTLIST = 10
 
 
 class FaissIndex:
@@ -179,7 +176,7 @@ class FaissIndex:
         nlist), so none is missed for lying outside the query's nearest lists; the codes' best few are then
         re-scored with the stored float vectors. Cheaper than reading every candidate's stored vector (~20 us
         each) once there are more candidates than hits to re-score."""
-        fetch = min(max(FILTER_SHORTLIST * k, k + 64), len(cand))
+        fetch = min(max(4 * k, k + 32), len(cand))
         if self._stored is None or len(cand) <= fetch:
             return self._exact_stored(q, k, cand)
         params = types.search_parameters(self.params, faiss.IDSelectorBatch(cand), fetch, widen=self.params.nlist)
