@@ -25,6 +25,7 @@ from api.views import check_template
 from retrieval.collection import Collection, build_encoder
 from retrieval.encoders.base import Encoder
 from retrieval.summarize.factory import build_summary_service, check_settings
+from retrieval.threads import ThreadPolicy, apply_encoder_threads
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("medsearch.api")
@@ -41,11 +42,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threads = ThreadPolicy.from_settings(settings)  # searches apply theirs per thread (OpenMP is per thread)
+        apply_encoder_threads(threads)
         collection = await run_in_threadpool(Collection, settings, factory)  # type: ignore[arg-type]
         state = ServiceState(
-            settings=settings, collection=collection, key_ids=key_ids, summaries=build_summary_service(settings)
+            settings=settings,
+            collection=collection,
+            key_ids=key_ids,
+            summaries=build_summary_service(settings),
+            threads=threads,
         )
         app.state.service = state
+        app.state.metrics.watch(state)
         warm = asyncio.get_running_loop().run_in_executor(None, state.warm_model)
         try:
             yield

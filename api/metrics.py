@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from retrieval import library_warnings
+from retrieval.threads import thread_report
+
+if TYPE_CHECKING:
+    from api.state import ServiceState
 
 
 class LibraryWarnings(Collector):
@@ -28,6 +33,39 @@ class LibraryWarnings(Collector):
         yield family
 
 
+class QueryPath(Collector):
+    """Embedding cache hits and misses (by cache and query kind) and the thread policy in use, read from the
+    running service's state when scraped."""
+
+    def __init__(self) -> None:
+        self.state: ServiceState | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        state = self.state
+        if state is None:
+            return
+        hits, misses = state.collection.embed_cache.counts()
+        for name, counts, help_text in (
+            ("medsearch_embed_cache_hits", hits, "Query embeddings served without the model"),
+            ("medsearch_embed_cache_misses", misses, "Query embeddings a cache did not have"),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["cache", "kind"])
+            for cache in ("lru", "indexed"):
+                for kind in ("image", "text"):
+                    if cache == "indexed" and kind == "text":
+                        continue  # only uploads can match an indexed image
+                    family.add_metric([cache, kind], counts.get((cache, kind), 0))
+            yield family
+        entries = GaugeMetricFamily("medsearch_embed_cache_entries", "Embeddings held by the LRU")
+        entries.add_metric([], len(state.collection.embed_cache))
+        yield entries
+        threads = GaugeMetricFamily("medsearch_threads", "Thread policy of the query path", labels=["pool"])
+        for pool, value in thread_report(state.threads, state.collection.index).items():
+            if value is not None:
+                threads.add_metric([pool], value)
+        yield threads
+
+
 class Metrics:
     """Counters and histograms owned by one app instance."""
 
@@ -37,6 +75,8 @@ class Metrics:
             "medsearch_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
         self.registry.register(LibraryWarnings(library_warnings.install()))
+        self.query_path = QueryPath()
+        self.registry.register(self.query_path)
         self.latency = Histogram(
             "medsearch_request_seconds",
             "HTTP request latency",
@@ -44,6 +84,10 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+
+    def watch(self, state: ServiceState) -> None:
+        """Report this service's embedding caches and thread policy from now on."""
+        self.query_path.state = state
 
     def render(self) -> Response:
         """The Prometheus text exposition."""

@@ -1,4 +1,4 @@
-"""What the service holds while it runs: the collection, freshness tracking, the model lock, the summarizer."""
+"""What the service holds while it runs: the collection, freshness tracking, the thread policy, the summarizer."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from api.config import ServiceSettings
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.summarize.service import SummaryService
+from retrieval.threads import ThreadPolicy
 
 
 @dataclass
@@ -20,7 +21,7 @@ class ServiceState:
     settings: ServiceSettings
     collection: Collection
     key_ids: dict[str, str]
-    model_lock: threading.Lock = field(default_factory=threading.Lock)
+    threads: ThreadPolicy = field(default_factory=ThreadPolicy)
     model_error: str | None = None
     model_ready: bool = False
     summaries: SummaryService = field(default_factory=lambda: SummaryService(None))
@@ -34,8 +35,7 @@ class ServiceState:
     def warm_model(self) -> None:
         """Load the encoder once at start-up so the first query is fast; remember why if it fails."""
         try:
-            with self.model_lock:
-                self.collection.load_encoder()
+            self.collection.load_encoder()
             self.model_ready = True
         except MedsearchError as exc:
             self.model_error = str(exc)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,31 +27,23 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import httpx
 import numpy as np
 import numpy.typing as npt
+from alembic import command
+from api_load_queries import SAMPLE, Route, make_routes
+from sqlalchemy import func, insert, select
 
-from retrieval import query as engine
+from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
-from retrieval.store.models import Image
+from retrieval.store.db import make_engine
+from retrieval.store.migrate import alembic_config
+from retrieval.store.models import Image, Vector
 
 WIDTH = 1152  # MedSigLIP-448's embedding width, so FAISS and SQLite blob costs are those of the real model
 MODEL_ARCH = "random SigLIP stand-in: vision width 1152, 1 layer, 16 heads; text tower width 32, 1 layer"
+SYNTHETIC_BASE = 1000  # synthetic rows take ids from here; the real sample DICOMs are indexed first (ids 1..10)
 MODALITIES = ("CR", "CT", "MR", "US", "MG", "DX")
 BODY_PARTS = ("CHEST", "ABDOMEN", "HEAD", "KNEE", "BREAST", "SPINE")
-TEXTS = (
-    "chest x-ray showing right lower lobe consolidation",
-    "normal chest radiograph",
-    "ct of the abdomen with contrast",
-    "mri brain t2 flair hyperintensity",
-    "pleural effusion on the left side",
-    "fracture of the distal radius",
-    "ultrasound of the liver",
-    "mammogram with calcifications",
-    "pneumothorax",
-    "cardiomegaly",
-    "pulmonary nodule",
-    "left lower lobe atelectasis with small effusion",
-)
 
 
 @dataclass
@@ -70,16 +62,16 @@ class Stats:
 
 @dataclass
 class Scenario:
-    """One route at one collection size: the library baseline and the API at each concurrency."""
+    """One route at one collection size: the library baseline and each server at each concurrency."""
 
     size: int
     route: str
     k: int
     library: Stats
-    api: dict[int, Stats] = field(default_factory=dict)
-    ratio_p50: dict[int, float] = field(default_factory=dict)  # API p50 / library p50
-    ratio_rps: dict[int, float] = field(default_factory=dict)  # API req/s / library req/s (1 thread)
-    mismatches: int = 0  # API hit ids differing from the library's for the same query (should be 0)
+    api: dict[str, Stats] = field(default_factory=dict)  # "after c=1", "before c=4", ...
+    ratio_p50: dict[str, float] = field(default_factory=dict)  # API p50 / library p50
+    ratio_rps: dict[str, float] = field(default_factory=dict)  # API req/s / library req/s (1 thread)
+    mismatches: dict[str, int] = field(default_factory=dict)  # queries whose API hit ids differ from the library's
     checked: int = 0
 
 
@@ -109,42 +101,53 @@ def clustered_vectors(rng: np.random.Generator, n: int, centres: npt.NDArray[np.
     return vecs.astype(np.float32)
 
 
-def synthetic_image(i: int, rng: np.random.Generator) -> Image:
-    """An Image row that never existed on disk (no thumbnail is ever asked for)."""
+def synthetic_row(i: int, rng: np.random.Generator) -> dict[str, Any]:
+    """An images-table row that never existed on disk (no thumbnail is ever asked for)."""
     study, series = i // 8, i // 2
-    return Image(
-        instance_key=f"synthetic://{i}#1",
-        kind="dicom",
-        sop_instance_uid=f"1.2.826.0.1.3680043.10.999.3.{i}",
-        study_instance_uid=f"1.2.826.0.1.3680043.10.999.1.{study}",
-        series_instance_uid=f"1.2.826.0.1.3680043.10.999.2.{series}",
-        frame=1,
-        number_of_frames=1,
-        modality=MODALITIES[study % len(MODALITIES)],
-        body_part=BODY_PARTS[study % len(BODY_PARTS)],
-        study_date=dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3650))),
-        patient_hash=f"{study // 3:064x}",
-        source_uri=f"synthetic://{i}.dcm",
-        content_hash=f"{i:064x}",
-        rows=512,
-        columns=512,
-    )
+    return {
+        "id": SYNTHETIC_BASE + i,
+        "instance_key": f"synthetic://{i}#1",
+        "kind": "dicom",
+        "sop_instance_uid": f"1.2.826.0.1.3680043.10.999.3.{i}",
+        "study_instance_uid": f"1.2.826.0.1.3680043.10.999.1.{study}",
+        "series_instance_uid": f"1.2.826.0.1.3680043.10.999.2.{series}",
+        "frame": 1,
+        "number_of_frames": 1,
+        "modality": MODALITIES[study % len(MODALITIES)],
+        "body_part": BODY_PARTS[study % len(BODY_PARTS)],
+        "study_date": dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3650))),
+        "patient_hash": f"{study // 3:064x}",
+        "source_uri": f"synthetic://{i}.dcm",
+        "content_hash": f"{i:064x}",
+        "rows": 512,
+        "columns": 512,
+        "indexed_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
 
 
 def grow(collection: Collection, target: int, rng: np.random.Generator, centres: npt.NDArray[np.float32]) -> float:
-    """Add synthetic rows and vectors until the collection holds `target`; returns the seconds taken."""
+    """Add synthetic rows and vectors in bulk (one executemany per 20,000 rows) until the store holds `target`
+    synthetic images, then rebuild the index from the stored vectors as the product does (`auto`: exact below
+    100,000 vectors, ivf-sq8 from there); returns the seconds taken."""
     start = time.perf_counter()
-    index = collection.require_index()
-    have = index.ntotal
-    batch = 2000
+    images, vectors = Image.__table__, Vector.__table__
+    with collection.engine.connect() as conn:
+        have = int(
+            conn.execute(select(func.count()).select_from(images).where(images.c.id >= SYNTHETIC_BASE)).scalar_one()
+        )
+    chunk = 20_000
     while have < target:
-        n = min(batch, target - have)
+        n = min(chunk, target - have)
         vecs = clustered_vectors(rng, n, centres)
-        rows = [(synthetic_image(have + j, rng), vecs[j]) for j in range(n)]
-        ids = collection.catalog.write_batch(rows)
-        index.add(np.asarray(ids, dtype=np.int64), vecs)
+        rows = [synthetic_row(have + j, rng) for j in range(n)]
+        blobs = [{"image_id": SYNTHETIC_BASE + have + j, "vector": vecs[j].tobytes()} for j in range(n)]
+        with collection.engine.begin() as conn:
+            conn.execute(insert(images), rows)
+            conn.execute(insert(vectors), blobs)
         have += n
-    collection.save_index()
+    index = collection.require_index()
+    index.rebuild(collection.catalog)
+    index.save()
     return time.perf_counter() - start
 
 
@@ -203,14 +206,16 @@ def running_server(
 
 
 def timed_loop(
-    call: Callable[[int], object],
+    call: Callable[[object], object],
     concurrency: int,
     seconds: float,
     max_requests: int,
     offset: int = 0,
     cpu: Callable[[], float] = time.process_time,
+    payload: Callable[[int], object] = lambda i: i,
 ) -> tuple[Stats, list[float]]:
-    """Run `call(i)` from `concurrency` threads until `seconds` pass or `max_requests` were sent."""
+    """Run `call(payload(i))` from `concurrency` threads until `seconds` pass or `max_requests` were sent (the
+    payload is made before the clock starts for each request)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -226,9 +231,10 @@ def timed_loop(
                 i = next(counter, None)
             if i is None:
                 return
+            query = payload(i)
             t0 = time.perf_counter()
             try:
-                call(i)
+                call(query)
             except Exception:
                 with lock:
                     errors += 1
@@ -263,42 +269,6 @@ def process_cpu(pid: int) -> Callable[[], float]:
     return read
 
 
-@dataclass
-class Route:
-    """How to issue one kind of query through the library and through the API."""
-
-    name: str
-    library: Callable[[int], list[int]]
-    api: Callable[[httpx.Client, int], list[int]]
-
-
-def make_routes(collection: Collection, ids: npt.NDArray[np.int64], k: int) -> list[Route]:
-    """search-by-id and text search, each with its bare library call and its HTTP request."""
-
-    def pick(i: int) -> int:
-        return int(ids[(i * 7919) % len(ids)])
-
-    def lib_id(i: int) -> list[int]:
-        hits = engine.search(collection, engine.embed_id(collection, pick(i)), k=k)
-        return [h.image.id for h in hits]
-
-    def api_id(client: httpx.Client, i: int) -> list[int]:
-        resp = client.get(f"/v1/images/{pick(i)}/similar", params={"k": k})
-        resp.raise_for_status()
-        return [h["id"] for h in resp.json()["hits"]]
-
-    def lib_text(i: int) -> list[int]:
-        hits = engine.search(collection, engine.embed_text(collection, TEXTS[i % len(TEXTS)]), k=k)
-        return [h.image.id for h in hits]
-
-    def api_text(client: httpx.Client, i: int) -> list[int]:
-        resp = client.post("/v1/search/text", json={"text": TEXTS[i % len(TEXTS)], "k": k})
-        resp.raise_for_status()
-        return [h["id"] for h in resp.json()["hits"]]
-
-    return [Route("search-by-id", lib_id, api_id), Route("text", lib_text, api_text)]
-
-
 class ThreadClients:
     """One keep-alive httpx client per thread, as a real client would hold one."""
 
@@ -324,131 +294,151 @@ class ThreadClients:
             client.close()
 
 
-def bench_size(
-    size: int,
-    collection: Collection,
-    base: str,
-    server_pid: int,
-    args: argparse.Namespace,
-) -> tuple[list[Scenario], Stats]:
-    """All routes at one size: library and API loops interleaved in rounds, so drift hits both alike."""
-    ids = collection.catalog.all_ids()
-    results: list[Scenario] = []
-    server_cpu = process_cpu(server_pid)
-    floor_clients = ThreadClients(base)
-    try:  # the HTTP floor: a route that does no work at all
+Server = tuple[str, str, int]  # (name, base URL, PID)
+CHECK_AT, WARMUP_AT, TIMED_AT = 0, 100, 1000  # disjoint request numbers: every new-pixel upload is new
+
+
+def http_floor(server: Server, args: argparse.Namespace) -> Stats:
+    """GET /healthz: a route that does no work at all."""
+    name, base, pid = server
+    clients = ThreadClients(base)
+    try:
         for _ in range(args.warmup):
-            floor_clients.get().get("/healthz").raise_for_status()
+            clients.get().get("/healthz").raise_for_status()
         floor, _ = timed_loop(
-            lambda i: floor_clients.get().get("/healthz").raise_for_status(),
+            lambda i: clients.get().get("/healthz").raise_for_status(),
             1,
             args.seconds / 4,
             args.max_requests,
-            cpu=server_cpu,
+            cpu=process_cpu(pid),
         )
     finally:
-        floor_clients.close()
-    print(
-        f"  HTTP floor (GET /healthz, c=1): p50 {floor.p50_ms:.2f} ms  p99 {floor.p99_ms:.2f} ms  "
-        f"{floor.rps:.1f} req/s  server CPU {floor.cpu_ms:.2f} ms/req"
-    )
-    for route in make_routes(collection, ids, args.k):
-        clients = ThreadClients(base)
+        clients.close()
+    print(f"  HTTP floor ({name}, GET /healthz, c=1): p50 {floor.p50_ms:.2f} ms  p99 {floor.p99_ms:.2f} ms")
+    return floor
 
-        def api_call(i: int, route: Route = route, clients: ThreadClients = clients) -> list[int]:
-            return route.api(clients.get(), i)
+
+def bench_size(
+    size: int, collection: Collection, servers: list[Server], args: argparse.Namespace
+) -> tuple[list[Scenario], dict[str, Stats]]:
+    """All routes at one size: the library and every server interleaved in rounds, so drift hits all alike."""
+    ids = collection.catalog.all_ids()
+    results: list[Scenario] = []
+    floors = {server[0]: http_floor(server, args) for server in servers}
+    for route in make_routes(collection, ids, args.k):
+        if args.routes and route.name not in args.routes:
+            continue
+        clients = {name: ThreadClients(base) for name, base, _ in servers}
+
+        def api_call(
+            name: str, route: Route = route, clients: dict[str, ThreadClients] = clients
+        ) -> Callable[[object], list[int]]:
+            pool = clients[name]
+            return lambda q: route.api(pool.get(), q)
 
         try:
-            # correctness: the API must return what the library returns for the same query
-            checked = mismatches = 0
-            for i in range(args.check):
-                checked += 1
-                mismatches += int(route.library(i) != api_call(i))
-            for i in range(args.warmup):  # warm caches, connection pools, SQLite statements
-                route.library(i)
-                api_call(i)
+            scenario = Scenario(size=size, route=route.name, k=args.k, library=Stats(0, 0, 0, 0, 0, 0, 0))
+            for i in range(CHECK_AT, CHECK_AT + args.check):  # the API must return what the library returns
+                scenario.checked += 1
+                query = route.payload(i)
+                expected = route.library(query)
+                for name, _, _ in servers:
+                    scenario.mismatches[name] = scenario.mismatches.get(name, 0) + int(
+                        api_call(name)(query) != expected
+                    )
+            warmup = min(args.warmup, 2) if route.name == "upload, new pixels" else args.warmup  # each is an encode
+            for i in range(WARMUP_AT, WARMUP_AT + warmup):  # warm connection pools, SQLite statements
+                route.library(route.payload(i))
+                for name, _, _ in servers:
+                    api_call(name)(route.payload(i))
             per_round = args.seconds / args.rounds
             max_round = max(1, args.max_requests // args.rounds)
             lib_parts: list[tuple[Stats, list[float]]] = []
-            api_parts: dict[int, list[tuple[Stats, list[float]]]] = {c: [] for c in args.concurrency}
-            for r in range(args.rounds):  # same query sequence for the library and the API in each round
-                lib_parts.append(timed_loop(route.library, 1, per_round, max_round, r * max_round))
+            api_parts: dict[str, list[tuple[Stats, list[float]]]] = {}
+            for r in range(args.rounds):  # the same query sequence for the library and every server in a round
+                at = TIMED_AT + r * max_round
+                lib_parts.append(timed_loop(route.library, 1, per_round, max_round, at, payload=route.payload))
                 for c in args.concurrency:
-                    api_parts[c].append(timed_loop(api_call, c, per_round, max_round, r * max_round, server_cpu))
-            scenario = Scenario(
-                size=size,
-                route=route.name,
-                k=args.k,
-                library=merge(lib_parts),
-                mismatches=mismatches,
-                checked=checked,
-            )
-            for c in args.concurrency:
-                stats = merge(api_parts[c])
-                scenario.api[c] = stats
-                scenario.ratio_p50[c] = round(stats.p50_ms / scenario.library.p50_ms, 2)
-                scenario.ratio_rps[c] = round(stats.rps / scenario.library.rps, 2)
+                    order = servers if r % 2 == 0 else servers[::-1]
+                    for name, _, pid in order:
+                        part = timed_loop(api_call(name), c, per_round, max_round, at, process_cpu(pid), route.payload)
+                        api_parts.setdefault(f"{name} c={c}", []).append(part)
+            scenario.library = merge(lib_parts)
+            for label, parts in api_parts.items():
+                stats = merge(parts)
+                scenario.api[label] = stats
+                scenario.ratio_p50[label] = round(stats.p50_ms / scenario.library.p50_ms, 2)
+                scenario.ratio_rps[label] = round(stats.rps / scenario.library.rps, 2) if scenario.library.rps else 0.0
             results.append(scenario)
             print_scenario(scenario)
         finally:
-            clients.close()
-    return results, floor
+            for pool in clients.values():
+                pool.close()
+    return results, floors
 
 
 def print_scenario(s: Scenario) -> None:
     """One block of the console report."""
     lib = s.library
     print(
-        f"  {s.route:13s} n={s.size:>7,d}  library: p50 {lib.p50_ms:8.2f} ms  p99 {lib.p99_ms:8.2f} ms  "
+        f"  {s.route:22s} n={s.size:>9,d}  library: p50 {lib.p50_ms:8.2f} ms  p99 {lib.p99_ms:8.2f} ms  "
         f"{lib.rps:7.1f} req/s  CPU {lib.cpu_ms:6.2f} ms/call  ({lib.requests} calls)"
     )
-    for c, st in s.api.items():
+    for label, st in s.api.items():
         print(
-            f"  {'':13s} {'':9s}  API c={c}: p50 {st.p50_ms:8.2f} ms  p99 {st.p99_ms:8.2f} ms  "
-            f"{st.rps:7.1f} req/s  CPU {st.cpu_ms:6.2f} ms/req  ({st.requests} req, {st.errors} err)  "
-            f"p50 ratio {s.ratio_p50[c]:.2f}"
+            f"  {'':22s} {'':11s}  {label:12s}: p50 {st.p50_ms:8.2f} ms  p99 {st.p99_ms:8.2f} ms  "
+            f"{st.rps:7.1f} req/s  CPU {st.cpu_ms:6.2f} ms/req  ({st.requests} req, {st.errors} err)"
         )
-    if s.mismatches:
-        print(f"  !! {s.mismatches}/{s.checked} queries returned different hits through the API")
+    for name, bad in s.mismatches.items():
+        if bad:
+            print(f"  !! {name}: {bad}/{s.checked} queries returned other hits than the library")
 
 
-def markdown(results: list[Scenario], floors: dict[int, Stats]) -> str:
-    """The results as a Markdown table (one row per size, route and concurrency)."""
+def markdown(results: list[Scenario], floors: dict[int, dict[str, Stats]]) -> str:
+    """The results as a Markdown table (one row per size, route, server and concurrency)."""
     lines = [
-        "| vectors | route | client | concurrency | p50 ms | p99 ms | req/s | CPU ms/req | API/library p50 "
-        "| API/library req/s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| vectors | route | client | p50 ms | p99 ms | req/s | CPU ms/req | p50 / library | req/s / library |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in results:
         lib = s.library
         lines.append(
-            f"| {s.size:,} | {s.route} | library | 1 | {lib.p50_ms:.2f} | {lib.p99_ms:.2f} | {lib.rps:.1f} | "
+            f"| {s.size:,} | {s.route} | library, 1 thread | {lib.p50_ms:.2f} | {lib.p99_ms:.2f} | {lib.rps:.1f} | "
             f"{lib.cpu_ms:.2f} | 1.00 | 1.00 |"
         )
-        for c, st in s.api.items():
+        for label, st in s.api.items():
             lines.append(
-                f"| {s.size:,} | {s.route} | API | {c} | {st.p50_ms:.2f} | {st.p99_ms:.2f} | {st.rps:.1f} | "
-                f"{st.cpu_ms:.2f} | {s.ratio_p50[c]:.2f} | {s.ratio_rps[c]:.2f} |"
+                f"| {s.size:,} | {s.route} | API {label} | {st.p50_ms:.2f} | {st.p99_ms:.2f} | {st.rps:.1f} | "
+                f"{st.cpu_ms:.2f} | {s.ratio_p50[label]:.2f} | {s.ratio_rps[label]:.2f} |"
             )
-    for size, fl in floors.items():
-        lines.append(
-            f"| {size:,} | GET /healthz (HTTP floor) | API | 1 | {fl.p50_ms:.2f} | {fl.p99_ms:.2f} | {fl.rps:.1f} | "
-            f"{fl.cpu_ms:.2f} | | |"
-        )
+    for size, by_server in floors.items():
+        for name, fl in by_server.items():
+            lines.append(
+                f"| {size:,} | GET /healthz (HTTP floor) | API {name} c=1 | {fl.p50_ms:.2f} | {fl.p99_ms:.2f} | "
+                f"{fl.rps:.1f} | {fl.cpu_ms:.2f} | | |"
+            )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", default="10000,100000", help="Collection sizes, comma-separated (grown in place).")
-    p.add_argument("--seconds", type=float, default=12.0, help="Timed seconds per loop (library, each concurrency).")
-    p.add_argument("--max-requests", type=int, default=10000, help="Cap on requests per loop.")
+    p.add_argument("--sizes", default="100000", help="Collection sizes, comma-separated (grown in place).")
+    p.add_argument("--seconds", type=float, default=8.0, help="Timed seconds per loop (library, each server and c).")
+    p.add_argument("--max-requests", type=int, default=6000, help="Cap on requests per loop.")
     p.add_argument("--concurrency", default="1,4", help="API client threads, comma-separated.")
-    p.add_argument("--rounds", type=int, default=2, help="Alternate library/API loops this many times.")
+    p.add_argument("--rounds", type=int, default=2, help="Alternate library/server loops this many times.")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20, help="Untimed calls of each kind before timing.")
-    p.add_argument("--check", type=int, default=10, help="Queries whose API hits are compared with the library's.")
+    p.add_argument("--check", type=int, default=5, help="Queries whose API hits are compared with the library's.")
+    p.add_argument("--routes", default="", help="Only these routes (comma-separated names; default all).")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="Another source tree (e.g. `git worktree add /tmp/before HEAD~1`): its server runs beside this "
+        "tree's, on a copy of the data migrated down to revision 0001, in the same rounds.",
+    )
     p.add_argument("--work-dir", type=Path, default=None, help="Where to build the model and data (temp if unset).")
     p.add_argument("--keep", action="store_true", help="Keep the work dir.")
     p.add_argument("--json", type=Path, default=None, help="Write all figures as JSON here.")
@@ -456,11 +446,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    args.routes = {x.strip() for x in args.routes.split(",") if x.strip()}
     return args
 
 
+def copy_for_old_tree(data_dir: Path, target: Path) -> Path:
+    """A copy of the data folder at schema revision 0001, for a server of a tree that predates 0003."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(data_dir, target, ignore=shutil.ignore_patterns("*.lock", "*-shm"))
+    engine = make_engine(f"sqlite:///{target / 'medsearch.db'}")
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0001")
+    finally:
+        engine.dispose()
+    return target
+
+
+@contextmanager
+def servers_for(data_dir: Path, model_dir: Path, work: Path, args: argparse.Namespace) -> Iterator[list[Server]]:
+    """This tree's server ("after") and, with --compare, the other tree's ("before") on a migrated-down copy."""
+    with ExitStack() as stack:
+        servers: list[Server] = []
+        if args.compare:
+            copy = copy_for_old_tree(data_dir, work / "data-before")
+            env = {"PYTHONPATH": str(args.compare.resolve())}
+            base, pid = stack.enter_context(running_server(copy, model_dir, work / "server-before.log", extra_env=env))
+            servers.append(("before", base, pid))
+        env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        base, pid = stack.enter_context(running_server(data_dir, model_dir, work / "server.log", extra_env=env))
+        servers.append(("after", base, pid))
+        yield servers
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Build the stand-in model, grow the collection through each size, serve it, load it, report."""
+    """Build the stand-in model, index the samples, grow the collection through each size, serve it, load it."""
     args = parse_args(argv)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="medsearch-apiload-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -476,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": os.getloadavg(),
     }
     results: list[Scenario] = []
-    floors: dict[int, Stats] = {}
+    floors: dict[int, dict[str, Stats]] = {}
     try:
         model_dir = work / "model"
         if not (model_dir / "config.json").exists():
@@ -486,19 +508,22 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = work / "data"
         collection = Collection(Settings(data_dir=data_dir, model=str(model_dir)))
         try:
-            collection.load_encoder()  # records the fingerprint and opens the index (width 1152)
+            if collection.catalog.change_marker()[0] == 0:  # the real samples first: ids 1..10
+                run_index(collection, [SAMPLE.parent], IndexOptions(workers=0))
             rng = np.random.default_rng(args.seed)
             centres = rng.standard_normal((64, WIDTH), dtype=np.float32)
             centres /= np.linalg.norm(centres, axis=1, keepdims=True)
             meta["populate_seconds"] = {}
+            meta["index"] = {}
             for size in args.sizes:
                 took = grow(collection, size, rng, centres)
                 meta["populate_seconds"][size] = round(took, 1)
-                print(f"collection at {size:,} vectors (+{took:.1f}s to write rows, vectors and index)")
-                with running_server(data_dir, model_dir, work / "server.log") as (base, pid):
-                    scenarios, floor = bench_size(size, collection, base, pid, args)
+                assert collection.index is not None
+                meta["index"][size] = collection.index.describe()["params"]
+                print(f"collection at {size:,} synthetic vectors (+{took:.1f}s), index {meta['index'][size]}")
+                with servers_for(data_dir, model_dir, work, args) as servers:
+                    scenarios, floors[size] = bench_size(size, collection, servers, args)
                 results.extend(scenarios)
-                floors[size] = floor
         finally:
             collection.close()
     finally:
@@ -513,10 +538,11 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "meta": meta,
             "results": [asdict(s) for s in results],
-            "http_floor": {size: asdict(fl) for size, fl in floors.items()},
+            "http_floor": {size: {n: asdict(fl) for n, fl in by.items()} for size, by in floors.items()},
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
-    return 1 if any(s.mismatches or any(st.errors for st in s.api.values()) for s in results) else 0
+    bad = any(any(s.mismatches.values()) or any(st.errors for st in s.api.values()) for s in results)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ answers the queries one at a time (p50/p99 latency, recall@10 against exact, res
 memory figure is one index in one fresh process.
 
     python bench/search.py --sizes 100000 1000000 --json /tmp/bench-search.json
+
+The filtered case (bench/search_filtered.py) runs the product's filtered search on a medsearch data folder:
+
+    python bench/search.py --filtered DATA_DIR --model MODEL_DIR --json /tmp/bench-filtered.json
 """
 
 from __future__ import annotations
@@ -315,12 +319,21 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="only these kinds (flat hnsw ivf-sq8 ivf-fp16 hnswlib)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medsearch-bench-search"))
     parser.add_argument("--json", type=Path, help="also write all rows here")
+    parser.add_argument("--filtered", type=Path, help="a medsearch data folder: run the filtered case on it")
+    parser.add_argument("--model", type=Path, help="the model folder of --filtered's collection")
     parser.add_argument("--child", choices=["build", "query"], help=argparse.SUPPRESS)
     for name in ("kind", "data", "out", "build", "sweep", "truth", "qfile"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--nq", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.filtered:
+        from search_filtered import run
+
+        rows = run(args.filtered, args.model, args.queries)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1, default=str))
+        return
     if args.child == "build":
         print(json.dumps(child_build(args)))
         return

@@ -25,7 +25,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import httpx
 import numpy as np
-from api_load import TEXTS, Stats, ThreadClients, grow, running_server, summarise, timed_loop
+from api_load import Stats, ThreadClients, grow, running_server, summarise, timed_loop
+from api_load_queries import TEXTS
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection

@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
+from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
@@ -25,6 +27,7 @@ from retrieval.store.db import make_engine, session_factory
 from retrieval.store.repo import Catalog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LOCK_FILE = ".writer.lock"
 
 
@@ -47,6 +50,11 @@ class Collection:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.Lock()
+        # Query-time model calls (not decoding, caches or searches) run one at a time: the encoder already uses
+        # every core. In the caller's thread: handing each call to one dedicated model thread was measured 2-4x
+        # slower for small calls on a loaded machine (two extra thread wake-ups per call; BENCHMARKS.md).
+        self._model_lock = threading.Lock()
+        self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))
@@ -113,6 +121,11 @@ class Collection:
                     self._open_index(fingerprint.width)
                 self._encoder = encoder
             return self._encoder
+
+    def run_model(self, call: Callable[[], T]) -> T:
+        """Run a query's model call, one at a time per collection."""
+        with self._model_lock:
+            return call()
 
     @property
     def encoder(self) -> Encoder:

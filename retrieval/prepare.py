@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,16 @@ class PreparedImage:
     keys: list[str]
     pixel_values: npt.NDArray[np.float32]
     timings: dict[str, float] = field(default_factory=dict)
+    pixel_hashes: list[str] = field(default_factory=list)  # per frame: what the encoder sees (pixel_hash)
+
+
+def pixel_hash(values: npt.NDArray[np.float32]) -> str:
+    """SHA-256 of one frame's preprocessed pixel values (shape and dtype included): equal hashes mean the encoder
+    gets exactly the same input, whatever file, transfer syntax or frame it came from."""
+    frame = np.ascontiguousarray(values, dtype=np.float32)
+    digest = hashlib.sha256(repr(frame.shape).encode())
+    digest.update(frame.data.cast("B"))
+    return digest.hexdigest()
 
 
 def prepare_bytes(
@@ -45,4 +56,5 @@ def prepare_bytes(
         keys=[decoded.instance_key(n) for n in numbers],
         pixel_values=values,
         timings={"decode": t1 - t0, "preprocess": t2 - t1},
+        pixel_hashes=[pixel_hash(v) for v in values],
     )

@@ -10,10 +10,12 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.duplicates import collapse, vectors_of
+from retrieval.duplicates import collapse
+from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
+from retrieval.imaging.decode import content_hash
 from retrieval.imaging.types import DecodeLimits
-from retrieval.prepare import prepare_bytes
+from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.store.models import Image
 from retrieval.store.repo import Filters
@@ -78,44 +80,72 @@ def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 
 def embed_image(collection: Collection, data: bytes) -> QueryVector:
-    """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame)."""
+    """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame).
+
+    The model runs only when needed: the same bytes embedded before come from the LRU, and pixels that are
+    already indexed (the same encoder input, see `Catalog.vector_for_input`) reuse the stored vector."""
     encoder = collection.load_encoder()
     settings = collection.settings
-    prepared = prepare_bytes(
-        data,
-        encoder.image_processor,
-        frames="middle",
-        limits=DecodeLimits(max_pixels=settings.max_pixels),
-        ct_window=settings.ct_window,
-    )
-    vector = encoder.encode_pixel_values(prepared.pixel_values)[0]
+    fingerprint = encoder.fingerprint
+    key = content_key("image", fingerprint.key, settings.ct_window, content_hash(data))
+    cached = collection.embed_cache.get(key, "image")
+    if cached is None:
+        prepared = prepare_bytes(
+            data,
+            encoder.image_processor,
+            frames="middle",
+            limits=DecodeLimits(max_pixels=settings.max_pixels),
+            ct_window=settings.ct_window,
+        )
+        vector = _indexed_vector(collection, prepared, fingerprint.key)
+        if vector is None:
+            vector = collection.run_model(lambda: encoder.encode_pixel_values(prepared.pixel_values)[0])
+        patient = hash_patient_id(prepared.meta.patient_id, collection.salt)
+        cached = CachedEmbedding(vector, patient, prepared.meta.study_instance_uid)
+        collection.embed_cache.put(key, cached)
     return QueryVector(
-        vector=vector,
-        kind="image",
-        patient_hash=hash_patient_id(prepared.meta.patient_id, collection.salt),
-        study_uid=prepared.meta.study_instance_uid,
+        vector=cached.vector.copy(), kind="image", patient_hash=cached.patient_hash, study_uid=cached.study_uid
     )
+
+
+def _indexed_vector(
+    collection: Collection, prepared: PreparedImage, fingerprint_key: str
+) -> npt.NDArray[np.float32] | None:
+    """The stored vector of an indexed image with exactly this encoder input, made by this model, if any."""
+    stored = collection.catalog.fingerprint()
+    if not collection.settings.reuse_indexed_vectors or stored is None or stored.key != fingerprint_key:
+        return None
+    meta = prepared.meta
+    vector = collection.catalog.vector_for_input(
+        prepared.pixel_hashes[0], meta.content_hash, prepared.frames[0], meta.window
+    )
+    collection.embed_cache.count("indexed", "image", hit=vector is not None)
+    return vector
 
 
 def embed_text(collection: Collection, text: str) -> QueryVector:
-    """Embed a text query (64-token SigLIP text tower)."""
+    """Embed a text query (64-token SigLIP text tower); a text embedded before comes from the LRU."""
     text = text.strip()
     if not text:
         raise BadQueryError("the text query is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise BadQueryError(f"the text query is longer than {MAX_TEXT_CHARS} characters")
-    return QueryVector(vector=collection.load_encoder().encode_texts([text])[0], kind="text")
+    encoder = collection.load_encoder()
+    key = content_key("text", encoder.fingerprint.key, text)
+    cached = collection.embed_cache.get(key, "text")
+    if cached is None:
+        cached = CachedEmbedding(collection.run_model(lambda: encoder.encode_texts([text])[0]))
+        collection.embed_cache.put(key, cached)
+    return QueryVector(vector=cached.vector.copy(), kind="text")
 
 
 def embed_id(collection: Collection, image_id: int) -> QueryVector:
-    """Use an indexed image's stored vector as the query (no model needed)."""
-    image = collection.catalog.images([image_id]).get(image_id)
-    vector = collection.catalog.vector(image_id)
-    if image is None or vector is None:
+    """Use an indexed image's stored vector as the query (no model needed; one database round trip)."""
+    row = collection.catalog.query_row(image_id)
+    if row is None:
         raise NotFoundError(f"no indexed image with id {image_id}")
-    return QueryVector(
-        vector=vector, kind="id", patient_hash=image.patient_hash, study_uid=image.study_instance_uid, image_id=image_id
-    )
+    vector, patient_hash, study_uid = row
+    return QueryVector(vector=vector, kind="id", patient_hash=patient_hash, study_uid=study_uid, image_id=image_id)
 
 
 def combine(image: QueryVector, text: QueryVector, text_weight: float) -> QueryVector:
@@ -148,6 +178,32 @@ def search(
     Near-duplicates (cosine >= MEDSEARCH_DUPLICATE_THRESHOLD between two hits) are folded into the best of
     them, which counts them in `duplicates`, unless `show_duplicates`.
     """
+    hits, _ = search_page(
+        collection,
+        query,
+        k=k,
+        filters=filters,
+        exclude_same_patient=exclude_same_patient,
+        exclude_same_study=exclude_same_study,
+        group_by=group_by,
+        show_duplicates=show_duplicates,
+    )
+    return hits
+
+
+def search_page(
+    collection: Collection,
+    query: QueryVector,
+    *,
+    k: int = 10,
+    filters: Filters | None = None,
+    exclude_same_patient: bool = False,
+    exclude_same_study: bool = False,
+    group_by: GroupBy = "image",
+    show_duplicates: bool = False,
+) -> tuple[list[Hit], int]:
+    """`search`, plus how many images the filters admit (the index size when nothing is filtered), from the
+    same candidate lookup (so a results page never runs the filter query twice)."""
     if not 1 <= k <= MAX_K:
         raise BadQueryError(f"k must be between 1 and {MAX_K}")
     filters = filters or Filters()
@@ -157,18 +213,17 @@ def search(
         filters.exclude_study_uid = query.study_uid
     index = collection.index
     if index is None or index.ntotal == 0:
-        return []
+        return [], 0
     candidates = collection.catalog.candidate_ids(filters)
     available = index.ntotal if candidates is None else len(candidates)
     # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
     # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
     skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
     fetch = (k if group_by == "image" else k * 4) + len(skip)
+    needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
-        hits = _rank(collection, scores[0], ids[0], group_by, fetch, skip)
-        needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
-        vectors = vectors_of(collection.catalog, [h.image.id for h in hits]) if needed else {}
+        hits, vectors = _rank(collection, scores[0], ids[0], group_by, fetch, skip, needed)
         if not show_duplicates:
             hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
         if len(hits) >= k or fetch >= available:
@@ -178,7 +233,7 @@ def search(
     for rank, hit in enumerate(hits, start=1):
         hit.rank = rank
     _add_text_scores(collection, query, hits, vectors)
-    return hits
+    return hits, available
 
 
 def _add_text_scores(
@@ -204,9 +259,14 @@ def _rank(
     group_by: GroupBy,
     k: int,
     skip: Container[int] = (),
-) -> list[Hit]:
+    with_vectors: bool = False,
+) -> tuple[list[Hit], dict[int, npt.NDArray[np.float32]]]:
+    """The hits' rows (grouped, at most k), and their stored vectors when asked, from one store lookup."""
     valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and int(i) not in skip]
-    rows = collection.catalog.images([i for i, _ in valid])
+    wanted = [i for i, _ in valid]
+    rows, vectors = (
+        collection.catalog.images_and_vectors(wanted) if with_vectors else (collection.catalog.images(wanted), {})
+    )
     hits: list[Hit] = []
     seen: set[str] = set()
     for image_id, score in valid:
@@ -222,4 +282,4 @@ def _rank(
         hits.append(Hit(rank=len(hits) + 1, image=image, score=score))
         if len(hits) == k:
             break
-    return hits
+    return hits, vectors

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     exact_filter_max: int = Field(
         default=20_000, ge=0, description="Filtered searches with at most this many candidates are exact."
     )
+    search_threads: int = Field(
+        default=1, ge=0, le=256, description="FAISS threads per search (1: requests run side by side; 0: all cores)."
+    )
+    encoder_threads: int | None = Field(
+        default=None, ge=1, le=256, description="Torch threads for the encoder in the service (default: torch's)."
+    )
+    embed_cache_size: int = Field(
+        default=1024, ge=0, le=1_000_000, description="Text and upload embeddings kept in memory (0 = off)."
+    )
+    reuse_indexed_vectors: bool = Field(
+        default=True, description="An upload whose pixels are already indexed reuses that image's stored vector."
+    )
 
     vector_backend: Literal["faiss", "milvus"] = Field(
         default="faiss", description="Where vectors are searched: a FAISS file in data_dir, or Milvus."

@@ -37,7 +37,7 @@ def _run(
     show_duplicates: bool = False,
 ) -> SearchResponse:
     filters = params.store_filters()
-    hits = engine.search(
+    hits, total = engine.search_page(
         state.collection,
         query,
         k=min(k + offset, MAX_K),
@@ -46,16 +46,15 @@ def _run(
         exclude_same_study=params.exclude_same_study,
         group_by=group_by,
         show_duplicates=show_duplicates,
-    )[offset:]
+    )
+    hits = hits[offset:]
     fingerprint = state.collection.catalog.fingerprint()
     template = state.settings.viewer_url_template
-    admitted = state.collection.catalog.candidate_ids(filters)
-    index = state.collection.index
     return SearchResponse(
         query=query.kind,
         k=k,
         offset=offset,
-        total=len(admitted) if admitted is not None else (index.ntotal if index is not None else 0),
+        total=total,
         hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
@@ -80,18 +79,22 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
 
 
 def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: object) -> engine.QueryVector:
-    """Run a model call: one at a time, and refused clearly when the model failed to load."""
+    """Embed a query, refused clearly when the model failed to load. Only the model call inside is serialised
+    (`Collection.run_model`): decoding, cache hits and searches of other requests run meanwhile."""
     if state.model_error:
         raise ModelLoadError(state.model_error)
-    with state.model_lock:
-        return fn(*args)
+    return fn(*args)
 
 
 @router.post("/search/text", response_model=SearchResponse, summary="Search by text")
 async def search_text(body: TextSearchRequest, state: FreshDep, request: Request) -> SearchResponse:
     """Images most similar to a text; hits carry the calibrated sigmoid score as well as the cosine."""
-    query = await run_in_threadpool(_encode, state, engine.embed_text, state.collection, body.text)
-    result = await run_in_threadpool(_run, state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
+
+    def work() -> SearchResponse:  # one trip to the thread pool per request
+        query = _encode(state, engine.embed_text, state.collection, body.text)
+        return _run(state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
+
+    result = await run_in_threadpool(work)
     _audit(request, "text", body, body.k, len(result.hits))
     return result
 
@@ -118,9 +121,11 @@ async def search_image(
             query = engine.combine(query, engine.embed_text(state.collection, text), text_weight)
         return query
 
-    query = await run_in_threadpool(_encode, state, embed)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
-    _audit(request, query.kind, params, k, len(result.hits))
+    def work() -> SearchResponse:
+        return _run(state, _encode(state, embed), params, k, offset, group_by, show_duplicates)
+
+    result = await run_in_threadpool(work)
+    _audit(request, result.query, params, k, len(result.hits))
     return result
 
 
@@ -136,7 +141,11 @@ async def similar(
     show_duplicates: bool = False,
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed."""
-    query = await run_in_threadpool(engine.embed_id, state.collection, image_id)
-    result = await run_in_threadpool(_run, state, query, params, k, offset, group_by, show_duplicates)
+
+    def work() -> SearchResponse:
+        query = engine.embed_id(state.collection, image_id)
+        return _run(state, query, params, k, offset, group_by, show_duplicates)
+
+    result = await run_in_threadpool(work)
     _audit(request, "id", params, k, len(result.hits))
     return result

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, StateDep, metrics_access
 from api.errors import error_response
+from retrieval.threads import thread_report
 from retrieval.vocabulary import StatsReport, stats_report
 
 router = APIRouter(tags=["system"])
@@ -38,6 +39,7 @@ async def readyz(state: StateDep) -> JSONResponse:
         "index_loaded": index is not None,
         "vectors": index.ntotal if index is not None else 0,
         "standin_model": bool(fingerprint and fingerprint.standin),
+        "threads": thread_report(state.threads, index),
     }
     if state.model_error:
         return error_response(503, "model_unavailable", state.model_error)

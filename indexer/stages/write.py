@@ -118,6 +118,7 @@ class Writer:
             patient_hash=hash_patient_id(meta.patient_id, self.collection.salt),
             source_uri=item.ref.uri,
             content_hash=meta.content_hash,
+            pixel_hash=item.prepared.pixel_hashes[i] if item.prepared.pixel_hashes else None,
             label=entry.label if entry else None,
             report=entry.report if entry else None,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,14 +17,16 @@ from retrieval.index import faiss_types as types
 from retrieval.index.atomic import atomic_write, atomic_write_text
 from retrieval.index.base import ReconcileReport, sync_to_store
 from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
+from retrieval.index.rwlock import SharedLock
 from retrieval.store.repo import Catalog, IdArray
+from retrieval.threads import use_search_threads
 
 faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at our own seams
 
 log = logging.getLogger(__name__)
-# Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors; reading
-# them from the database costs ~20 us per vector, so above this the quantised codes preselect and the
-# stored vectors re-rank (see README "Filtered search").
+# Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors (the in-filter
+# top-k is then exact); reading them from the database costs ~20 us per vector, so above this every list is scanned
+# for the candidates and the codes' best are re-scored with the stored vectors (see README "Filtered search").
 LOSSY_EXACT_MAX = 4000
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2
@@ -42,7 +43,7 @@ class FaissIndex:
         self.width = width
         self.options = options or types.FaissOptions()
         self._stored = stored  # exact scores from the store's float vectors (None: the quantised codes only)
-        self._lock = threading.RLock()
+        self._lock = SharedLock()
         self.params = types.IndexParams()
         self._index: Any = types.new_index(self.params, width)
         self._tombstones: set[int] = set()
@@ -50,6 +51,7 @@ class FaissIndex:
         self._mapped = False
         self.build: dict[str, Any] = {}
         self.dirty = False
+        self.threads_used: int | None = None  # OpenMP threads the last search ran with (read back by the service)
 
     @property
     def sidecar_path(self) -> Path:
@@ -63,7 +65,7 @@ class FaissIndex:
 
     def ids(self) -> IdArray:
         """Ids currently searchable, sorted."""
-        with self._lock:
+        with self._lock.shared():
             if self.params.is_ivf:
                 invlists = self._index.invlists
                 parts = [
@@ -86,7 +88,7 @@ class FaissIndex:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.shape[1] != self.width:
             raise ValueError(f"vector width {vecs.shape[1]} does not match index width {self.width}")
-        with self._lock:
+        with self._lock.exclusive():
             self._writable()
             if self._tombstones and not self._tombstones.isdisjoint(int(i) for i in ids):
                 self._compact()  # a masked id comes back: drop its old vector for good first
@@ -98,7 +100,7 @@ class FaissIndex:
         if len(ids) == 0:
             return 0
         wanted = np.ascontiguousarray(np.unique(ids), dtype=np.int64)
-        with self._lock:
+        with self._lock.exclusive():
             self._writable()
             if self.params.type != "hnsw":
                 removed = int(self._index.remove_ids(wanted))  # type: ignore[arg-type]
@@ -136,7 +138,9 @@ class FaissIndex:
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
         """Top-k by inner product per query row, optionally restricted to candidate ids (exact when few)."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
-        with self._lock:
+        use_search_threads(self.options.search_threads)  # per thread: OpenMP does not share it across threads
+        self.threads_used = int(faiss.omp_get_max_threads())
+        with self._lock.shared():  # searches run side by side (FAISS releases the GIL); changes wait
             if candidates is not None and self._tombstones:
                 candidates = np.setdiff1d(candidates, np.fromiter(self._tombstones, np.int64))
             available = self.ntotal if candidates is None else len(candidates)
@@ -152,6 +156,8 @@ class FaissIndex:
                 return self._exact_reconstructed(q, k, cand)
             if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.options.exact_filter_max):
                 return self._exact_stored(q, k, cand)
+            if not self.params.lossless and len(cand) <= self.options.exact_filter_max:
+                return self._all_lists(q, k, cand)
             return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
 
     def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
@@ -170,6 +176,18 @@ class FaissIndex:
         if rerank:
             return self._rerank(q, k, ids)
         return scores[:, :k].astype(np.float32), ids[:, :k].astype(np.int64)
+
+    def _all_lists(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        """In-filter top-k for a quantised IVF: every list is scanned for the candidates (an ID selector, nprobe =
+        nlist), so none is missed for lying outside the query's nearest lists; the codes' best few are then
+        re-scored with the stored float vectors. Cheaper than reading every candidate's stored vector (~20 us
+        each) once there are more candidates than hits to re-score."""
+        fetch = min(max(4 * k, k + 32), len(cand))
+        if self._stored is None or len(cand) <= fetch:
+            return self._exact_stored(q, k, cand)
+        params = types.search_parameters(self.params, faiss.IDSelectorBatch(cand), fetch, widen=self.params.nlist)
+        _, ids = self._index.search(q, fetch, params=params)
+        return self._rerank(q, k, ids)
 
     def _tombstone_mask(self) -> Any:
         if not self._tombstones:
@@ -209,7 +227,7 @@ class FaissIndex:
     # -- persistence ----------------------------------------------------------------------------
     def save(self) -> None:
         """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder."""
-        with self._lock:
+        with self._lock.exclusive():
             atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp))
             atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True))
             self.dirty = False
@@ -230,7 +248,7 @@ class FaissIndex:
 
     def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
         """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type)."""
-        with self._lock:
+        with self._lock.exclusive():
             started = time.perf_counter()
             count = len(catalog.all_ids())
             params = types.plan(self.options, count, requested, **overrides)
@@ -256,7 +274,7 @@ class FaissIndex:
 
     def maybe_upgrade(self, catalog: Catalog) -> bool:
         """With index_type=auto: rebuild an exact index as the approximate type once it outgrows the threshold."""
-        with self._lock:
+        with self._lock.exclusive():
             if self.options.index_type != "auto" or self.params.type != "flat":
                 return False
             if self.ntotal < self.options.auto_threshold:
@@ -297,7 +315,7 @@ class FaissIndex:
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport:
         """Load the saved file and make it agree with the store: top up, drop extras, or rebuild."""
-        with self._lock:
+        with self._lock.exclusive():
             if not self._load():
                 self.rebuild(catalog)
                 return ReconcileReport(False, True, self.ntotal, 0, self.ntotal)
@@ -306,5 +324,5 @@ class FaissIndex:
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
         """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
-        with self._lock:
+        with self._lock.exclusive():
             return sync_to_store(self, catalog, store_ids)

@@ -36,6 +36,7 @@ class FaissOptions:
     ef_search: int | None = None
     mmap: bool = False
     exact_filter_max: int = 20_000
+    search_threads: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FaissOptions:
@@ -50,6 +51,7 @@ class FaissOptions:
             ef_search=settings.index_ef_search,
             mmap=settings.index_mmap,
             exact_filter_max=settings.exact_filter_max,
+            search_threads=settings.search_threads,
         )
 
 

@@ -111,6 +111,7 @@ class MilvusIndex:
         self.name = collection
         self.width = width
         self.dirty = False
+        self.threads_used: int | None = None  # Milvus searches in its own server: nothing to report
         self._lock = threading.RLock()
         self.lite = is_lite(uri)
         options: dict[str, Any] = {}

@@ -46,7 +46,8 @@ class Image(Base):
     window: Mapped[str | None] = mapped_column(String(32))
     patient_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     source_uri: Mapped[str] = mapped_column(Text, index=True)
-    content_hash: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    pixel_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # SHA-256 of the encoder input
     label: Mapped[str | None] = mapped_column(Text, index=True)
     report: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

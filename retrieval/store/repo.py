@@ -219,12 +219,67 @@ class Catalog:
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
+    def images_and_vectors(self, ids: Sequence[int]) -> tuple[dict[int, Image], dict[int, npt.NDArray[np.float32]]]:
+        """Image rows and their stored vectors by id, in one round trip per 500 ids (a page of search hits)."""
+        rows: dict[int, Image] = {}
+        vectors: dict[int, npt.NDArray[np.float32]] = {}
+        with self.sessions() as session:
+            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+                query = select(Image, Vector.vector).outerjoin(Vector, Vector.image_id == Image.id)
+                for image, blob in session.execute(query.where(Image.id.in_(chunk))):
+                    rows[image.id] = image
+                    if blob is not None:
+                        vectors[image.id] = np.frombuffer(blob, dtype=np.float32)
+        return rows, vectors
+
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
         if not _storable(image_id):
             return None
         with self.sessions() as session:
             blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
+        return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+
+    def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
+        """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
+        if not _storable(image_id):
+            return None
+        with self.sessions() as session:
+            row = session.execute(
+                select(Vector.vector, Image.patient_hash, Image.study_instance_uid)
+                .join(Image, Image.id == Vector.image_id)
+                .where(Vector.image_id == image_id)
+            ).first()
+        if row is None:
+            return None
+        return np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2]
+
+    def vector_for_input(
+        self, pixel_hash: str, content_hash: str, frame: int, window: str | None
+    ) -> npt.NDArray[np.float32] | None:
+        """The stored vector of an image whose encoder input was exactly these pixels, if one is indexed.
+
+        Found by `pixel_hash`, or, for images indexed before it was recorded, by the same file bytes
+        (`content_hash`), frame and window, which decode to the same pixels. Both lookups use an index."""
+        with self.sessions() as session:
+            blob = session.scalar(
+                select(Vector.vector)
+                .join(Image, Image.id == Vector.image_id)
+                .where(Image.pixel_hash == pixel_hash)
+                .limit(1)
+            )
+            if blob is None:
+                blob = session.scalar(
+                    select(Vector.vector)
+                    .join(Image, Image.id == Vector.image_id)
+                    .where(
+                        Image.content_hash == content_hash,
+                        Image.pixel_hash.is_(None),
+                        Image.frame == frame,
+                        Image.window.is_(None) if window is None else Image.window == window,
+                    )
+                    .limit(1)
+                )
         return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
 
     def vectors_by_source(self, uris: Sequence[str]) -> list[tuple[str, str | None, npt.NDArray[np.float32]]]:
