@@ -45,6 +45,12 @@ def openvino_installed() -> bool:
 
 
 def _cuda_available() -> bool:
+    """Without an NVIDIA driver there is no CUDA: answered without importing torch (10-30 s on a busy machine), so
+    an unavailable model is still reported within seconds; with a driver, torch decides."""
+    import ctypes.util
+
+    if ctypes.util.find_library("cuda") is None and not Path("/proc/driver/nvidia").exists():
+        return False
     import torch
 
     return bool(torch.cuda.is_available())

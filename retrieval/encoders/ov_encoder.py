@@ -15,6 +15,7 @@ from retrieval.encoders.base import ModelFingerprint, Vectors
 from retrieval.encoders.medsiglip import MedSigLIPEncoder, normalise
 from retrieval.encoders.ov_cache import cache_key, cache_root, manifest_for, publish, read_valid
 from retrieval.encoders.ov_convert import IMAGE_XML, TEXT_XML, convert_towers, quantize_image_tower
+from retrieval.errors import MedsearchError, ModelLoadError
 from retrieval.imaging.preprocess import ImageProcessor
 
 log = logging.getLogger(__name__)
@@ -78,35 +79,47 @@ class OpenVINOEncoder:
         with self._lock:
             if self._image is not None:
                 return
-            import openvino as ov
+            try:
+                self._load()
+            except MedsearchError:
+                raise
+            except Exception as exc:  # a conversion or compile failure: say how to get going without OpenVINO
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ModelLoadError(
+                    f"OpenVINO could not run {self.model_ref!r} ({type(exc).__name__}: {first[:300]}); "
+                    "set MEDSEARCH_ENCODER_BACKEND=torch to use the torch back end"
+                ) from exc
 
-            fingerprint = self.source.fingerprint
-            model = self.source.torch_model
-            version = ov.get_version()
-            fp32_dir = self._ensure(
-                cache_root(self.model_ref, self.data_dir) / cache_key(fingerprint, "fp32", version),
-                manifest_for(fingerprint, "fp32", version),
-                (IMAGE_XML, TEXT_XML),
-                lambda tmp: convert_towers(model, tmp),
-                "fp32",
+    def _load(self) -> None:
+        import openvino as ov
+
+        fingerprint = self.source.fingerprint
+        model = self.source.torch_model
+        version = ov.get_version()
+        fp32_dir = self._ensure(
+            cache_root(self.model_ref, self.data_dir) / cache_key(fingerprint, "fp32", version),
+            manifest_for(fingerprint, "fp32", version),
+            (IMAGE_XML, TEXT_XML),
+            lambda tmp: convert_towers(model, tmp),
+            "fp32",
+        )
+        image_xml = fp32_dir / IMAGE_XML
+        if self.precision == "int8":
+            int8_dir = self._ensure(
+                cache_root(self.model_ref, self.data_dir, per_collection=True)
+                / cache_key(fingerprint, "int8", version),
+                manifest_for(fingerprint, "int8", version),
+                (IMAGE_XML,),
+                lambda tmp: quantize_image_tower(fp32_dir / IMAGE_XML, tmp, self._calibration_frames()),
+                "int8",
             )
-            image_xml = fp32_dir / IMAGE_XML
-            if self.precision == "int8":
-                int8_dir = self._ensure(
-                    cache_root(self.model_ref, self.data_dir, per_collection=True)
-                    / cache_key(fingerprint, "int8", version),
-                    manifest_for(fingerprint, "int8", version),
-                    (IMAGE_XML,),
-                    lambda tmp: quantize_image_tower(fp32_dir / IMAGE_XML, tmp, self._calibration_frames()),
-                    "int8",
-                )
-                image_xml = int8_dir / IMAGE_XML
-            core = ov.Core()
-            config = self.compile_config()
-            self._image = _Tower(core.compile_model(core.read_model(image_xml), "CPU", config))
-            self._text = _Tower(core.compile_model(core.read_model(fp32_dir / TEXT_XML), "CPU", config))
-            self.source.release_weights()  # the IR has its own copy: do not keep two
-            log.info("OpenVINO encoder ready: %s (%s)", self.encoded_by, ", ".join(map(str, self.cache_dirs)))
+            image_xml = int8_dir / IMAGE_XML
+        core = ov.Core()
+        config = self.compile_config()
+        self._image = _Tower(core.compile_model(core.read_model(image_xml), "CPU", config))
+        self._text = _Tower(core.compile_model(core.read_model(fp32_dir / TEXT_XML), "CPU", config))
+        self.source.release_weights()  # the IR has its own copy: do not keep two
+        log.info("OpenVINO encoder ready: %s (%s)", self.encoded_by, ", ".join(map(str, self.cache_dirs)))
 
     def _ensure(
         self,
@@ -124,8 +137,6 @@ class OpenVINOEncoder:
         return folder
 
     def _calibration_frames(self) -> list[npt.NDArray[np.float32]]:
-        from retrieval.errors import ModelLoadError
-
         frames = self.calibration(self.source.image_processor, self.calibration_images) if self.calibration else []
         if not frames:
             raise ModelLoadError(
