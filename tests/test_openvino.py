@@ -14,7 +14,7 @@ from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from retrieval.encoders.factory import build_encoder, choose_encoder, cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
-from retrieval.encoders.ov_cache import DATA_CACHE, MANIFEST, MODEL_CACHE, cache_root
+from retrieval.encoders.ov_cache import DATA_CACHE, MANIFEST, MODEL_CACHE, cache_root, publish, read_valid
 from retrieval.encoders.ov_encoder import OpenVINOEncoder
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import SettingsError
@@ -107,6 +107,27 @@ def test_the_disk_cache_is_reused_and_rebuilt_when_it_does_not_match(tmp_path: P
     rebuilt.load()
     assert rebuilt.converted == ["fp32"] and json.loads(manifest.read_text())["fingerprint"] != "someone-else"
     np.testing.assert_allclose(rebuilt.encode_pixel_values(np.zeros((1, 3, 448, 448), np.float32)), expected, atol=1e-6)
+
+
+def test_a_conversion_that_fails_half_way_leaves_no_cache(tmp_path: Path) -> None:
+    folder = tmp_path / "cache" / "key"
+
+    def half_written(tmp: Path) -> dict[str, object]:
+        (tmp / "image.xml").write_text("<half")
+        raise KeyboardInterrupt  # as a Ctrl-C in the middle of a conversion
+
+    with pytest.raises(KeyboardInterrupt):
+        publish(folder, {"fingerprint": "f"}, half_written, ("image.xml",))
+    assert not folder.exists() and list(folder.parent.iterdir()) == []
+
+    def whole(tmp: Path) -> dict[str, object]:
+        (tmp / "image.xml").write_text("<model/>")
+        return {"seconds": 1}
+
+    publish(folder, {"fingerprint": "f"}, whole, ("image.xml",))
+    assert read_valid(folder, {"fingerprint": "f"}, ("image.xml",))
+    assert not read_valid(folder, {"fingerprint": "g"}, ("image.xml",))  # another model: not this cache
+    assert [p.name for p in folder.parent.iterdir()] == ["key"]  # no temporary left behind
 
 
 def test_a_hub_id_or_read_only_folder_caches_in_the_data_folder(tmp_path: Path) -> None:
