@@ -230,3 +230,20 @@ def test_auto_picks_openvino_with_bf16_on_this_cpu_and_settings_errors_are_clear
         choose_encoder(_settings(tmp_path, tmp_path, encoder_backend="torch", encoder_precision="int8"))
     with pytest.raises(SettingsError, match="runs on the CPU"):
         choose_encoder(_settings(tmp_path, tmp_path, encoder_backend="openvino", device="cuda"))
+
+
+def test_bf16_torch_weights_keep_the_fingerprint_and_the_text_scores(
+    model_dir: Path, torch_encoder: MedSigLIPEncoder
+) -> None:
+    """The GPU path's cast (bf16 weights, not autocast), run on the CPU: vectors stay in the same index."""
+    bf16 = MedSigLIPEncoder(str(model_dir), "cpu", "bf16")
+    assert bf16.encoded_by == "torch-bf16-cpu"
+    assert bf16.fingerprint == torch_encoder.fingerprint  # taken before the cast
+    cosines_in = np.linspace(-1, 1, 9, dtype=np.float32)
+    assert np.array_equal(bf16.text_scores(cosines_in), torch_encoder.text_scores(cosines_in))
+    frames = _frames(torch_encoder.image_processor)
+    ours, reference = bf16.encode_pixel_values(frames), torch_encoder.encode_pixel_values(frames)
+    assert ours.dtype == np.float32 and np.sum(ours * reference, axis=1).min() >= 0.99
+    assert list(np.argmax(ours @ reference.T, axis=1)) == list(range(len(frames)))
+    texts = bf16.encode_texts(TEXTS)
+    assert np.sum(texts * torch_encoder.encode_texts(TEXTS), axis=1).min() >= 0.99

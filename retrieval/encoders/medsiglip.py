@@ -107,6 +107,11 @@ class MedSigLIPEncoder:
             # the fingerprint is taken from the weights as stored (fp32), before any cast: it must not depend on the
             # device or precision, or vectors written by one back end would be refused when queried with another
             fingerprint = self._make_fingerprint(model)
+            # likewise the text-score calibration: read at fp32, so every back end and precision scores alike
+            self._scale_bias = (
+                float(model.logit_scale.detach().float().exp().cpu()),
+                float(model.logit_bias.detach().float().cpu()),
+            )
             precision = torch_precision(self.requested_precision, device)
             if precision == "bf16":  # GPU: bf16 weights (half the memory and bandwidth), not only bf16 autocast
                 import torch
@@ -116,10 +121,6 @@ class MedSigLIPEncoder:
             self._device = device
             self._precision = precision
             self._processor = processor
-            self._scale_bias = (
-                float(model.logit_scale.detach().float().exp().cpu()),
-                float(model.logit_bias.detach().float().cpu()),
-            )
             self._fingerprint = fingerprint
             log.info("loaded %s on %s, %s (width %d)", self.model_ref, device, precision, fingerprint.width)
 
