@@ -88,6 +88,22 @@ def child_load(name: str, model_dir: Path, data_dir: Path, calibration: Path) ->
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def conversion_seconds(model_dir: Path, data_dir: Path) -> dict[str, str]:
+    """Conversion and quantisation times as the product recorded them in its cache manifests."""
+    found: dict[str, str] = {}
+    for manifest in [
+        *model_dir.glob(".medsearch-openvino/*/manifest.json"),
+        *data_dir.glob("openvino-cache/*/manifest.json"),
+    ]:
+        facts = json.loads(manifest.read_text())
+        if "convert_seconds" in facts:
+            found["openvino-fp32"] = f"{facts['convert_seconds']:.0f} (both towers)"
+            found["openvino-bf16"] = "0 (the fp32 IR)"
+        if "quantize_seconds" in facts:
+            found["openvino-int8"] = f"+{facts['quantize_seconds']:.0f} ({facts['calibration_images']} images)"
+    return found
+
+
 def timed(run: Any, frames: npt.NDArray[np.float32], batch: int) -> tuple[float, npt.NDArray[np.float32]]:
     """Seconds per image over `frames`, `batch` at a time, and the vectors."""
     t0 = time.perf_counter()
@@ -117,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     names = [n for n in args.backends.split(",") if n]
+    baseline = BASELINE if BASELINE in names else names[0]
+    reference = REFERENCE if REFERENCE in names else names[0]
     info = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", "bench/encoder.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         runners = {name: make_runner(name, model_dir, data_dir, calibration) for name in names}
         vectors = {}
         for name, run in runners.items():  # cosines over every evaluated image, batch 8 (eager: see below)
-            if name != BASELINE:
+            if name != baseline or baseline == reference:
                 vectors[name] = np.concatenate([run(frames[i : i + 8]) for i in range(0, len(frames), 8)])
                 print(f"  embedded {len(frames)} with {name}", file=sys.stderr, flush=True)
 
@@ -170,32 +188,37 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     seconds, out = timed(runners[name], frames[:count], batch)
                     per_image[(name, batch)].append(seconds)
-                    if name == BASELINE and batch == 8:
+                    if name == baseline and batch == 8:
                         eager_out = out
             print(f"  round {round_no + 1}/{args.rounds} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-        reference = vectors[REFERENCE]
-        cosines = {name: np.sum(vectors[name] * reference, axis=1) for name in vectors}
-        if eager_out is not None:  # the eager baseline, on the images it was timed on
-            cosines[BASELINE] = np.sum(eager_out * reference[: len(eager_out)], axis=1)
+        ref = vectors[reference]
+        cosines = {name: np.sum(vectors[name] * ref, axis=1) for name in vectors}
+        if baseline not in cosines and eager_out is not None:  # the eager baseline, on the images it was timed on
+            cosines[baseline] = np.sum(eager_out * ref[: len(eager_out)], axis=1)
+        convert = conversion_seconds(model_dir, data_dir)
+    if args.json:  # the raw figures first, whatever happens to the table
+        raw = {"per_image": {f"{n}@{b}": v for (n, b), v in per_image.items()}, "loads": loads, "convert": convert}
+        raw["cosines"] = {n: c.tolist() for n, c in cosines.items()}
+        args.json.with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))
 
     print()
     print(f"{FULL_ARCH}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
-    print(f"speed-up: vs {BASELINE} in the same round (median); cosine: vs {REFERENCE} over all images")
-    head = "| back end | batch 1 s/img | x torch fp32 | batch 8 s/img | x torch fp32 | min cosine | mean cosine |"
-    print(head + " load + convert s | peak RSS GB |")
-    print("|" + "---|" * 9)
+    print(f"speed-up: vs {baseline} in the same round (median); cosine: vs {reference} over all images")
+    head = f"| back end | batch 1 s/img | x {baseline} | batch 8 s/img | x {baseline} | min cosine | mean cosine |"
+    print(head + " first load s | convert s | peak RSS GB |")
+    print("|" + "---|" * 10)
     payload: dict[str, Any] = {"machine": info, "rows": []}
     for name in names:
         cells = [name]
         row: dict[str, Any] = {"backend": name, **loads[name]}
         for batch in (1, 8):
             times = per_image[(name, batch)]
-            ratios = [b / t for b, t in zip(per_image[(BASELINE, batch)], times, strict=True)]
+            ratios = [b / t for b, t in zip(per_image[(baseline, batch)], times, strict=True)]
             cells += [f"{statistics.median(times):.3f}", f"{statistics.median(ratios):.1f}x"]
             row[f"batch{batch}_s_per_image"] = times
             row[f"batch{batch}_speedup"] = ratios
         cells += [f"{cosines[name].min():.6f}", f"{cosines[name].mean():.6f}"]
-        cells += [f"{loads[name]['load_seconds']:.1f}", f"{loads[name]['peak_rss_gb']:.2f}"]
+        cells += [f"{loads[name]['load_seconds']:.1f}", convert.get(name, "-"), f"{loads[name]['peak_rss_gb']:.2f}"]
         row["cosines"] = cosines[name].tolist()
         payload["rows"].append(row)
         print("| " + " | ".join(cells) + " |")
