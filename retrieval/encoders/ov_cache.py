@@ -83,6 +83,9 @@ def publish(
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
         fsync_dir(tmp)
+        if read_valid(folder, expected, files):  # another process published the same cache meanwhile: keep it
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         if folder.exists():  # an invalid or foreign cache: move it aside first (rename is the atomic step)
             aside = Path(tempfile.mkdtemp(prefix=f".tmp-old-{folder.name}-", dir=parent))
             os.replace(folder, aside / "old")
