@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset")
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in built in this folder")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--skip-loads", action="store_true", help="no child-process load measurements")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--calibration", type=Path, help=argparse.SUPPRESS)
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
         data_dir = work / "data"
         loads: dict[str, dict[str, float]] = {}
-        for name in names:  # each in its own process: conversion time and peak memory of that back end alone
+        # each in its own process: conversion time and peak memory of that back end alone
+        for name in [] if args.skip_loads else names:
             print(f"loading {name} in a child process...", file=sys.stderr, flush=True)
             loads[name] = child_load(name, model_dir, data_dir, calibration)
             print(f"  {loads[name]}", file=sys.stderr, flush=True)
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     payload: dict[str, Any] = {"machine": info, "rows": []}
     for name in names:
         cells = [name]
-        row: dict[str, Any] = {"backend": name, **loads[name]}
+        load = loads.get(name, {"load_seconds": float("nan"), "peak_rss_gb": float("nan")})
+        row: dict[str, Any] = {"backend": name, **load}
         for batch in (1, 8):
             times = per_image[(name, batch)]
             ratios = [b / t for b, t in zip(per_image[(baseline, batch)], times, strict=True)]
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             row[f"batch{batch}_s_per_image"] = times
             row[f"batch{batch}_speedup"] = ratios
         cells += [f"{cosines[name].min():.6f}", f"{cosines[name].mean():.6f}"]
-        cells += [f"{loads[name]['load_seconds']:.1f}", convert.get(name, "-"), f"{loads[name]['peak_rss_gb']:.2f}"]
+        cells += [f"{load['load_seconds']:.1f}", convert.get(name, "-"), f"{load['peak_rss_gb']:.2f}"]
         row["cosines"] = cosines[name].tolist()
         payload["rows"].append(row)
         print("| " + " | ".join(cells) + " |")

@@ -76,10 +76,13 @@ def convert_towers(model: Any, folder: Path) -> dict[str, object]:
 
 
 def quantize_image_tower(
-    fp32_xml: Path, folder: Path, calibration: Sequence[npt.NDArray[np.float32]], batch: int = 8
+    fp32_xml: Path, folder: Path, calibration: Sequence[npt.NDArray[np.float32]], batch: int = 1
 ) -> dict[str, object]:
     """NNCF post-training int8 of the transformer blocks' linear layers (SmoothQuant off), calibrated on
-    `calibration` frames preprocessed as indexed; the patch embedding and the pooling head stay fp32."""
+    `calibration` frames preprocessed as indexed; the patch embedding and the pooling head stay fp32.
+
+    One image per calibration step: NNCF keeps statistics of every quantised activation, and at batch 8 on the
+    full-size tower that went past 15 GB (killed by the OOM killer here); at batch 1 it stays a fraction."""
     import openvino as ov
 
     nncf = require("nncf", "The int8 encoder precision (NNCF quantisation)", "openvino-int8")
