@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo serve-demo test lint peers bench-ingest bench-api bench-summary bench-search clean
+.PHONY: install demo serve-demo test lint peers bench-ingest bench-encoder bench-api bench-summary bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test: lint peers
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
+
+bench-encoder: install
+	nice -n 10 $(BIN)/python bench/encoder.py --rounds 3
 
 bench-api: install
 	$(BIN)/python bench/api_load.py

@@ -35,6 +35,7 @@ TINY: dict[str, int] = {}  # build_standin_model defaults: width 32, 2 layers, 2
 TINY_ARCH = "tiny random SigLIP: width 32, 2 layers, 2 heads, MLP 64, patch 14, 448 px"
 FULL_ARCH = "so400m random SigLIP: width 1152, 27 layers, 16 heads, MLP 4304, patch 14, 448 px"
 REPORTED = ("read", "decode", "preprocess", "encode", "write")
+DEVICE = ["auto"]  # --device, for every run (auto: CUDA when present; the CUDA path is untested here)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RunResult:
 
     label: str
     model: str
+    encoded_by: str
     images: int
     workers: int
     batch_size: int
@@ -133,17 +135,32 @@ def spread(files: list[Path], count: int) -> list[Path]:
 
 
 def run_one(
-    label: str, arch: str, model_dir: Path, files: list[Path], workers: int, batch_size: int, work: Path
+    label: str,
+    arch: str,
+    model_dir: Path,
+    files: list[Path],
+    workers: int,
+    batch_size: int,
+    work: Path,
+    backend: str = "torch",
 ) -> RunResult:
     """Index `files` into a fresh collection; model load and one warm-up forward are outside the timing."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work))
-    settings = Settings(data_dir=data_dir, model=str(model_dir), workers=workers, batch_size=batch_size)
+    settings = Settings(
+        data_dir=data_dir,
+        model=str(model_dir),
+        workers=workers,
+        batch_size=batch_size,
+        device=DEVICE[0],
+        encoder_backend=backend,  # type: ignore[arg-type]
+    )
     collection = Collection(settings)
     load_before = os.getloadavg()[0]
     try:
         t0 = time.perf_counter()
-        encoder = collection.load_encoder()  # loads the model and records its fingerprint
+        encoder = collection.load_encoder()  # loads the model (OpenVINO: converts once) and records its fingerprint
         load_seconds = time.perf_counter() - t0
+        encoded_by = encoder.encoded_by
         t0 = time.perf_counter()
         encoder.encode_pixel_values(np.zeros((1, 3, 448, 448), dtype=np.float32))
         warmup_seconds = time.perf_counter() - t0
@@ -156,6 +173,7 @@ def run_one(
     return RunResult(
         label=label,
         model=arch,
+        encoded_by=encoded_by,
         images=summary.indexed,
         workers=workers,
         batch_size=batch_size,
@@ -181,9 +199,10 @@ def repeated(
     workers: int,
     batch_size: int,
     work: Path,
+    backend: str = "torch",
 ) -> RunResult:
     """Run `times` times; every figure is the median over the runs (rates recomputed from median seconds)."""
-    results = [run_one(label, arch, model_dir, files, workers, batch_size, work) for _ in range(max(1, times))]
+    results = [run_one(label, arch, model_dir, files, workers, batch_size, work, backend) for _ in range(max(1, times))]
     first = results[0]
     if len(results) == 1:
         first.wall_seconds_runs = [first.wall_seconds]
@@ -196,6 +215,7 @@ def repeated(
     return RunResult(
         label=label,
         model=arch,
+        encoded_by=first.encoded_by,
         images=first.images,
         workers=workers,
         batch_size=batch_size,
@@ -221,13 +241,13 @@ def _rate(value: float) -> str:
 
 def markdown(runs: list[RunResult]) -> str:
     """The figures as Markdown tables: one row per run, then the full/tiny ratios on the same files."""
-    head = ["run", "workers", "images", "wall s", "overall img/s", *(f"{s} img/s" for s in REPORTED)]
+    head = ["run", "encoder", "workers", "images", "wall s", "overall img/s", *(f"{s} img/s" for s in REPORTED)]
     head += ["encode s/img", "encoder busy"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         ips = r.images_per_second
         per_image = r.stage_seconds["encode"] / r.images if r.images else 0.0
-        cells = [r.label, str(r.workers), str(r.images), f"{r.wall_seconds:.2f}", _rate(ips["overall"])]
+        cells = [r.label, r.encoded_by, str(r.workers), str(r.images), f"{r.wall_seconds:.2f}", _rate(ips["overall"])]
         cells += [*(_rate(ips[s]) for s in REPORTED), f"{per_image:.4f}", f"{r.encoder_busy:.1%}"]
         lines.append("| " + " | ".join(cells) + " |")
     by_label = {r.label: r for r in runs}
@@ -242,6 +262,13 @@ def markdown(runs: list[RunResult]) -> str:
         lines.append(f"| encoder busy ({full.encoder_busy:.1%} vs {tiny.encoder_busy:.1%}) | {busy} |")
         encode_x = tiny.images_per_second["encode"] / full.images_per_second["encode"]
         lines.append(f"| tiny encode throughput ÷ full-size encode throughput | {encode_x:,.0f} |")
+    for other in (r for r in runs if r.label.startswith("full-subset-") and full is not None):
+        assert full is not None
+        lines += ["", f"| same files, same workers: {other.encoded_by} ÷ {full.encoded_by} | ratio |", "|---|---|"]
+        for stage in ("overall", "encode"):
+            base = full.images_per_second[stage]
+            lines.append(f"| {stage} img/s | {other.images_per_second[stage] / base:.2f} |" if base else "| n/a |")
+        lines.append(f"| encoder busy | {other.encoder_busy:.1%} vs {full.encoder_busy:.1%} |")
     inline = by_label.get("tiny-subset-inline")
     if tiny and inline:
         overhead = tiny.wall_seconds - inline.wall_seconds
@@ -285,7 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in already built in this folder")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument(
+        "--backends",
+        default="torch",
+        help="encoder back ends for the full-size run, side by side (e.g. torch,openvino); tiny runs use the first",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="MEDSEARCH_DEVICE")
     args = parser.parse_args(argv)
+    DEVICE[0] = args.device
+    backends = [b for b in args.backends.split(",") if b]
 
     info = machine()
     info["command"] = " ".join(["python", "bench/ingest.py", *(argv if argv is not None else sys.argv[1:])])
@@ -300,13 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="medsearch-bench-") as tmp:
         work = Path(tmp)
 
-        def measure(label: str, arch: str, model_dir: Path, paths: list[Path], workers: int, times: int) -> None:
-            runs.append(repeated(times, label, arch, model_dir, paths, workers, args.batch_size, work))
+        def measure(
+            label: str, arch: str, model_dir: Path, paths: list[Path], workers: int, times: int, backend: str
+        ) -> None:
+            runs.append(repeated(times, label, arch, model_dir, paths, workers, args.batch_size, work, backend))
 
         tiny_dir = build_standin_model(work / "tiny", **TINY)
-        measure("tiny-subset", TINY_ARCH, tiny_dir, subset, args.workers, args.repeats)
+        measure("tiny-subset", TINY_ARCH, tiny_dir, subset, args.workers, args.repeats, backends[0])
         if args.workers > 0 and not args.skip_inline:
-            measure("tiny-subset-inline", TINY_ARCH, tiny_dir, subset, 0, args.repeats)
+            measure("tiny-subset-inline", TINY_ARCH, tiny_dir, subset, 0, args.repeats, backends[0])
         if not args.skip_full:
             full_dir = args.full_model
             if full_dir is None:
@@ -314,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("building the full-size stand-in (about 1.6 GB)...", file=sys.stderr, flush=True)
                 full_dir = build_standin_model(work / "full", **FULL)
                 print(f"  built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-            measure("full-subset", FULL_ARCH, full_dir, subset, args.workers, 1)
+            for i, backend in enumerate(backends):  # the first is the reference row ("full-subset")
+                label = "full-subset" if i == 0 else f"full-subset-{backend}"
+                measure(label, FULL_ARCH, full_dir, subset, args.workers, 1, backend)
             if args.full_model is None:
                 shutil.rmtree(full_dir, ignore_errors=True)
         if not args.skip_corpus and len(files) > len(subset):
-            measure("tiny-corpus", TINY_ARCH, tiny_dir, files, args.workers, args.repeats)
+            measure("tiny-corpus", TINY_ARCH, tiny_dir, files, args.workers, args.repeats, backends[0])
 
     for r in runs:
         print(

@@ -139,4 +139,5 @@ class EncodeActor:
             "frames": frames,
             "seconds": share.astype(np.float64),
             "actor": np.asarray([self.name] * len(decoded), dtype=object),
+            "encoded_by": np.asarray([self.encoder.encoded_by] * len(decoded), dtype=object),
         }

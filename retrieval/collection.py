@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
-from retrieval.encoders.medsiglip import MedSigLIPEncoder
+from retrieval.encoders.factory import build_encoder as _build_encoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
@@ -32,8 +32,8 @@ LOCK_FILE = ".writer.lock"
 
 
 def build_encoder(settings: Settings) -> Encoder:
-    """The encoder named by the settings (MedSigLIP or any SigLIP folder), not yet loaded."""
-    return MedSigLIPEncoder(settings.model, settings.device)
+    """The encoder named by the settings (MedSigLIP or any SigLIP folder, on torch or OpenVINO), not yet loaded."""
+    return _build_encoder(settings)
 
 
 class Collection:

@@ -21,6 +21,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("medsearch-data"), description="Folder for the database, index, keys.")
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local folder of a MedSigLIP model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    encoder_backend: Literal["auto", "torch", "openvino"] = Field(
+        default="auto", description="Encoder runtime: auto (OpenVINO on a CPU when installed, torch on CUDA)."
+    )
+    encoder_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto", description="auto: bf16 on CUDA or a CPU with AVX-512 BF16/AMX, else fp32; int8 opt-in."
+    )
+    encoder_threads: int = Field(default=0, ge=0, le=1024, description="OpenVINO inference threads (0: its default).")
+    encoder_calibration_images: int = Field(
+        default=300, ge=1, le=5000, description="Collection images the int8 calibration reads (once, then cached)."
+    )
     batch_size: int = Field(default=16, ge=1, le=4096)
     workers: int = Field(default=2, ge=0, le=256, description="Decode worker processes; 0 decodes inline.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset.")

@@ -167,6 +167,7 @@ class CatalogStats(TypedDict):
     failures: int
     by_modality: dict[str, int]
     failures_by_code: dict[str, int]
+    by_encoder: dict[str, int]  # images per back end + precision that wrote them ("unrecorded" before 0.2)
 
 
 class StatsReport(CatalogStats):

@@ -34,6 +34,7 @@ class Writer:
         self.collection = collection
         self.index = index
         self.labels = labels
+        self.encoded_by = collection.encoder.encoded_by  # which back end wrote the vectors (stats count them)
         self.seen_keys: set[str] = set()
         self.last_save = time.monotonic()
 
@@ -121,6 +122,7 @@ class Writer:
             pixel_hash=item.prepared.pixel_hashes[i] if item.prepared.pixel_hashes else None,
             label=entry.label if entry else None,
             report=entry.report if entry else None,
+            encoded_by=self.encoded_by,
         )
 
     def save_if_due(self) -> None:

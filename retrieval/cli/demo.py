@@ -7,9 +7,8 @@ from pathlib import Path
 
 from indexer.pipeline import IndexOptions, IndexSummary, Progress, run_index
 from retrieval import query as engine
-from retrieval.collection import Collection
+from retrieval.collection import Collection, build_encoder
 from retrieval.encoders.base import Encoder
-from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.standin import build_standin_model
 from retrieval.errors import ModelLoadError
 from retrieval.labels import load_labels
@@ -36,8 +35,8 @@ class DemoResult:
 def choose_model(settings: Settings) -> tuple[Settings, Encoder | None, str | None]:
     """The configured model, loaded, if it loads; otherwise a stand-in built in the data folder (and why)."""
     try:
-        encoder = MedSigLIPEncoder(settings.model, settings.device)
-        encoder.load()
+        encoder = build_encoder(settings)
+        encoder.fingerprint  # noqa: B018  # loads the model: does it load here?
         return settings, encoder, None
     except ModelLoadError as exc:
         folder = settings.data_dir / "standin-model"

@@ -191,6 +191,10 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),
         highlight=False,
     )
+    out.print(
+        f"{'by encoder':>18}: " + ", ".join(f"{e} {n}" for e, n in sorted(report["by_encoder"].items())),
+        highlight=False,
+    )
     if report["index"]:
         info = report["index"]
         described = info["params"]

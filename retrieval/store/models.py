@@ -51,6 +51,7 @@ class Image(Base):
     label: Mapped[str | None] = mapped_column(Text, index=True)
     report: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    encoded_by: Mapped[str | None] = mapped_column(String(32))  # back end + precision, e.g. "openvino-bf16"
 
 
 class Vector(Base):

@@ -352,7 +352,7 @@ class Catalog:
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
-        """Counts of images, vectors, sources, failures; images by modality; failures by code."""
+        """Counts of images, vectors, sources, failures; images by modality and by encoder; failures by code."""
         with self.sessions() as session:
 
             def count(model: type) -> int:
@@ -367,6 +367,12 @@ class Catalog:
             by_code = {
                 str(c): int(n) for c, n in session.execute(select(Failure.code, func.count()).group_by(Failure.code))
             }
+            by_encoder = {
+                str(e): int(n)
+                for e, n in session.execute(
+                    select(func.coalesce(Image.encoded_by, "unrecorded"), func.count()).group_by(Image.encoded_by)
+                )
+            }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
             return {
                 "images": count(Image),
@@ -376,6 +382,7 @@ class Catalog:
                 "failures": count(Failure),
                 "by_modality": by_modality,
                 "failures_by_code": by_code,
+                "by_encoder": by_encoder,
             }
 
     def failures(self, limit: int = 1000) -> list[Failure]:

@@ -1,0 +1,110 @@
+"""The one place that picks the encoder back end (torch or OpenVINO) and its precision from the settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrieval.encoders.base import Encoder
+from retrieval.errors import SettingsError
+from retrieval.settings import Settings
+
+log = logging.getLogger(__name__)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """What `build_encoder` will run, and why."""
+
+    backend: str  # "torch" | "openvino"
+    precision: str  # "fp32" | "bf16" | "int8" ("auto" only for torch, resolved at load by device)
+    device: str  # as requested: "auto" | "cpu" | "cuda"
+    reason: str
+
+
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere ask OpenVINO."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        try:
+            import openvino as ov
+
+            return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        except Exception:
+            return False
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def openvino_installed() -> bool:
+    """Whether the OpenVINO runtime can be imported (without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _cuda_available() -> bool:
+    """Without an NVIDIA driver there is no CUDA: answered without importing torch (10-30 s on a busy machine), so
+    an unavailable model is still reported within seconds; with a driver, torch decides."""
+    import ctypes.util
+
+    if ctypes.util.find_library("cuda") is None and not Path("/proc/driver/nvidia").exists():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def choose_encoder(settings: Settings) -> EncoderChoice:
+    """Resolve MEDSEARCH_ENCODER_BACKEND / _PRECISION against the device and what is installed."""
+    backend, precision, device = settings.encoder_backend, settings.encoder_precision, settings.device
+    if backend == "auto":
+        on_gpu = device == "cuda" or (device == "auto" and _cuda_available())
+        if on_gpu:
+            backend, reason = "torch", "a CUDA device is used"
+        elif precision == "int8" or openvino_installed():
+            backend, reason = "openvino", "CPU with OpenVINO installed"
+        else:
+            backend, reason = "torch", "OpenVINO is not installed"
+    else:
+        reason = f"MEDSEARCH_ENCODER_BACKEND={backend}"
+    if backend == "openvino":
+        if device == "cuda":
+            raise SettingsError(
+                "MEDSEARCH_ENCODER_BACKEND=openvino runs on the CPU but MEDSEARCH_DEVICE=cuda: use "
+                "MEDSEARCH_ENCODER_BACKEND=torch (or auto) on a GPU, or MEDSEARCH_DEVICE=cpu"
+            )
+        if precision == "auto":
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+        return EncoderChoice("openvino", precision, "cpu", reason)
+    if precision == "int8":
+        raise SettingsError(
+            "MEDSEARCH_ENCODER_PRECISION=int8 needs the OpenVINO back end: set MEDSEARCH_ENCODER_BACKEND=openvino "
+            'or auto, and pip install "medsearch[openvino-int8]"'
+        )
+    return EncoderChoice("torch", precision, device, reason)
+
+
+def build_encoder(settings: Settings) -> Encoder:
+    """The encoder named by the settings, not yet loaded (the model loads on first use)."""
+    choice = choose_encoder(settings)
+    log.info("encoder back end %s, precision %s (%s)", choice.backend, choice.precision, choice.reason)
+    if choice.backend == "torch":
+        from retrieval.encoders.medsiglip import MedSigLIPEncoder
+
+        return MedSigLIPEncoder(settings.model, choice.device, choice.precision)
+    from retrieval.encoders.calibration import collection_frames
+    from retrieval.encoders.ov_encoder import OpenVINOEncoder
+    from retrieval.optional import require
+
+    require("openvino", "The OpenVINO encoder back end", "openvino-int8")
+    return OpenVINOEncoder(
+        settings.model,
+        settings.data_dir,
+        choice.precision,
+        threads=settings.encoder_threads,
+        bf16_hint=choice.precision == "int8" and cpu_has_bf16(),
+        calibration=lambda processor, limit: collection_frames(settings, processor, limit),
+        calibration_images=settings.encoder_calibration_images,
+    )
