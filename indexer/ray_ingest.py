@@ -269,7 +269,7 @@ def _write_all(
             width = writer.index.width
             vectors = np.frombuffer(batch["vectors"][i], dtype=np.float32).reshape(count, width)
             _account(summary, decoded, str(batch["actor"][i]), count, float(batch["seconds"][i]))
-            writer.encoded_by = str(batch["encoded_by"][i])  # the actors' back end, not the driver's (one kind each run)
+            writer.encoded_by = str(batch["encoded_by"][i])  # the actors' back end, not the driver's
             pending.append((decoded, vectors))
             frames += count
             if frames >= batch_size or len(pending) >= 256:

@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     encoder_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         default="auto", description="auto: bf16 on CUDA or a CPU with AVX-512 BF16/AMX, else fp32; int8 opt-in."
     )
-    encoder_threads: int = Field(default=0, ge=0, le=1024, description="OpenVINO inference threads (0: its default).")
+    encoder_threads: int = Field(
+        default=0, ge=0, le=1024, description="Encoder threads (torch or OpenVINO inference; 0: the runtime's default)."
+    )
     encoder_calibration_images: int = Field(
         default=300, ge=1, le=5000, description="Collection images the int8 calibration reads (once, then cached)."
     )
@@ -100,9 +102,6 @@ class Settings(BaseSettings):
     )
     search_threads: int = Field(
         default=1, ge=0, le=256, description="FAISS threads per search (1: requests run side by side; 0: all cores)."
-    )
-    encoder_threads: int | None = Field(
-        default=None, ge=1, le=256, description="Torch threads for the encoder in the service (default: torch's)."
     )
     embed_cache_size: int = Field(
         default=1024, ge=0, le=1_000_000, description="Text and upload embeddings kept in memory (0 = off)."
