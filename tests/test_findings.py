@@ -179,6 +179,7 @@ def test_probe_filter_and_rank(archive: Collection, tmp_path: Path) -> None:
             assert {h.image.id for h in hits} <= likely and len(hits) == min(k, len(likely))
             assert all(h.probes["mr-rank"] == pytest.approx(table[h.image.id][1], abs=1e-6) for h in hits)
     info, ranked = rank_probe(archive, "mr-rank", 5)
+    assert info.version == 1 and info.applied
     examples = set(training_set_from_file(archive, labels, positive="MR").ids)
     outside = sorted(((p, i) for i, (_, p) in table.items() if i not in examples), key=lambda t: (-t[0], t[1]))
     assert [img.id for img, _ in ranked] == [i for _, i in outside[:5]]
