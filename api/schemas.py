@@ -77,6 +77,10 @@ class HitModel(BaseModel):
     label: str | None
     report: str | None
     source: str
+    tags: dict[str, float] = Field(default_factory=dict, description="Zero-shot tags the image has, with their score.")
+    probes: dict[str, float] = Field(
+        default_factory=dict, description="The image's probability under each applied probe."
+    )
     thumbnail_url: str
     preview_url: str
     viewer_url: str | None = None

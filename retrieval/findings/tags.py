@@ -8,6 +8,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from retrieval.collection import Collection
 from retrieval.findings.common import ApplyReport, apply_scorer, check_name, findings_store, model_key
 from retrieval.findings.errors import BadVocabularyError, UnknownTagError
@@ -96,13 +99,18 @@ def read_vocabulary(path: Path) -> list[TagSpec]:
     return check_vocabulary(specs)
 
 
-def apply_tags(collection: Collection, specs: list[TagSpec], chunk: int = 8192) -> ApplyReport:
-    """Embed the prompts, store the tags (replacing any of the same name) and score every stored image.
-
-    From then on the write stage also scores each newly indexed image against every stored tag."""
+def apply_tags(
+    collection: Collection,
+    specs: list[TagSpec],
+    chunk: int = 8192,
+    vectors: npt.NDArray[np.float32] | None = None,
+) -> ApplyReport:
+    """Embed the prompts (unless their `vectors` are given), store the tags (replacing any of the same name) and
+    score every stored image. From then on the write stage also scores each newly indexed image against them."""
     check_vocabulary(specs)
     encoder = collection.load_encoder()
-    vectors = encoder.encode_texts([s.prompt for s in specs])
+    if vectors is None:
+        vectors = encoder.encode_texts([s.prompt for s in specs])
     store = findings_store(collection)
     store.save_tags(
         [(s.tag, s.prompt, s.threshold, v) for s, v in zip(specs, vectors, strict=True)],
