@@ -19,7 +19,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
-from api.routes import images, probes, render, search, summaries, system, tags, vocabulary
+from api.routes import feedback, images, probes, render, search, summaries, system, tags, vocabulary
 from api.state import ServiceState
 from api.views import check_template
 from retrieval.collection import Collection, build_encoder
@@ -76,6 +76,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(search.router)
+    app.include_router(feedback.router)
     app.include_router(images.router)
     app.include_router(system.router)
     app.include_router(summaries.router)

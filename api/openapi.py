@@ -30,6 +30,7 @@ _SUMMARY = (400, 404, 413, 415, 422, 501, 502, 503, 504)
 STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/search/text"): (400, 422, 503),
     ("post", "/v1/search/image"): (400, 413, 415, 422, 503),
+    ("post", "/v1/search/feedback"): (400, 404, 422, 503),  # 404 an unknown marked or base id, 503 text needs the model
     ("get", "/v1/images/{image_id}"): (404, 422),
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM

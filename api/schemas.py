@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
+from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, MAX_WEIGHT
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_fields
 
@@ -18,6 +19,7 @@ def _not_bool(value: Any) -> Any:
 
 
 Count = Annotated[int, BeforeValidator(_not_bool)]
+Weight = Annotated[float, BeforeValidator(_not_bool)]
 _FLAGS = tuple(f["name"] for f in filter_fields() if f["kind"] == "flag")
 _DATES = tuple(f["name"] for f in filter_fields() if f["kind"] == "date")
 
@@ -49,6 +51,39 @@ class TextSearchRequest(JsonFilters):
     """Search by text, e.g. 'right lower lobe consolidation'."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["right lower lobe consolidation"])
+    k: Count = Field(default=10, ge=1, le=MAX_K)
+    offset: Count = Field(default=0, ge=0, le=10_000)
+    group_by: GroupBy = "image"
+    show_duplicates: bool = Field(default=False, strict=True, description="Also list near-duplicate copies of a hit.")
+
+
+def _feedback_schema(schema: dict[str, Any]) -> None:
+    """Dates may be null, and the schema says what the route checks: a liked id or a base, not two bases."""
+    _dates_may_be_null(schema)
+    text, image = {"text": {"type": "string"}}, {"image_id": {"type": "integer"}}
+    schema["anyOf"] = [
+        {"required": ["like"], "properties": {"like": {"type": "array", "minItems": 1}}},
+        {"required": ["text"], "properties": text},
+        {"required": ["image_id"], "properties": image},
+    ]
+    schema["not"] = {"required": ["text", "image_id"], "properties": {**text, **image}}
+
+
+class FeedbackSearchRequest(JsonFilters, json_schema_extra=_feedback_schema):
+    """Refine a search with relevance feedback: q' = normalise(alpha*q + beta*mean(like) - gamma*mean(unlike)).
+
+    The base query q is a text, an indexed image id, or absent (then liked images are needed). Liked, unliked and
+    base images are never returned."""
+
+    like: list[Count] = Field(default_factory=list, max_length=MAX_MARKS, description="Ids of images to move towards.")
+    unlike: list[Count] = Field(
+        default_factory=list, max_length=MAX_MARKS, description="Ids of images to move away from."
+    )
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS, description="Base query: a text.")
+    image_id: Count | None = Field(default=None, description="Base query: an indexed image's stored vector.")
+    alpha: Weight = Field(default=ALPHA, gt=0.0, le=MAX_WEIGHT, description="Weight of the base query.")
+    beta: Weight = Field(default=BETA, gt=0.0, le=MAX_WEIGHT, description="Weight of the liked images' mean.")
+    gamma: Weight = Field(default=GAMMA, ge=0.0, le=MAX_WEIGHT, description="Weight of the unliked images' mean.")
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"
@@ -90,7 +125,7 @@ class HitModel(BaseModel):
 class SearchResponse(BaseModel):
     """Hits, best first."""
 
-    query: str = Field(description="image, text, image+text or id")
+    query: str = Field(description="image, text, image+text, id or feedback")
     k: int
     offset: int
     total: int = Field(description="Indexed images the filters admit (before exclusions and grouping).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,11 +69,12 @@ class QueryVector:
     """An embedded query plus what it knows about itself (for exclusions)."""
 
     vector: npt.NDArray[np.float32]
-    kind: Literal["image", "text", "image+text", "id"]
+    kind: Literal["image", "text", "image+text", "id", "feedback"]
     patient_hash: str | None = None
     study_uid: str | None = None
     image_id: int | None = None
     text_vector: npt.NDArray[np.float32] | None = None  # the text part of an image+text query
+    exclude_ids: frozenset[int] = field(default_factory=frozenset)  # never returned (relevance feedback's marks)
 
 
 def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -164,10 +166,10 @@ def search(
         return []
     candidates = collection.catalog.candidate_ids(filters)
     available = index.ntotal if candidates is None else len(candidates)
-    # A pivot never returns its own image: fetch one more and drop it, rather than excluding it in SQL
-    # (which would turn every pivot into a filtered search over all other ids).
-    skip = query.image_id
-    fetch = (k if group_by == "image" else k * 4) + (1 if skip is not None else 0)
+    # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
+    # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
+    skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
+    fetch = (k if group_by == "image" else k * 4) + len(skip)
     while True:
         scores, ids = index.search(query.vector, min(fetch, available), candidates)
         hits = _rank(collection, scores[0], ids[0], group_by, fetch, skip)
@@ -210,9 +212,9 @@ def _rank(
     ids: npt.NDArray[np.int64],
     group_by: GroupBy,
     k: int,
-    skip: int | None = None,
+    skip: Container[int] = (),
 ) -> list[Hit]:
-    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and i != skip]
+    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and int(i) not in skip]
     rows = collection.catalog.images([i for i, _ in valid])
     hits: list[Hit] = []
     seen: set[str] = set()

@@ -47,6 +47,7 @@ N_IMAGES = len(SAMPLE_NAMES) + len(EXTRA_NAMES) + 2
 V1_ROUTES = {
     ("POST", "/v1/search/image"),
     ("POST", "/v1/search/text"),
+    ("POST", "/v1/search/feedback"),
     ("GET", "/v1/images/{image_id}"),
     ("GET", "/v1/images/{image_id}/similar"),
     ("GET", "/v1/images/{image_id}/thumbnail"),

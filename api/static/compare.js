@@ -116,7 +116,7 @@ function renderPresets() {
 
 export async function openCompare(hit) {
   const query = state.query;
-  if (!query || query.kind === "text") return;
+  if (!query || query.kind === "text" || query.kind === "feedback") return;
   freeUrls();
   current.hit = hit;
   current.query = query;

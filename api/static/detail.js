@@ -62,7 +62,7 @@ export function openDetail(hit, opener) {
   setViewer(hit.viewer_url);
   const q = state.query;
   const compare = $("compare-open");
-  compare.hidden = !q || q.kind === "text" || (q.kind === "similar" && q.pivot.id === hit.id);
+  compare.hidden = !q || q.kind === "text" || q.kind === "feedback" || (q.kind === "similar" && q.pivot.id === hit.id);
   hideError($("detail-error"));
   const meta = $("detail-meta");
   meta.replaceChildren();

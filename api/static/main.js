@@ -5,6 +5,7 @@ import { closeCompare } from "./compare.js";
 import { closeDetail, compareDetail, findSimilar } from "./detail.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
+import { wireFeedback } from "./feedback.js";
 import { renderFilters, resetFilters, setFilterChangeHandler } from "./filters.js";
 import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
@@ -131,6 +132,7 @@ function init() {
   });
   wireDrop();
   wireKey();
+  wireFeedback({ refine: (query) => run(query, 0), current: () => state.query });
   setFilterChangeHandler(rerun);
   $("text-input").addEventListener("input", updateWeight);
   $("text-weight").addEventListener("input", updateWeight);

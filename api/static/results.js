@@ -2,6 +2,7 @@
 
 import { $, basename, el, fmtScore } from "./dom.js";
 import { openDetail } from "./detail.js";
+import { describeFeedback, withMarks } from "./feedback.js";
 import { describeFilters } from "./filters.js";
 import { loadImage } from "./images.js";
 import { state } from "./state.js";
@@ -31,6 +32,12 @@ export function renderQuerySummary(query) {
     thumb.dataset.testid = "query-thumb";
     if (state.fileUrl) thumb.src = state.fileUrl;
     box.append(thumb, kind, what);
+    return;
+  }
+  if (query.kind === "feedback") {
+    kind.textContent = "refined";
+    what.textContent = describeFeedback(query);
+    box.append(kind, what);
     return;
   }
   if (query.kind === "text") {
@@ -71,7 +78,7 @@ export function renderResults(body, seq, filters) {
   clearResults();
   const grid = $("results");
   state.hits = body.hits;
-  for (const hit of body.hits) grid.append(card(hit));
+  for (const hit of body.hits) grid.append(withMarks(card(hit), hit));
   grid.dataset.seq = String(seq);
   grid.dataset.query = body.query;
   $("empty").hidden = body.hits.length > 0;

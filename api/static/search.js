@@ -20,6 +20,10 @@ export function buildRequest(query, offset, k, filters) {
     appendFilters(form, { k, offset, ...filters });
     return ["v1/search/image", { method: "POST", body: form }];
   }
+  if (query.kind === "feedback") {
+    const body = JSON.stringify({ ...query.base, like: query.like, unlike: query.unlike, k, offset, ...filters });
+    return ["v1/search/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
+  }
   if (query.kind === "text") {
     const body = JSON.stringify({ text: query.text, k, offset, ...filters });
     return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];

@@ -62,7 +62,8 @@ function markCompared(ids) {
   }
 }
 
-function buildRequest(query, hits) {
+function buildRequest(shown, hits) {
+  const query = shown.kind === "feedback" ? shown.origin : shown; // a refinement compares with the query it refined
   const ids = hits.slice(0, MAX_IDS).map((h) => h.id);
   const scores = hits.slice(0, MAX_IDS).map((h) => h.score);
   if (query.kind === "image") {

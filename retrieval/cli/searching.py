@@ -22,6 +22,7 @@ from retrieval.cli.common import (
 )
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import MedsearchError
+from retrieval.feedback import ALPHA, BETA, GAMMA
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
 
@@ -31,6 +32,15 @@ def search(
     image: Annotated[Path | None, typer.Option(help="Query image file (DICOM, PNG, JPEG, TIFF).")] = None,
     text: Annotated[str | None, typer.Option(help="Query text, e.g. 'right lower lobe consolidation'.")] = None,
     image_id: Annotated[int | None, typer.Option("--id", help="Use an indexed image (by id) as the query.")] = None,
+    like: Annotated[
+        list[int] | None, typer.Option("--like", help="Relevance feedback: move towards this image id. Repeatable.")
+    ] = None,
+    unlike: Annotated[
+        list[int] | None, typer.Option("--unlike", help="Relevance feedback: move away from this image id. Repeatable.")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Feedback weight of the base query.")] = ALPHA,
+    beta: Annotated[float, typer.Option(help="Feedback weight of the liked images' mean.")] = BETA,
+    gamma: Annotated[float, typer.Option(help="Feedback weight of the unliked images' mean.")] = GAMMA,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     modality: Annotated[list[str] | None, typer.Option(help=filter_help("modality") + " Repeatable.")] = None,
     body_part: Annotated[list[str] | None, typer.Option(help=filter_help("body_part") + " Repeatable.")] = None,
@@ -58,13 +68,15 @@ def search(
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Find the most similar indexed images to an image, a text, an indexed image, or image+text."""
+    """Find the most similar indexed images to an image, a text, an indexed image, or image+text; --like and
+    --unlike refine that query (or, alone, make one) by relevance feedback."""
     from retrieval import query as engine
+    from retrieval.feedback import Weights, feedback_query
 
     if image_id is not None and (image is not None or text is not None):
         raise typer.BadParameter("--id cannot be combined with --image or --text")
-    if image is None and text is None and image_id is None:
-        raise typer.BadParameter("give --image, --text or --id")
+    if image is None and text is None and image_id is None and not like:
+        raise typer.BadParameter("give --image, --text, --id or --like")
     filters = SearchFilters(
         modality=modality or [],
         body_part=body_part or [],
@@ -85,18 +97,23 @@ def search(
 
             service = build_summary_service(collection.settings)
             service.require()  # refuse before searching when summaries are off
+        seed: engine.QueryVector | None = None
         if image_id is not None:
-            query = engine.embed_id(collection, image_id)
+            seed = engine.embed_id(collection, image_id)
         elif image is not None:
             from retrieval.sources.files import read_file
 
             data = read_file(image, collection.settings.max_file_bytes)
-            query = engine.embed_image(collection, data)
+            seed = engine.embed_image(collection, data)
             if text:
-                query = engine.combine(query, engine.embed_text(collection, text), text_weight)
+                seed = engine.combine(seed, engine.embed_text(collection, text), text_weight)
+        elif text is not None:
+            seed = engine.embed_text(collection, text)
+        if like or unlike or seed is None:
+            weights = Weights(alpha=alpha, beta=beta, gamma=gamma)
+            query = feedback_query(collection, like or [], unlike or [], base=seed, weights=weights)
         else:
-            assert text is not None
-            query = engine.embed_text(collection, text)
+            query = seed
         hits = engine.search(
             collection,
             query,

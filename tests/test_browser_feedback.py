@@ -1,0 +1,109 @@
+"""The page's relevance feedback in a real browser: mark results, refine with the marks and the filters, clear.
+
+Same set-up as tests/test_browser.py (Debian's Chromium through Playwright, `medsearch serve` on data/samples indexed
+with the offline tiny model); its fixtures and helpers are reused, not copied.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, Request
+
+from tests.test_browser import (  # noqa: F401 - fixtures used by name
+    _open,
+    _shot,
+    _thumbs_loaded,
+    _wait_for_new_results,
+    chromium,
+    indexed,
+    page,
+    server,
+)
+
+
+def _result_ids(pg: Page) -> list[int]:
+    return [int(c.get_attribute("data-id") or 0) for c in pg.query_selector_all("[data-testid=result]")]
+
+
+@pytest.mark.timeout(300)
+def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> None:  # noqa: F811
+    pg = page
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    sent: list[dict[str, Any]] = []
+
+    def watch(request: Request) -> None:
+        if request.url.endswith("/v1/search/feedback"):
+            sent.append(json.loads(request.post_data or "{}"))
+
+    pg.on("request", watch)
+    _open(pg, server)
+    pg.wait_for_selector("[data-testid=modality-CT]", state="attached")
+
+    # a text search narrowed to CT and MR (5 of the 10 samples)
+    pg.fill("#text-input", "head slice")
+    pg.press("#text-input", "Enter")
+    _wait_for_new_results(pg, "0")
+    for chip in ("CT", "MR"):
+        seq = pg.get_attribute("#results", "data-seq")
+        pg.check(f"[data-testid=modality-{chip}]")
+        _wait_for_new_results(pg, seq)
+    _thumbs_loaded(pg)
+    before = _result_ids(pg)
+    assert len(before) == 5
+    assert pg.is_hidden("#marks-bar")
+
+    # mark the best one "more like this" and the third "not like this": pressed state, marked card, counts
+    liked, unliked = before[0], before[2]
+    like_button = pg.locator(f"[data-testid=mark-like][data-id='{liked}']")
+    unlike_button = pg.locator(f"[data-testid=mark-unlike][data-id='{unliked}']")
+    assert like_button.get_attribute("aria-label") == f"More like this: image {liked}"
+    like_button.click()
+    unlike_button.click()
+    assert like_button.get_attribute("aria-pressed") == "true"
+    assert unlike_button.get_attribute("aria-pressed") == "true"
+    assert pg.locator(f"[data-testid=mark-unlike][data-id='{liked}']").get_attribute("aria-pressed") == "false"
+    assert pg.locator(f".card-box[data-id='{liked}']").get_attribute("class") == "card-box marked-like"
+    assert pg.is_visible("#marks-bar")
+    assert pg.inner_text("#marks-refine") == "Refine with my marks (1 liked, 1 not)"
+    # clicking a mark does not open the detail panel; clicking it twice unmarks
+    assert pg.is_hidden("#detail")
+    pg.locator(f"[data-testid=mark-like][data-id='{before[1]}']").click()
+    pg.locator(f"[data-testid=mark-like][data-id='{before[1]}']").click()
+    assert pg.inner_text("#marks-refine") == "Refine with my marks (1 liked, 1 not)"
+    _shot(pg, "20-marked.png")
+
+    # refine: the request carries the text base, the marks and the filters; the marked images are gone
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.click("#marks-refine")
+    _wait_for_new_results(pg, seq)
+    assert pg.is_hidden("#error")
+    assert len(sent) == 1
+    body = sent[0]
+    assert body["text"] == "head slice" and body["like"] == [liked] and body["unlike"] == [unliked]
+    assert sorted(body["modality"]) == ["CT", "MR"] and "image_id" not in body
+    after = _result_ids(pg)
+    assert pg.get_attribute("#results", "data-query") == "feedback"
+    assert len(after) == 3 and liked not in after and unliked not in after and set(after) < set(before)
+    assert {c.inner_text() for c in pg.query_selector_all("[data-testid=result] .mod")} <= {"CT", "MR"}
+    summary = pg.inner_text("#query-summary")
+    assert "refined" in summary.lower() and "head slice" in summary and "1 liked, 1 not" in summary
+    _shot(pg, "21-refined.png")
+
+    # changing a filter re-runs the refinement (still feedback, still without the marked images)
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.uncheck("[data-testid=modality-MR]")
+    _wait_for_new_results(pg, seq)
+    assert len(sent) == 2 and sent[1]["modality"] == ["CT"] and sent[1]["like"] == [liked]
+    assert pg.get_attribute("#results", "data-query") == "feedback"
+    assert liked not in _result_ids(pg) and unliked not in _result_ids(pg)
+
+    # clear marks: the bar goes, no button stays pressed
+    pg.click("#marks-clear")
+    assert pg.is_hidden("#marks-bar")
+    assert pg.locator("button.mark[aria-pressed=true]").count() == 0
+    assert not errors, errors
