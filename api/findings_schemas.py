@@ -2,29 +2,63 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from api.schemas import HitModel
 from retrieval.findings.common import NAME
+from retrieval.findings.training import MIN_PER_CLASS
 
 NAME_PATTERN = f"^{NAME.pattern}$"
 MAX_EXAMPLES = 10_000
+ID_MAX = 2**63 - 1
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+def _unique(ids: list[int]) -> list[int]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("an image id is listed twice")
+    return ids
+
+
+Threshold = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_not_bool)]
+ImageId = Annotated[int, Field(ge=1, le=ID_MAX), BeforeValidator(_not_bool)]
+Examples = Annotated[
+    list[ImageId],
+    AfterValidator(_unique),
+    Field(min_length=MIN_PER_CLASS, max_length=MAX_EXAMPLES),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+            "minItems": MIN_PER_CLASS,
+            "maxItems": MAX_EXAMPLES,
+            "uniqueItems": True,
+        }
+    ),
+]
 
 
 class TagIn(BaseModel):
     """One tag of a vocabulary."""
 
     tag: str = Field(pattern=NAME_PATTERN, examples=["effusion"])
-    prompt: str = Field(min_length=1, max_length=2000, examples=["a chest x-ray showing a pleural effusion"])
-    threshold: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="Calibrated probability from which an image has the tag."
+    prompt: str = Field(
+        min_length=1, max_length=2000, pattern=r"\S", examples=["a chest x-ray showing a pleural effusion"]
     )
+    threshold: Annotated[Threshold, Field(description="Calibrated probability from which an image has the tag.")] = 0.5
 
 
 class TagsApplyRequest(BaseModel):
     """A vocabulary to store and score every image against (tags of the same name are replaced)."""
 
-    tags: list[TagIn] = Field(min_length=1, max_length=200)
+    tags: list[TagIn] = Field(min_length=1, max_length=200, description="A tag given twice: the last one wins.")
 
 
 class TagModel(BaseModel):
@@ -48,8 +82,8 @@ class ProbeTrainRequest(BaseModel):
     """Train a probe from image ids: liked images are positive, unliked ones negative."""
 
     name: str = Field(pattern=NAME_PATTERN, examples=["pneumothorax"])
-    positive: list[int] = Field(max_length=MAX_EXAMPLES, description="Ids of images that show the finding.")
-    negative: list[int] = Field(max_length=MAX_EXAMPLES, description="Ids of images that do not.")
+    positive: Examples = Field(description="Ids of images that show the finding (at least 3).")
+    negative: Examples = Field(description="Ids of images that do not (at least 3; none also positive).")
 
 
 class ProbeModel(BaseModel):

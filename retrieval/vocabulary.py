@@ -64,6 +64,22 @@ IsoDate = Annotated[
 ]
 
 
+def _probability(value: object) -> object:
+    """A probability: a number (not a JSON boolean); a blank form field or query parameter means none."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number between 0 and 1, not a boolean")
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+Probability = Annotated[
+    float | None,
+    BeforeValidator(_probability),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 0}]}),
+]
+
+
 def _kind(kind: FilterKind) -> JsonDict:
     return {"kind": kind}
 
@@ -122,7 +138,7 @@ class SearchFilters(BaseModel):
         description="Only images that this applied probe finds likely (probability at or above min_prob).",
         json_schema_extra=_kind("text"),
     )
-    min_prob: float | None = Field(
+    min_prob: Probability = Field(
         default=None,
         ge=0.0,
         le=1.0,

@@ -15,8 +15,14 @@ from sqlalchemy import select, update
 from indexer.pipeline import IndexOptions, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
-from retrieval.errors import BadQueryError, MedsearchError
-from retrieval.findings.errors import BadTrainingSetError, OtherModelError, TooFewExamplesError
+from retrieval.errors import MedsearchError
+from retrieval.findings.errors import (
+    BadTrainingSetError,
+    ConflictingLabelsError,
+    OtherModelError,
+    TooFewExamplesError,
+    UnknownTagError,
+)
 from retrieval.findings.probes import (
     apply_probe,
     list_probes,
@@ -130,7 +136,7 @@ def test_tag_filter_returns_only_tagged_images_and_k_of_them(archive: Collection
     both = {i for i in ids if all(table[(s.tag, i)] >= medians[s.tag] for s in PROMPTS[:2])}
     hits = engine.search(archive, query, k=100, filters=Filters(tags=["mr", "ct"]), show_duplicates=True)
     assert {h.image.id for h in hits} == both
-    with pytest.raises(BadQueryError, match="no tag named nope"):
+    with pytest.raises(UnknownTagError, match="no tag named nope"):
         engine.search(archive, query, k=3, filters=Filters(tags=["nope"]))
 
 
@@ -215,7 +221,7 @@ def test_too_few_examples_and_unusable_labels_are_refused(archive: Collection, t
         400,
         "Too few examples of a class",
     )
-    with pytest.raises(BadTrainingSetError, match="both positive and negative"):
+    with pytest.raises(ConflictingLabelsError, match="both positive and negative"):
         training_set_from_ids(mr[:3], mr[2:5])
     labels = tmp_path / "mr.csv"
     _mr_labels(archive, labels, 4)
@@ -243,7 +249,7 @@ def test_a_probe_or_tag_of_another_model_is_refused(archive: Collection) -> None
     with pytest.raises(OtherModelError):
         rank_probe(archive, "foreign", 3)
     query = engine.embed_text(archive, "x")
-    with pytest.raises(BadQueryError, match="was made with model fingerprint 0123456789ab-other-model"):
+    with pytest.raises(OtherModelError, match="was made with model fingerprint 0123456789ab-other-model"):
         engine.search(archive, query, k=3, filters=Filters(probe="foreign"))
     # a tag made with another model is not used for new images (hook) and is listed as it is
     apply_tags(archive, [TagSpec("foreign-tag", "anything")])

@@ -70,12 +70,17 @@ def test_apply_a_vocabulary_then_filter_by_tag(client: httpx.Client) -> None:
     empty = client.post("/v1/search/text", json={"text": "x", "tag": "knee"}).json()
     assert empty["hits"] == [] and "tag" in empty["empty_reason"]
     refused = client.post("/v1/search/text", json={"text": "x", "tag": "nope"})
-    assert refused.status_code == 400 and refused.json()["code"] == "bad_query"
-    bad = client.post("/v1/tags/apply", json={"tags": [{"tag": "a", "prompt": "x"}, {"tag": "a", "prompt": "y"}]})
-    assert bad.status_code == 400 and bad.json() == {
-        "code": "bad_vocabulary",
-        "message": "tag 'a' is in the vocabulary twice",
-    }
+    assert refused.status_code == 404 and refused.json()["code"] == "unknown_tag"
+    twice = client.post("/v1/tags/apply", json={"tags": [{"tag": "a", "prompt": "x"}, {"tag": "a", "prompt": "y"}]})
+    assert twice.status_code == 200 and [t["prompt"] for t in twice.json()["tags"] if t["tag"] == "a"] == ["y"]
+    for bad in (
+        {"tag": "b", "prompt": "x", "threshold": True},
+        {"tag": "b", "prompt": "  "},
+        {"tag": "-b", "prompt": "x"},
+    ):
+        refused = client.post("/v1/tags/apply", json={"tags": [bad]})
+        assert refused.status_code == 422 and refused.json()["code"] == "validation_error", bad
+    assert client.delete("/v1/tags/a").json() == {"removed": 1}
     assert client.delete("/v1/tags/knee").json() == {"removed": 1}
     gone = client.delete("/v1/tags/knee")
     assert gone.status_code == 404 and gone.json()["code"] == "unknown_tag"
@@ -88,14 +93,20 @@ def test_train_apply_filter_and_rank_a_probe(client: httpx.Client) -> None:
     positive = by_label["mr"] + by_label["ct"][:1]  # 3 MR and a CT
     negative = by_label["us"] + by_label["cr"]  # 4
     few = client.post("/v1/probes/train", json={"name": "mr", "positive": positive[:2], "negative": negative})
-    assert few.status_code == 400 and few.json()["code"] == "too_few_examples", few.text
+    assert few.status_code == 422 and "at least 3" in few.json()["message"], few.text
+    both = client.post("/v1/probes/train", json={"name": "mr", "positive": positive, "negative": positive[:3]})
+    assert both.status_code == 409 and both.json()["code"] == "conflicting_labels", both.text
+    unknown = client.post(
+        "/v1/probes/train", json={"name": "mr", "positive": [10**12, 10**12 + 1, 10**12 + 2], "negative": negative}
+    )
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found", unknown.text
     response = client.post("/v1/probes/train", json={"name": "mr", "positive": positive, "negative": negative})
     assert response.status_code == 200, response.text
     trained = response.json()
     assert (trained["version"], trained["positives"], trained["negatives"], trained["folds"]) == (1, 4, 4, 4)
     assert 0.0 <= trained["cv_auc"] <= 1.0 and 0.0 <= trained["cv_accuracy"] <= 1.0 and not trained["applied"]
     not_yet = client.post("/v1/search/text", json={"text": "x", "probe": "mr"})
-    assert not_yet.status_code == 400 and not_yet.json()["code"] == "probe_not_applied"
+    assert not_yet.status_code == 409 and not_yet.json()["code"] == "probe_not_applied"
     applied = client.post("/v1/probes/mr/apply").json()
     assert applied["images"] == 10 and applied["probe"]["applied"]
     probabilities = {h["id"]: h["probes"]["mr"] for h in _all_hits(client)}

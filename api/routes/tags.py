@@ -12,7 +12,7 @@ from api.deps import FreshDep
 from api.findings_schemas import NAME_PATTERN, RemovedResponse, TagModel, TagsApplyRequest, TagsApplyResponse
 from api.state import ServiceState
 from retrieval.errors import ModelLoadError
-from retrieval.findings.tags import TagSpec, apply_tags, check_vocabulary, list_tags, remove_tags
+from retrieval.findings.tags import TagSpec, apply_tags, check_vocabulary, list_tags, remove_tags, unique_tags
 
 router = APIRouter(prefix="/v1/tags", tags=["tags"])
 TagName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
@@ -42,7 +42,7 @@ def _apply(state: ServiceState, specs: list[TagSpec]) -> TagsApplyResponse:
 async def post_apply(body: TagsApplyRequest, state: FreshDep) -> TagsApplyResponse:
     """Embed each prompt, store the tags and score every image (in a worker thread); new images are then tagged
     as they are indexed."""
-    specs = [TagSpec(t.tag, t.prompt, t.threshold) for t in body.tags]
+    specs = unique_tags([TagSpec(t.tag, t.prompt, t.threshold) for t in body.tags])
     return await run_in_threadpool(_apply, state, specs)
 
 

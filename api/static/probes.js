@@ -7,6 +7,7 @@ import { hideError, showError } from "./errors.js";
 import { marks, onChange } from "./marks.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
+const MIN_EACH = 3; // the API's minimum of positive and of negative examples (retrieval/findings/training.py)
 
 // The chips of one hit: its tags, then each probe with its probability (null when it has none).
 export function findingChips(hit) {
@@ -79,8 +80,10 @@ export function wireProbes({ filterBy }) {
   const update = () => {
     const n = { like: marks.like.size, unlike: marks.unlike.size };
     button.textContent = `Train a classifier from my marks (${n.like} liked, ${n.unlike} not)`;
-    button.disabled = !n.like || !n.unlike;
-    button.title = button.disabled ? "Mark images “More like this” and “Not like this” (at least 3 of each)" : "Fit a logistic regression on the liked (positive) and unliked (negative) images and show its cross-validated AUC";
+    button.disabled = n.like < MIN_EACH || n.unlike < MIN_EACH;
+    button.title = button.disabled
+      ? `Mark at least ${MIN_EACH} images “More like this” and ${MIN_EACH} “Not like this” to train a classifier`
+      : "Fit a logistic regression on the liked (positive) and unliked (negative) images and show its cross-validated AUC";
   };
   onChange(update);
   button.addEventListener("click", async () => {

@@ -17,6 +17,7 @@ from retrieval.store.findings import FindingsStore
 from retrieval.store.repo import IdArray
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+NAME_RULE = "use 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
 DEFAULT_CHUNK = 8192
 
 
@@ -28,10 +29,7 @@ def findings_store(collection: Collection) -> FindingsStore:
 def check_name(name: str, what: str) -> str:
     """A tag or probe name: 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit."""
     if not NAME.fullmatch(name or ""):
-        raise BadQueryError(
-            f"{what} name {name!r} is not allowed: use 1-64 letters, digits, '_', '.', ':' or '-', "
-            "starting with a letter or digit"
-        )
+        raise BadQueryError(f"{what} name {name!r} is not allowed: {NAME_RULE}")
     return name
 
 

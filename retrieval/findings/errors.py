@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.errors import BadQueryError, MedsearchError, NotFoundError
+from retrieval.errors import MedsearchError, NotFoundError
 
 
 class TooFewExamplesError(MedsearchError):
@@ -45,12 +45,20 @@ class UnknownTagError(NotFoundError):
     title = "No such tag"
 
 
-class ProbeNotAppliedError(BadQueryError):
-    """A search filters by a probe whose probabilities were never written (`probe apply` first)."""
+class ProbeNotAppliedError(MedsearchError):
+    """A search or rank uses a probe whose probabilities were never written (`probe apply` first)."""
 
     code = "probe_not_applied"
-    status = 400
+    status = 409
     title = "Probe not applied yet"
+
+
+class ConflictingLabelsError(MedsearchError):
+    """An image is given both as a positive and as a negative example."""
+
+    code = "conflicting_labels"
+    status = 409
+    title = "An image labelled both ways"
 
 
 class OtherModelError(MedsearchError):

@@ -8,9 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.errors import BadQueryError
 from retrieval.findings.common import findings_store, write_scores
-from retrieval.findings.errors import OtherModelError, UnknownProbeError
+from retrieval.findings.errors import UnknownTagError
 from retrieval.findings.probes import get_probe, usable_probes
 from retrieval.findings.scoring import Scorer
 from retrieval.findings.tags import usable_tags
@@ -32,19 +31,15 @@ def score_new_images(collection: Collection, ids: IdArray, vectors: npt.NDArray[
 
 
 def check_filters(collection: Collection, filters: Filters) -> None:
-    """A tag or probe filter must name a stored tag, or a probe that was applied (else it silently matches nothing)."""
+    """A tag filter must name a stored tag (else 404 unknown_tag), a probe filter an applied probe of this model
+    (404 unknown_probe, 409 probe_not_applied or other_model), rather than silently matching nothing."""
     if filters.tags:
         known = {t.name for t in findings_store(collection).tags(filters.tags)}
         unknown = [t for t in filters.tags if t not in known]
         if unknown:
-            raise BadQueryError(f"no tag named {', '.join(unknown)}: `medsearch tags list` shows the tags")
+            raise UnknownTagError(f"no tag named {', '.join(unknown)}: `medsearch tags list` shows the tags")
     if filters.probe:
-        try:
-            get_probe(collection, filters.probe, applied=True)
-        except (UnknownProbeError, OtherModelError) as exc:  # 404 / 409 on the probe routes; a bad query here
-            raise BadQueryError(str(exc)) from exc
-    elif filters.min_prob is not None:
-        raise BadQueryError("min_prob only applies with a probe filter: give the probe too")
+        get_probe(collection, filters.probe, applied=True)
 
 
 def findings_of(collection: Collection, ids: Sequence[int]) -> dict[int, ImageFindings]:

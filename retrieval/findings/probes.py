@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
+from retrieval.errors import NotFoundError
 from retrieval.findings.common import (
     ApplyReport,
     apply_scorer,
@@ -23,7 +24,12 @@ from retrieval.findings.common import (
     model_key,
     require_same_model,
 )
-from retrieval.findings.errors import BadTrainingSetError, ProbeNotAppliedError, UnknownProbeError
+from retrieval.findings.errors import (
+    BadTrainingSetError,
+    ConflictingLabelsError,
+    ProbeNotAppliedError,
+    UnknownProbeError,
+)
 from retrieval.findings.scoring import Scorer
 from retrieval.findings.training import fit_probe
 from retrieval.labels import read_labels_table
@@ -132,7 +138,7 @@ def training_set_from_ids(positive: Sequence[int], negative: Sequence[int]) -> T
     """Liked (positive) and unliked (negative) image ids, as the page sends them."""
     overlap = sorted(set(positive) & set(negative))
     if overlap:
-        raise BadTrainingSetError(f"images {overlap[:10]} are both positive and negative")
+        raise ConflictingLabelsError(f"images {overlap[:10]} are both positive and negative")
     ids = sorted(set(positive) | set(negative))
     pos = set(positive)
     return TrainingSet(ids, [int(i in pos) for i in ids], "1")
@@ -145,7 +151,7 @@ def stored_vectors(collection: Collection, ids: Sequence[int]) -> npt.NDArray[np
         found.update(zip(part_ids.tolist(), vectors, strict=True))
     missing = [i for i in ids if i not in found]
     if missing:
-        raise BadTrainingSetError(f"no indexed image with id {', '.join(map(str, missing[:10]))}")
+        raise NotFoundError(f"no indexed image with id {', '.join(map(str, missing[:10]))}")
     return np.stack([found[i] for i in ids]).astype(np.float32)
 
 

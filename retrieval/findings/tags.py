@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.findings.common import ApplyReport, apply_scorer, check_name, findings_store, model_key
+from retrieval.findings.common import NAME, NAME_RULE, ApplyReport, apply_scorer, findings_store, model_key
 from retrieval.findings.errors import BadVocabularyError, UnknownTagError
 from retrieval.findings.scoring import Scorer
 from retrieval.store.models import Tag
@@ -42,25 +42,24 @@ class TagInfo:
 
 
 def check_vocabulary(specs: list[TagSpec]) -> list[TagSpec]:
-    """Names allowed, prompts present, thresholds in [0, 1], no tag twice, at most MAX_TAGS."""
+    """Names allowed, prompts present, thresholds in [0, 1], at most MAX_TAGS (a tag given twice: the last wins)."""
     if not specs:
         raise BadVocabularyError("the vocabulary has no tags")
     if len(specs) > MAX_TAGS:
         raise BadVocabularyError(f"the vocabulary has {len(specs)} tags; at most {MAX_TAGS} at once")
-    seen: set[str] = set()
     for spec in specs:
-        try:
-            check_name(spec.tag, "tag")
-        except Exception as exc:
-            raise BadVocabularyError(str(exc)) from exc
-        if spec.tag in seen:
-            raise BadVocabularyError(f"tag {spec.tag!r} is in the vocabulary twice")
-        seen.add(spec.tag)
+        if not NAME.fullmatch(spec.tag):
+            raise BadVocabularyError(f"tag name {spec.tag!r} is not allowed: {NAME_RULE}")
         if not spec.prompt.strip() or len(spec.prompt) > MAX_PROMPT_CHARS:
             raise BadVocabularyError(f"tag {spec.tag!r}: the prompt must have 1 to {MAX_PROMPT_CHARS} characters")
         if not (math.isfinite(spec.threshold) and 0.0 <= spec.threshold <= 1.0):
             raise BadVocabularyError(f"tag {spec.tag!r}: the threshold must be a probability between 0 and 1")
     return specs
+
+
+def unique_tags(specs: list[TagSpec]) -> list[TagSpec]:
+    """The vocabulary with each tag once: a tag given twice is defined by its last line."""
+    return list({s.tag: s for s in specs}.values())
 
 
 def read_vocabulary(path: Path) -> list[TagSpec]:
@@ -96,6 +95,10 @@ def read_vocabulary(path: Path) -> list[TagSpec]:
         except (TypeError, ValueError) as exc:
             raise BadVocabularyError(f"{path}:{number}: threshold {threshold!r} is not a number") from exc
         specs.append(TagSpec(tag.strip(), prompt.strip(), value))
+    names = [s.tag for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadVocabularyError(f"{path}: tag {', '.join(twice)} is in the vocabulary more than once")
     return check_vocabulary(specs)
 
 
@@ -107,7 +110,9 @@ def apply_tags(
 ) -> ApplyReport:
     """Embed the prompts (unless their `vectors` are given), store the tags (replacing any of the same name) and
     score every stored image. From then on the write stage also scores each newly indexed image against them."""
-    check_vocabulary(specs)
+    specs = unique_tags(check_vocabulary(specs))
+    if vectors is not None and len(vectors) != len(specs):
+        raise ValueError(f"{len(vectors)} prompt vectors for {len(specs)} distinct tags")
     encoder = collection.load_encoder()
     if vectors is None:
         vectors = encoder.encode_texts([s.prompt for s in specs])
