@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.findings.training import MIN_PER_CLASS, classification_metrics, cross_validated, fit_probe
+from retrieval.findings.training import (
+    MIN_PER_CLASS,
+    classification_metrics,
+    cross_validated,
+    fit_probe,
+    probe_aucs,
+)
 
 
 def test_auc_and_accuracy_on_a_listed_example() -> None:
@@ -42,3 +48,15 @@ def test_cross_validation_is_out_of_fold_stratified_and_seeded() -> None:
     assert fitted.auc == pytest.approx(classification_metrics(y, expected)[0])
     # folds shrink to the smallest class: 3 positives give 3-fold cross-validation
     assert cross_validated(x[:15], np.array([1] * 3 + [0] * 12))[1] == MIN_PER_CLASS == 3
+
+
+def test_eval_probe_auc_is_one_vs_rest_per_label() -> None:
+    rng = np.random.default_rng(3)
+    labels = ["a"] * 5 + ["b"] * 4 + ["c"] * 2
+    x = rng.normal(size=(len(labels), 6)).astype(np.float32)
+    found = probe_aucs(x, labels)
+    assert found["c"] is None  # 2 images: too few for a probe
+    for name in ("a", "b"):
+        y = np.array([int(label == name) for label in labels])
+        expected = classification_metrics(y, cross_validated(x, y)[0])[0]
+        assert found[name] == pytest.approx(expected, abs=1e-12)

@@ -93,3 +93,18 @@ def fit_probe(x: npt.NDArray[np.float32], y: npt.NDArray[np.int64]) -> FittedPro
     coef = np.asarray(model.coef_[0], dtype=np.float64)  # type: ignore[attr-defined]
     intercept = float(model.intercept_[0])  # type: ignore[attr-defined]
     return FittedProbe(coef, intercept, auc, accuracy, positives, negatives, folds)
+
+
+def probe_aucs(x: npt.NDArray[np.float32], labels: list[str]) -> dict[str, float | None]:
+    """Per label, the cross-validated ROC AUC of a probe for that label against all the others (one vs rest),
+    as `fit_probe` reports it; None when the label or the rest has fewer than MIN_PER_CLASS images."""
+    names = sorted(set(labels))
+    found: dict[str, float | None] = {}
+    for name in names:
+        y = np.asarray([int(label == name) for label in labels], dtype=np.int64)
+        if min(int(y.sum()), int(len(y) - y.sum())) < MIN_PER_CLASS:
+            found[name] = None
+            continue
+        out_of_fold, _ = cross_validated(x, y)
+        found[name] = classification_metrics(y, out_of_fold)[0]
+    return found
