@@ -12,7 +12,6 @@ from retrieval.findings.training import MIN_PER_CLASS
 
 NAME_PATTERN = f"^{NAME.pattern}$"
 MAX_EXAMPLES = 10_000
-ID_MAX = 2**63 - 1
 
 
 def _not_bool(value: object) -> object:
@@ -28,7 +27,7 @@ def _unique(ids: list[int]) -> list[int]:
 
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0), BeforeValidator(_not_bool)]
-ImageId = Annotated[int, Field(ge=1, le=ID_MAX), BeforeValidator(_not_bool)]
+ImageId = Annotated[int, Field(ge=1), BeforeValidator(_not_bool)]  # beyond int64: no such image (404), as in paths
 Examples = Annotated[
     list[ImageId],
     AfterValidator(_unique),
@@ -36,7 +35,7 @@ Examples = Annotated[
     WithJsonSchema(
         {
             "type": "array",
-            "items": {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+            "items": {"type": "integer", "minimum": 1},
             "minItems": MIN_PER_CLASS,
             "maxItems": MAX_EXAMPLES,
             "uniqueItems": True,

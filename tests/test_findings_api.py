@@ -100,6 +100,10 @@ def test_train_apply_filter_and_rank_a_probe(client: httpx.Client) -> None:
         "/v1/probes/train", json={"name": "mr", "positive": [10**12, 10**12 + 1, 10**12 + 2], "negative": negative}
     )
     assert unknown.status_code == 404 and unknown.json()["code"] == "not_found", unknown.text
+    beyond = client.post(
+        "/v1/probes/train", json={"name": "mr", "positive": [2**64, 2**64 + 1, 2**63], "negative": negative}
+    )
+    assert beyond.status_code == 404 and beyond.json()["code"] == "not_found", beyond.text  # no store holds such ids
     response = client.post("/v1/probes/train", json={"name": "mr", "positive": positive, "negative": negative})
     assert response.status_code == 200, response.text
     trained = response.json()
