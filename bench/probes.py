@@ -225,6 +225,11 @@ def main() -> None:
     parser.add_argument("--write-n", type=int, default=100_000, help="images whose scores are written (timed apart)")
     parser.add_argument("--work", default="/tmp/medsearch-bench-probes")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--children",
+        default="ours,baseline,read,write",
+        help="the single passes to run in fresh processes ('' for none)",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -260,7 +265,7 @@ def main() -> None:
         "rounds": rounds,
         "median_ratio": float(np.median([r["ratio"] for r in rounds])),
         "accuracy": accuracy(score, vectors, args.chunk),
-        "children": {mode: in_child(mode, args) for mode in ("ours", "baseline", "read", "write")},
+        "children": {mode: in_child(mode, args) for mode in args.children.split(",") if mode},
         "cpus": os.cpu_count(),
     }
     text = json.dumps(report, indent=2)
