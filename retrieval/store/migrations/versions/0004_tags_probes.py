@@ -18,9 +18,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
-    op.create_table(
+def _tables() -> sa.MetaData:
+    """The four tables as this revision made them (later model changes get their own revisions)."""
+    meta = sa.MetaData()
+    sa.Table(
         "tags",
+        meta,
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("prompt", sa.Text, nullable=False),
         sa.Column("threshold", sa.Double, nullable=False),
@@ -28,16 +31,19 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(128), nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_table(
+    images = sa.Table("images", meta, sa.Column("id", sa.Integer, primary_key=True))  # for the foreign keys only
+    sa.Table(
         "tag_scores",
+        meta,
         sa.Column("tag", sa.String(64), sa.ForeignKey("tags.name", ondelete="CASCADE"), primary_key=True),
-        sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("image_id", sa.Integer, sa.ForeignKey(images.c.id, ondelete="CASCADE"), primary_key=True),
         sa.Column("score", sa.Double, nullable=False),
+        sa.Index("ix_tag_scores_image_id", "image_id"),
+        sa.Index("ix_tag_scores_tag_score", "tag", "score"),
     )
-    op.create_index("ix_tag_scores_image_id", "tag_scores", ["image_id"])
-    op.create_index("ix_tag_scores_tag_score", "tag_scores", ["tag", "score"])
-    op.create_table(
+    sa.Table(
         "probes",
+        meta,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
@@ -50,19 +56,36 @@ def upgrade() -> None:
         sa.Column("applied", sa.DateTime(timezone=True)),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("name", "version", name="uq_probes_name_version"),
+        sa.Index("ix_probes_name", "name"),
     )
-    op.create_index("ix_probes_name", "probes", ["name"])
-    op.create_table(
+    sa.Table(
         "probe_scores",
+        meta,
         sa.Column("probe", sa.String(64), primary_key=True),
-        sa.Column("image_id", sa.Integer, sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("image_id", sa.Integer, sa.ForeignKey(images.c.id, ondelete="CASCADE"), primary_key=True),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("probability", sa.Double, nullable=False),
+        sa.Index("ix_probe_scores_image_id", "image_id"),
+        sa.Index("ix_probe_scores_probe_probability", "probe", "probability"),
     )
-    op.create_index("ix_probe_scores_image_id", "probe_scores", ["image_id"])
-    op.create_index("ix_probe_scores_probe_probability", "probe_scores", ["probe", "probability"])
+    return meta
+
+
+NEW = ("tags", "tag_scores", "probes", "probe_scores")
+
+
+def upgrade() -> None:
+    """Idempotent like the baseline: a database whose tables were made from the models (create_all) is completed,
+    never recreated."""
+    bind = op.get_bind()
+    tables = _tables()
+    for name in NEW:
+        table = tables.tables[name]
+        table.create(bind, checkfirst=True)
+        for index in table.indexes:
+            index.create(bind, checkfirst=True)
 
 
 def downgrade() -> None:
-    for table in ("probe_scores", "probes", "tag_scores", "tags"):
+    for table in reversed(NEW):
         op.drop_table(table)
