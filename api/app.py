@@ -19,7 +19,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
-from api.routes import feedback, images, render, search, summaries, system, vocabulary
+from api.routes import feedback, images, probes, render, search, summaries, system, tags, vocabulary
 from api.state import ServiceState
 from api.views import check_template
 from retrieval.collection import Collection, build_encoder
@@ -80,7 +80,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(search.router)
@@ -90,6 +90,8 @@ def create_app(
     app.include_router(summaries.router)
     app.include_router(render.router)
     app.include_router(vocabulary.router)
+    app.include_router(tags.router)
+    app.include_router(probes.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

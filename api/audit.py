@@ -19,7 +19,13 @@ MODALITY_CODES = frozenset(_CODES.split())
 CODE_LISTS = {"modality": MODALITY_CODES}  # list filters whose known codes may be logged as they are
 
 
-_AUDIT_KIND = {"list": "list", "date": "date", "text": "text", "flag": "bool"}  # vocabulary kind -> audit kind
+_AUDIT_KIND = {
+    "list": "list",
+    "date": "date",
+    "text": "text",
+    "flag": "bool",
+    "number": "number",
+}  # vocabulary kind -> audit kind
 
 
 def audit_filters(params: BaseModel) -> dict[str, dict[str, Any]]:

@@ -13,8 +13,9 @@ from api.schemas import ErrorModel
 TITLES = {
     400: "Bad request: the query cannot be run as given",
     401: "Missing or unknown API key (send 'Authorization: Bearer <key>')",
-    404: "No such image (or its source is gone)",
-    409: "A window preset asked for an image it does not apply to (not a CT DICOM)",
+    404: "No such image (or its source is gone), tag or probe",
+    409: "Conflict: a window preset for a non-CT image; a probe not applied yet or made with another model; "
+    "an image both positive and negative",
     413: "Request or source file larger than the configured limit",
     415: "The file is not an image we can decode",
     422: "A parameter or body field is invalid (`validation_error`)",
@@ -28,20 +29,34 @@ _SUMMARY = (400, 404, 413, 415, 422, 501, 502, 503, 504)
 # Every route and the error statuses it can answer (besides 401, added when keys are configured); a test checks
 # that each route of the app is listed here, so a new route cannot go undocumented.
 STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/search/text"): (400, 422, 503),
-    ("post", "/v1/search/image"): (400, 413, 415, 422, 503),
-    ("post", "/v1/search/feedback"): (400, 404, 422, 503),  # 404 an unknown marked or base id, 503 text needs the model
+    ("post", "/v1/search/text"): (400, 404, 409, 422, 503),  # 404/409: an unknown tag or probe, a probe not applied
+    ("post", "/v1/search/image"): (400, 404, 409, 413, 415, 422, 503),
+    ("post", "/v1/search/feedback"): (
+        400,
+        404,
+        409,
+        422,
+        503,
+    ),  # 404 an unknown marked or base id, 503 text needs the model
     ("get", "/v1/images/{image_id}"): (404, 422),
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
     ("post", "/v1/render"): (400, 409, 413, 415, 422),
-    ("get", "/v1/images/{image_id}/similar"): (400, 404, 422),
+    ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 422),
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),
     ("post", "/v1/summaries"): _SUMMARY,
     ("post", "/v1/summaries/stream"): _SUMMARY,
     ("get", "/v1/vocabulary"): (),
+    ("get", "/v1/tags"): (),
+    ("post", "/v1/tags/apply"): (400, 422, 503),
+    ("delete", "/v1/tags/{name}"): (404, 422),
+    ("get", "/v1/probes"): (),
+    ("post", "/v1/probes/train"): (400, 404, 409, 422),
+    ("post", "/v1/probes/{name}/apply"): (404, 409, 422),
+    ("get", "/v1/probes/{name}/rank"): (404, 409, 422),
+    ("delete", "/v1/probes/{name}"): (404, 422),
     ("get", "/healthz"): (),
     ("get", "/readyz"): (503,),
     ("get", "/metrics"): (),

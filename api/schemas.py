@@ -22,6 +22,7 @@ Count = Annotated[int, BeforeValidator(_not_bool)]
 Weight = Annotated[float, BeforeValidator(_not_bool)]
 _FLAGS = tuple(f["name"] for f in filter_fields() if f["kind"] == "flag")
 _DATES = tuple(f["name"] for f in filter_fields() if f["kind"] == "date")
+_NUMBERS = tuple(f["name"] for f in filter_fields() if f["kind"] == "number")
 
 
 class FilterParams(SearchFilters):
@@ -29,13 +30,14 @@ class FilterParams(SearchFilters):
 
 
 def _dates_may_be_null(schema: dict[str, Any]) -> None:
-    for name in _DATES:
+    for name in (*_DATES, *_NUMBERS):
         prop = schema["properties"][name]
         prop["anyOf"] = [*prop.get("anyOf", []), {"type": "null"}]
 
 
 class JsonFilters(FilterParams, json_schema_extra=_dates_may_be_null):
-    """Candidate filters in a JSON body: flags must be JSON booleans and a date may be null."""
+    """Candidate filters in a JSON body: flags must be JSON booleans, numbers JSON numbers; a date or number may be
+    null."""
 
     @model_validator(mode="before")
     @classmethod
@@ -44,6 +46,10 @@ class JsonFilters(FilterParams, json_schema_extra=_dates_may_be_null):
             for name in _FLAGS:
                 if name in data and not isinstance(data[name], bool):
                     raise ValueError(f"{name}: expected true or false")
+            for name in _NUMBERS:  # a number, null or "" (blank, as in a form); not a number written as a string
+                value = data.get(name)
+                if isinstance(value, str) and value.strip():
+                    raise ValueError(f"{name}: expected a number, not a string")
         return data
 
 
@@ -112,6 +118,10 @@ class HitModel(BaseModel):
     label: str | None
     report: str | None
     source: str
+    tags: dict[str, float] = Field(default_factory=dict, description="Zero-shot tags the image has, with their score.")
+    probes: dict[str, float] = Field(
+        default_factory=dict, description="The image's probability under each applied probe."
+    )
     thumbnail_url: str
     preview_url: str
     viewer_url: str | None = None

@@ -118,6 +118,7 @@ def report_dict(report: RetrievalReport, items: list[LabelledImage], from_index:
                 "recall_at_k": s.recall,
                 "map_at_k": s.map,
                 "zero_shot_accuracy": s.zero_shot_accuracy,
+                "probe_cv_auc": s.probe_auc,
             }
             for label, s in report.per_label.items()
         },

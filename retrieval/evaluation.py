@@ -11,6 +11,8 @@ eligible image has q's label):
 Queries with |R| = 0 (no other eligible image of their label) cannot be scored and are reported as skipped.
 Each metric is the mean over scored queries; per label, the mean over that label's scored queries.
 Zero-shot: each image is assigned the label whose prompt embedding has the highest cosine with it.
+Probe AUC: per label, the out-of-fold ROC AUC of a logistic-regression probe of that label against the rest
+(retrieval/findings/training.py; needs 3 images of the label and 3 others; folds are not grouped by patient).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class LabelSummary:
     recall: float | None
     map: float | None
     zero_shot_accuracy: float | None = None
+    probe_auc: float | None = None  # cross-validated AUC of a one-vs-rest probe (None: too few images)
 
 
 @dataclass
@@ -169,6 +172,10 @@ def evaluate(
 ) -> RetrievalReport:
     """Leave-one-out retrieval metrics, plus zero-shot accuracy when prompt vectors are given."""
     report = evaluate_rankings(rankings(vectors, patients), labels, patients, k)
+    from retrieval.findings.training import probe_aucs
+
+    for label, auc in probe_aucs(vectors, list(labels)).items():
+        report.per_label[label].probe_auc = auc
     if prompt_vectors is not None:
         accuracy, per_label, _ = zero_shot(vectors, prompt_vectors, labels)
         report.zero_shot_accuracy, report.zero_shot_template = accuracy, template

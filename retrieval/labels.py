@@ -48,6 +48,7 @@ class LabelRow:
     label: str | None
     report: str | None
     patient: str | None
+    image_id: str | None = None  # an `id` / `image_id` column: an indexed image's id (probe training sets)
 
 
 @dataclass
@@ -114,6 +115,7 @@ def read_labels_table(path: Path) -> LabelsTable:
                 label=_pick(row, ("label",)),
                 report=_pick(row, ("report", "text")),
                 patient=_pick(row, ("patient",)),
+                image_id=_pick(row, ("id", "image_id")),
             )
         )
     return LabelsTable({c.strip().lower() for c in columns if c}, rows)

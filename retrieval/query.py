@@ -13,6 +13,7 @@ from retrieval.collection import Collection
 from retrieval.duplicates import collapse
 from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
+from retrieval.findings.hook import check_filters, findings_of
 from retrieval.imaging.decode import content_hash
 from retrieval.imaging.types import DecodeLimits
 from retrieval.prepare import PreparedImage, prepare_bytes
@@ -34,6 +35,8 @@ class Hit:
     score: float
     text_score: float | None = None
     duplicates: int = 0  # near-duplicate copies folded into this hit (retrieval.duplicates)
+    tags: dict[str, float] = field(default_factory=dict)  # zero-shot tags it has, with their scores
+    probes: dict[str, float] = field(default_factory=dict)  # its probability under each applied probe
 
     @property
     def image_id(self) -> int:
@@ -58,6 +61,8 @@ class Hit:
             "label": img.label,
             "report": img.report,
             "source": img.source_uri,
+            "tags": {name: round(score, 6) for name, score in self.tags.items()},
+            "probes": {name: round(p, 6) for name, p in self.probes.items()},
         }
 
 
@@ -211,6 +216,7 @@ def search_page(
         filters.exclude_patient_hash = query.patient_hash
     if exclude_same_study and query.study_uid:
         filters.exclude_study_uid = query.study_uid
+    check_filters(collection, filters)
     index = collection.index
     if index is None or index.ntotal == 0:
         return [], 0
@@ -233,6 +239,9 @@ def search_page(
     for rank, hit in enumerate(hits, start=1):
         hit.rank = rank
     _add_text_scores(collection, query, hits, vectors)
+    found = findings_of(collection, [h.image.id for h in hits])
+    for hit in hits:
+        hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
     return hits, available
 
 

@@ -17,12 +17,13 @@ if TYPE_CHECKING:  # the CLI reads this module for its option help: keep the sto
     from retrieval.collection import Collection
     from retrieval.store.repo import Filters
 
-FilterKind = Literal["list", "date", "text", "flag"]
+FilterKind = Literal["list", "date", "text", "flag", "number"]
 GroupBy = Literal["image", "study", "series"]
 GROUP_BY: tuple[GroupBy, ...] = get_args(GroupBy)
 # modules that define error classes (their codes register on import); tests/test_vocabulary.py checks the list
 ERROR_MODULES = (
     "retrieval.errors",
+    "retrieval.findings.errors",
     "retrieval.sources.dicomweb",
     "retrieval.index.milvus_index",
     "retrieval.store.db",
@@ -60,6 +61,22 @@ IsoDate = Annotated[
     date | None,
     BeforeValidator(_iso_date),
     WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]}),
+]
+
+
+def _probability(value: object) -> object:
+    """A probability: a number (not a JSON boolean); a blank form field or query parameter means none."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number between 0 and 1, not a boolean")
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+Probability = Annotated[
+    float | None,
+    BeforeValidator(_probability),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, {"type": "string", "maxLength": 0}]}),
 ]
 
 
@@ -106,6 +123,30 @@ class SearchFilters(BaseModel):
         description="Only images with this label.",
         json_schema_extra=_kind("text"),
     )
+    tag: TextList = Field(
+        default_factory=list,
+        max_length=32,
+        title="Tag",
+        description="Only images that have these zero-shot tags (score at or above the tag's threshold).",
+        examples=[["effusion"]],
+        json_schema_extra=_kind("list"),
+    )
+    probe: str | None = Field(
+        default=None,
+        max_length=64,
+        title="Probe",
+        description="Only images that this applied probe finds likely (probability at or above min_prob).",
+        json_schema_extra=_kind("text"),
+    )
+    min_prob: Probability = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        title="Probe min. probability",
+        description="The probe's probability an image needs (0 to 1; default 0.5).",
+        examples=[0.5],
+        json_schema_extra=_kind("number"),
+    )
     exclude_same_patient: bool = Field(
         default=False,
         title="Exclude same patient",
@@ -129,6 +170,9 @@ class SearchFilters(BaseModel):
             date_from=self.date_from,
             date_to=self.date_to,
             label=self.label,
+            tags=list(self.tag),
+            probe=self.probe or None,
+            min_prob=self.min_prob,
         )
 
 

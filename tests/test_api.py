@@ -58,6 +58,14 @@ V1_ROUTES = {
     ("POST", "/v1/summaries/stream"),
     ("POST", "/v1/render"),
     ("GET", "/v1/render/windows"),
+    ("GET", "/v1/tags"),
+    ("POST", "/v1/tags/apply"),
+    ("DELETE", "/v1/tags/{name}"),
+    ("GET", "/v1/probes"),
+    ("POST", "/v1/probes/train"),
+    ("POST", "/v1/probes/{name}/apply"),
+    ("GET", "/v1/probes/{name}/rank"),
+    ("DELETE", "/v1/probes/{name}"),
 }
 PUBLIC_V1_ROUTES = {("GET", "/v1/vocabulary")}  # no API key, no data
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -650,8 +658,9 @@ def test_sql_looking_filters(client: httpx.Client, ids: dict[str, int], main_dat
 # -- keys ------------------------------------------------------------------------------------------------
 
 
-def v1_requests(image_id: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """A valid request for every /v1 route (keyword arguments of httpx.Client.request)."""
+def v1_requests(image_id: int, ids: list[int]) -> dict[tuple[str, str], dict[str, Any]]:
+    """A valid request for every /v1 route (keyword arguments of httpx.Client.request; `_path` and `_ok` when the
+    path or the status of an authorised request is not the default)."""
     upload = {"file": ("q.dcm", (SAMPLES / "MR_small.dcm").read_bytes(), "application/octet-stream")}
     return {
         ("POST", "/v1/search/image"): {"files": upload, "data": {"k": "2"}},
@@ -667,12 +676,21 @@ def v1_requests(image_id: int) -> dict[tuple[str, str], dict[str, Any]]:
         ("POST", "/v1/summaries/stream"): {"json": {"query_id": image_id, "match_ids": [image_id + 1]}},
         ("POST", "/v1/render"): {"files": upload},
         ("GET", "/v1/render/windows"): {},
+        ("GET", "/v1/tags"): {},
+        ("POST", "/v1/tags/apply"): {"json": {"tags": [{"tag": "keys-test", "prompt": "any image"}]}},
+        # a valid key reaches the route: an unknown name is then 404, not 401 (a delete cannot succeed thrice)
+        ("DELETE", "/v1/tags/{name}"): {"_path": "/v1/tags/no-such-tag", "_ok": 404},
+        ("GET", "/v1/probes"): {},
+        ("POST", "/v1/probes/train"): {"json": {"name": "keys", "positive": ids[:3], "negative": ids[3:6]}},
+        ("POST", "/v1/probes/{name}/apply"): {"_path": "/v1/probes/keys/apply"},
+        ("GET", "/v1/probes/{name}/rank"): {"_path": "/v1/probes/keys/rank"},
+        ("DELETE", "/v1/probes/{name}"): {"_path": "/v1/probes/no-such-probe", "_ok": 404},
     }
 
 
 def test_keys_required_on_every_v1_route(client: httpx.Client, anon: httpx.Client, ids: dict[str, int]) -> None:
     image_id = ids["MR_small.dcm"]
-    routes = v1_requests(image_id)
+    routes = v1_requests(image_id, sorted(ids.values()))
     spec = anon.get("/openapi.json").json()
     listed = {(m.upper(), p) for p, ops in spec["paths"].items() if p.startswith("/v1") for m in ops}
     assert listed == set(routes) | PUBLIC_V1_ROUTES
@@ -685,9 +703,11 @@ def test_keys_required_on_every_v1_route(client: httpx.Client, anon: httpx.Clien
         {"Authorization": "Bearer"},
         {"X-API-Key": KEY},
     ]
-    for (method, template), kwargs in routes.items():
-        path = template.format(image_id=image_id)
+    for (method, template), request in routes.items():
+        kwargs = dict(request)
+        path = kwargs.pop("_path", None) or template.format(image_id=image_id)
         ok = 501 if method == "POST" and template.startswith("/v1/summaries") else 200  # summaries are off here
+        ok = kwargs.pop("_ok", ok)
         for headers in wrong:
             assert_error(anon.request(method, path, headers=headers, **kwargs), 401, "unauthorized")
         assert client.request(method, path, **kwargs).status_code == ok, (method, path)

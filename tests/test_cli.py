@@ -102,7 +102,12 @@ def test_every_command_has_help_and_is_documented() -> None:
     assert {"index", "search", "stats", "failures", "remove", "rebuild-index", "demo", "serve", "dev", "key"} <= set(
         commands
     )
-    groups = {"dev": ["make-test-model", "make-test-summarizer"], "key": ["new"]}
+    groups = {
+        "dev": ["make-test-model", "make-test-summarizer"],
+        "key": ["new"],
+        "tags": ["apply", "list", "remove"],
+        "probe": ["train", "apply", "list", "remove", "rank"],
+    }
     full = [c for c in commands if c not in groups]
     for group, expected in groups.items():
         assert names.findall(run([group, "--help"], env).stdout) == expected

@@ -167,7 +167,7 @@ def test_eval_cli_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:  
     report_path, chart = tmp_path / "out" / "report.json", tmp_path / "out" / "chart.png"
     args = ["eval", "--labels", str(labels_csv), "-k", "3", "--json-out", str(report_path), "--chart", str(chart)]
     shown = run(args, cli_env).stdout
-    assert "mAP@3" in shown and "zero-shot" in shown and "2 vectors reused" in shown
+    assert "mAP@3" in shown and "zero-shot" in shown and "probe AUC" in shown and "2 vectors reused" in shown
     report = json.loads(report_path.read_text())
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 5000
     assert report["images"] == len(SET) and report["from_index"] == 2 and report["k"] == 3
@@ -194,6 +194,14 @@ def test_eval_cli_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:  
     assert zs["template"] == "a medical image showing {label}" and 0.0 <= zs["accuracy"] <= 1.0
     weighted = sum(v["zero_shot_accuracy"] * v["images"] for v in per_label.values()) / len(SET)
     assert zs["accuracy"] == pytest.approx(weighted)
+    # a probe needs 3 images of the label and 3 others: only "mr" (3 of 9) has one here
+    assert {name: v["probe_cv_auc"] is not None for name, v in per_label.items()} == {
+        "ct-head": False,
+        "mr": True,
+        "cr": False,
+        "us": False,
+    }
+    assert 0.0 <= per_label["mr"]["probe_cv_auc"] <= 1.0
     assert "P1" not in report_path.read_text() and "P2" not in report_path.read_text()  # no patient values
 
     bad = tmp_path / "bad.csv"

@@ -137,7 +137,7 @@ def test_vocabulary_lists_every_code_filter_group_and_stat() -> None:
         assert body["errors"][code] == {"status": err.status, "title": err.title}
     assert body["filters"] == filter_fields()
     assert [f["name"] for f in body["filters"]] == list(SearchFilters.model_fields)
-    assert {f["kind"] for f in body["filters"]} == {"list", "date", "text", "flag"}
+    assert {f["kind"] for f in body["filters"]} == {"list", "date", "text", "flag", "number"}
     assert body["group_by"] == list(GROUP_BY) == ["image", "study", "series"]
     assert body["stats"] == list(STATS_FIELDS) == list(StatsReport.__annotations__)
     assert {"index", "model_fingerprint", "index_vectors", "by_modality"} <= set(body["stats"])

@@ -41,7 +41,16 @@ function listField(field) {
   return el("label", { className: "field" }, el("span", { textContent: `${field.label} ` }, el("span", { className: "muted", textContent: "(comma-separated)" })), input);
 }
 
+function numberField(field) {
+  const input = el("input", { id: `filter-${field.name}`, type: "number", min: "0", max: "1", step: "0.05", inputMode: "decimal", placeholder: "0.5" });
+  input.dataset.testid = `filter-${field.name}`;
+  input.dataset.filter = field.name;
+  input.dataset.kind = "number";
+  return el("label", { className: "field" }, el("span", { textContent: field.label }), input);
+}
+
 function inputField(field) {
+  if (field.kind === "number") return numberField(field);
   const date = field.kind === "date";
   const input = el("input", {
     id: `filter-${field.name}`,
@@ -129,6 +138,7 @@ export function readFilters() {
     if (kind === "chips") out[field.name] = [...node.querySelectorAll("input:checked")].map((i) => i.value);
     else if (kind === "list") out[field.name] = node.value.split(",").map((s) => s.trim()).filter(Boolean);
     else if (kind === "bool") out[field.name] = node.checked;
+    else if (kind === "number") out[field.name] = node.value.trim() === "" ? null : Number(node.value);
     else {
       const value = node.value.trim();
       if (kind === "date" && value && !(ISO_DATE.test(value) && !Number.isNaN(Date.parse(value)))) {
@@ -163,6 +173,16 @@ export function describeFilters(filters) {
   if (filters.group_by && filters.group_by !== vocabulary.group_by[0]) parts.push(`grouped by ${filters.group_by}`);
   if (filters.show_duplicates) parts.push("duplicates shown");
   return parts;
+}
+
+// Filter by a probe (the "Filter by it" action after training one from the marks); false when the fields are missing.
+export function setProbeFilter(name, minProb) {
+  const probe = document.querySelector('[data-filter="probe"]');
+  const least = document.querySelector('[data-filter="min_prob"]');
+  if (!probe || !least) return false;
+  probe.value = name;
+  least.value = String(minProb);
+  return true;
 }
 
 export function resetFilters() {

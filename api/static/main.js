@@ -6,8 +6,9 @@ import { closeDetail, compareDetail, findSimilar } from "./detail.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
 import { wireFeedback } from "./feedback.js";
-import { renderFilters, resetFilters, setFilterChangeHandler } from "./filters.js";
+import { renderFilters, resetFilters, setFilterChangeHandler, setProbeFilter } from "./filters.js";
 import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
+import { loadFindingNames, wireProbes } from "./probes.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
 import { rerun, run } from "./search.js";
 import { state } from "./state.js";
@@ -117,6 +118,7 @@ async function start() {
   await loadVocabulary();
   renderFilters();
   await loadStats();
+  await loadFindingNames();
   document.body.dataset.vocabulary = $("filter-fields").querySelector("[data-filter]") ? "ready" : "missing";
 }
 
@@ -133,6 +135,7 @@ function init() {
   wireDrop();
   wireKey();
   wireFeedback({ refine: (query) => run(query, 0), current: () => state.query });
+  wireProbes({ filterBy: (name) => setProbeFilter(name, 0.5) && rerun() });
   setFilterChangeHandler(rerun);
   $("text-input").addEventListener("input", updateWeight);
   $("text-weight").addEventListener("input", updateWeight);

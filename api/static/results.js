@@ -5,6 +5,7 @@ import { openDetail } from "./detail.js";
 import { describeFeedback, withMarks } from "./feedback.js";
 import { describeFilters } from "./filters.js";
 import { loadImage } from "./images.js";
+import { findingChips } from "./probes.js";
 import { state } from "./state.js";
 
 export function clearResults() {
@@ -131,7 +132,7 @@ function card(hit) {
   date.dataset.testid = "date";
   const src = el("span", { className: "src", title: `${hit.study_date || "no study date"} · ${hit.source}` });
   src.append(date, ` · ${name}${hit.frame > 1 ? ` · frame ${hit.frame}` : ""}`);
-  node.append(thumb, el("span", { className: "card-meta" }, line, label, src));
+  node.append(thumb, el("span", { className: "card-meta" }, line, label, findingChips(hit), src));
   node.addEventListener("click", () => openDetail(hit, node));
   return node;
 }

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from indexer.stages.batch import Decoded, PreparedBatch
 from retrieval.collection import Collection
+from retrieval.findings.hook import score_new_images
 from retrieval.index.base import VectorIndex
 from retrieval.labels import Labels
 from retrieval.privacy import hash_patient_id
@@ -88,7 +89,9 @@ class Writer:
         stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
         # None: a writer on another machine sharing the database stored that instance first
         kept = [i for i, image_id in enumerate(stored) if image_id is not None]
-        self.index.add(np.asarray([stored[i] for i in kept], dtype=np.int64), vectors[kept])
+        new_ids = np.asarray([stored[i] for i in kept], dtype=np.int64)
+        self.index.add(new_ids, vectors[kept])
+        score_new_images(self.collection, new_ids, vectors[kept])  # stored tags and applied probes, if any
         return Written(len(batch.items), len(kept), batch.duplicates + len(stored) - len(kept), failures)
 
     def _row(self, item: Decoded, i: int) -> Image:

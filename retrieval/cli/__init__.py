@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from retrieval.cli import copies, dev, evaluating, indexing, pacs, searching, service  # noqa: F401  # registers the commands
+from retrieval.cli import (  # noqa: F401  # registers the commands
+    copies,
+    dev,
+    evaluating,
+    findings,
+    indexing,
+    pacs,
+    searching,
+    service,
+)
 from retrieval.cli.common import app, err, quiet_libraries
 from retrieval.errors import ModelLoadError
 from retrieval.settings_errors import translate

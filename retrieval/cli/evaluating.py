@@ -25,7 +25,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Leave-one-out precision@k, recall@k, mAP@k per label (same-patient matches excluded), zero-shot accuracy."""
+    """Leave-one-out precision@k, recall@k, mAP@k per label (same-patient matches excluded), zero-shot accuracy and
+    the cross-validated AUC of a one-vs-rest probe per label."""
     from retrieval import eval_data, evaluation
 
     if "{label}" not in prompt_template:
@@ -61,14 +62,14 @@ def evaluate(
         out.print_json(json.dumps(data))
         return
     table = Table(title=f"{report.images} labelled images, k={k} ({from_index} vectors reused from the index)")
-    for column in ("label", "images", "scored", f"P@{k}", f"R@{k}", f"mAP@{k}", "zero-shot"):
+    for column in ("label", "images", "scored", f"P@{k}", f"R@{k}", f"mAP@{k}", "zero-shot", "probe AUC"):
         table.add_column(column, justify="left" if column == "label" else "right")
 
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     for name, s in report.per_label.items():
-        metrics = [cell(v) for v in (s.precision, s.recall, s.map, s.zero_shot_accuracy)]
+        metrics = [cell(v) for v in (s.precision, s.recall, s.map, s.zero_shot_accuracy, s.probe_auc)]
         table.add_row(name, str(s.images), str(s.scored), *metrics)
     table.add_row(
         "all",
@@ -78,6 +79,7 @@ def evaluate(
         f"{report.recall:.3f}",
         f"{report.map:.3f}",
         cell(report.zero_shot_accuracy),
+        "",
         style="bold",
     )
     out.print(table)

@@ -47,6 +47,9 @@ def search(
     date_from: Annotated[str | None, typer.Option(help=filter_help("date_from"))] = None,
     date_to: Annotated[str | None, typer.Option(help=filter_help("date_to"))] = None,
     label: Annotated[str | None, typer.Option(help=filter_help("label"))] = None,
+    tag: Annotated[list[str] | None, typer.Option(help=filter_help("tag") + " Repeatable.")] = None,
+    probe: Annotated[str | None, typer.Option(help=filter_help("probe"))] = None,
+    min_prob: Annotated[float | None, typer.Option(help=filter_help("min_prob"), min=0.0, max=1.0)] = None,
     exclude_same_patient: Annotated[
         bool, typer.Option("--exclude-same-patient", help=filter_help("exclude_same_patient"))
     ] = False,
@@ -80,6 +83,9 @@ def search(
         date_from=parse_date(date_from),
         date_to=parse_date(date_to),
         label=label,
+        tag=tag or [],
+        probe=probe,
+        min_prob=min_prob,
         exclude_same_patient=exclude_same_patient,
         exclude_same_study=exclude_same_study,
     )

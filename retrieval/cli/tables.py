@@ -25,6 +25,11 @@ def file_name(source: str) -> str:
     return PurePosixPath(tail).name or source
 
 
+def findings_text(tags: dict[str, float], probes: dict[str, float]) -> str:
+    """A hit's tags by name, then each probe with its probability: 'effusion, chest-xray p=0.91'."""
+    return ", ".join([*sorted(tags), *(f"{name} p={p:.2f}" for name, p in sorted(probes.items()))])
+
+
 def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole
     (print it with `WIDE_WIDTH` so that it is not squeezed into the terminal)."""
@@ -33,10 +38,12 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     )  # no side rules: room for the data
     texts = any(h.text_score is not None for h in hits)
     copies = any(h.duplicates for h in hits)
+    findings = any(h.tags or h.probes for h in hits)  # zero-shot tags and probe probabilities (retrieval/findings)
     columns: list[tuple[str, bool]] = [("#", True), ("id", True), ("score", True)]  # (name, never shortened)
     columns += [("p", True)] if texts else []
     columns += [("mod", True)] + ([("body part", False)] if wide else []) + [("date", True), ("label", False)]
     columns += [("copies", True)] if copies else []
+    columns += [("tags", False)] if findings else []
     columns += [("study UID", True)]
     columns += [("series UID", True), ("SOP UID", True), ("frame", True)] if wide else []
     columns += [("source", wide)]
@@ -50,6 +57,7 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
         cells += [str(row["modality"] or "")] + ([str(row["body_part"] or "")] if wide else [])
         cells += [str(row["study_date"] or ""), str(row["label"] or "")]
         cells += [f"+{hit.duplicates}" if hit.duplicates else ""] if copies else []
+        cells += [findings_text(hit.tags, hit.probes)] if findings else []
         uid = (lambda value: str(value or "")) if wide else short_uid
         cells += [uid(image.study_instance_uid)]
         if wide:

@@ -1,10 +1,10 @@
-"""SQLAlchemy 2.0 typed models: images, their vectors, processed sources, failures, index info."""
+"""SQLAlchemy 2.0 typed models: images, their vectors, processed sources, failures, index info, tags and probes."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import Date, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,3 +96,58 @@ class IndexInfo(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Tag(Base):
+    """A zero-shot tag: a prompt, its text embedding and the calibrated probability at which an image has it."""
+
+    __tablename__ = "tags"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    threshold: Mapped[float] = mapped_column(Double)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # the prompt's unit text vector (float32)
+    fingerprint: Mapped[str] = mapped_column(String(128))  # the model key the vector was made with
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TagScore(Base):
+    """An image's calibrated probability for a tag; (tag, score) is indexed so `--tag` is an SQL range filter."""
+
+    __tablename__ = "tag_scores"
+    __table_args__ = (Index("ix_tag_scores_tag_score", "tag", "score"),)
+
+    tag: Mapped[str] = mapped_column(ForeignKey("tags.name", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Double)
+
+
+class Probe(Base):
+    """One version of a few-shot classifier: a logistic regression on the stored vectors of one model."""
+
+    __tablename__ = "probes"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_probes_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    positive: Mapped[str] = mapped_column(String(200))  # what class 1 means (a label, or "1")
+    coef: Mapped[bytes] = mapped_column(LargeBinary)  # float64, the vector width
+    intercept: Mapped[float] = mapped_column(Double)
+    metrics: Mapped[str] = mapped_column(Text)  # JSON: cross-validated AUC, accuracy, class counts, folds
+    examples: Mapped[str] = mapped_column(Text)  # JSON: the training image ids (left out of `probe rank`)
+    applied: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # when its scores were written
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProbeScore(Base):
+    """An image's probability under the applied version of a probe; (probe, probability) is indexed for filters."""
+
+    __tablename__ = "probe_scores"
+    __table_args__ = (Index("ix_probe_scores_probe_probability", "probe", "probability"),)
+
+    probe: Mapped[str] = mapped_column(String(64), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Double)

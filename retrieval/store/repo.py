@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
-from retrieval.store.models import Base, Failure, Image, IndexInfo, Source, Vector, utcnow
+from retrieval.store.models import Base, Failure, Image, IndexInfo, ProbeScore, Source, Tag, TagScore, Vector, utcnow
 from retrieval.vocabulary import CatalogStats
 
 IdArray = npt.NDArray[np.int64]
@@ -33,6 +33,9 @@ class Filters:
     label: str | None = None
     exclude_patient_hash: str | None = None
     exclude_study_uid: str | None = None
+    tags: list[str] = field(default_factory=list)  # images having each tag (score >= the tag's threshold)
+    probe: str | None = None  # images whose probability under this applied probe is >= min_prob
+    min_prob: float | None = None  # 0.5 when not given
 
     def is_empty(self) -> bool:
         """True when nothing restricts the candidates."""
@@ -44,6 +47,8 @@ class Filters:
             or self.label
             or self.exclude_patient_hash
             or self.exclude_study_uid
+            or self.tags
+            or self.probe
         )
 
 
@@ -347,6 +352,12 @@ class Catalog:
             query = query.where(
                 or_(Image.study_instance_uid.is_(None), Image.study_instance_uid != filters.exclude_study_uid)
             )
+        for tag in filters.tags:
+            query = query.where(Image.id.in_(_tagged(tag)))
+        if filters.probe:
+            least = 0.5 if filters.min_prob is None else filters.min_prob
+            probed = select(ProbeScore.image_id).where(ProbeScore.probe == filters.probe)
+            query = query.where(Image.id.in_(probed.where(ProbeScore.probability >= least)))
         with self.sessions() as session:
             return np.asarray(list(session.scalars(query)), dtype=np.int64)
 
@@ -469,6 +480,12 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
     update_set = {k: v for k, v in values.items() if k != "uri"}
     update_set["images"] = images
     session.execute(stmt.on_conflict_do_update(index_elements=[Source.uri], set_=update_set))
+
+
+def _tagged(tag: str) -> Select[Any]:
+    """Ids of images whose score for `tag` reaches the tag's threshold (a range on the (tag, score) index)."""
+    threshold = select(Tag.threshold).where(Tag.name == tag).scalar_subquery()
+    return select(TagScore.image_id).where(TagScore.tag == tag, TagScore.score >= threshold)
 
 
 def _unpack(rows: Sequence[tuple[int, bytes]] | Sequence[object]) -> tuple[IdArray, npt.NDArray[np.float32]]:
