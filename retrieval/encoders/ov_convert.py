@@ -63,6 +63,8 @@ def convert_towers(model: Any, folder: Path) -> dict[str, object]:
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # shape checks traced as constants (TracerWarning): the sizes are fixed, the batch dimension stays free
         warnings.filterwarnings("ignore", message=".*might cause the trace to be incorrect")
+        # transformers' own deprecation, raised by the tracer's module walk: nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         pixels = torch.zeros((1, 3, side, side), dtype=torch.float32)
         image_input = [("pixel_values", [-1, 3, side, side], ov.Type.f32)]
         image_ir = ov.convert_model(image, example_input=pixels, input=image_input)
