@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,11 +68,18 @@ def _images(collection: Collection) -> list[Image]:
         return list(session.scalars(select(Image).order_by(Image.id)))
 
 
+@functools.cache
+def _logit_parameters(model_dir: str) -> tuple[float, float]:
+    """exp(logit_scale) and logit_bias of the saved model (whatever back end the collection encodes with)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir)
+    return float(model.logit_scale.detach().double().exp()), float(model.logit_bias.detach().double())
+
+
 def _calibrated(collection: Collection, cosines: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     """sigmoid(cos * exp(logit_scale) + logit_bias), with the numbers read from the model itself."""
-    model = collection.load_encoder()._model  # type: ignore[attr-defined]
-    scale = float(model.logit_scale.detach().double().exp())
-    bias = float(model.logit_bias.detach().double())
+    scale, bias = _logit_parameters(collection.settings.model)
     return 1.0 / (1.0 + np.exp(-(cosines.astype(np.float64) * scale + bias)))
 
 
