@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from ingest import FULL, FULL_ARCH, _short, corpus, spread  # type: ignore[import-not-found]
 
+from retrieval.encoders.factory import cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.ov_encoder import OpenVINOEncoder
 from retrieval.encoders.standin import build_standin_model
@@ -67,7 +68,9 @@ def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | 
         assert calibration is not None
         frames = list(np.load(calibration))
         source = lambda _processor, limit: frames[:limit]  # noqa: E731
-    encoder = OpenVINOEncoder(str(model_dir), data_dir, precision, calibration=source)
+    # as the product's factory builds it: int8 with the bf16 hint for its unquantised parts where the CPU has bf16
+    hint = precision == "int8" and cpu_has_bf16()
+    encoder = OpenVINOEncoder(str(model_dir), data_dir, precision, calibration=source, bf16_hint=hint)
     encoder.load()
     return encoder.encode_pixel_values
 
