@@ -1,4 +1,5 @@
-# medsearch: `make demo` runs the main job, `make test` runs lint + tests. Both install what they need.
+# medsearch: `make demo` runs the main job, `make test` runs lint + the docs site + every test (CI);
+# `make test-fast` is the inner loop (lint + unit and stage tests, no peers). All of them install what they need.
 PYTHON ?= python3
 VENV ?= .venv
 # CPU machines: torch 2.13.0 CPU build. GPU machines: `make demo TORCH_SPEC=torch` (or install torch first).
@@ -6,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medsearch-installed
 
-.PHONY: install demo serve-demo test lint peers bench-ingest bench-encoder bench-api bench-summary bench-search clean
+.PHONY: install demo serve-demo test test-fast lint docs docs-serve peers bench-ingest bench-encoder bench-api bench-summary bench-search clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +36,22 @@ lint: install
 peers:
 	bash tests/install-peers.sh
 
-test: lint peers
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link, a missing page or a page outside the nav fails.
+SITE_DIR ?= site
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(SITE_DIR)
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+# Everything, as CI runs it (.ci/run): about 22 minutes on 2 cores (docs/testing.md).
+test: lint docs peers
 	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
+
+# The inner loop: lint + the unit and stage tests, without the tests marked slow or peers (no Debian peers needed);
+# under 3 minutes on 2 cores (docs/testing.md).
+test-fast: lint
+	sh tests/isolated.sh $(BIN)/pytest -q -m "not slow and not peers" $(PYTEST_ARGS)
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py
@@ -56,4 +71,4 @@ bench-search: install
 	nice -n 10 $(BIN)/python bench/search.py --sizes 100000 1000000 --json /tmp/bench-search.json
 
 clean:
-	rm -rf $(VENV) medsearch-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SITE_DIR) medsearch-data .pytest_cache .mypy_cache .ruff_cache

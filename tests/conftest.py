@@ -72,7 +72,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     marker = metafunc.definition.get_closest_marker("backends")
     names = marker.args if marker and marker.args else BACKENDS
-    metafunc.parametrize("backend", names, indirect=True)
+    # PostgreSQL and Milvus Lite are servers the tests start: those variants are `peers`, outside `make test-fast`
+    params = [name if name == "sqlite-faiss" else pytest.param(name, marks=pytest.mark.peers) for name in names]
+    metafunc.parametrize("backend", params, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for the PostgreSQL server itself is a `peers` test too."""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.peers)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ from retrieval.collection import Collection
 from retrieval.labels import load_labels
 from tests.conftest import REPO, SAMPLES, make_settings, running_process
 
+pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
+
 CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 KEY = "browser-test-key-0123456789"
 VIEWER = "https://pacs.example/viewer?StudyInstanceUIDs={study_instance_uid}"

@@ -23,6 +23,8 @@ from tests.test_browser import (  # noqa: F401 - fixtures used by name
     server,
 )
 
+pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
+
 
 def _result_ids(pg: Page) -> list[int]:
     return [int(c.get_attribute("data-id") or 0) for c in pg.query_selector_all("[data-testid=result]")]

@@ -25,6 +25,8 @@ from tests.test_browser import (  # noqa: F401 - fixtures used by name
     server,
 )
 
+pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
+
 
 def _cards(pg: Page) -> dict[int, dict[str, Any]]:
     """Each result card: its modality, tag chips and probe chips."""

@@ -94,8 +94,9 @@ def test_demo_falls_back_to_the_standin_and_says_so(tmp_path: Path) -> None:
     assert re.search(r"│ 1\s+│ \d+\s+│ 1\.0000", proc.stdout)  # the query image finds itself first
 
 
+@pytest.mark.slow  # one real `medsearch` process per command; tests/test_docs.py checks the same in-process
 def test_every_command_has_help_and_is_documented() -> None:
-    readme = (REPO / "README.md").read_text()
+    guides = "\n".join(page.read_text() for page in (REPO / "docs").rglob("*.md") if page.name != "cli.md")
     env = dict(os.environ)
     names = re.compile(r"^│ ([a-z][\w-]*)\s{2,}", flags=re.MULTILINE)
     commands = names.findall(run(["--help"], env).stdout)
@@ -114,4 +115,4 @@ def test_every_command_has_help_and_is_documented() -> None:
         full += [f"{group} {sub}" for sub in expected]
     for command in full:
         assert "Usage:" in run([*command.split(), "--help"], env).stdout
-        assert f"medsearch {command}" in readme, f"README does not document `medsearch {command}`"
+        assert f"medsearch {command}" in guides, f"no page in docs/ documents `medsearch {command}`"

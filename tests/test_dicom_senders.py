@@ -22,6 +22,8 @@ from tests.conftest import make_settings, pydicom_roots, testdata_file
 from tests.orthanc import free_port
 from tests.test_pacs_listen import MEDSEARCH, Listener, _env, _wait_for
 
+pytestmark = pytest.mark.peers  # starts Orthanc and DCMTK's storescu (not in `make test-fast`)
+
 STORESCU = "/usr/bin/storescu"  # DCMTK's, not pynetdicom's script of the same name
 PROPOSE = {  # storescu's proposal option for each file's own transfer syntax (sent with -R: no transcoding)
     "1.2.840.10008.1.2": "-xi",

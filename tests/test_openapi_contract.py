@@ -74,6 +74,7 @@ def schemathesis(server: Server, *extra: str) -> subprocess.CompletedProcess[str
     return subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=server.logs)
 
 
+@pytest.mark.slow  # about a minute and a half per run on 2 cores
 @pytest.mark.parametrize("keyed", [False, True], ids=["no-keys", "keys"])
 def test_schemathesis_finds_nothing(keyed: bool, request: pytest.FixtureRequest) -> None:
     server: Server = request.getfixturevalue("keyed_server" if keyed else "open_server")

@@ -34,6 +34,8 @@ from retrieval.sources.read import received_uri
 from tests.conftest import testdata_file
 from tests.orthanc import Orthanc, encode, free_port, start_orthanc, with_new_uids
 
+pytestmark = pytest.mark.peers  # starts Orthanc (not in `make test-fast`)
+
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
 KINDS = {
     "CT_small.dcm": "1.2.840.10008.1.2.1",  # uncompressed

@@ -17,6 +17,8 @@ from tests.conftest import make_settings, testdata_file
 from tests.orthanc import Orthanc, encode, start_orthanc, with_new_uids
 from tests.test_cli import run
 
+pytestmark = pytest.mark.peers  # starts Orthanc (not in `make test-fast`)
+
 USER, PASSWORD = "radiology", "pull-test-password"
 FIRST = ["CT_small.dcm", "MR_small_jp2klossless.dcm", "emri_small.dcm"]  # uncompressed, JPEG 2000, 10 frames
 LATER = ["SC_rgb_rle_2frame.dcm", "693_J2KI.dcm"]

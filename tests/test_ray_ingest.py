@@ -34,7 +34,10 @@ from tests.test_resume import (
     snapshot,
 )
 
-pytestmark = pytest.mark.backends("sqlite-faiss")  # the snapshot helpers read SQLite + FAISS files
+pytestmark = [
+    pytest.mark.backends("sqlite-faiss"),  # the snapshot helpers read SQLite + FAISS files
+    pytest.mark.peers,  # a real local Ray instance (not in `make test-fast`)
+]
 CRASHER = "crash_me.dcm"  # the decode worker process dies on this file (TEST_CRASH_ON), in both pipelines
 BATCH = 4
 ACTORS = 2

@@ -170,6 +170,7 @@ def served(tiny_gemma: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield base
 
 
+@pytest.mark.peers  # a real `transformers serve` process
 def test_openai_backend_against_transformers_serve(
     served: str, tiny_gemma: Path, local: TransformersSummarizer
 ) -> None:
