@@ -48,10 +48,10 @@ docs-serve: install
 test: lint docs peers
 	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
 
-# The inner loop: lint + the unit and stage tests, without the tests marked slow or peers (no Debian peers needed);
+# The inner loop: lint + the unit and stage tests, without the tests marked slow, e2e or peers (no Debian peers needed);
 # under 3 minutes on 2 cores (docs/testing.md).
 test-fast: lint
-	sh tests/isolated.sh $(BIN)/pytest -q -m "not slow and not peers" $(PYTEST_ARGS)
+	sh tests/isolated.sh $(BIN)/pytest -q -m "not slow and not e2e and not peers" $(PYTEST_ARGS)
 
 bench-ingest: install
 	$(BIN)/python bench/ingest.py

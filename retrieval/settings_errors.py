@@ -35,19 +35,19 @@ def from_validation(exc: ValidationError) -> SettingsValueError:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         parts.append(f"{PREFIX}{field.upper()}={_shown(error.get('input'))}: {error['msg']}")
-    return SettingsValueError("invalid setting: " + "; ".join(parts) + " (see README: Settings)")
+    return SettingsValueError("invalid setting: " + "; ".join(parts) + " (see docs/settings.md)")
 
 
 def from_settings_error(exc: SettingsError) -> SettingsValueError:
     """A value pydantic-settings could not even parse (lists and maps are read as JSON)."""
     match = re.search(r'field "(\w+)"', str(exc))
     if match is None:
-        return SettingsValueError(f"invalid setting: {exc} (see README: Settings)")
+        return SettingsValueError(f"invalid setting: {exc} (see docs/settings.md)")
     name = PREFIX + match.group(1).upper()
     given = os.environ.get(name, os.environ.get(name.lower(), ""))
     return SettingsValueError(
         f"invalid setting: {name}={_shown(given)} is not valid JSON; lists are given as JSON, "
-        f"e.g. {name}='[\"http://host:8080\"]' (see README: Settings)"
+        f"e.g. {name}='[\"http://host:8080\"]' (see docs/settings.md)"
     )
 
 

@@ -23,6 +23,11 @@ from retrieval.settings import Settings
 from tests import backends
 from tests.backends import BACKENDS, Backend, PostgresServer
 
+# Shared fixtures live in helper modules, registered here for every test file (never imported from a test module):
+# tests/service.py (a live `medsearch serve` over indexed samples), tests/commands.py (the `medsearch` command),
+# tests/browser.py (Chromium pages and the servers they load).
+pytest_plugins = ["tests.service", "tests.commands", "tests.browser"]
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
 

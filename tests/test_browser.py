@@ -10,131 +10,18 @@ import json
 import os
 import re
 import shutil
-import socket
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, Route, sync_playwright
+from playwright.sync_api import Page, Route
 
-from api.config import hash_key
-from indexer.pipeline import IndexOptions, run_index
-from retrieval.collection import Collection
-from retrieval.labels import load_labels
-from tests.conftest import REPO, SAMPLES, make_settings, running_process
+from tests.browser import KEY, VIEWER, open_page, save_shot, serve_samples, thumbs_loaded, wait_for_new_results
+from tests.conftest import REPO, SAMPLES
 
 pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
 
-CHROMIUM = Path(os.environ.get("MEDSEARCH_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
-KEY = "browser-test-key-0123456789"
-VIEWER = "https://pacs.example/viewer?StudyInstanceUIDs={study_instance_uid}"
-ARTIFACTS = REPO / "test-artifacts"
 SCREENSHOT = REPO / "docs" / "screenshot.png"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    """The browser binary; a missing one fails the test (CI installs it), before any server starts."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's Chromium with `apt-get install -y chromium`")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def indexed(chromium: Path, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, Path]:
-    """Two identical data folders with data/samples indexed by the tiny model (one per server)."""
-    root = tmp_path_factory.mktemp("browser")
-    data_dir = root / "data"
-    collection = Collection(make_settings(data_dir, tiny_model))
-    try:
-        summary = run_index(collection, [SAMPLES], IndexOptions(labels=load_labels(SAMPLES / "labels.csv")))
-    finally:
-        collection.close()
-    assert summary.indexed == 10 and summary.failed == 0, summary
-    # copied while no process has it open, so the two servers never share a folder
-    shutil.copytree(data_dir, root / "keyed" / "data")
-    return data_dir, root / "keyed" / "data"
-
-
-@contextmanager
-def _serve(data_dir: Path, model: Path, **extra_env: str) -> Iterator[str]:
-    """Run `medsearch serve` on a free loopback port until ready; stop it by its PID afterwards."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MEDSEARCH_DATA_DIR": str(data_dir),
-        "MEDSEARCH_MODEL": str(model),
-        "MEDSEARCH_HOST": "127.0.0.1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("MEDSEARCH_API_KEYS", None)
-    env.update(extra_env)
-    log_path = data_dir.parent / f"server-{port}.log"
-    medsearch = Path(sys.executable).parent / "medsearch"
-    base = f"http://127.0.0.1:{port}"
-    with running_process([str(medsearch), "serve", "--port", str(port)], env, f"{base}/readyz", log_path):
-        yield base
-
-
-@pytest.fixture(scope="module")
-def server(indexed: tuple[Path, Path], tiny_model: Path) -> Iterator[str]:
-    """The service without API keys; yields its base URL."""
-    with _serve(indexed[0], tiny_model) as base:
-        yield base
-
-
-@pytest.fixture
-def keyed_server(indexed: tuple[Path, Path], tiny_model: Path) -> Iterator[str]:
-    """The service on a copy of the collection, requiring KEY as a bearer token, with viewer links."""
-    data_dir = indexed[1]
-    keys = f"browser-test:{hash_key(KEY)}"
-    with _serve(data_dir, tiny_model, MEDSEARCH_API_KEYS=keys, MEDSEARCH_VIEWER_URL_TEMPLATE=VIEWER) as base:
-        yield base
-
-
-@pytest.fixture
-def page(chromium: Path, tmp_path: Path) -> Iterator[Page]:
-    """A fresh headless Chromium page with its own profile folder."""
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            user_data_dir=str(tmp_path / "profile"),
-            executable_path=str(chromium),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1400, "height": 900},
-        )
-        try:
-            pg = context.pages[0] if context.pages else context.new_page()
-            pg.set_default_timeout(60_000)  # two loaded CPU cores in CI
-            yield pg
-        finally:
-            context.close()
-
-
-def _shot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path))
-    return path
 
 
 def _save_for_readme(shot: Path) -> None:
@@ -153,40 +40,13 @@ def _save_for_readme(shot: Path) -> None:
     assert SCREENSHOT.stat().st_size < 300_000
 
 
-def _open(page: Page, base: str) -> None:
-    """Load the page and wait until it has read the vocabulary (filter fields, error titles)."""
-    page.goto(base + "/")
-    page.wait_for_selector("body[data-vocabulary=ready]")
-
-
-def _wait_for_new_results(page: Page, after_seq: str | None) -> None:
-    try:
-        page.wait_for_function(
-            "seq => { const g = document.getElementById('results');"
-            " return g.dataset.seq !== seq && document.body.dataset.state === 'idle'; }",
-            arg=after_seq,
-        )
-    except PlaywrightError:
-        _shot(page, "failed-wait.png")
-        error = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
-        status = page.inner_text("#status")
-        pytest.fail(f"no new results after seq {after_seq}: status {status!r}, error {error!r}")
-
-
-def _thumbs_loaded(page: Page) -> None:
-    page.wait_for_function(
-        "() => { const imgs = [...document.querySelectorAll('#results img')];"
-        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
-    )
-
-
 @pytest.mark.timeout(300)
 def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> None:
     pg = page
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    _open(pg, server)
+    open_page(pg, server)
     # the stand-in model is announced, the header shows the collection
     pg.wait_for_selector("#standin-banner:not([hidden])")
     assert "scores are meaningless" in pg.inner_text("#standin-banner")
@@ -199,8 +59,8 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
 
     # upload a DICOM: it searches at once; the best hit is the same image with score 1.0
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
-    _wait_for_new_results(pg, "0")
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, "0")
+    thumbs_loaded(pg)
     assert pg.is_hidden("#error")
     cards = pg.query_selector_all("[data-testid=result]")
     assert len(cards) == 10
@@ -211,7 +71,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     assert "CT" in first.inner_text() and "ct-head" in first.inner_text()
     assert pg.get_attribute("#query-summary", "data-kind") == "image"
     pg.mouse.move(0, 0)
-    shot = _shot(pg, "01-image-results.png")
+    shot = save_shot(pg, "01-image-results.png")
     if os.environ.get("MEDSEARCH_UPDATE_SCREENSHOT") == "1":
         _save_for_readme(shot)
 
@@ -246,28 +106,28 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     meta = pg.inner_text("#detail-meta")
     assert "CT" in meta and "ct-head" in meta and "CT_small.dcm" in meta
     assert pg.is_hidden("#viewer-link")  # no viewer template configured
-    _shot(pg, "02-detail.png")
+    save_shot(pg, "02-detail.png")
 
     # find similar: the grid shows the pivot's neighbours (never the pivot itself)
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#find-similar")
-    _wait_for_new_results(pg, seq)
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, seq)
+    thumbs_loaded(pg)
     assert pg.is_hidden("#detail")
     assert pg.get_attribute("#results", "data-query") == "id"
     assert pg.get_attribute("#query-summary", "data-pivot") == pivot_id
     ids = [c.get_attribute("data-id") for c in pg.query_selector_all("[data-testid=result]")]
     assert len(ids) == 9 and pivot_id not in ids
     assert "similar to" in pg.inner_text("#query-summary").lower()
-    _shot(pg, "03-similar.png")
+    save_shot(pg, "03-similar.png")
 
     # text search with Enter (after removing the image); hits carry the text score
     pg.click("#file-clear")
     seq = pg.get_attribute("#results", "data-seq")
     pg.fill("#text-input", "chest radiograph")
     pg.press("#text-input", "Enter")
-    _wait_for_new_results(pg, seq)
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, seq)
+    thumbs_loaded(pg)
     assert pg.get_attribute("#results", "data-query") == "text"
     assert len(pg.query_selector_all("[data-testid=text-score]")) == 10
     assert "chest radiograph" in pg.inner_text("#query-summary")
@@ -275,10 +135,10 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     # filters are sent: only CR images
     seq = pg.get_attribute("#results", "data-seq")
     pg.check("[data-testid=modality-CR]")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     modalities = {c.inner_text() for c in pg.query_selector_all("[data-testid=result] .mod")}
     assert modalities == {"CR"}
-    _shot(pg, "04-text-filtered.png")
+    save_shot(pg, "04-text-filtered.png")
 
     # an API error is shown readably ({code, message} from the server)
     seq = pg.get_attribute("#results", "data-seq")
@@ -286,7 +146,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     pg.wait_for_selector("#error:not([hidden])")
     error = pg.inner_text("#error")
     assert "HTTP 4" in error and "{" not in error
-    _shot(pg, "05-error.png")
+    save_shot(pg, "05-error.png")
     assert pg.get_attribute("#results", "data-seq") == seq
     assert pg.query_selector_all("[data-testid=result]") == []  # no stale results under the failed query
 
@@ -296,7 +156,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
 @pytest.mark.timeout(300)
 def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: Page) -> None:
     pg = page
-    _open(pg, keyed_server)
+    open_page(pg, keyed_server)
     # without a key: the header says so, and a search shows the 401 readably
     pg.wait_for_function("() => document.getElementById('stats').innerText.includes('API key needed')")
     pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
@@ -313,8 +173,8 @@ def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: 
     pg.wait_for_function("() => document.getElementById('stats').innerText.includes('images')")
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#search-button")
-    _wait_for_new_results(pg, seq)
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, seq)
+    thumbs_loaded(pg)
     assert pg.is_hidden("#error")
     first = pg.query_selector("[data-testid=result]")
     assert first is not None and first.get_attribute("data-source") == "MR_small.dcm"
@@ -330,7 +190,7 @@ def test_page_with_api_key_fetches_thumbnails_as_blobs(keyed_server: str, page: 
     study_uid = pg.inner_text("[data-testid=uid-study]")
     assert pg.get_attribute("#viewer-link", "href") == VIEWER.format(study_instance_uid=study_uid)
     assert pg.is_visible("#viewer-link")
-    _shot(pg, "06-keyed-detail.png")
+    save_shot(pg, "06-keyed-detail.png")
 
 
 @pytest.fixture
@@ -338,7 +198,7 @@ def summary_server(indexed: tuple[Path, Path], tiny_model: Path, tiny_gemma: Pat
     """The service with summaries on (transformers backend, tiny Gemma 3 stand-in), on its own copy of the data."""
     data_dir = tmp_path / "summary-data"
     shutil.copytree(indexed[1], data_dir)  # indexed[1] is only open while keyed_server runs (function scope)
-    with _serve(
+    with serve_samples(
         data_dir,
         tiny_model,
         MEDSEARCH_SUMMARIZER="transformers",
@@ -359,19 +219,19 @@ def _watch_summary_text(page: Page) -> None:
 def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summary_server: str, page: Page) -> None:
     pg = page
     # summaries off (the default): the button says so and explains how to turn them on
-    _open(pg, server)
+    open_page(pg, server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
-    _wait_for_new_results(pg, "0")
+    wait_for_new_results(pg, "0")
     pg.wait_for_selector("#summarize-button[data-enabled=false]")
     assert pg.is_disabled("#summarize-button") and "off" in pg.inner_text("#summarize-button")
     assert "MEDSEARCH_SUMMARIZER" in (pg.get_attribute("#summarize-button", "title") or "")
     assert pg.is_hidden("#summary-standin-banner")
 
     # summaries on: click, the text streams into the panel, the notice and the compared cases show
-    _open(pg, summary_server)
+    open_page(pg, summary_server)
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
-    _wait_for_new_results(pg, "0")
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, "0")
+    thumbs_loaded(pg)
     pg.wait_for_selector("#summarize-button[data-enabled=true]:not([disabled])")
     assert "stand-in summarizer" in pg.inner_text("#summary-standin-banner")  # the tiny Gemma is announced
     _watch_summary_text(pg)
@@ -388,14 +248,14 @@ def test_page_summarize_streams_text_with_notice_and_cancels(server: str, summar
     first = pg.query_selector("[data-testid=result]")
     assert len(compared) == 4 and first is not None and first.get_attribute("data-id") not in ids  # not itself
     assert pg.is_hidden("#summary-error")
-    _shot(pg, "07-summary.png")
+    save_shot(pg, "07-summary.png")
 
     # another query: Cancel stops the stream, the partial text stays, the button is usable again
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#file-clear")
     pg.fill("#text-input", "head")
     pg.press("#text-input", "Enter")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert pg.is_hidden("#summary-panel")  # a new search closes the old summary
     pg.click("#summarize-button")
     pg.wait_for_function("() => document.getElementById('summary-text').textContent.length > 0", timeout=120_000)
@@ -438,7 +298,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     pg = page
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    _open(pg, server)
+    open_page(pg, server)
     pg.fill("#k-input", "4")
     # the filter fields and grouping are the API's vocabulary, in its order (no copy in the page)
     vocabulary = json.loads(pg.evaluate("fetch('v1/vocabulary').then(r => r.text())"))
@@ -448,7 +308,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
 
     # the DICOM query is shown, rendered by the server with the window its indexed copy got
     pg.set_input_files("#file-input", str(SAMPLES / "CT_small.dcm"))
-    _wait_for_new_results(pg, "0")
+    wait_for_new_results(pg, "0")
     _loaded(pg, "#file-thumb")
     assert pg.get_attribute("#file-thumb", "data-source") == "server"
     assert pg.get_attribute("#file-thumb", "data-window") == "ct:soft-tissue"
@@ -459,11 +319,11 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     assert pg.inner_text("#results-page") == "page 1" and pg.inner_text("#results-filters") == "no filters"
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#page-next")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert pg.inner_text("#results-total") == "Results 5–8 of 10 images" and pg.inner_text("#results-page") == "page 2"
     seq = pg.get_attribute("#results", "data-seq")
     pg.check("[data-testid=modality-CT]")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert pg.inner_text("#results-total") == "Results 1–2 of 2 images" and pg.inner_text("#results-page") == "page 1"
     # what the page sends: read on the way through (Chromium shows multipart bodies only to a route)
     sent: list[bytes] = []
@@ -475,7 +335,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     pg.route("**/v1/search/image", record)
     seq = pg.get_attribute("#results", "data-seq")
     pg.select_option("#group-by", "study")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     chips = pg.inner_text("#results-filters")
     assert "Modality: CT" in chips and "grouped by study" in chips
     body = sent[-1]
@@ -485,7 +345,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     # the duplicates toggle sends show_duplicates and says so in the header
     seq = pg.get_attribute("#results", "data-seq")
     pg.check("#show-duplicates")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert b'name="show_duplicates"\r\n\r\ntrue' in sent[-1]
     pg.unroute("**/v1/search/image")
     assert "duplicates shown" in pg.inner_text("#results-filters")
@@ -502,7 +362,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     seq = pg.get_attribute("#results", "data-seq")
     pg.fill("[data-testid=filter-date_from]", "2004-01-19")
     pg.press("[data-testid=filter-date_from]", "Tab")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     chips = pg.eval_on_selector_all("#results-filters .filter-chip", "cs => cs.map(c => c.textContent)")
     assert [c for c in chips if c.endswith(": 2004-01-19")] == chips, chips  # the label is the vocabulary's
     pg.fill("[data-testid=filter-date_from]", "")
@@ -511,7 +371,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     seq = pg.get_attribute("#results", "data-seq")
     pg.fill("#k-input", "10")
     pg.click("#search-button")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     pg.click("[data-testid=result][data-source='CT_small.dcm']")
     pg.wait_for_selector("#detail-meta[data-loaded=true]")
     assert pg.inner_text("[data-field=transfer_syntax]") == "Explicit VR Little Endian"
@@ -533,7 +393,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     pg.click("[data-testid=preset-bone]")
     _compare_ready(pg, "bone")
     assert pg.evaluate(_PIXEL_SUM, "#compare-hit-img") not in (before, lung)
-    _shot(pg, "08-compare.png")
+    save_shot(pg, "08-compare.png")
     pg.keyboard.press("Escape")
     pg.wait_for_selector("#compare", state="hidden")
     pg.keyboard.press("Escape")
@@ -557,7 +417,7 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     # an MR query with an MR hit: presets are off, with the reason
     seq = pg.get_attribute("#results", "data-seq")
     pg.set_input_files("#file-input", str(SAMPLES / "MR_small.dcm"))
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     pg.click("[data-testid=result][data-source='MR_small.dcm']")
     pg.click("#compare-open")
     _compare_ready(pg, "")
@@ -580,5 +440,5 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
         " return {top: e.top, bottom: e.bottom, bar: bar.bottom, inside, scrolled: window.scrollY}; }"
     )
     assert box["scrolled"] > 200 and box["top"] >= box["bar"] and box["bottom"] <= 520 and box["inside"], box
-    _shot(pg, "09-sticky-error.png")
+    save_shot(pg, "09-sticky-error.png")
     assert not errors, errors

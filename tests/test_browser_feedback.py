@@ -12,16 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Request
 
-from tests.test_browser import (  # noqa: F401 - fixtures used by name
-    _open,
-    _shot,
-    _thumbs_loaded,
-    _wait_for_new_results,
-    chromium,
-    indexed,
-    page,
-    server,
-)
+from tests.browser import open_page, save_shot, thumbs_loaded, wait_for_new_results
 
 pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
 
@@ -31,7 +22,7 @@ def _result_ids(pg: Page) -> list[int]:
 
 
 @pytest.mark.timeout(300)
-def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> None:  # noqa: F811
+def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> None:
     pg = page
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -43,18 +34,18 @@ def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> No
             sent.append(json.loads(request.post_data or "{}"))
 
     pg.on("request", watch)
-    _open(pg, server)
+    open_page(pg, server)
     pg.wait_for_selector("[data-testid=modality-CT]", state="attached")
 
     # a text search narrowed to CT and MR (5 of the 10 samples)
     pg.fill("#text-input", "head slice")
     pg.press("#text-input", "Enter")
-    _wait_for_new_results(pg, "0")
+    wait_for_new_results(pg, "0")
     for chip in ("CT", "MR"):
         seq = pg.get_attribute("#results", "data-seq")
         pg.check(f"[data-testid=modality-{chip}]")
-        _wait_for_new_results(pg, seq)
-    _thumbs_loaded(pg)
+        wait_for_new_results(pg, seq)
+    thumbs_loaded(pg)
     before = _result_ids(pg)
     assert len(before) == 5
     assert pg.is_hidden("#marks-bar")
@@ -77,12 +68,12 @@ def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> No
     pg.locator(f"[data-testid=mark-like][data-id='{before[1]}']").click()
     pg.locator(f"[data-testid=mark-like][data-id='{before[1]}']").click()
     assert pg.inner_text("#marks-refine") == "Refine with my marks (1 liked, 1 not)"
-    _shot(pg, "20-marked.png")
+    save_shot(pg, "20-marked.png")
 
     # refine: the request carries the text base, the marks and the filters; the marked images are gone
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#marks-refine")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert pg.is_hidden("#error")
     assert len(sent) == 1
     body = sent[0]
@@ -94,12 +85,12 @@ def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> No
     assert {c.inner_text() for c in pg.query_selector_all("[data-testid=result] .mod")} <= {"CT", "MR"}
     summary = pg.inner_text("#query-summary")
     assert "refined" in summary.lower() and "head slice" in summary and "1 liked, 1 not" in summary
-    _shot(pg, "21-refined.png")
+    save_shot(pg, "21-refined.png")
 
     # changing a filter re-runs the refinement (still feedback, still without the marked images)
     seq = pg.get_attribute("#results", "data-seq")
     pg.uncheck("[data-testid=modality-MR]")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert len(sent) == 2 and sent[1]["modality"] == ["CT"] and sent[1]["like"] == [liked]
     assert pg.get_attribute("#results", "data-query") == "feedback"
     assert liked not in _result_ids(pg) and unliked not in _result_ids(pg)

@@ -14,16 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Response
 
-from tests.test_browser import (  # noqa: F401 - fixtures used by name
-    _open,
-    _shot,
-    _thumbs_loaded,
-    _wait_for_new_results,
-    chromium,
-    indexed,
-    page,
-    server,
-)
+from tests.browser import open_page, save_shot, thumbs_loaded, wait_for_new_results
 
 pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
 
@@ -46,7 +37,7 @@ def _cards(pg: Page) -> dict[int, dict[str, Any]]:
 
 
 @pytest.mark.timeout(300)
-def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) -> None:  # noqa: F811
+def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) -> None:
     pg = page
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -60,7 +51,7 @@ def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) ->
             trained.append(json.loads(response.text()))
 
     pg.on("response", watch)
-    _open(pg, server)
+    open_page(pg, server)
     assert pg.locator("[data-filter=tag]").count() == 1 and pg.locator("[data-filter=probe]").count() == 1
     assert pg.get_attribute("[data-filter=min_prob]", "type") == "number"
     assert pg.locator("#known-tag option[value=any]").count() == 1  # the stored tags are offered
@@ -68,8 +59,8 @@ def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) ->
     pg.fill("#text-input", "a medical image")
     pg.fill("#k-input", "20")
     pg.press("#text-input", "Enter")
-    _wait_for_new_results(pg, "0")
-    _thumbs_loaded(pg)
+    wait_for_new_results(pg, "0")
+    thumbs_loaded(pg)
     cards = _cards(pg)
     assert len(cards) == 10
     assert all(c["tags"] == ["any"] and c["probes"] == {} for c in cards.values())  # a chip for the tag on each hit
@@ -99,14 +90,14 @@ def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) ->
     assert f"cross-validated ROC AUC {probe['cv_auc']:.3f}" in text and "Not applied yet" in text
     assert float(pg.get_attribute("#probe-result", "data-auc") or -1) == pytest.approx(probe["cv_auc"])
     assert httpx.get(server + "/v1/probes").json()[0]["applied"] is False  # the AUC is shown before applying
-    _shot(pg, "30-probe-trained.png")
+    save_shot(pg, "30-probe-trained.png")
 
     pg.click("#probe-apply")
     pg.wait_for_selector("#probe-result[data-applied=true]")
     assert "Applied to 10 images" in pg.inner_text("#probe-result")
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#probe-filter")
-    _wait_for_new_results(pg, seq)
+    wait_for_new_results(pg, seq)
     assert pg.input_value("[data-filter=probe]") == "head" and pg.input_value("[data-filter=min_prob]") == "0.5"
     filtered = _cards(pg)
     body = {"text": "a medical image", "k": 20, "probe": "head", "min_prob": 0.5}
@@ -117,5 +108,5 @@ def test_page_tags_train_from_marks_apply_and_filter(server: str, page: Page) ->
         for i, c in filtered.items()
     )
     assert "Probe: head" in pg.inner_text("#results-filters")
-    _shot(pg, "31-probe-filter.png")
+    save_shot(pg, "31-probe-filter.png")
     assert not errors, errors

@@ -5,33 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from retrieval.vocabulary import STATS_FIELDS
+from tests.commands import run
 from tests.conftest import REPO, SAMPLES
 
-MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
-
-
-def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([MEDSEARCH, *args], env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"medsearch {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("cli")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDSEARCH_DATA_DIR": str(root / "data"), "COLUMNS": "200"}
-    run(["dev", "make-test-model", str(root / "model")], env)
-    env["MEDSEARCH_MODEL"] = str(root / "model")
-    env["MEDSEARCH_WORKERS"] = "1"
-    return env
+pytestmark = pytest.mark.e2e  # drives the real `medsearch` command (not in `make test-fast`)
 
 
 def test_index_search_stats_remove_rebuild(cli_env: dict[str, str]) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import SAMPLES
 
+pytestmark = pytest.mark.e2e  # drives the real `medsearch` command (not in `make test-fast`)
+
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
 ROW = re.compile(r"^\s*\d+\s+\d+\s+-?\d\.\d{4}\s")  # rank, id, score
 

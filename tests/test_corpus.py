@@ -22,6 +22,8 @@ from retrieval.store.models import Failure, Image, Source
 from retrieval.store.repo import Filters
 from tests.conftest import make_settings, pydicom_roots
 
+pytestmark = pytest.mark.slow  # indexes all 238 sources of the pydicom corpora (not in `make test-fast`)
+
 # Every file of the two packages that cannot be indexed, with the reason code we expect.
 # Files ignored on purpose (sidecars/docs: README.txt, *.json, DICOMDIR) are not failures.
 _TINY_ALPHA = "dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/"

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import SAMPLES, running_process
 
+pytestmark = pytest.mark.e2e  # drives the real `medsearch` command (not in `make test-fast`)
+
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
 SERVE = "http://127.0.0.1:8000"  # what the printed serve command uses (the tests run in a private network)
 

@@ -106,6 +106,7 @@ def test_find_sets_lists_the_one_set(col: Collection) -> None:
     assert find_sets(col.catalog, index, 1.01) == []  # a threshold no pair reaches
 
 
+@pytest.mark.e2e
 def test_cli_duplicates_and_show_duplicates(tripled: Path, tiny_model: Path) -> None:
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tripled / "data"), "MEDSEARCH_MODEL": str(tiny_model)}
     env["COLUMNS"] = "80"
@@ -128,6 +129,7 @@ def test_cli_duplicates_and_show_duplicates(tripled: Path, tiny_model: Path) -> 
     assert [h["duplicates"] for h in everything] == [0, 0, 0] and all(h["score"] > 0.999 for h in everything)
 
 
+@pytest.mark.e2e
 def test_api_show_duplicates_and_text_score(tripled: Path, tiny_model: Path, tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tripled / "data"), "MEDSEARCH_MODEL": str(tiny_model)}

@@ -16,8 +16,8 @@ from retrieval.collection import Collection
 from retrieval.errors import LabelsFileError, MissingExtraError
 from retrieval.evaluation import evaluate, evaluate_rankings, rankings, zero_shot
 from retrieval.optional import require
+from tests.commands import run
 from tests.conftest import SAMPLES, make_settings
-from tests.test_cli import cli_env, run  # noqa: F401  # cli_env is a fixture
 
 # -- metrics from explicit rankings -------------------------------------------------------------
 LABELS = ["a", "a", "a", "b", "b", "c"]
@@ -160,7 +160,8 @@ def hand_metrics(query: dict[str, object], labels: dict[str, str], k: int) -> tu
     return hits / k, hits / relevant, ap / min(k, relevant)
 
 
-def test_eval_cli_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.e2e
+def test_eval_cli_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:
     labels_csv = labelled_set(tmp_path)
     images = labels_csv.parent / "images"
     run(["index", str(images / "CT_small.dcm"), str(images / "MR_small.dcm"), "--json"], cli_env)
@@ -210,7 +211,8 @@ def test_eval_cli_end_to_end(cli_env: dict[str, str], tmp_path: Path) -> None:  
     assert failed.returncode == 1 and "(bad_labels)" in failed.stderr and "Traceback" not in failed.stderr
 
 
-def test_rebuild_index_types_and_stats(cli_env: dict[str, str]) -> None:  # noqa: F811
+@pytest.mark.e2e
+def test_rebuild_index_types_and_stats(cli_env: dict[str, str]) -> None:
     run(["index", str(SAMPLES), "--json"], cli_env)
     built = json.loads(
         run(["rebuild-index", "--type", "ivf-sq8", "--nlist", "2", "--nprobe", "2", "--json"], cli_env).stdout

@@ -18,11 +18,11 @@ from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, Weights, feedback_query, rocchio
 from retrieval.store.repo import Filters
 from tests.conftest import make_settings
-from tests.test_api import Server, cli, client, main_data, main_server, root  # noqa: F401 - fixtures used by name
+from tests.service import Server, cli
 
 
 @pytest.fixture(scope="module")
-def col(main_data: Path, tiny_model: Path) -> Iterator[Collection]:  # noqa: F811
+def col(main_data: Path, tiny_model: Path) -> Iterator[Collection]:
     """The API tests' collection (data/samples plus pydicom files of other modalities, one of them two CT frames),
     opened by the library beside the server."""
     c = Collection(make_settings(main_data, tiny_model))
@@ -164,9 +164,10 @@ def feedback(http: httpx.Client, **body: Any) -> httpx.Response:
     return http.post("/v1/search/feedback", json=body)
 
 
+@pytest.mark.e2e
 def test_api_matches_library_and_cli(
-    client: httpx.Client,  # noqa: F811
-    main_server: Server,  # noqa: F811
+    client: httpx.Client,
+    main_server: Server,
     col: Collection,
     modality: dict[int, str | None],
 ) -> None:
@@ -205,9 +206,10 @@ def test_api_matches_library_and_cli(
     assert [h["id"] for h in page2] == [h["id"] for h in liked_only.json()["hits"]][3:6]
 
 
+@pytest.mark.e2e
 def test_api_errors(
-    client: httpx.Client,  # noqa: F811
-    main_server: Server,  # noqa: F811
+    client: httpx.Client,
+    main_server: Server,
     modality: dict[int, str | None],
 ) -> None:
     ids = sorted(modality)

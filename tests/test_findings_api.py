@@ -14,7 +14,9 @@ from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from retrieval.labels import load_labels
 from tests.conftest import SAMPLES, make_settings
-from tests.test_api import KEY, KEY_ID, Server, is_ready, make_client, running_server, service_env
+from tests.service import KEY, KEY_ID, Server, is_ready, make_client, running_server, service_env
+
+pytestmark = pytest.mark.e2e  # drives a live `medsearch serve` (not in `make test-fast`)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import SAMPLES
 
+pytestmark = pytest.mark.e2e  # drives the real `medsearch index` command (not in `make test-fast`)
+
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
 
 

@@ -24,6 +24,7 @@ def test_read_messages(tmp_path: Path) -> None:
         read_file(tmp_path, 1000)
 
 
+@pytest.mark.e2e
 def test_search_with_a_missing_image_says_no_such_file(tmp_path: Path, tiny_model: Path) -> None:
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tmp_path / "data"), "MEDSEARCH_MODEL": str(tiny_model)}
     env["COLUMNS"] = "300"

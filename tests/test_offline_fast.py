@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 def test_unavailable_model_fails_before_the_heavy_imports(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDSEARCH_")}
     env.pop("HF_HUB_OFFLINE", None)  # the hub must be found unreachable, not assumed so

@@ -19,7 +19,9 @@ from api.openapi import PUBLIC_V1, STATUSES
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from tests.conftest import SAMPLES, make_settings
-from tests.test_api import Server, make_client, running_server, search_image, service_env
+from tests.service import Server, make_client, running_server, search_image, service_env
+
+pytestmark = pytest.mark.e2e  # drives live `medsearch serve` processes (not in `make test-fast`)
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 KEY = "contract-test-key-5d0e"

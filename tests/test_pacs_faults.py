@@ -16,8 +16,8 @@ import pytest
 
 from retrieval.sources.base import SourceRef
 from retrieval.sources.pull import DicomwebSource, PullQuery
+from tests.commands import run
 from tests.conftest import testdata_file
-from tests.test_cli import run
 
 STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
 INSTANCES = {
@@ -110,6 +110,7 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
+@pytest.mark.e2e
 def test_pull_survives_a_misbehaving_server(server: str, tiny_model: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -152,6 +153,7 @@ def test_pull_survives_a_misbehaving_server(server: str, tiny_model: Path, tmp_p
     assert FaultyDicomweb.authorization == {"Bearer t0ken"}
 
 
+@pytest.mark.e2e
 def test_a_server_that_cannot_list_is_a_clear_error(server: str, tiny_model: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,

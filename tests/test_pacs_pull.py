@@ -13,9 +13,9 @@ from retrieval.collection import Collection
 from retrieval.errors import NotFoundError
 from retrieval.render import cached_png
 from retrieval.sources.dicomweb import instance_url
+from tests.commands import run
 from tests.conftest import make_settings, testdata_file
 from tests.orthanc import Orthanc, encode, start_orthanc, with_new_uids
-from tests.test_cli import run
 
 pytestmark = pytest.mark.peers  # starts Orthanc (not in `make test-fast`)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
 import shutil
 import signal
 import tarfile
@@ -210,7 +212,9 @@ def _worker_pids() -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.backends("sqlite-faiss")  # about decode workers, not the store: once is enough
-def test_a_worker_killed_mid_run_costs_nothing(collection: Collection, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_costs_nothing(
+    collection: Collection, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The OOM killer (or a crashing decoder) takes out a worker: its files are retried, none is lost."""
     names = [
         "RG1_UNCI.dcm",
@@ -231,18 +235,22 @@ def test_a_worker_killed_mid_run_costs_nothing(collection: Collection, tmp_path:
     thread = threading.Thread(
         target=lambda: result.append(run_index(collection, [folder], IndexOptions(workers=2, batch_size=2)))
     )
+    caplog.set_level(logging.WARNING, logger="indexer.stages.decode")
     thread.start()
     deadline = time.monotonic() + 60
     killed = False
     while time.monotonic() < deadline and not killed:
         pids = _worker_pids()
         if pids:
-            time.sleep(1.0)  # let the workers start on the first files
-            os.kill(_worker_pids()[0], signal.SIGKILL)
+            # at once: a worker exists only once files were submitted to it, and none can be decoded yet
+            # (a spawned worker still starts Python), so every submitted file is in flight when it dies
+            os.kill(pids[0], signal.SIGKILL)
             killed = True
         time.sleep(0.05)
     thread.join(timeout=300)
     assert killed and result, "the run did not finish"
+    retried = [int(m.group(1)) for r in caplog.records if (m := re.search(r"retrying (\d+) in-flight", r.getMessage()))]
+    assert retried and retried[0] >= 1, f"the killed worker's files were never retried: {caplog.text!r}"
     summary = result[0]
     assert summary.failed == 0 and summary.indexed + summary.duplicates == len(names)
     assert collection.index is not None and collection.index.ntotal == summary.indexed

@@ -292,6 +292,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.e2e
 def test_the_service_reports_cache_counts_and_its_thread_policy(
     indexed: Path, tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from retrieval.collection import Collection
 from retrieval.imaging.windowing import CT_PRESETS, preset_range
 from retrieval.labels import load_labels
 from tests.conftest import SAMPLES, make_settings
-from tests.test_api import (
+from tests.service import (
     KEY,
     KEY_ID,
     MAX_UPLOAD,
@@ -31,6 +31,8 @@ from tests.test_api import (
     running_server,
     service_env,
 )
+
+pytestmark = pytest.mark.e2e  # drives a live `medsearch serve` (not in `make test-fast`)
 
 
 @pytest.fixture(scope="module")

@@ -367,6 +367,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path, tiny_model
 # -- tests --------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.e2e
 def test_uninterrupted_run_is_consistent(reference: Reference, tiny_model: Path, tmp_path: Path) -> None:
     """The reference itself: a real mix of images, duplicates and failures, and FAISS == SQLite."""
     snap, summary = reference.snap, reference.summary
@@ -383,6 +384,7 @@ def test_uninterrupted_run_is_consistent(reference: Reference, tiny_model: Path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.e2e
 def test_rerun_adds_zero_rows(reference: Reference, corpus: Path, tiny_model: Path, tmp_path: Path) -> None:
     """Re-running `medsearch index` on the same input (even with other options) adds 0 rows, changes nothing."""
     data_dir = tmp_path / "data"
@@ -476,6 +478,7 @@ def run_and_kill(corpus: Path, data_dir: Path, model: Path, point: KillPoint, to
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("point", KILL_POINTS, ids=[p.name for p in KILL_POINTS])
+@pytest.mark.e2e
 def test_sigkill_then_rerun_equals_uninterrupted(
     point: KillPoint, reference: Reference, corpus: Path, tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -121,6 +121,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("variable", "value", "args"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.e2e
 def test_cli_bad_setting_exits_1_with_one_line(variable: str, value: str, args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tmp_path / "data"), variable: value, "COLUMNS": "300"}
     proc = subprocess.run([MEDSEARCH, *args], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -131,6 +132,7 @@ def test_cli_bad_setting_exits_1_with_one_line(variable: str, value: str, args: 
 
 
 @pytest.mark.parametrize("how", ["env-file", "option-unwritable", "option-below-file"])
+@pytest.mark.e2e
 def test_cli_bad_data_folder_exits_1_with_one_line(how: str, tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("x")
@@ -147,6 +149,7 @@ def test_cli_bad_data_folder_exits_1_with_one_line(how: str, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.e2e
 def test_usage_errors_keep_status_2(tmp_path: Path) -> None:
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.run([MEDSEARCH, "search", "-k", "many"], env=env, capture_output=True, text=True, timeout=120)

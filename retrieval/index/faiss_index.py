@@ -26,7 +26,7 @@ faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at
 log = logging.getLogger(__name__)
 # Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors (the in-filter
 # top-k is then exact); reading them from the database costs ~20 us per vector, so above this every list is scanned
-# for the candidates and the codes' best are re-scored with the stored vectors (see README "Filtered search").
+# for the candidates and the codes' best are re-scored with the stored vectors (docs/vector-indexes.md).
 LOSSY_EXACT_MAX = 4000
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2

@@ -16,7 +16,7 @@ from retrieval.summarize.cache import SummaryCache
 
 DISABLED_HELP = (
     "summaries are off: set MEDSEARCH_SUMMARIZER=transformers (a local MedGemma) or "
-    "MEDSEARCH_SUMMARIZER=openai with MEDSEARCH_SUMMARY_URL (a vLLM/TGI server); see the README"
+    "MEDSEARCH_SUMMARIZER=openai with MEDSEARCH_SUMMARY_URL (a vLLM/TGI server); see docs/summaries.md"
 )
 
 
