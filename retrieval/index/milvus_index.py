@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.errors import BadQueryError, IndexBusyError, MedsearchError
-from retrieval.index.base import ReconcileReport, sync_to_store
+from retrieval.index.base import ReconcileReport, apply_delta, store_delta
 from retrieval.index.exact import StoredScorer
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
@@ -335,8 +335,14 @@ class MilvusIndex:
             return ReconcileReport(True, False, added, removed, self.ntotal)
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
-        """Make the collection hold exactly the store's vectors: (added, removed)."""
+        """Make the collection hold exactly the store's vectors: (added, removed). What changed is read without
+        the lock (searches go on; upserts are idempotent, so another writer in between does no harm), and each
+        step is written under it."""
+        added = removed = 0
+        for step in store_delta(self, catalog, store_ids):
+            with self._lock:
+                done = apply_delta(self, step)
+            added, removed = added + done[0], removed + done[1]
         with self._lock:
-            done = sync_to_store(self, catalog, store_ids)
             self._count = int(self._call(self._read_count))  # other writers may have added to a shared Milvus
-            return done
+        return added, removed
