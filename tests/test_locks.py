@@ -22,6 +22,7 @@ from retrieval.index.base import VectorIndex
 from retrieval.index.slot import IndexSlot
 from retrieval.store.models import Image
 from retrieval.store.repo import IdArray
+from tests.backends import Backend
 from tests.conftest import make_settings
 
 WIDTH = 32
@@ -47,8 +48,8 @@ def add_images(collection: Collection, n: int, tag: str) -> list[int]:
 
 
 @pytest.fixture
-def opened(tmp_path: Path) -> Iterator[Collection]:
-    """A FAISS collection of BASE images whose model is recorded (no weights needed: searches use vectors)."""
+def opened(tmp_path: Path, backend: Backend) -> Iterator[Collection]:
+    """A collection of BASE images whose model is recorded (no weights needed: searches use vectors)."""
     with Collection(make_settings(tmp_path / "data", tmp_path / "no-model")) as collection:
         collection.catalog.check_or_record_fingerprint(ModelFingerprint("fake", "c" * 12, "w" * 12, "p1", WIDTH))
         collection.reopen_index()
@@ -93,6 +94,7 @@ def search_loop(collection: Collection, stop: threading.Event, seen: Searches) -
             seen.results.append(frozenset(int(i) for i in ids[0] if i >= 0))
 
 
+@pytest.mark.backends("sqlite-faiss", "milvus-lite")
 def test_searches_go_on_while_the_service_refreshes(opened: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
     """The refresh's read of the store is made slow (SLOW seconds) while a writer adds a batch during it; no
     search waits for that read (each takes well under half of it), and each sees a whole batch or none."""
@@ -178,6 +180,7 @@ def test_a_swapped_out_index_closes_when_its_last_reader_leaves() -> None:
     assert new.closed == 1 and slot.current is None
 
 
+@pytest.mark.backends("sqlite-faiss", "milvus-lite")
 def test_collection_is_a_context_manager_that_swaps_its_index(opened: Collection) -> None:
     collection = opened
     closed: list[VectorIndex] = []

@@ -269,11 +269,11 @@ class MilvusIndex:
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
         """Top-k by inner product per query row, restricted to candidate ids when given (ids -1 pad a short row)."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
-        available = self.ntotal if candidates is None else len(candidates)
-        if available == 0 or self.ntotal == 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        k = max(1, min(k, available, MAX_TOPK))
-        with self._lock:
+        with self._lock:  # the size and the search agree: a sync in between would cut a full listing short
+            available = self.ntotal if candidates is None else len(candidates)
+            if available == 0 or self.ntotal == 0:
+                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            k = max(1, min(k, available, MAX_TOPK))
             if candidates is not None and len(candidates) <= EXACT_MAX:
                 return self._stored.score(q, k, np.asarray(candidates, dtype=np.int64))
             expr = None if candidates is None else f"id in [{','.join(str(int(i)) for i in candidates)}]"
