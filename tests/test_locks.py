@@ -28,8 +28,8 @@ from tests.conftest import make_settings
 WIDTH = 32
 BASE = 200  # images indexed before the service starts
 BATCH = 25  # images the writer adds during each refresh
-ROUNDS = 3
-SLOW = 1.5  # seconds the fake makes each refresh's read of the store take (well above a loaded machine's jitter)
+ROUNDS = 2
+SLOW = 2.5  # seconds the fake makes each refresh's read of the store take (well above a loaded machine's jitter)
 
 
 def unit_vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
@@ -97,7 +97,7 @@ def search_loop(collection: Collection, stop: threading.Event, seen: Searches) -
 @pytest.mark.backends("sqlite-faiss", "milvus-lite")
 def test_searches_go_on_while_the_service_refreshes(opened: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
     """The refresh's read of the store is made slow (SLOW seconds) while a writer adds a batch during it; no
-    search waits for that read (each takes well under half of it), and each sees a whole batch or none."""
+    search waits for that read (each takes well under it), and each sees a whole batch or none."""
     collection = opened
     state = ServiceState(ServiceSettings(**collection.settings.model_dump(exclude_unset=True)), collection, key_ids={})
     base = frozenset(int(i) for i in collection.catalog.all_ids())
@@ -152,6 +152,9 @@ def test_searches_go_on_while_the_service_refreshes(opened: Collection, monkeypa
     ]
     assert len(computes) == ROUNDS + 1 and len(during) >= len(computes)
     compute = min(length for _, length in computes)
+    # a search that waited for the read takes all of it (on main the slowest took 2.0x: two refreshes back to
+    # back). Measured at load average 24 on 2 cores: FAISS 0.04-0.07x, Milvus Lite 0.19-0.28x (its client calls,
+    # the id listing included, still take turns under its lock)
     assert max(seen.latency) < 0.5 * compute, (max(seen.latency), compute)
 
 
