@@ -43,20 +43,29 @@ class ServiceState:
             self.model_error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
 
     def refresh(self, force: bool = False) -> None:
-        """Pick up images indexed by another process since the last look (cheap: count and max id)."""
+        """Pick up images indexed by another process since the last look (cheap: count and max id).
+
+        Runs in the request that finds the last look older than MEDSEARCH_REFRESH_SECONDS; requests arriving
+        meanwhile search what is there without waiting. What changed is read without the index's exclusive lock
+        (`VectorIndex.sync`), so searches in other requests go on until the short apply; a collection whose
+        model was recorded by another process gets its index opened aside and swapped in."""
         now = time.monotonic()
         if not force and now - self._last_check < self.settings.refresh_seconds:
             return
-        with self._fresh_lock:
+        if not self._fresh_lock.acquire(blocking=force):
+            return  # another request is refreshing right now
+        try:
             self._last_check = now
             seen = self.collection.catalog.change_marker()
             if seen == self._seen:
                 return
-            index = self.collection.index
-            if index is None:
-                if self.collection.catalog.fingerprint() is None:
-                    return
-                self.collection.reopen_index()
-            else:
-                index.sync(self.collection.catalog)
+            with self.collection.leased_index() as index:
+                if index is None:
+                    if self.collection.catalog.fingerprint() is None:
+                        return
+                    self.collection.reopen_index()
+                else:
+                    index.sync(self.collection.catalog)
             self._seen = seen
+        finally:
+            self._fresh_lock.release()

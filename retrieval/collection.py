@@ -7,9 +7,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 from sqlalchemy import Engine
 
@@ -19,6 +20,7 @@ from retrieval.encoders.factory import build_encoder as _build_encoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
+from retrieval.index.slot import IndexSlot
 from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
 from retrieval.settings_errors import prepare_data_dir
@@ -41,15 +43,21 @@ class Collection:
 
     Opening one runs three steps, in this order: migrate the store's schema to the newest revision, check
     (or create) the patient-hash key, and reconcile the vector index with the stored vectors (when a model
-    is recorded). The model is not loaded until `load_encoder()` is called.
+    is recorded). The model is not loaded until `load_encoder()` is called. Use it as a context manager
+    (`with Collection(settings) as collection:`) so the index, the encoder and the database connections are
+    released when the block ends.
+
+    The current index lives in one `IndexSlot`: a new index is opened and reconciled aside, then swapped in
+    at once; the old one is closed when the last reader holding it (`leased_index()`) is done.
     """
 
     def __init__(self, settings: Settings, encoder_factory: Callable[[Settings], Encoder] = build_encoder) -> None:
         self.settings = settings
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
-        self._index: VectorIndex | None = None
-        self._lock = threading.Lock()
+        self._slot = IndexSlot()
+        self._lock = threading.Lock()  # one encoder load at a time
+        self._opening = threading.Lock()  # one index open at a time (taken inside `_lock`, never around it)
         # Query-time model calls (not decoding, caches or searches) run one at a time: the encoder already uses
         # every core. In the caller's thread: handing each call to one dedicated model thread was measured 2-4x
         # slower for small calls on a loaded machine (two extra thread wake-ups per call; BENCHMARKS.md).
@@ -59,7 +67,19 @@ class Collection:
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))
         self.salt = self._check_salt()
-        self.reopen_index()
+        try:
+            self.reopen_index()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
     def _migrate(self) -> Engine:
         """Step 1: the data folder and the store, its schema migrated to the newest revision."""
@@ -92,19 +112,16 @@ class Collection:
             self._open_index(stored.width)
 
     def _open_index(self, width: int) -> None:
-        self._close_index()  # Milvus Lite holds its file: let go of it before opening it again
-        index = build_vector_index(self.settings, width, self.catalog)
-        try:
-            self.reconcile_report = index.reconcile(self.catalog)
-        except BaseException:
-            _close(index)
-            raise
-        self._index = index
-
-    def _close_index(self) -> None:
-        if self._index is not None:
-            _close(self._index)
-            self._index = None
+        """Open and reconcile a new index aside (searches go on with the current one), then swap it in."""
+        with self._opening:
+            index = build_vector_index(self.settings, width, self.catalog)
+            try:
+                report = index.reconcile(self.catalog)
+            except BaseException:
+                index.close()
+                raise
+            self._slot.swap(index)
+            self.reconcile_report = report
 
     def load_encoder(self) -> Encoder:
         """Load the model (once): its fingerprint is checked against (or recorded in) the store, and the index
@@ -117,7 +134,8 @@ class Collection:
                 except ModelLoadError as exc:
                     raise with_standin_hint(exc, self.settings) from exc
                 self.catalog.check_or_record_fingerprint(fingerprint)
-                if self._index is None or self._index.width != fingerprint.width:
+                current = self._slot.current
+                if current is None or current.width != fingerprint.width:
                     self._open_index(fingerprint.width)
                 self._encoder = encoder
             return self._encoder
@@ -136,19 +154,25 @@ class Collection:
 
     @property
     def index(self) -> VectorIndex | None:
-        """The vector index (None until a model has been recorded for this collection)."""
-        return self._index
+        """The current vector index (None until a model has been recorded for this collection), for a single
+        call; a reader making several calls on one index takes `leased_index()` instead."""
+        return self._slot.current
+
+    def leased_index(self) -> AbstractContextManager[VectorIndex | None]:
+        """The current index, kept open for the block even if a newer one is swapped in meanwhile."""
+        return self._slot.lease()
 
     def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""
-        if self._index is None:
+        if self._slot.current is None:
             self.load_encoder()
-        assert self._index is not None
-        return self._index
+        index = self._slot.current
+        assert index is not None
+        return index
 
     def save_index(self) -> None:
         """Persist the index if it changed (an `auto` FAISS index first switches type once it outgrows exact)."""
-        index = self._index
+        index = self._slot.current
         if index is not None and index.dirty:
             index.maybe_upgrade(self.catalog)
             index.save()
@@ -170,11 +194,8 @@ class Collection:
             os.close(fd)
 
     def close(self) -> None:
-        """Release the vector backend (if it holds a connection) and dispose of database connections."""
-        self._close_index()
+        """Release the vector backend (once its readers are done), the model and the database connections."""
+        self._slot.swap(None)
+        with self._lock:
+            self._encoder = None  # the model's memory goes with the last reference to it
         self.engine.dispose()
-
-
-def _close(index: VectorIndex) -> None:
-    """Release what a back end holds (Milvus: its connection and file; FAISS: nothing)."""
-    index.close()

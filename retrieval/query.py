@@ -217,24 +217,24 @@ def search_page(
     if exclude_same_study and query.study_uid:
         filters.exclude_study_uid = query.study_uid
     check_filters(collection, filters)
-    index = collection.index
-    if index is None or index.ntotal == 0:
-        return [], 0
-    candidates = collection.catalog.candidate_ids(filters)
-    available = index.ntotal if candidates is None else len(candidates)
-    # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
-    # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
-    skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
-    fetch = (k if group_by == "image" else k * 4) + len(skip)
-    needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
-    while True:
-        scores, ids = index.search(query.vector, min(fetch, available), candidates)
-        hits, vectors = _rank(collection, scores[0], ids[0], group_by, fetch, skip, needed)
-        if not show_duplicates:
-            hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
-        if len(hits) >= k or fetch >= available:
-            break
-        fetch *= 4
+    with collection.leased_index() as index:  # one index for every pass, even if a newer one is swapped in
+        if index is None or index.ntotal == 0:
+            return [], 0
+        candidates = collection.catalog.candidate_ids(filters)
+        available = index.ntotal if candidates is None else len(candidates)
+        # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
+        # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
+        skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
+        fetch = (k if group_by == "image" else k * 4) + len(skip)
+        needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
+        while True:
+            scores, ids = index.search(query.vector, min(fetch, available), candidates)
+            hits, vectors = _rank(collection, scores[0], ids[0], group_by, fetch, skip, needed)
+            if not show_duplicates:
+                hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
+            if len(hits) >= k or fetch >= available:
+                break
+            fetch *= 4
     hits = hits[:k]
     for rank, hit in enumerate(hits, start=1):
         hit.rank = rank

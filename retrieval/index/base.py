@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -71,18 +72,46 @@ class VectorIndex(Protocol):
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport: ...
 
-    def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]: ...
+    def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
+        """Catch up with the store (`store_delta`): what changed is read while searches go on, and applied in a
+        short exclusive section; (added, removed)."""
+        ...
 
 
-def sync_to_store(index: VectorIndex, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
-    """Make `index` hold exactly the store's vectors by removing extras and adding missing: (added, removed)."""
+# Vectors read per step when an index catches up with the store: a change this size is applied in one exclusive
+# section (searches see it whole); a larger one is applied in steps of this many, so memory stays bounded
+# (32,768 x 1152 float32 = 150 MB).
+DELTA_STEP = 32768
+
+
+@dataclass
+class StoreDelta:
+    """One step of catching up with the store: ids to remove, and missing vectors already read."""
+
+    remove: IdArray
+    add_ids: IdArray
+    add_vectors: npt.NDArray[np.float32]
+
+
+def store_delta(index: VectorIndex, catalog: Catalog, store_ids: IdArray | None = None) -> Iterator[StoreDelta]:
+    """Compare `index` with the store and read what it lacks, changing nothing (searches go on meanwhile).
+
+    Yields the extras to remove with the first DELTA_STEP missing vectors, then any further vectors a step at a
+    time; the caller applies each step (`apply_delta`) before the next is read."""
     store_ids = catalog.all_ids() if store_ids is None else store_ids
     have = index.ids()
     extra = np.setdiff1d(have, store_ids, assume_unique=True)
     missing = np.setdiff1d(store_ids, have, assume_unique=True)
-    removed = index.remove(extra)
-    added = 0
-    for ids, vecs in catalog.iter_vectors(missing.tolist()):
-        index.add(ids, vecs)
-        added += len(ids)
-    return added, removed
+    for start in range(0, max(1, len(missing)), DELTA_STEP):
+        id_parts, vec_parts = [np.zeros(0, np.int64)], [np.zeros((0, index.width), np.float32)]
+        for ids, vecs in catalog.iter_vectors(missing[start : start + DELTA_STEP].tolist()):
+            id_parts.append(np.asarray(ids, np.int64))
+            vec_parts.append(np.asarray(vecs, np.float32).reshape(len(ids), index.width))
+        yield StoreDelta(extra if start == 0 else extra[:0], np.concatenate(id_parts), np.concatenate(vec_parts))
+
+
+def apply_delta(index: VectorIndex, delta: StoreDelta) -> tuple[int, int]:
+    """Remove the extras and add the missing vectors (the caller holds the index alone): (added, removed)."""
+    removed = index.remove(delta.remove)
+    index.add(delta.add_ids, delta.add_vectors)
+    return len(delta.add_ids), removed

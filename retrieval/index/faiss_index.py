@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import numpy.typing as npt
 
 from retrieval.index import faiss_types as types
 from retrieval.index.atomic import atomic_write, atomic_write_text
-from retrieval.index.base import ReconcileReport, sync_to_store
+from retrieval.index.base import ReconcileReport, apply_delta, store_delta
 from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
 from retrieval.index.rwlock import SharedLock
 from retrieval.store.repo import Catalog, IdArray
@@ -43,7 +46,8 @@ class FaissIndex:
         self.width = width
         self.options = options or types.FaissOptions()
         self._stored = stored  # exact scores from the store's float vectors (None: the quantised codes only)
-        self._lock = SharedLock()
+        self._lock = SharedLock()  # searches share it; a change to the FAISS object takes it alone, briefly
+        self._writing = threading.RLock()  # one change at a time, from reading what to change to applying it
         self.params = types.IndexParams()
         self._index: Any = types.new_index(self.params, width)
         self._tombstones: set[int] = set()
@@ -88,7 +92,7 @@ class FaissIndex:
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.shape[1] != self.width:
             raise ValueError(f"vector width {vecs.shape[1]} does not match index width {self.width}")
-        with self._lock.exclusive():
+        with self._changing():
             self._writable()
             if self._tombstones and not self._tombstones.isdisjoint(int(i) for i in ids):
                 self._compact()  # a masked id comes back: drop its old vector for good first
@@ -100,7 +104,7 @@ class FaissIndex:
         if len(ids) == 0:
             return 0
         wanted = np.ascontiguousarray(np.unique(ids), dtype=np.int64)
-        with self._lock.exclusive():
+        with self._changing():
             self._writable()
             if self.params.type != "hnsw":
                 removed = int(self._index.remove_ids(wanted))  # type: ignore[arg-type]
@@ -114,6 +118,12 @@ class FaissIndex:
                     self._compact()
             self.dirty = self.dirty or removed > 0
             return removed
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """A change: other changes wait (the writer mutex first, always), then searches wait (the shared lock)."""
+        with self._writing, self._lock.exclusive():
+            yield
 
     def _compact(self) -> None:
         """Rebuild the HNSW graph from its own (lossless) stored vectors, without the masked ids."""
@@ -226,8 +236,9 @@ class FaissIndex:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self) -> None:
-        """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder."""
-        with self._lock.exclusive():
+        """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder (changes
+        wait; searches go on: writing only reads the index)."""
+        with self._writing, self._lock.shared():
             atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp))
             atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True))
             self.dirty = False
@@ -247,8 +258,9 @@ class FaissIndex:
         """Nothing to release: the index lives in memory (or a read-only memory map)."""
 
     def rebuild(self, catalog: Catalog, requested: str | None = None, **overrides: int | None) -> int:
-        """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type)."""
-        with self._lock.exclusive():
+        """Rebuild from the stored vectors (no re-embedding) as `requested` (default: the settings' type). The new
+        FAISS index is built aside while searches use the old one, then swapped in under the exclusive lock."""
+        with self._writing:
             started = time.perf_counter()
             count = len(catalog.all_ids())
             params = types.plan(self.options, count, requested, **overrides)
@@ -260,21 +272,22 @@ class FaissIndex:
             for ids, vecs in catalog.iter_vectors():
                 if len(ids):
                     index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
-            self._index, self.params, self._mapped = index, params, False
-            self._tombstones, self._mask = set(), None
-            self.build = {
-                "requested": requested or self.options.index_type,
-                "vectors": count,
-                "trained_on": trained_on,
-                "seconds": round(time.perf_counter() - started, 3),
-                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            self.dirty = True
-            return self.ntotal
+            with self._lock.exclusive():
+                self._index, self.params, self._mapped = index, params, False
+                self._tombstones, self._mask = set(), None
+                self.build = {
+                    "requested": requested or self.options.index_type,
+                    "vectors": count,
+                    "trained_on": trained_on,
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+                self.dirty = True
+                return self.ntotal
 
     def maybe_upgrade(self, catalog: Catalog) -> bool:
         """With index_type=auto: rebuild an exact index as the approximate type once it outgrows the threshold."""
-        with self._lock.exclusive():
+        with self._writing:
             if self.options.index_type != "auto" or self.params.type != "flat":
                 return False
             if self.ntotal < self.options.auto_threshold:
@@ -315,7 +328,7 @@ class FaissIndex:
 
     def reconcile(self, catalog: Catalog) -> ReconcileReport:
         """Load the saved file and make it agree with the store: top up, drop extras, or rebuild."""
-        with self._lock.exclusive():
+        with self._changing():
             if not self._load():
                 self.rebuild(catalog)
                 return ReconcileReport(False, True, self.ntotal, 0, self.ntotal)
@@ -323,6 +336,12 @@ class FaissIndex:
             return ReconcileReport(True, False, added, removed, self.ntotal)
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
-        """Make the in-memory index hold exactly the store's vectors: (added, removed)."""
-        with self._lock.exclusive():
-            return sync_to_store(self, catalog, store_ids)
+        """Make the in-memory index hold exactly the store's vectors: (added, removed). What changed is read with
+        only the writer mutex held (searches go on); each step is applied in a short exclusive section."""
+        added = removed = 0
+        with self._writing:
+            for step in store_delta(self, catalog, store_ids):
+                with self._lock.exclusive():
+                    done = apply_delta(self, step)
+                added, removed = added + done[0], removed + done[1]
+        return added, removed

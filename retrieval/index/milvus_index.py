@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.errors import BadQueryError, IndexBusyError, MedsearchError
-from retrieval.index.base import ReconcileReport, sync_to_store
+from retrieval.index.base import ReconcileReport, apply_delta, store_delta
 from retrieval.index.exact import StoredScorer
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
@@ -269,11 +269,11 @@ class MilvusIndex:
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
         """Top-k by inner product per query row, restricted to candidate ids when given (ids -1 pad a short row)."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
-        available = self.ntotal if candidates is None else len(candidates)
-        if available == 0 or self.ntotal == 0:
-            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        k = max(1, min(k, available, MAX_TOPK))
-        with self._lock:
+        with self._lock:  # the size and the search agree: a sync in between would cut a full listing short
+            available = self.ntotal if candidates is None else len(candidates)
+            if available == 0 or self.ntotal == 0:
+                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            k = max(1, min(k, available, MAX_TOPK))
             if candidates is not None and len(candidates) <= EXACT_MAX:
                 return self._stored.score(q, k, np.asarray(candidates, dtype=np.int64))
             expr = None if candidates is None else f"id in [{','.join(str(int(i)) for i in candidates)}]"
@@ -335,8 +335,14 @@ class MilvusIndex:
             return ReconcileReport(True, False, added, removed, self.ntotal)
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
-        """Make the collection hold exactly the store's vectors: (added, removed)."""
+        """Make the collection hold exactly the store's vectors: (added, removed). What changed is read without
+        the lock (searches go on; upserts are idempotent, so another writer in between does no harm), and each
+        step is written under it."""
+        added = removed = 0
+        for step in store_delta(self, catalog, store_ids):
+            with self._lock:
+                done = apply_delta(self, step)
+            added, removed = added + done[0], removed + done[1]
         with self._lock:
-            done = sync_to_store(self, catalog, store_ids)
             self._count = int(self._call(self._read_count))  # other writers may have added to a shared Milvus
-            return done
+        return added, removed
