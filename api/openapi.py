@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.config import ServiceSettings
+from api.keys import PUBLIC_V1, needs_key
 from api.schemas import ErrorModel
 
 TITLES = {
@@ -61,6 +62,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/readyz"): (503,),
     ("get", "/metrics"): (),
 }
+__all__ = ["PUBLIC_V1", "STATUSES", "describe", "install_openapi"]
 ERROR_REF = {"$ref": "#/components/schemas/ErrorModel"}
 
 
@@ -69,17 +71,6 @@ def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     return {
         str(s): {"description": TITLES[s], "content": {"application/json": {"schema": ERROR_REF}}} for s in statuses
     }
-
-
-# /v1 routes that need no key (no data in them): the page reads them before it has a key
-PUBLIC_V1 = frozenset({("get", "/v1/vocabulary")})
-
-
-def needs_key(method: str, path: str, settings: ServiceSettings) -> bool:
-    """Whether a route asks for the bearer key once keys are configured."""
-    if path.startswith("/v1/"):
-        return (method, path) not in PUBLIC_V1
-    return path == "/metrics" and not settings.metrics_public
 
 
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:

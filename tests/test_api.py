@@ -287,7 +287,8 @@ def test_system_routes(client: httpx.Client, tiny_model: Path) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["ready"] is True and body["model_loaded"] is True and body["index_loaded"] is True
-    assert body["vectors"] == N_IMAGES and body["model"] == str(tiny_model) and body["standin_model"] is True
+    assert body["vectors"] == N_IMAGES and body["model"] == tiny_model.name and body["standin_model"] is True
+    assert str(tiny_model.parent) not in ready.text  # public: the folder's name, never the server's path
 
     stats = client.get("/v1/stats").json()
     assert stats["images"] == stats["vectors"] == stats["index_vectors"] == N_IMAGES

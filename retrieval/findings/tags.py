@@ -20,6 +20,7 @@ from retrieval.store.models import Tag
 DEFAULT_THRESHOLD = 0.5
 MAX_TAGS = 200
 MAX_PROMPT_CHARS = 2000
+VOCABULARY_KEYS = frozenset({"tag", "prompt", "threshold"})  # a JSONL row with any other key is refused
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ def read_vocabulary(path: Path) -> list[TagSpec]:
                     raise BadVocabularyError(f"{path}:{number}: not JSON ({exc})") from exc
                 if not isinstance(item, dict):
                     raise BadVocabularyError(f"{path}:{number}: not a JSON object")
+                unknown = sorted(k for k in item if str(k).strip().lower() not in VOCABULARY_KEYS)
+                if unknown:
+                    raise BadVocabularyError(
+                        f"{path}:{number}: unknown key {', '.join(map(repr, unknown))} "
+                        "(a row takes tag, prompt, threshold)"
+                    )
                 rows.append((number, item))
     else:
         reader = csv.DictReader(text.splitlines())
