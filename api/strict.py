@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from fastapi import Request
@@ -31,7 +30,6 @@ def _names(field: Any) -> list[str]:
     return [field.alias]
 
 
-@cache
 def declared(route: APIRoute) -> Declared:
     """What `route` (and its dependencies) take from the query string and from a form body."""
     query: list[str] = []
