@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJson
 
 from api.schemas import HitModel, StrictBody
 from retrieval.findings.common import NAME
+from retrieval.findings.tags import PROMPT_PATTERN
 from retrieval.findings.training import MIN_PER_CLASS
 
 NAME_PATTERN = f"^{NAME.pattern}$"
@@ -49,7 +50,7 @@ class TagIn(StrictBody):
 
     tag: str = Field(pattern=NAME_PATTERN, examples=["effusion"])
     prompt: str = Field(
-        min_length=1, max_length=2000, pattern=r"\S", examples=["a chest x-ray showing a pleural effusion"]
+        min_length=1, max_length=2000, pattern=PROMPT_PATTERN, examples=["a chest x-ray showing a pleural effusion"]
     )
     threshold: Annotated[Threshold, Field(description="Calibrated probability from which an image has the tag.")] = 0.5
 

@@ -73,6 +73,19 @@ def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _uploads_not_empty(spec: dict[str, Any]) -> None:
+    """Every uploaded file has at least one byte (an empty one is a 422, as the schema then says)."""
+    bodies = list(spec.get("components", {}).get("schemas", {}).values())
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                bodies.append(media.get("schema", {}))
+    for body in bodies:
+        for prop in body.get("properties", {}).values():
+            if prop.get("format") == "binary" or "contentMediaType" in prop:
+                prop["minLength"] = 1
+
+
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
     """FastAPI's schema, corrected: real error statuses and bodies, and the bearer scheme when keys are set."""
     spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -81,6 +94,7 @@ def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):  # our 422 body is {code, message} like any error
         schemas.pop(name, None)
     schemas["ErrorModel"] = ErrorModel.model_json_schema()
+    _uploads_not_empty(spec)
     if keyed:
         spec["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`medsearch key new`)."}
