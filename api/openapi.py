@@ -73,17 +73,25 @@ def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _uploads_not_empty(spec: dict[str, Any]) -> None:
-    """Every uploaded file has at least one byte (an empty one is a 422, as the schema then says)."""
-    bodies = list(spec.get("components", {}).get("schemas", {}).values())
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _strict_forms(spec: dict[str, Any]) -> None:
+    """Form bodies as the API checks them: no fields beyond the declared ones (api/strict.py answers 422), and every
+    uploaded file has at least one byte (an empty one is a 422 too). JSON bodies say so from their models."""
+    components = spec.get("components", {}).get("schemas", {})
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
-            for media in operation.get("requestBody", {}).get("content", {}).values():
-                bodies.append(media.get("schema", {}))
-    for body in bodies:
-        for prop in body.get("properties", {}).values():
-            if prop.get("format") == "binary" or "contentMediaType" in prop:
-                prop["minLength"] = 1
+            for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+                body = media.get("schema", {})
+                if "$ref" in body:
+                    body = components[body["$ref"].rsplit("/", 1)[1]]
+                if media_type not in FORMS:
+                    continue
+                body["additionalProperties"] = False
+                for prop in body.get("properties", {}).values():
+                    if prop.get("format") == "binary" or "contentMediaType" in prop:
+                        prop["minLength"] = 1
 
 
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
@@ -94,7 +102,7 @@ def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):  # our 422 body is {code, message} like any error
         schemas.pop(name, None)
     schemas["ErrorModel"] = ErrorModel.model_json_schema()
-    _uploads_not_empty(spec)
+    _strict_forms(spec)
     if keyed:
         spec["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`medsearch key new`)."}

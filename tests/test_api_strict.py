@@ -188,3 +188,31 @@ def test_readyz_error_shows_no_server_path(tmp_path: Path) -> None:
     body = ready.json()
     assert body["code"] == "model_unavailable" and "no-such-model-folder" in body["message"], body
     assert str(tmp_path) not in ready.text, body
+
+
+# the routes documented as answering without a key (docs: "Routes without a key"); /metrics with the default
+# MEDSEARCH_METRICS_PUBLIC=true
+KEYLESS = {
+    ("get", "/"),
+    ("get", "/static/main.js"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+    ("get", "/docs/oauth2-redirect"),
+    ("get", "/redoc"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/vocabulary"),
+}
+
+
+def test_the_documented_keyless_routes_are_all_there_are(server: Server) -> None:
+    with make_client(server.url) as anon:
+        spec = anon.get("/openapi.json").json()
+        routes = {(m, p) for p, ops in spec["paths"].items() for m in ops} | {(m, p) for m, p in KEYLESS}
+        answered = set()
+        for method, path in sorted(routes):
+            response = anon.request(method.upper(), path.format(image_id=1, name="x"))
+            if response.status_code != 401:
+                answered.add((method, path))
+    assert answered == KEYLESS

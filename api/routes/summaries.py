@@ -85,7 +85,7 @@ _BODY_DOC: dict[str, Any] = {
                             "maxItems": MAX_MATCH_IDS,
                         },
                         "scores": {"type": "array", "items": {"type": "number"}},
-                        "query_text": {"type": "string"},
+                        "query_text": {"type": "string", "maxLength": MAX_QUERY_TEXT},
                     },
                 }
             },
