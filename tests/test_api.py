@@ -567,7 +567,7 @@ HOSTILE_UPLOADS: list[tuple[str, Callable[[], bytes], int, str]] = [
     ("dicom-65535x65535", huge_header_dicom, 413, "too_large"),
     ("png-bomb", png_bomb, 413, "too_large"),
     ("zip", zip_file, 415, "no_pixel_data"),
-    ("empty", lambda: b"", 415, "decode_error"),
+    ("empty", lambda: b"", 422, "validation_error"),  # the schema says minLength 1
 ]
 
 
