@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -16,11 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.config import ServiceSettings
 from api.errors import install_error_handlers
+from api.keys import KeyGateMiddleware
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
 from api.routes import feedback, images, probes, render, search, summaries, system, tags, vocabulary
 from api.state import ServiceState
+from api.strict import reject_unknown_parameters
 from api.views import check_template
 from retrieval.collection import Collection, build_encoder
 from retrieval.encoders.base import Encoder
@@ -68,6 +70,7 @@ def create_app(
         version="0.1.0",
         description="Similar-case search for medical images (MedSigLIP + FAISS). Errors are {code, message}.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_parameters)],  # an unknown query parameter or form field is a 422
     )
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
@@ -75,6 +78,8 @@ def create_app(
     install_openapi(app, settings)
     # multipart framing adds a little to the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
+    # outside the body limit, inside CORS (preflights pass; a 401 carries CORS headers so the page can read it)
+    app.add_middleware(KeyGateMiddleware, settings=settings, key_ids=key_ids)
 
     if settings.cors_origins:
         app.add_middleware(

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from api.config import hash_key
+from api.keys import key_id_for
 from api.state import ServiceState
-from retrieval.errors import MedsearchError, NotFoundError
-
-
-class Unauthorized(MedsearchError):
-    """Missing or wrong API key."""
-
-    code = "unauthorized"
-    status = 401
-    title = "Missing or wrong API key"
+from retrieval.errors import NotFoundError
 
 
 def get_state(request: Request) -> ServiceState:
@@ -33,16 +24,9 @@ def get_key_id(request: Request, state: StateDep) -> str:
     """The id of the caller's key ('anonymous' when no keys are configured)."""
     if not state.key_ids:
         return "anonymous"
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    digest = hash_key(token.strip())
-    for known, key_id in state.key_ids.items():
-        if hmac.compare_digest(known, digest):
-            request.state.key_id = key_id
-            return key_id
-    raise Unauthorized("unknown API key")
+    key_id = key_id_for(request.headers.get("authorization", ""), state.key_ids)
+    request.state.key_id = key_id
+    return key_id
 
 
 KeyDep = Annotated[str, Depends(get_key_id)]

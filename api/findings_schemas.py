@@ -6,8 +6,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from api.schemas import HitModel
+from api.schemas import HitModel, StrictBody
 from retrieval.findings.common import NAME
+from retrieval.findings.tags import PROMPT_PATTERN
 from retrieval.findings.training import MIN_PER_CLASS
 
 NAME_PATTERN = f"^{NAME.pattern}$"
@@ -44,17 +45,17 @@ Examples = Annotated[
 ]
 
 
-class TagIn(BaseModel):
+class TagIn(StrictBody):
     """One tag of a vocabulary."""
 
     tag: str = Field(pattern=NAME_PATTERN, examples=["effusion"])
     prompt: str = Field(
-        min_length=1, max_length=2000, pattern=r"\S", examples=["a chest x-ray showing a pleural effusion"]
+        min_length=1, max_length=2000, pattern=PROMPT_PATTERN, examples=["a chest x-ray showing a pleural effusion"]
     )
     threshold: Annotated[Threshold, Field(description="Calibrated probability from which an image has the tag.")] = 0.5
 
 
-class TagsApplyRequest(BaseModel):
+class TagsApplyRequest(StrictBody):
     """A vocabulary to store and score every image against (tags of the same name are replaced)."""
 
     tags: list[TagIn] = Field(min_length=1, max_length=200, description="A tag given twice: the last one wins.")
@@ -77,7 +78,7 @@ class TagsApplyResponse(BaseModel):
     seconds: float
 
 
-class ProbeTrainRequest(BaseModel):
+class ProbeTrainRequest(StrictBody):
     """Train a probe from image ids: liked images are positive, unliked ones negative."""
 
     name: str = Field(pattern=NAME_PATTERN, examples=["pneumothorax"])

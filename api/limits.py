@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -11,10 +12,14 @@ from retrieval.errors import TooLargeError
 
 
 async def read_upload(file: UploadFile, limit: int) -> bytes:
-    """An uploaded file's bytes, refused with `too_large` past `limit` (at most limit + 1 bytes are read)."""
+    """An uploaded file's bytes, refused with `too_large` past `limit` (at most limit + 1 bytes are read) and as
+    invalid (422, as the schema's minLength says) when empty."""
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise TooLargeError(f"upload larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+    if not data:
+        msg = "the uploaded file is empty: send a DICOM, PNG, JPEG or TIFF file"
+        raise RequestValidationError([{"type": "too_short", "loc": ("body", "file"), "msg": msg}])
     return data
 
 

@@ -17,6 +17,21 @@ from retrieval.threads import thread_report
 if TYPE_CHECKING:
     from api.state import ServiceState
 
+# label values come from fixed sets: a client inventing methods or paths cannot add series (one "other" each)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER = "other"
+
+
+def method_label(method: str) -> str:
+    """The request method as a label value: a standard method, or "other"."""
+    return method if method in METHODS else OTHER
+
+
+def route_label(route: object) -> str:
+    """The matched route's template (never the raw path, so ids stay out), or "other" when nothing matched."""
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else OTHER
+
 
 class LibraryWarnings(Collector):
     """Warnings from libraries about malformed files, by library and kind (instead of a log line per request)."""
@@ -94,7 +109,7 @@ class Metrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def install(self, app: FastAPI) -> None:
-        """Time every request, labelled by its route template (not the raw path: ids stay out)."""
+        """Time every request, labelled by its method and route template from fixed sets (bounded series)."""
 
         @app.middleware("http")
         async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -105,7 +120,6 @@ class Metrics:
                 status = response.status_code
                 return response
             finally:
-                route = request.scope.get("route")
-                template = getattr(route, "path", "unmatched")
-                self.requests.labels(request.method, template, str(status)).inc()
-                self.latency.labels(request.method, template).observe(time.perf_counter() - start)
+                method, template = method_label(request.method), route_label(request.scope.get("route"))
+                self.requests.labels(method, template, str(status)).inc()
+                self.latency.labels(method, template).observe(time.perf_counter() - start)

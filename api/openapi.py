@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.config import ServiceSettings
+from api.keys import PUBLIC_V1, needs_key
 from api.schemas import ErrorModel
 
 TITLES = {
@@ -61,6 +62,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/readyz"): (503,),
     ("get", "/metrics"): (),
 }
+__all__ = ["PUBLIC_V1", "STATUSES", "describe", "install_openapi"]
 ERROR_REF = {"$ref": "#/components/schemas/ErrorModel"}
 
 
@@ -71,15 +73,25 @@ def error_responses(statuses: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     }
 
 
-# /v1 routes that need no key (no data in them): the page reads them before it has a key
-PUBLIC_V1 = frozenset({("get", "/v1/vocabulary")})
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-def needs_key(method: str, path: str, settings: ServiceSettings) -> bool:
-    """Whether a route asks for the bearer key once keys are configured."""
-    if path.startswith("/v1/"):
-        return (method, path) not in PUBLIC_V1
-    return path == "/metrics" and not settings.metrics_public
+def _strict_forms(spec: dict[str, Any]) -> None:
+    """Form bodies as the API checks them: no fields beyond the declared ones (api/strict.py answers 422), and every
+    uploaded file has at least one byte (an empty one is a 422 too). JSON bodies say so from their models."""
+    components = spec.get("components", {}).get("schemas", {})
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+                body = media.get("schema", {})
+                if "$ref" in body:
+                    body = components[body["$ref"].rsplit("/", 1)[1]]
+                if media_type not in FORMS:
+                    continue
+                body["additionalProperties"] = False
+                for prop in body.get("properties", {}).values():
+                    if prop.get("format") == "binary" or "contentMediaType" in prop:
+                        prop["minLength"] = 1
 
 
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
@@ -90,6 +102,7 @@ def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):  # our 422 body is {code, message} like any error
         schemas.pop(name, None)
     schemas["ErrorModel"] = ErrorModel.model_json_schema()
+    _strict_forms(spec)
     if keyed:
         spec["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`medsearch key new`)."}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, MAX_WEIGHT
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
@@ -35,9 +35,17 @@ def _dates_may_be_null(schema: dict[str, Any]) -> None:
         prop["anyOf"] = [*prop.get("anyOf", []), {"type": "null"}]
 
 
+class StrictBody(BaseModel):
+    """A JSON request body: a field the model does not define is a 422 naming it, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class JsonFilters(FilterParams, json_schema_extra=_dates_may_be_null):
     """Candidate filters in a JSON body: flags must be JSON booleans, numbers JSON numbers; a date or number may be
-    null."""
+    null; an unknown field (`date_form`) is a 422."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retrieval.fsutil import fsync_dir
+from retrieval.fsutil import fsync_dir, private_dir
 
 FOLDER = "quarantine"  # inside the spool folder: same file system, so moves are atomic renames
 SUFFIX = ".dcm"
@@ -35,7 +35,7 @@ class Quarantine:
 
     def keep(self, path: Path, uri: str, code: str, reason: str) -> Path | None:
         """Move a spooled file here with its reason (reason first, so a kept file always has one)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)  # kept instances carry patient names
         target = self.folder / path.name
         note = {"uri": uri, "code": code, "reason": reason, "recorded_at": datetime.now(UTC).isoformat()}
         _write_durably(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())

@@ -15,7 +15,7 @@ from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
-from retrieval.fsutil import fsync_dir
+from retrieval.fsutil import fsync_dir, private_dir
 from retrieval.render import SIZES, cached_png
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import read_file
@@ -32,7 +32,7 @@ class Spool:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # received instances carry patient names
         for stale in folder.glob(".*.tmp"):  # never acknowledged: the sender got no success for these
             stale.unlink(missing_ok=True)
 

@@ -11,6 +11,8 @@ from retrieval.errors import LabelsFileError
 
 PATH_KEYS = ("path", "file", "filename")
 UID_KEYS = ("sop_instance_uid", "sopinstanceuid")
+# every key a JSONL row may have (a misspelt one is an error naming it, not a silently empty column)
+JSON_KEYS = frozenset({*PATH_KEYS, *UID_KEYS, "label", "report", "text", "patient", "id", "image_id"})
 
 
 @dataclass
@@ -92,9 +94,16 @@ def read_labels_table(path: Path) -> LabelsTable:
                 if not line.strip():
                     continue
                 try:
-                    raw.append((number, {k: str(v) for k, v in json.loads(line).items() if v is not None}))
+                    item = json.loads(line)
+                    raw.append((number, {k: str(v) for k, v in item.items() if v is not None}))
                 except (json.JSONDecodeError, AttributeError) as exc:
                     raise LabelsFileError(f"{path}:{number}: not a JSON object ({exc})") from exc
+                unknown = sorted(k for k in item if k.strip().lower() not in JSON_KEYS)
+                if unknown:
+                    raise LabelsFileError(
+                        f"{path}:{number}: unknown key {', '.join(map(repr, unknown))} "
+                        f"(a row takes: {', '.join(sorted(JSON_KEYS))})"
+                    )
                 columns.update(raw[-1][1])
         else:
             with open(path, newline="", encoding="utf-8-sig") as handle:

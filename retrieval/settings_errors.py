@@ -12,6 +12,7 @@ from pydantic_settings import SettingsError
 
 from retrieval.errors import DataDirError, MedsearchError
 from retrieval.errors import SettingsError as SettingsValueError
+from retrieval.fsutil import private_dir
 
 __all__ = [
     "DataDirError",
@@ -61,12 +62,12 @@ def translate(exc: Exception) -> MedsearchError | None:
 
 
 def prepare_data_dir(path: Path) -> None:
-    """Create the data folder if needed and prove it is writable, or say plainly why not."""
+    """Create the data folder if needed (0700) and prove it is writable, or say plainly why not."""
     where = f"the data folder {str(path)!r} (MEDSEARCH_DATA_DIR or --data-dir)"
     if path.exists() and not path.is_dir():
         raise DataDirError(f"{where} is a file, not a folder: point it at a folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)  # it will hold patient hashes (the database) and, for a listener, received DICOM
         probe = path / f".write-test-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()

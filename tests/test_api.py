@@ -83,7 +83,8 @@ def test_system_routes(client: httpx.Client, tiny_model: Path) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["ready"] is True and body["model_loaded"] is True and body["index_loaded"] is True
-    assert body["vectors"] == N_IMAGES and body["model"] == str(tiny_model) and body["standin_model"] is True
+    assert body["vectors"] == N_IMAGES and body["model"] == tiny_model.name and body["standin_model"] is True
+    assert str(tiny_model.parent) not in ready.text  # public: the folder's name, never the server's path
 
     stats = client.get("/v1/stats").json()
     assert stats["images"] == stats["vectors"] == stats["index_vectors"] == N_IMAGES
@@ -362,7 +363,7 @@ HOSTILE_UPLOADS: list[tuple[str, Callable[[], bytes], int, str]] = [
     ("dicom-65535x65535", huge_header_dicom, 413, "too_large"),
     ("png-bomb", png_bomb, 413, "too_large"),
     ("zip", zip_file, 415, "no_pixel_data"),
-    ("empty", lambda: b"", 415, "decode_error"),
+    ("empty", lambda: b"", 422, "validation_error"),  # the schema says minLength 1
 ]
 
 

@@ -4,6 +4,7 @@ without keys); plus the edges it found: ids beyond int64, strict bodies, blank d
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -12,12 +13,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from api.app import create_app
 from api.config import ServiceSettings, hash_key
+from api.findings_schemas import TagIn
 from api.openapi import PUBLIC_V1, STATUSES
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
+from retrieval.findings.errors import BadVocabularyError
+from retrieval.findings.tags import PROMPT_PATTERN, TagSpec, check_vocabulary
 from tests.conftest import SAMPLES, make_settings
 from tests.service import Server, make_client, running_server, search_image, service_env
 
@@ -153,3 +158,50 @@ def test_metrics_access_follows_the_setting(open_server: Server, keyed_server: S
         assert response.status_code == 401 and response.json()["code"] == "unauthorized"
     with make_client(keyed_server.url, KEY) as client:
         assert "medsearch" in client.get("/metrics").text
+
+
+def _first_id(client: httpx.Client) -> int:
+    hits = client.post("/v1/search/text", json={"text": "chest", "k": 1}).json()["hits"]
+    return int(hits[0]["id"])
+
+
+def test_schemathesis_findings(open_server: Server) -> None:
+    """What Schemathesis found: an empty `window=` taken as "as indexed" (200), an empty upload the schema allowed
+    answered 415; both are now refused as the schema says."""
+    upload = (SAMPLES / "CT_small.dcm").read_bytes()
+    with make_client(open_server.url) as client:
+        image_id = _first_id(client)
+        assert client.get(f"/v1/images/{image_id}/preview").status_code == 200
+        empty = client.get(f"/v1/images/{image_id}/preview", params={"window": ""})
+        assert empty.status_code == 400 and empty.json()["code"] == "bad_query", empty.text
+        files = {"file": ("q.dcm", upload, "application/dicom")}
+        assert client.post("/v1/render", files=files).status_code == 200
+        for path in ("/v1/search/image", "/v1/render"):
+            response = client.post(path, files={"file": ("q.dcm", b"", "application/dicom")})
+            assert response.status_code == 422 and "file" in response.json()["message"], (path, response.text)
+        spec = client.get("/openapi.json").json()
+    for name in ("Body_search_image_v1_search_image_post", "Body_render_upload_v1_render_post"):
+        assert spec["components"]["schemas"][name]["properties"]["file"]["minLength"] == 1
+    summary = spec["paths"]["/v1/summaries"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert summary["properties"]["file"]["minLength"] == 1
+
+
+def test_prompt_pattern_is_the_rule_the_handler_applies() -> None:
+    """The tag prompt's schema pattern and the vocabulary check agree on every control and space character (`\\S`
+    let "\\x1f" through the schema, which str.strip() then refused)."""
+    prompt_schema = TagIn.model_json_schema()["properties"]["prompt"]
+    assert prompt_schema["pattern"] == PROMPT_PATTERN
+    odd = [chr(c) for c in range(0x00, 0x100)] + [chr(c) for c in (0x1680, *range(0x2000, 0x2030), 0x205F, 0x3000)]
+    for text in [*odd, "\ufeff", "x\x1f", "\x1fx"]:
+        try:
+            TagIn(tag="t", prompt=text)
+            schema_ok = True
+        except ValidationError:
+            schema_ok = False
+        try:
+            check_vocabulary([TagSpec("t", text, 0.5)])
+            handler_ok = True
+        except BadVocabularyError:
+            handler_ok = False
+        assert schema_ok == handler_ok == bool(re.search(PROMPT_PATTERN, text)), repr(text)
+        assert not handler_ok or text.strip(), repr(text)  # nothing the handler takes is blank to Python either

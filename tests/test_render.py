@@ -135,7 +135,7 @@ def test_bad_input_is_a_clear_error(client: httpx.Client, ids: dict[str, int], s
     assert_error(render(client, "x.png", png.getvalue(), window="bone"), 409, "window_not_applicable", "CT DICOM")
     assert pixels(render(client, "x.png", png.getvalue())).shape == (8, 8)  # without a window a PNG renders
     assert_error(render(client, "notes.txt", b"not an image at all"), 415, "unsupported_format")
-    assert_error(render(client, "empty.dcm", b""), 415, "decode_error", "empty")
+    assert_error(render(client, "empty.dcm", b""), 422, "validation_error", "empty")  # the schema: minLength 1
     assert_error(render(client, "CT_small.dcm", size="huge"), 422, "validation_error", "size")
     assert_error(client.post("/v1/render", data={"window": "lung"}), 422, "validation_error", "file")
     assert_error(render(client, "big.dcm", b"\0" * (MAX_UPLOAD + 1)), 413, "too_large")

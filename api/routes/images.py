@@ -66,7 +66,7 @@ async def preview(
     ] = None,
 ) -> Response:
     """The image's own frame, windowed as at indexing time (or under a CT `window` preset), at most 1024 x 1024."""
-    if window:
+    if window is not None:  # an empty `window=` is no preset (400), not "as indexed"
         image = await run_in_threadpool(_image, state, image_id)
         return png_response(await run_in_threadpool(render_indexed, image, SIZES["preview"], state.settings, window))
     return await _png(state, image_id, "preview")

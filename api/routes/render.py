@@ -75,5 +75,5 @@ async def render_upload(
     Nothing is stored. Headers say what the picture shows: X-Medsearch-Kind, -Modality and -Window.
     """
     data = await read_upload(file, state.settings.max_upload_bytes)
-    rendering = await run_in_threadpool(render, data, SIZES[size], state.settings, window=window or None)
+    rendering = await run_in_threadpool(render, data, SIZES[size], state.settings, window=window)  # "": 400
     return png_response(rendering)

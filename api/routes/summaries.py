@@ -18,7 +18,9 @@ from starlette.datastructures import UploadFile
 
 from api.deps import FreshDep, KeyDep, StateDep
 from api.limits import read_upload
+from api.schemas import StrictBody
 from api.state import ServiceState
+from api.strict import unknown_errors
 from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.summarize.base import NOTICE, Summary
 from retrieval.summarize.cases import MAX_MATCH_IDS, MAX_QUERY_TEXT, build_request
@@ -31,7 +33,7 @@ audit = logging.getLogger("medsearch.audit")
 _END = object()
 
 
-class SummaryInput(BaseModel):
+class SummaryInput(StrictBody):
     """What to compare: a query (indexed image id, uploaded file, and/or text) and the match ids, best first."""
 
     query_id: int | None = Field(default=None, description="An indexed image as the query (or upload a file).")
@@ -83,7 +85,7 @@ _BODY_DOC: dict[str, Any] = {
                             "maxItems": MAX_MATCH_IDS,
                         },
                         "scores": {"type": "array", "items": {"type": "number"}},
-                        "query_text": {"type": "string"},
+                        "query_text": {"type": "string", "maxLength": MAX_QUERY_TEXT},
                     },
                 }
             },
@@ -105,6 +107,9 @@ async def _read_input(request: Request, state: ServiceState) -> tuple[SummaryInp
         if content_type.startswith("multipart/form-data"):
             limit = state.settings.max_upload_bytes
             form = await request.form(max_part_size=limit)
+            unknown = unknown_errors("form", list(form.keys()), frozenset({"file", *SummaryInput.model_fields}))
+            if unknown:
+                raise RequestValidationError(unknown)
             file = form.get("file")
             if isinstance(file, UploadFile):
                 upload = await read_upload(file, limit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -12,6 +14,24 @@ from retrieval.threads import thread_report
 from retrieval.vocabulary import StatsReport, stats_report
 
 router = APIRouter(tags=["system"])
+
+
+def shown_model(ref: str) -> str:
+    """The model as /readyz shows it to anyone: a hub id as configured, a local folder by its name only (the
+    server's paths are nobody's business)."""
+    path = Path(ref).expanduser()
+    if path.is_absolute() or ref.startswith((".", "~")) or path.exists():
+        return path.resolve().name or ref
+    return ref
+
+
+def without_model_path(message: str, ref: str) -> str:
+    """A public message with the model's local path replaced by its shown name."""
+    shown = shown_model(ref)
+    for spelled in sorted({ref, str(Path(ref).expanduser()), str(Path(ref).expanduser().resolve())}, key=len)[::-1]:
+        if spelled != shown:
+            message = message.replace(spelled, shown)
+    return message
 
 
 @router.get("/v1/stats", summary="Collection statistics")
@@ -35,14 +55,14 @@ async def readyz(state: StateDep) -> JSONResponse:
     body = {
         "ready": state.model_ready and state.model_error is None,
         "model_loaded": state.model_ready,
-        "model": state.settings.model,
+        "model": shown_model(state.settings.model),
         "index_loaded": index is not None,
         "vectors": index.ntotal if index is not None else 0,
         "standin_model": bool(fingerprint and fingerprint.standin),
         "threads": thread_report(state.threads, index),
     }
     if state.model_error:
-        return error_response(503, "model_unavailable", state.model_error)
+        return error_response(503, "model_unavailable", without_model_path(state.model_error, state.settings.model))
     if not state.model_ready:
         return JSONResponse(status_code=503, content={**body, "code": "not_ready", "message": "model loading"})
     return JSONResponse(body)

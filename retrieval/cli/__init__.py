@@ -16,6 +16,7 @@ from retrieval.cli import (  # noqa: F401  # registers the commands
 )
 from retrieval.cli.common import app, err, quiet_libraries
 from retrieval.errors import ModelLoadError
+from retrieval.optional import without_telemetry
 from retrieval.settings_errors import translate
 
 __all__ = ["app", "main"]
@@ -24,6 +25,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Console-script entry point."""
     quiet_libraries()
+    without_telemetry()  # whatever imports OpenVINO in this process: nothing sent, nothing written under ~
     try:
         app()
     except ModelLoadError as exc:  # pragma: no cover - defensive; commands already translate errors

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from retrieval.encoders.base import Encoder
 from retrieval.errors import SettingsError
+from retrieval.optional import import_openvino
 from retrieval.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,7 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         flags = set(cpuinfo.read_text().split())
     except OSError:
         try:
-            import openvino as ov
-
+            ov = import_openvino("The OpenVINO bf16 check")
             return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         except Exception:
             return False
@@ -96,9 +96,8 @@ def build_encoder(settings: Settings) -> Encoder:
         return MedSigLIPEncoder(settings.model, choice.device, choice.precision)
     from retrieval.encoders.calibration import collection_frames
     from retrieval.encoders.ov_encoder import OpenVINOEncoder
-    from retrieval.optional import require
 
-    require("openvino", "The OpenVINO encoder back end", "openvino-int8")
+    import_openvino("The OpenVINO encoder back end")
     return OpenVINOEncoder(
         settings.model,
         settings.data_dir,

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from retrieval.encoders.medsiglip import TEXT_MAX_LENGTH
 from retrieval.errors import ModelLoadError
-from retrieval.optional import require
+from retrieval.optional import import_openvino, require
 
 log = logging.getLogger(__name__)
 IMAGE_XML = "image.xml"
@@ -54,8 +54,9 @@ def image_size(model: Any) -> int:
 
 def convert_towers(model: Any, folder: Path) -> dict[str, object]:
     """Convert both towers of an fp32 torch model to IR files in `folder` (weights kept fp32: bf16 is a hint)."""
-    import openvino as ov
     import torch
+
+    ov = import_openvino("The OpenVINO encoder back end")
 
     image, text = _wrappers(model)
     side = image_size(model)
@@ -85,8 +86,7 @@ def quantize_image_tower(
 
     One image per calibration step: NNCF keeps statistics of every quantised activation, and at batch 8 on the
     full-size tower that went past 15 GB (killed by the OOM killer here); at batch 1 it stays a fraction."""
-    import openvino as ov
-
+    ov = import_openvino("The OpenVINO encoder back end")
     nncf = require("nncf", "The int8 encoder precision (NNCF quantisation)", "openvino-int8")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 

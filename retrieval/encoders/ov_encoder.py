@@ -17,6 +17,7 @@ from retrieval.encoders.ov_cache import cache_key, cache_root, manifest_for, pub
 from retrieval.encoders.ov_convert import IMAGE_XML, TEXT_XML, convert_towers, quantize_image_tower
 from retrieval.errors import MedsearchError, ModelLoadError
 from retrieval.imaging.preprocess import ImageProcessor
+from retrieval.optional import import_openvino
 
 log = logging.getLogger(__name__)
 # (processor, at most this many) -> frames preprocessed exactly as the collection indexed them
@@ -91,8 +92,7 @@ class OpenVINOEncoder:
                 ) from exc
 
     def _load(self) -> None:
-        import openvino as ov
-
+        ov = import_openvino("The OpenVINO encoder back end")
         fingerprint = self.source.fingerprint
         model = self.source.torch_model
         version = ov.get_version()

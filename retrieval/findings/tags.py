@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from retrieval.store.models import Tag
 DEFAULT_THRESHOLD = 0.5
 MAX_TAGS = 200
 MAX_PROMPT_CHARS = 2000
+# a prompt needs one visible character: not a control character, not whitespace. The class is spelled out so the
+# OpenAPI pattern (ECMA regex), pydantic (Rust regex) and this module (Python) agree; `\S` differs between them
+# (Python's str.strip() also strips the controls \x1c-\x1f, which `\S` in the schema accepted)
+PROMPT_PATTERN = r"[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+VOCABULARY_KEYS = frozenset({"tag", "prompt", "threshold"})  # a JSONL row with any other key is refused
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,10 @@ def check_vocabulary(specs: list[TagSpec]) -> list[TagSpec]:
     for spec in specs:
         if not NAME.fullmatch(spec.tag):
             raise BadVocabularyError(f"tag name {spec.tag!r} is not allowed: {NAME_RULE}")
-        if not spec.prompt.strip() or len(spec.prompt) > MAX_PROMPT_CHARS:
-            raise BadVocabularyError(f"tag {spec.tag!r}: the prompt must have 1 to {MAX_PROMPT_CHARS} characters")
+        if not re.search(PROMPT_PATTERN, spec.prompt) or len(spec.prompt) > MAX_PROMPT_CHARS:
+            raise BadVocabularyError(
+                f"tag {spec.tag!r}: the prompt must have a visible character and at most {MAX_PROMPT_CHARS} characters"
+            )
         if not (math.isfinite(spec.threshold) and 0.0 <= spec.threshold <= 1.0):
             raise BadVocabularyError(f"tag {spec.tag!r}: the threshold must be a probability between 0 and 1")
     return specs
@@ -80,6 +88,12 @@ def read_vocabulary(path: Path) -> list[TagSpec]:
                     raise BadVocabularyError(f"{path}:{number}: not JSON ({exc})") from exc
                 if not isinstance(item, dict):
                     raise BadVocabularyError(f"{path}:{number}: not a JSON object")
+                unknown = sorted(k for k in item if str(k).strip().lower() not in VOCABULARY_KEYS)
+                if unknown:
+                    raise BadVocabularyError(
+                        f"{path}:{number}: unknown key {', '.join(map(repr, unknown))} "
+                        "(a row takes tag, prompt, threshold)"
+                    )
                 rows.append((number, item))
     else:
         reader = csv.DictReader(text.splitlines())

@@ -41,18 +41,22 @@ def _scale(arr: np.ndarray, mode: str) -> FloatImage:
 def decode_raster(data: bytes, content_hash: str, *, limits: DecodeLimits | None = None) -> DecodedImage:
     """Decode a raster image to [0, 1] pixels (grey stays grey; alpha is dropped)."""
     limits = limits or DecodeLimits()
+    # Pillow's own guard (89 M pixels by default) would otherwise win over MEDSEARCH_MAX_PIXELS either way; with it
+    # set to the same number, its warning fires exactly where ours does and is refused the same
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    too_large = f"exceeds the limit of {limits.max_pixels} pixels (MEDSEARCH_MAX_PIXELS)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data))  # reads the header only: the size is known before any decoding
             width, height = image.size
             if width * height > limits.max_pixels:
-                raise TooLargeError(f"image of {width}x{height} pixels exceeds the limit of {limits.max_pixels} pixels")
+                raise TooLargeError(f"image of {width}x{height} pixels {too_large}")
             image.load()
     except TooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooLargeError(f"decompression bomb refused: {exc}") from exc
+        raise TooLargeError(f"image {too_large}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError("not a supported image (PNG, JPEG, TIFF or DICOM expected)") from exc
     except Exception as exc:  # truncated or corrupt streams

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -10,6 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.errors import MedsearchError
+from retrieval.fsutil import private_file
 from retrieval.store.migrate import upgrade_to_head
 
 SUPPORTED = ("sqlite", "postgresql")
@@ -52,6 +54,9 @@ def dialect_of(url: str) -> str:
 def make_engine(url: str) -> Engine:
     """An engine for `url` with the schema migrated to the newest revision (serialised across processes)."""
     if dialect_of(url) == "sqlite":
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_file(Path(database))  # 0600 before SQLite makes it 0644 (its -wal and -shm files follow it)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
