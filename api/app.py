@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.config import ServiceSettings
+from api.docs_pages import install_docs
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
@@ -68,11 +69,14 @@ def create_app(
         version="0.1.0",
         description="Similar-case search for medical images (MedSigLIP + FAISS). Errors are {code, message}.",
         lifespan=lifespan,
+        docs_url=None,  # served from installed assets below, not from a CDN
+        redoc_url=None,
     )
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     install_error_handlers(app)
     install_openapi(app, settings)
+    install_docs(app)
     # multipart framing adds a little to the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
 
