@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from indexer.pipeline import IndexOptions, run_index
+from retrieval import cpu
 from retrieval.collection import Collection
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
@@ -53,7 +54,11 @@ def test_search_and_stats_use_the_model_the_collection_was_built_with(built: tup
     assert note in found.stderr
     stats = run(["stats", "--data-dir", str(data), "--json"], user_env(), elsewhere)
     assert stats.returncode == 0 and note in stats.stderr
-    assert json.loads(stats.stdout)["model"] == str(model)
+    report = json.loads(stats.stdout)
+    assert report["model"] == str(model)
+    # the precision that runs on this CPU, and the CPU flags it depends on
+    assert report["encoder"] == ("openvino-bf16" if cpu.has_bf16(cpu.cpu_features()) else "openvino-fp32")
+    assert report["cpu_features"] == sorted(cpu.cpu_features())
 
 
 def test_a_set_model_wins_and_a_gone_one_is_named(

@@ -39,7 +39,7 @@ def check_int8_cpu(features: frozenset[str]) -> None:
     raise SettingsError(
         "MEDSEARCH_ENCODER_PRECISION=int8 needs a CPU with AVX-512 VNNI or AMX int8 instructions (this one has: "
         f"{has}); without them OpenVINO's int8 vectors drift from fp32 (min cosine 0.945 measured on an "
-        "AVX2-only CPU). Use MEDSEARCH_ENCODER_PRECISION=auto (fp32 here) or bf16"
+        "AVX2-only CPU). Use MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)"
     )
 
 
