@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from api.config import ServiceSettings
+from api.docs_pages import install_docs
 from api.errors import install_error_handlers
 from api.keys import KeyGateMiddleware
 from api.limits import BodyLimitMiddleware
@@ -71,11 +72,14 @@ def create_app(
         description="Similar-case search for medical images (MedSigLIP + FAISS). Errors are {code, message}.",
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_parameters)],  # an unknown query parameter or form field is a 422
+        docs_url=None,  # served from installed assets below, not from a CDN
+        redoc_url=None,
     )
     app.state.metrics = Metrics()
     app.state.metrics.install(app)
     install_error_handlers(app)
     install_openapi(app, settings)
+    install_docs(app)
     # multipart framing adds a little to the file itself
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + 64 * 1024)
     # outside the body limit, inside CORS (preflights pass; a 401 carries CORS headers so the page can read it)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,12 @@ from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
 from retrieval.summarize.service import SummaryService
 from retrieval.threads import ThreadPolicy
+
+log = logging.getLogger("medsearch.api")
+WITHOUT_MODEL = (
+    "model unavailable: search by indexed image id, similar images, thumbnails, tags and stats work; search by "
+    "uploaded image or by text answers 503 model_unavailable until the model is fixed and the service restarted."
+)
 
 
 @dataclass
@@ -34,13 +41,19 @@ class ServiceState:
 
     def warm_model(self) -> None:
         """Load the encoder once at start-up so the first query is fast; remember why if it fails."""
+        if self.collection.model_note:
+            log.info("%s", self.collection.model_note)
         try:
             self.collection.load_encoder()
             self.model_ready = True
+            return
         except MedsearchError as exc:
-            self.model_error = str(exc)
+            error = str(exc)
         except Exception as exc:  # a broken model folder must not take the service down
-            self.model_error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
+            error = f"the model could not be loaded: {type(exc).__name__}: {exc}"
+        # said at start, in one line, not first met as a 503 on someone's query (and before /readyz reports it)
+        log.warning("%s %s", WITHOUT_MODEL, " ".join(error.split()))
+        self.model_error = error
 
     def refresh(self, force: bool = False) -> None:
         """Pick up images indexed by another process since the last look (cheap: count and max id).

@@ -15,7 +15,7 @@ from typing import Self, TypeVar
 from sqlalchemy import Engine
 
 from retrieval.embed_cache import CachedEmbedding, EmbedCache
-from retrieval.encoders.base import Encoder
+from retrieval.encoders.base import Encoder, ModelFingerprint
 from retrieval.encoders.factory import build_encoder as _build_encoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
@@ -66,6 +66,8 @@ class Collection:
         self.reconcile_report: ReconcileReport | None = None
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))
+        # with MEDSEARCH_MODEL unset, the model this collection was built with (`model_note` says which)
+        self.settings, self.model_note = remembered_model(settings, self.catalog.fingerprint())
         self.salt = self._check_salt()
         try:
             self.reopen_index()
@@ -153,6 +155,11 @@ class Collection:
         return self._encoder
 
     @property
+    def loaded_encoder(self) -> Encoder | None:
+        """The encoder if the model is loaded, else None (never loads it)."""
+        return self._encoder
+
+    @property
     def index(self) -> VectorIndex | None:
         """The current vector index (None until a model has been recorded for this collection), for a single
         call; a reader making several calls on one index takes `leased_index()` instead."""
@@ -199,3 +206,23 @@ class Collection:
         with self._lock:
             self._encoder = None  # the model's memory goes with the last reference to it
         self.engine.dispose()
+
+
+def remembered_model(settings: Settings, recorded: ModelFingerprint | None) -> tuple[Settings, str | None]:
+    """The settings to use, with the recorded model when MEDSEARCH_MODEL is unset, and a note saying which."""
+    if "model" in settings.model_fields_set or recorded is None or recorded.model_id == settings.model:
+        return settings, None
+    ref = recorded.model_id
+    if Path(ref).is_absolute() and not Path(ref).is_dir():
+        return settings, (
+            f"this collection was built with the model {ref!r}, which is gone; MEDSEARCH_MODEL is unset, so "
+            f"{settings.model!r} is tried: set MEDSEARCH_MODEL to a copy of the model the collection was built with"
+        )
+    return settings.model_copy(update={"model": ref}), (
+        f"model {ref!r}: the one this collection was built with (MEDSEARCH_MODEL is unset)"
+    )
+
+
+def _close(index: VectorIndex) -> None:
+    """Release what a back end holds (Milvus: its connection and file; FAISS: nothing)."""
+    index.close()

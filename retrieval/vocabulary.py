@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 from pydantic.config import JsonDict
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12 (the stats route returns it)
 
+from retrieval import cpu
 from retrieval.errors import MedsearchError, error_types
 
 if TYPE_CHECKING:  # the CLI reads this module for its option help: keep the store and models unimported
@@ -222,6 +223,8 @@ class StatsReport(CatalogStats):
     model: str | None
     model_fingerprint: str | None
     standin_model: bool
+    encoder: str  # back end and precision that encode queries and new images here, e.g. "openvino-bf16"
+    cpu_features: list[str]  # the CPU flags that choice depends on (AVX-512 BF16/VNNI, AMX)
 
 
 STATS_FIELDS: tuple[str, ...] = tuple(StatsReport.__annotations__)
@@ -239,7 +242,22 @@ def stats_report(collection: Collection) -> StatsReport:
         model=fingerprint.model_id if fingerprint else None,
         model_fingerprint=fingerprint.key if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
+        encoder=running_encoder(collection),
+        cpu_features=sorted(cpu.cpu_features()),
     )
+
+
+def running_encoder(collection: Collection) -> str:
+    """The loaded encoder's back end and precision, else what the settings pick on this CPU (without loading)."""
+    from retrieval.encoders.factory import choose_encoder
+
+    if collection.loaded_encoder is not None:
+        return collection.loaded_encoder.encoded_by
+    try:
+        choice = choose_encoder(collection.settings)
+    except MedsearchError as exc:
+        return f"refused: {exc}"
+    return f"{choice.backend}-{choice.precision}"
 
 
 def library_errors() -> dict[str, type[MedsearchError]]:

@@ -548,11 +548,15 @@ def test_missing_model_is_503_not_a_traceback(broken_server: Server) -> None:
         ready = c.get("/readyz")
         assert_error(ready, 503, "model_unavailable")
         assert "no-such-model-folder" in ready.json()["message"]
+        assert "search by indexed image id, similar images, thumbnails" in ready.json()["message"]
         assert_error(c.post("/v1/search/text", json={"text": "chest"}), 503, "model_unavailable")
         assert_error(search_image(c, (SAMPLES / "CT_small.dcm").read_bytes()), 503, "model_unavailable")
         assert_error(c.get("/v1/images/1/similar"), 404, "not_found")  # no model needed, nothing indexed
         assert c.get("/v1/stats").json()["images"] == 0
         assert c.get("/healthz").status_code == 200
+    # said at start, in one line naming what works without the model, before anyone's query meets a 503
+    said = [line for line in broken_server.stderr().splitlines() if "model unavailable:" in line]
+    assert len(said) == 1 and "thumbnails" in said[0] and "no-such-model-folder" in said[0], said
 
 
 # -- audit log -------------------------------------------------------------------------------------------
@@ -577,7 +581,7 @@ def audit_entries(server: Server) -> list[dict[str, Any]]:
 def audit_queries(client: httpx.Client, ids: dict[str, int], text: str) -> list[dict[str, Any]]:
     """An image, a text and an id query (and one non-query), returning the three response bodies."""
     upload = (SAMPLES / "CT_small.dcm").read_bytes()
-    image = search_image(client, upload, modality=["CT", "MR"], label="ct-head", k=4).json()
+    image = search_image(client, upload, modality=["CT", "MR"], label="ct-chest", k=4).json()
     by_text = client.post("/v1/search/text", json={"text": text, "k": 3, "date_from": "2004-01-01"}).json()
     pivot_url = f"/v1/images/{ids['MR_small.dcm']}/similar"
     pivot = client.get(pivot_url, params={"k": 2, "exclude_same_patient": True}).json()

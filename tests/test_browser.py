@@ -68,7 +68,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     assert first.get_attribute("data-source") == "CT_small.dcm"
     assert float(first.get_attribute("data-score")) == pytest.approx(1.0, abs=1e-4)
     assert first.inner_text().count("1.000") == 1
-    assert "CT" in first.inner_text() and "ct-head" in first.inner_text()
+    assert "CT" in first.inner_text() and "ct-chest" in first.inner_text()
     assert pg.get_attribute("#query-summary", "data-kind") == "image"
     pg.mouse.move(0, 0)
     shot = save_shot(pg, "01-image-results.png")
@@ -104,7 +104,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     assert uids["study"].startswith("1.3.6.1.4.1.5962.")
     assert uids["sop"] == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
     meta = pg.inner_text("#detail-meta")
-    assert "CT" in meta and "ct-head" in meta and "CT_small.dcm" in meta
+    assert "CT" in meta and "ct-chest" in meta and "CT_small.dcm" in meta
     assert pg.is_hidden("#viewer-link")  # no viewer template configured
     save_shot(pg, "02-detail.png")
 

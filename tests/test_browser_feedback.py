@@ -100,3 +100,45 @@ def test_page_marks_refine_with_filters_and_clear(server: str, page: Page) -> No
     assert pg.is_hidden("#marks-bar")
     assert pg.locator("button.mark[aria-pressed=true]").count() == 0
     assert not errors, errors
+
+
+@pytest.mark.timeout(300)
+def test_page_says_why_results_are_empty_and_which_marks_the_filters_hide(server: str, page: Page) -> None:
+    pg = page
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    open_page(pg, server)
+    pg.wait_for_selector("[data-testid=modality-CT]", state="attached")
+    pg.fill("#text-input", "head slice")
+    pg.press("#text-input", "Enter")
+    wait_for_new_results(pg, "0")
+
+    # mark the best result, then keep only another modality: the marked image is filtered away, and the page says so
+    first = pg.query_selector_all("[data-testid=result]")[0]
+    liked, modality = int(first.get_attribute("data-id") or 0), first.query_selector(".mod").inner_text()  # type: ignore[union-attr]
+    pg.locator(f"[data-testid=mark-like][data-id='{liked}']").click()
+    assert pg.is_hidden("#marks-hidden")  # on screen: nothing to say
+    other = "CR" if modality != "CR" else "CT"
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.check(f"[data-testid=modality-{other}]")
+    wait_for_new_results(pg, seq)
+    assert liked not in _result_ids(pg)
+    note = pg.inner_text("#marks-hidden")
+    assert pg.is_visible("#marks-hidden") and pg.get_attribute("#marks-hidden", "data-count") == "1"
+    assert note == f"1 marked image is filtered away: image {liked} (modality {modality}); refining still uses it."
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.uncheck(f"[data-testid=modality-{other}]")
+    wait_for_new_results(pg, seq)
+    assert pg.is_hidden("#marks-hidden")  # admitted again
+    pg.click("#marks-clear")
+
+    # a label no image has: the empty state gives the API's reason, not a generic line
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.fill("[data-filter=label]", "no-such-label")
+    pg.press("[data-filter=label]", "Enter")
+    wait_for_new_results(pg, seq)
+    assert _result_ids(pg) == [] and pg.is_visible("#empty")
+    empty = pg.inner_text("#empty")
+    assert empty.startswith("No results: no image matches these filters") and "label=no-such-label" in empty, empty
+    save_shot(pg, "22-empty-reason.png")
+    assert not errors, errors

@@ -25,7 +25,7 @@ def test_index_search_stats_remove_rebuild(cli_env: dict[str, str]) -> None:
 
     hits = json.loads(run(["search", "--image", str(SAMPLES / "CT_small.dcm"), "-k", "3", "--json"], cli_env).stdout)
     top = hits["hits"][0]
-    assert top["source"].endswith("CT_small.dcm") and top["score"] > 0.999 and top["label"] == "ct-head"
+    assert top["source"].endswith("CT_small.dcm") and top["score"] > 0.999 and top["label"] == "ct-chest"
     assert "patient" not in json.dumps(hits).lower()
 
     text = json.loads(run(["search", "--text", "chest x-ray", "-k", "4", "--json"], cli_env).stdout)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from indexer.pipeline import IndexOptions, run_index
+from retrieval import cpu
 from retrieval.collection import Collection
 from retrieval.encoders.factory import build_encoder, choose_encoder, cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
@@ -109,6 +110,19 @@ def test_the_disk_cache_is_reused_and_rebuilt_when_it_does_not_match(tmp_path: P
     np.testing.assert_allclose(rebuilt.encode_pixel_values(np.zeros((1, 3, 448, 448), np.float32)), expected, atol=1e-6)
 
 
+def test_one_model_folder_spelled_two_ways_is_converted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is keyed by the model's fingerprint: a relative and an absolute path are one model."""
+    model = build_standin_model(tmp_path / "model", seed=4)
+    monkeypatch.chdir(tmp_path)
+    relative = OpenVINOEncoder("model", tmp_path / "data", "fp32")
+    relative.load()
+    assert relative.converted == ["fp32"]
+    absolute = OpenVINOEncoder(str(model.resolve()), tmp_path / "data", "fp32")
+    absolute.load()
+    assert absolute.converted == []  # no second conversion (15 s per query process at full size)
+    assert [d.resolve() for d in absolute.cache_dirs] == [d.resolve() for d in relative.cache_dirs]
+
+
 def test_a_conversion_that_fails_half_way_leaves_no_cache(tmp_path: Path) -> None:
     folder = tmp_path / "cache" / "key"
 
@@ -182,7 +196,13 @@ def test_index_with_one_back_end_and_query_with_the_other(tmp_path: Path, model_
 def test_int8_is_calibrated_on_the_collection_and_cached_there(
     tmp_path: Path, model_dir: Path, torch_encoder: MedSigLIPEncoder
 ) -> None:
+    """What int8 promises on this CPU: with AVX-512 VNNI or AMX, vectors within 0.99 of fp32 on the stand-in;
+    without (e.g. an AVX2-only EPYC, min cosine 0.945), int8 is refused (`test_int8_and_auto_per_kind_of_cpu`)."""
     data = tmp_path / "data"
+    if not cpu.has_exact_int8(cpu.cpu_features()):
+        with pytest.raises(SettingsError, match="needs a CPU with AVX-512 VNNI"):
+            build_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
+        return
     empty = build_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
     with pytest.raises(Exception, match="index first"):  # nothing to calibrate on yet: a clear error
         empty.encode_pixel_values(np.zeros((1, 3, 448, 448), np.float32))
@@ -231,6 +251,36 @@ def test_auto_picks_openvino_with_bf16_on_this_cpu_and_settings_errors_are_clear
         choose_encoder(_settings(tmp_path, tmp_path, encoder_backend="torch", encoder_precision="int8"))
     with pytest.raises(SettingsError, match="runs on the CPU"):
         choose_encoder(_settings(tmp_path, tmp_path, encoder_backend="openvino", device="cuda"))
+
+
+HOSTS = {  # the relevant flags of three kinds of host
+    "avx2-only (AMD EPYC Zen 3)": frozenset({"avx2"}),
+    "avx512-vnni, no bf16 (Cascade Lake)": frozenset({"avx2", "avx512f", "avx512_vnni"}),
+    "avx512-bf16 + amx (Sapphire Rapids)": frozenset(
+        {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}
+    ),
+}
+
+
+@pytest.mark.parametrize("host", list(HOSTS))
+def test_int8_and_auto_per_kind_of_cpu(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto is bf16 only where bf16 is native, else fp32; int8 is offered only where it keeps its promise."""
+    features = HOSTS[host]
+    monkeypatch.setattr(cpu, "cpu_features", lambda: features)
+    auto = choose_encoder(_settings(tmp_path, tmp_path, device="cpu", encoder_backend="openvino"))
+    assert auto.precision == ("bf16" if "avx512_bf16" in features else "fp32")
+    int8 = _settings(tmp_path, tmp_path, device="cpu", encoder_backend="openvino", encoder_precision="int8")
+    if "avx512_vnni" in features:
+        assert choose_encoder(int8).precision == "int8"
+        encoder = build_encoder(int8)
+        assert isinstance(encoder, OpenVINOEncoder)
+        assert encoder.bf16_hint == ("avx512_bf16" in features)  # unquantised parts in bf16 only where native
+    else:
+        with pytest.raises(SettingsError) as info:
+            choose_encoder(int8)
+        message = str(info.value)
+        assert "AVX-512 VNNI" in message and "this one has: avx2)" in message
+        assert "MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)" in message
 
 
 def test_bf16_torch_weights_keep_the_fingerprint_and_the_text_scores(

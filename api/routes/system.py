@@ -10,8 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, StateDep, metrics_access
 from api.errors import error_response
+from api.state import WITHOUT_MODEL
+from retrieval import cpu
 from retrieval.threads import thread_report
-from retrieval.vocabulary import StatsReport, stats_report
+from retrieval.vocabulary import StatsReport, running_encoder, stats_report
 
 router = APIRouter(tags=["system"])
 
@@ -55,14 +57,17 @@ async def readyz(state: StateDep) -> JSONResponse:
     body = {
         "ready": state.model_ready and state.model_error is None,
         "model_loaded": state.model_ready,
-        "model": shown_model(state.settings.model),
+        "model": shown_model(state.collection.settings.model),  # MEDSEARCH_MODEL, else the collection's own model
+        "encoder": running_encoder(state.collection),
+        "cpu_features": sorted(cpu.cpu_features()),
         "index_loaded": index is not None,
         "vectors": index.ntotal if index is not None else 0,
         "standin_model": bool(fingerprint and fingerprint.standin),
         "threads": thread_report(state.threads, index),
     }
     if state.model_error:
-        return error_response(503, "model_unavailable", without_model_path(state.model_error, state.settings.model))
+        message = without_model_path(state.model_error, state.collection.settings.model)
+        return error_response(503, "model_unavailable", f"{WITHOUT_MODEL} {message}")
     if not state.model_ready:
         return JSONResponse(status_code=503, content={**body, "code": "not_ready", "message": "model loading"})
     return JSONResponse(body)

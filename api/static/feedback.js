@@ -4,6 +4,7 @@ import { $, el } from "./dom.js";
 import { clear, counts, markOf, marks, onChange, toggle } from "./marks.js";
 
 const LABELS = { like: "More like this", unlike: "Not like this" };
+const seen = new Map(); // id -> the result as it was marked (its modality, body part, label, date)
 const SYMBOLS = { like: "+", unlike: "−" };
 
 function paint(button) {
@@ -20,6 +21,7 @@ function markButton(hit, kind) {
   button.append(el("span", { "aria-hidden": "true", textContent: SYMBOLS[kind] }), el("span", { className: "mark-text", textContent: ` ${LABELS[kind]}` }));
   button.addEventListener("click", (event) => {
     event.stopPropagation();
+    seen.set(hit.id, hit);
     toggle(hit.id, kind);
   });
   paint(button);
@@ -66,6 +68,34 @@ export function describeFeedback(query) {
   return `${describeBase(query.base, query.origin)} + ${query.like.length} liked, ${query.unlike.length} not`;
 }
 
+// Why the current filters leave out a marked image (modality, body part, label, dates), or null if they admit it.
+export function excludedBy(hit, filters) {
+  const modality = filters.modality || [];
+  if (modality.length && !modality.includes(hit.modality)) return `modality ${hit.modality || "unknown"}`;
+  const parts = (filters.body_part || []).map((p) => p.toUpperCase());
+  if (parts.length && !parts.includes((hit.body_part || "").toUpperCase())) return `body part ${hit.body_part || "unknown"}`;
+  if (filters.label && filters.label !== hit.label) return `label ${hit.label || "none"}`;
+  if (filters.date_from && (!hit.study_date || hit.study_date < filters.date_from)) return `date ${hit.study_date || "unknown"}`;
+  if (filters.date_to && (!hit.study_date || hit.study_date > filters.date_to)) return `date ${hit.study_date || "unknown"}`;
+  return null;
+}
+
+// Marked images the filters now hide: said in the marks bar (refining still uses them), not silently gone.
+function paintHidden(filters) {
+  const note = $("marks-hidden");
+  const hidden = [];
+  for (const id of [...marks.like, ...marks.unlike]) {
+    const hit = seen.get(id);
+    const why = hit && filters ? excludedBy(hit, filters) : null;
+    if (why) hidden.push(`image ${id} (${why})`);
+  }
+  note.hidden = !hidden.length;
+  note.dataset.count = String(hidden.length);
+  note.textContent = hidden.length
+    ? `${hidden.length} marked image${hidden.length === 1 ? " is" : "s are"} filtered away: ${hidden.join(", ")}; refining still uses ${hidden.length === 1 ? "it" : "them"}.`
+    : "";
+}
+
 // Wires the refine and clear controls; `refine(query)` runs a feedback query, `current()` is the query on screen.
 export function wireFeedback({ refine, current }) {
   const bar = $("marks-bar");
@@ -84,8 +114,16 @@ export function wireFeedback({ refine, current }) {
       box.classList.toggle("marked-unlike", markOf(box.dataset.id) === "unlike");
     }
   };
-  onChange(update);
+  let filters = null; // those of the results on screen
+  onChange(() => {
+    update();
+    paintHidden(filters);
+  });
   document.addEventListener("medsearch:search", update);
+  document.addEventListener("medsearch:results", (event) => {
+    filters = event.detail.filters;
+    paintHidden(filters);
+  });
   button.addEventListener("click", () => refine(feedbackQuery(current())));
   reset.addEventListener("click", () => clear());
   update();

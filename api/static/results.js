@@ -8,6 +8,8 @@ import { loadImage } from "./images.js";
 import { findingChips } from "./probes.js";
 import { state } from "./state.js";
 
+const EMPTY = "No images match this query and these filters.";
+
 export function clearResults() {
   for (const url of state.gridBlobs) URL.revokeObjectURL(url);
   state.gridBlobs = [];
@@ -82,6 +84,8 @@ export function renderResults(body, seq, filters) {
   for (const hit of body.hits) grid.append(withMarks(card(hit), hit));
   grid.dataset.seq = String(seq);
   grid.dataset.query = body.query;
+  // the API says why a search is empty (nothing indexed, which filter matches nothing): show it, not a generic line
+  $("empty").textContent = body.empty_reason ? `No results: ${body.empty_reason}.` : EMPTY;
   $("empty").hidden = body.hits.length > 0;
   renderHeader(body, filters);
   const more = body.hits.length >= body.k;

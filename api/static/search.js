@@ -56,7 +56,7 @@ export async function run(query, offset) {
     state.k = body.k;
     setStandin(Boolean(body.standin_model));
     renderResults(body, seq, filters);
-    document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits } }));
+    document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits, filters } }));
     const ms = Math.round(performance.now() - started);
     const n = body.hits.length;
     $("status").textContent = `${n} result${n === 1 ? "" : "s"} · ${ms} ms`;

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from retrieval import library_warnings
-from retrieval.errors import MedsearchError
+from retrieval.errors import DataDirError, MedsearchError
 from retrieval.settings import Settings
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ app.add_typer(dev_app, name="dev")
 key_app = typer.Typer(help="API keys for the query service.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 out = Console(highlight=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message stays one line in a log file (no wrapping at 80)
 
 
 def say(text: str) -> None:
@@ -74,14 +74,31 @@ def load_settings(data_dir: Path | None = None) -> Settings:
     return settings
 
 
-def open_collection(data_dir: Path | None) -> Any:
+def open_collection(data_dir: Path | None, *, read_only: bool = False) -> Any:
+    """The collection in `data_dir` (--data-dir) or the configured one; `read_only` commands (search, stats,
+    serve) refuse a --data-dir that does not exist instead of creating an empty collection there."""
+    if read_only:
+        require_existing(data_dir)
     return open_collection_with(load_settings(data_dir))
+
+
+def require_existing(data_dir: Path | None) -> None:
+    """A mistyped --data-dir is an error, not a new empty collection."""
+    if data_dir is not None and not data_dir.expanduser().is_dir():
+        raise DataDirError(
+            f"the data folder {str(data_dir)!r} (--data-dir) does not exist: check its spelling, or index into it "
+            "first (`medsearch index --data-dir ...`); search, stats and serve never create one"
+        )
 
 
 def open_collection_with(settings: Settings) -> Any:
     from retrieval.collection import Collection
 
-    return Collection(settings)
+    collection = Collection(settings)
+    if collection.model_note:  # MEDSEARCH_MODEL unset: say which model the collection is searched with
+        err.print("[yellow]note:[/] ", end="")
+        err.print(collection.model_note, markup=False)
+    return collection
 
 
 def fail(exc: MedsearchError) -> None:

@@ -91,7 +91,7 @@ def search(
     )
     data: bytes | None = None
     try:
-        collection = open_collection(data_dir)
+        collection = open_collection(data_dir, read_only=True)
         if summarize:
             from retrieval.summarize.factory import build_summary_service
 
@@ -183,7 +183,7 @@ def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:
 def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: DataDir = None) -> None:
     """Counts of images, vectors, studies, sources and failures; images by modality."""
     try:
-        collection = open_collection(data_dir)
+        collection = open_collection(data_dir, read_only=True)
     except MedsearchError as exc:
         fail(exc)
         return
@@ -201,6 +201,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         f"{'by encoder':>18}: " + ", ".join(f"{e} {n}" for e, n in sorted(report["by_encoder"].items())),
         highlight=False,
     )
+    out.print(f"{'encoder':>18}: {report['encoder']} (CPU: {', '.join(report['cpu_features']) or 'none of note'})")
     if report["index"]:
         info = report["index"]
         described = info["params"]

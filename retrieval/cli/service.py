@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from retrieval.cli.common import DataDir, app, fail, key_app, say
+from retrieval.cli.common import DataDir, app, fail, key_app, require_existing, say
 from retrieval.errors import MedsearchError, SettingsError
 
 
@@ -28,6 +28,7 @@ def serve(
     updates: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v}
     settings = settings.model_copy(update=updates)
     try:
+        require_existing(data_dir)
         settings.check_bind()
         app_ = create_app(settings)
     except (MedsearchError, ValueError) as exc:

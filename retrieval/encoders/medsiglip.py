@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,7 +149,8 @@ class MedSigLIPEncoder:
             digest.update(sample.tobytes())
         standin = Path(self.model_ref, STANDIN_MARKER).is_file()
         return ModelFingerprint(
-            model_id=self.model_ref,
+            # a local folder by its absolute path: the collection remembers a model it can find again from anywhere
+            model_id=os.path.abspath(self.model_ref) if Path(self.model_ref).is_dir() else self.model_ref,
             config_hash=config_hash(cfg),
             weights_hash=digest.hexdigest(),
             preprocess_version=PREPROCESS_VERSION,

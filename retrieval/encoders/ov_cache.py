@@ -44,13 +44,9 @@ def cache_key(fingerprint: ModelFingerprint, precision: str, ov_version: str) ->
 
 
 def manifest_for(fingerprint: ModelFingerprint, precision: str, ov_version: str) -> dict[str, object]:
-    """What a cache folder must say about itself to be used."""
-    return {
-        "fingerprint": fingerprint.key,
-        "model_id": fingerprint.model_id,
-        "precision": precision,
-        "openvino": ov_version,
-    }
+    """What a cache folder must say about itself to be used: the model's fingerprint, never how its path is
+    spelled (a relative and an absolute path to one folder share one conversion)."""
+    return {"fingerprint": fingerprint.key, "precision": precision, "openvino": ov_version}
 
 
 def read_valid(folder: Path, expected: dict[str, object], files: tuple[str, ...]) -> bool:

@@ -131,7 +131,7 @@ class OpenVINOEncoder:
     ) -> Path:
         if not read_valid(folder, expected, files):
             log.info("converting %s to OpenVINO %s (once; cached in %s)", self.model_ref, what, folder)
-            publish(folder, expected, write, files)
+            publish(folder, expected, lambda tmp: {"model_id": self.model_ref, **write(tmp)}, files)  # for humans
             self.converted.append(what)
         self.cache_dirs.append(folder)
         return folder
