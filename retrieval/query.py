@@ -62,7 +62,8 @@ class Hit:
             "report": img.report,
             "source": img.source_uri,
             "tags": {name: round(score, 6) for name, score in self.tags.items()},
-            "probes": {name: round(p, 6) for name, p in self.probes.items()},
+            # unrounded: the number a client may pass back as min_prob is the one the filter compares (>= is exact)
+            "probes": dict(self.probes),
         }
 
 
