@@ -197,7 +197,7 @@ def probe_rank(
             {
                 "rank": r,
                 "id": img.id,
-                "probability": round(p, 6),
+                "probability": p,
                 "modality": img.modality,
                 "label": img.label,
                 "source": img.source_uri,
