@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
+from retrieval.encoders.calibration import collection_frames
 from retrieval.encoders.factory import build_encoder as _build_encoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
@@ -33,7 +34,7 @@ LOCK_FILE = ".writer.lock"
 
 def build_encoder(settings: Settings) -> Encoder:
     """The encoder named by the settings (MedSigLIP or any SigLIP folder, on torch or OpenVINO), not yet loaded."""
-    return _build_encoder(settings)
+    return _build_encoder(settings, calibration=lambda processor, limit: collection_frames(settings, processor, limit))
 
 
 class Collection:

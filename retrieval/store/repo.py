@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -14,10 +15,11 @@ from sqlalchemy import Select, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
+from retrieval.store.db import make_engine, session_factory
+from retrieval.store.fingerprint import ModelFingerprint
 from retrieval.store.models import Base, Failure, Image, IndexInfo, ProbeScore, Source, Tag, TagScore, Vector, utcnow
-from retrieval.vocabulary import CatalogStats
+from retrieval.store.stats import CatalogStats
 
 IdArray = npt.NDArray[np.int64]
 
@@ -83,6 +85,17 @@ class Catalog:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self._fingerprint: ModelFingerprint | None = None
+
+    @classmethod
+    @contextmanager
+    def open(cls, url: str) -> Iterator[Catalog]:
+        """A catalog on its own engine for `url` (schema migrated), disposed on exit: for code that runs where no
+        collection is open (an encoder calibrating on a Ray worker)."""
+        engine = make_engine(url)
+        try:
+            yield cls(session_factory(engine))
+        finally:
+            engine.dispose()
 
     # -- model fingerprint -------------------------------------------------------------
     def fingerprint(self) -> ModelFingerprint | None:
@@ -300,6 +313,12 @@ class Catalog:
                 for uri, patient, blob in rows:
                     found.append((uri, patient, np.frombuffer(blob, dtype=np.float32).copy()))
         return found
+
+    def frame_refs(self) -> list[tuple[str, int]]:
+        """(source URI, frame) of every image, in id order: where each indexed frame can be read again."""
+        with self.sessions() as session:
+            rows = session.execute(select(Image.source_uri, Image.frame).order_by(Image.id))
+            return [(str(uri), int(frame)) for uri, frame in rows]
 
     def change_marker(self) -> tuple[int, int]:
         """(image count, highest image id): cheap, and it changes whenever images are added or removed.
