@@ -42,3 +42,29 @@ def atomic_write_text(path: Path, text: str, prefix: str = ".partial-") -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Atomically replace a file with `data`."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def publish_new(data: bytes, path: Path, fallback: Callable[[], Path] | None = None) -> Path | None:
+    """Write `data` durably under a name that did not exist: a 0600 temp file (`.<name>.*.tmp`), fsynced, then
+    hard-linked into place, which never replaces a file. When `path` exists, link to `fallback()` instead, or
+    (without one) leave the existing file and return None; otherwise return where the data now is."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if fallback is None:
+                return None
+            path = fallback()
+            os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return path

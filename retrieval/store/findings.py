@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Probe, ProbeScore, Tag, TagScore, utcnow
-from retrieval.store.repo import IdArray, _chunks, _insert
+from retrieval.store.repo import IdArray, _chunks, _insert, having_tags
 
 
 @dataclass
@@ -81,12 +81,7 @@ class FindingsStore:
 
     def tag_counts(self) -> dict[str, int]:
         """Images that have each tag (score at or above its threshold)."""
-        query = (
-            select(TagScore.tag, func.count())
-            .join(Tag, Tag.name == TagScore.tag)
-            .where(TagScore.score >= Tag.threshold)
-            .group_by(TagScore.tag)
-        )
+        query = having_tags(TagScore.tag, func.count()).group_by(TagScore.tag)
         with self.sessions() as session:
             return {str(name): int(n) for name, n in session.execute(query)}
 
@@ -195,11 +190,7 @@ class FindingsStore:
         found: dict[int, ImageFindings] = {i: ImageFindings() for i in ids}
         with self.sessions() as session:
             for chunk in _chunks(list(ids), 500):
-                tags = (
-                    select(TagScore.image_id, TagScore.tag, TagScore.score)
-                    .join(Tag, Tag.name == TagScore.tag)
-                    .where(TagScore.image_id.in_(chunk), TagScore.score >= Tag.threshold)
-                )
+                tags = having_tags(TagScore.image_id, TagScore.tag, TagScore.score).where(TagScore.image_id.in_(chunk))
                 for image_id, tag, score in session.execute(tags):
                     found[int(image_id)].tags[str(tag)] = float(score)
                 probes = select(ProbeScore.image_id, ProbeScore.probe, ProbeScore.probability).where(

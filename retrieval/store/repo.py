@@ -18,7 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from retrieval.errors import ModelMismatchError
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.fingerprint import ModelFingerprint
-from retrieval.store.models import Base, Failure, Image, IndexInfo, ProbeScore, Source, Tag, TagScore, Vector, utcnow
+from retrieval.store.models import (
+    Base,
+    Failure,
+    Image,
+    IndexInfo,
+    ProbeScore,
+    Source,
+    Tag,
+    TagScore,
+    Vector,
+    is_image_id,
+    utcnow,
+)
 from retrieval.store.stats import CatalogStats
 
 IdArray = npt.NDArray[np.int64]
@@ -72,11 +84,6 @@ class FailureRecord:
     uri: str
     code: str
     reason: str
-
-
-def _storable(image_id: int) -> bool:
-    """Ids are positive int64: anything else cannot exist (and would overflow the database driver)."""
-    return 1 <= image_id <= 2**63 - 1
 
 
 class Catalog:
@@ -233,7 +240,7 @@ class Catalog:
         """Image rows by id (ids no store can hold are simply absent)."""
         with self.sessions() as session:
             rows: dict[int, Image] = {}
-            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+            for chunk in _chunks([i for i in ids if is_image_id(i)], 500):
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
@@ -242,7 +249,7 @@ class Catalog:
         rows: dict[int, Image] = {}
         vectors: dict[int, npt.NDArray[np.float32]] = {}
         with self.sessions() as session:
-            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+            for chunk in _chunks([i for i in ids if is_image_id(i)], 500):
                 query = select(Image, Vector.vector).outerjoin(Vector, Vector.image_id == Image.id)
                 for image, blob in session.execute(query.where(Image.id.in_(chunk))):
                     rows[image.id] = image
@@ -252,15 +259,18 @@ class Catalog:
 
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
-        if not _storable(image_id):
-            return None
-        with self.sessions() as session:
-            blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
-        return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+        return self.vectors([image_id]).get(image_id)
+
+    def vectors(self, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
+        """The stored (unit) vectors of these images, by id; ids without a vector are absent."""
+        found: dict[int, npt.NDArray[np.float32]] = {}
+        for part_ids, vecs in self.iter_vectors(ids):
+            found.update(zip(part_ids.tolist(), vecs, strict=True))
+        return found
 
     def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
         """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
-        if not _storable(image_id):
+        if not is_image_id(image_id):
             return None
         with self.sessions() as session:
             row = session.execute(
@@ -346,7 +356,7 @@ class Catalog:
                 for part in result.partitions(chunk):
                     yield _unpack(part)
                 return
-            for part_ids in _chunks(list(ids), chunk):
+            for part_ids in _chunks([i for i in ids if is_image_id(i)], chunk):
                 rows = session.execute(select(Vector.image_id, Vector.vector).where(Vector.image_id.in_(part_ids)))
                 yield _unpack(list(rows))
 
@@ -501,10 +511,15 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
     session.execute(stmt.on_conflict_do_update(index_elements=[Source.uri], set_=update_set))
 
 
+def having_tags(*columns: Any) -> Select[Any]:
+    """`columns` of the tag scores by which an image has its tag: the score reaches the tag's threshold. The one
+    tag rule: filters, counts and what hits carry all select through here."""
+    return select(*columns).join(Tag, Tag.name == TagScore.tag).where(TagScore.score >= Tag.threshold)
+
+
 def _tagged(tag: str) -> Select[Any]:
-    """Ids of images whose score for `tag` reaches the tag's threshold (a range on the (tag, score) index)."""
-    threshold = select(Tag.threshold).where(Tag.name == tag).scalar_subquery()
-    return select(TagScore.image_id).where(TagScore.tag == tag, TagScore.score >= threshold)
+    """Ids of images that have `tag` (a range on the (tag, score) index)."""
+    return having_tags(TagScore.image_id).where(TagScore.tag == tag)
 
 
 def _unpack(rows: Sequence[tuple[int, bytes]] | Sequence[object]) -> tuple[IdArray, npt.NDArray[np.float32]]:
