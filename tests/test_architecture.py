@@ -190,6 +190,48 @@ def test_every_module_has_a_layer() -> None:
         layer_of(module)
 
 
+# the store is the one door to the database; the collection opens (and disposes of) the store's engine
+DATABASE_DOORS = ("retrieval.store", "retrieval.collection")
+# each of these is written in one file only: where it lives, and what it is
+ONCE = {
+    "2**63": "the image id check (store/models.py is_image_id)",
+    "TagScore.score >=": "the tag rule (store/sql.py having_tags)",
+    ".partitions(": "the streaming reader of stored vectors (Catalog.iter_vectors)",
+    "mkstemp(": "atomic writes (fsutil.py)",
+    "PILImage.fromarray(": "rendering (render.py)",
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level names of every module a file imports (anywhere in it)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_store_touches_the_database() -> None:
+    outside = sorted(
+        name
+        for name, path in python_modules().items()
+        if "sqlalchemy" in imports_of(path) and not any(name == d or name.startswith(d + ".") for d in DATABASE_DOORS)
+    )
+    assert outside == []
+
+
+@pytest.mark.parametrize("text", list(ONCE))
+def test_written_once(text: str) -> None:
+    files = sorted(
+        str(path.relative_to(ROOT))
+        for path in python_modules().values()
+        if "migrations" not in path.parts and text in path.read_text()
+    )
+    assert len(files) == 1, f"{ONCE[text]} is written in {files}"
+
+
 def test_the_checker_sees_a_circle_and_an_upward_import() -> None:
     # the checker itself must be able to fail
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -128,10 +128,7 @@ def training_set_from_file(collection: Collection, path: Path, positive: str | N
 
 
 def _by_uid(collection: Collection, uid: str) -> list[int]:
-    from sqlalchemy import select
-
-    with collection.catalog.sessions() as session:
-        return sorted(session.scalars(select(Image.id).where(Image.sop_instance_uid == uid)))
+    return collection.catalog.ids_by_sop_uid(uid)
 
 
 def training_set_from_ids(positive: Sequence[int], negative: Sequence[int]) -> TrainingSet:
