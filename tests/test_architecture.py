@@ -232,6 +232,37 @@ def test_written_once(text: str) -> None:
     assert len(files) == 1, f"{ONCE[text]} is written in {files}"
 
 
+def bare_codes(path: Path) -> list[str]:
+    """String literals given as an error code (`code="..."`, `{"code": "..."}`) in a file."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        values: list[ast.expr] = []
+        if isinstance(node, ast.keyword) and node.arg == "code":
+            values = [node.value]
+        elif isinstance(node, ast.Dict):
+            values = [
+                v
+                for k, v in zip(node.keys, node.values, strict=True)
+                if isinstance(k, ast.Constant) and k.value == "code"
+            ]
+        found += [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value]
+    return found
+
+
+def test_failure_codes_are_error_classes() -> None:
+    # a failure or error code is a class of the vocabulary (retrieval/errors.py...); only the API's own codes,
+    # declared once in api/errors.py's table, are written as strings
+    from api.errors import API_ERRORS
+
+    bare = {
+        f"{name}: {code}"
+        for name, path in python_modules().items()
+        for code in bare_codes(path)
+        if code not in API_ERRORS
+    }
+    assert sorted(bare) == []
+
+
 def test_the_checker_sees_a_circle_and_an_upward_import() -> None:
     # the checker itself must be able to fail
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from api.deps import FreshDep, KeyDep, StateDep
 from api.limits import read_upload
 from api.state import ServiceState
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import BadQueryError, InternalError, MedsearchError
 from retrieval.summarize.base import NOTICE, Summary
 from retrieval.summarize.cases import MAX_MATCH_IDS, MAX_QUERY_TEXT, build_request
 from retrieval.summarize.service import DISABLED_HELP, SummaryStream
@@ -255,7 +255,7 @@ async def summarize_stream(request: Request, state: FreshDep) -> StreamingRespon
             yield _sse("error", {"code": exc.code, "message": str(exc)})
         except Exception as exc:
             log.exception("summary stream failed (%s)", type(exc).__name__)
-            yield _sse("error", {"code": "internal_error", "message": "internal error; see the server log"})
+            yield _sse("error", {"code": InternalError.code, "message": "internal error; see the server log"})
         finally:  # the reader left or the stream ended: stop the generation once no read is in flight
             if pending is not None and not pending.done():
                 pending.add_done_callback(lambda _f: _close(handle.chunks))
