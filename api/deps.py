@@ -9,6 +9,7 @@ from fastapi import Depends, Path, Request
 from api.keys import key_id_for
 from api.state import ServiceState
 from retrieval.errors import NotFoundError
+from retrieval.store.models import is_image_id
 
 
 def get_state(request: Request) -> ServiceState:
@@ -47,12 +48,9 @@ def fresh_state(state: StateDep, _key: KeyDep) -> ServiceState:
 FreshDep = Annotated[ServiceState, Depends(fresh_state)]
 
 
-ID_MAX = 2**63 - 1  # image ids are positive int64 in every store and index
-
-
 def image_id(image_id: Annotated[int, Path(description="Image id (a positive 64-bit integer).")], _key: KeyDep) -> int:
     """A path's image id, checked at the edge (after the key): an id no store can hold is simply not found."""
-    if not 1 <= image_id <= ID_MAX:
+    if not is_image_id(image_id):
         raise NotFoundError(f"no indexed image with id {image_id}")
     return image_id
 

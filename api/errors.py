@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import InternalError, MedsearchError
 
 log = logging.getLogger("medsearch.api")
 
@@ -28,7 +28,6 @@ API_ERRORS = {
     "method_not_allowed": ApiError(405, "Method not allowed"),
     "http_error": ApiError(400, "HTTP error"),
     "not_ready": ApiError(503, "Not ready"),
-    "internal_error": ApiError(500, "Internal error"),
 }
 
 
@@ -64,4 +63,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error (%s)", type(exc).__name__)
-        return error_response(500, "internal_error", "internal error; see the server log")
+        return error_response(InternalError.status, InternalError.code, "internal error; see the server log")

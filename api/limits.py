@@ -24,7 +24,7 @@ async def read_upload(file: UploadFile, limit: int) -> bytes:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"code": "too_large", "message": f"request body larger than {limit} bytes"}).encode()
+    body = json.dumps({"code": TooLargeError.code, "message": f"request body larger than {limit} bytes"}).encode()
     await send(
         {
             "type": "http.response.start",

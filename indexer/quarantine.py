@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from retrieval.fsutil import fsync_dir, private_dir
+from retrieval.fsutil import atomic_write_bytes, fsync_dir, private_dir
 
 FOLDER = "quarantine"  # inside the spool folder: same file system, so moves are atomic renames
 SUFFIX = ".dcm"
@@ -38,7 +38,7 @@ class Quarantine:
         private_dir(self.folder)  # kept instances carry patient names
         target = self.folder / path.name
         note = {"uri": uri, "code": code, "reason": reason, "recorded_at": datetime.now(UTC).isoformat()}
-        _write_durably(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())
+        atomic_write_bytes(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())
         try:
             os.replace(path, target)
         except FileNotFoundError:  # another worker consumed it meanwhile (a re-sent copy of the same instance)
@@ -83,12 +83,3 @@ class Quarantine:
             fsync_dir(spool_folder)
             fsync_dir(self.folder)
         return moved
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

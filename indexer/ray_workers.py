@@ -15,7 +15,7 @@ import numpy.typing as npt
 from indexer.stages.batch import Decoded, PreparedBatch
 from indexer.stages.decode import CRASH_REASON, DecodeConfig, crash_if_asked, decode_item
 from indexer.stages.encode import encode_pixel_batch
-from retrieval.errors import MedsearchError, ModelMismatchError
+from retrieval.errors import MedsearchError, ModelMismatchError, WorkerCrashedError
 from retrieval.settings import Settings
 from retrieval.sources.base import SourceItem
 from retrieval.sources.files import ArchiveReader
@@ -89,7 +89,7 @@ class DecodeActor:
             try:
                 results.append(self.ray.get(ref))
             except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.OutOfMemoryError):
-                results.append(Decoded(item.ref, code="worker_crashed", reason=CRASH_REASON))
+                results.append(Decoded(item.ref, code=WorkerCrashedError.code, reason=CRASH_REASON))
         return {"pos": batch["pos"], "decoded": _objects([pack(r) for r in results])}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 import uuid
@@ -15,7 +14,7 @@ from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
-from retrieval.fsutil import fsync_dir, private_dir
+from retrieval.fsutil import fsync_dir, private_dir, publish_new
 from retrieval.render import SIZES, cached_png
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import read_file
@@ -41,26 +40,10 @@ class Spool:
         may the sender be told it was stored."""
         name = sop_instance_uid if _UID.fullmatch(sop_instance_uid) else hashlib.sha256(data).hexdigest()
         final = self.folder / f"{name}{SUFFIX}"
-        tmp = self.folder / f".{name}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        try:  # never over another spooled file: a re-sent SOP UID may carry other content, and both were acknowledged
-            os.link(tmp, final)
-        except FileExistsError:
-            final = self.folder / f"{name}.{uuid.uuid4().hex[:12]}{SUFFIX}"
-            os.link(tmp, final)
-        tmp.unlink()
-        fsync_dir(self.folder)
-        return final
+        # never over another spooled file: a re-sent SOP UID may carry other content, and both were acknowledged
+        stored = publish_new(data, final, lambda: self.folder / f"{name}.{uuid.uuid4().hex[:12]}{SUFFIX}")
+        assert stored is not None  # with a fallback name it is always stored
+        return stored
 
     def pending(self, limit: int) -> list[Path]:
         """The oldest spooled instances first."""

@@ -15,7 +15,8 @@ from typing import Self, TypeVar
 from sqlalchemy import Engine
 
 from retrieval.embed_cache import CachedEmbedding, EmbedCache
-from retrieval.encoders.base import Encoder, ModelFingerprint
+from retrieval.encoders.base import Encoder
+from retrieval.encoders.calibration import collection_frames
 from retrieval.encoders.factory import build_encoder as _build_encoder
 from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
 from retrieval.index.base import ReconcileReport, VectorIndex
@@ -26,6 +27,7 @@ from retrieval.settings import Settings
 from retrieval.settings_errors import prepare_data_dir
 from retrieval.standin_hint import with_standin_hint
 from retrieval.store.db import make_engine, session_factory
+from retrieval.store.fingerprint import ModelFingerprint
 from retrieval.store.repo import Catalog
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ LOCK_FILE = ".writer.lock"
 
 def build_encoder(settings: Settings) -> Encoder:
     """The encoder named by the settings (MedSigLIP or any SigLIP folder, on torch or OpenVINO), not yet loaded."""
-    return _build_encoder(settings)
+    return _build_encoder(settings, calibration=lambda processor, limit: collection_frames(settings, processor, limit))
 
 
 class Collection:

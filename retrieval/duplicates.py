@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -27,14 +27,6 @@ class HasImageId(Protocol):
 
 
 H = TypeVar("H", bound=HasImageId)
-
-
-def vectors_of(catalog: Catalog, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
-    """The stored (unit) vectors of these images, by id."""
-    found: dict[int, npt.NDArray[np.float32]] = {}
-    for part_ids, vecs in catalog.iter_vectors(list(ids)):
-        found.update({int(i): v for i, v in zip(part_ids, vecs, strict=True)})
-    return found
 
 
 def collapse(hits: Sequence[H], vectors: dict[int, npt.NDArray[np.float32]], threshold: float) -> list[H]:
@@ -116,7 +108,7 @@ def find_sets(
             ]
             if not close:
                 continue
-            exact = vectors_of(catalog, close)
+            exact = catalog.vectors(close)
             for other, other_vector in exact.items():
                 cosine = float(np.dot(vector, other_vector))
                 if cosine >= threshold:

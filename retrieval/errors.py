@@ -40,6 +40,23 @@ def error_types() -> dict[str, type[MedsearchError]]:
     return dict(_REGISTRY)
 
 
+class InternalError(MedsearchError):
+    """Something failed that should not have (a bug): the log has the details, nobody is shown a stack trace."""
+
+    code = "internal_error"
+    status = 500
+    title = "Internal error"
+
+
+class WorkerCrashedError(MedsearchError):
+    """A decode worker process died on a file (tried again alone, it died again): that file is recorded, the run
+    goes on. Usually a decoder library crashing on a malformed file: check the file, or report it."""
+
+    code = "worker_crashed"
+    status = 500
+    title = "Decode worker crashed"
+
+
 class DecodeError(MedsearchError):
     """An input file could not be turned into pixels (corrupt, unsupported, hostile)."""
 

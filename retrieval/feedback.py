@@ -9,7 +9,6 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.duplicates import vectors_of
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.query import QueryVector
 
@@ -20,7 +19,6 @@ BETA = 0.75
 GAMMA = 0.15
 MAX_MARKS = 100  # liked, and separately unliked, ids per request
 MAX_WEIGHT = 10.0
-MAX_ID = 2**63 - 1  # image ids are positive int64
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ def check_marks(like: Sequence[int], unlike: Sequence[int], has_base: bool) -> N
 
 
 def _stored(collection: Collection, ids: Sequence[int]) -> npt.NDArray[np.float32]:
-    vectors = vectors_of(collection.catalog, [i for i in ids if 1 <= i <= MAX_ID])  # others cannot exist
+    vectors = collection.catalog.vectors(ids)
     missing = sorted({i for i in ids if i not in vectors})
     if missing:
         raise NotFoundError(f"no indexed image with id {', '.join(map(str, missing))} (in the feedback marks)")

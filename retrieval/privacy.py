@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from retrieval.errors import SaltError
+from retrieval.fsutil import publish_new
 
 SALT_FILE = "patient-salt"
 MIN_SALT_BYTES = 32
@@ -25,19 +25,7 @@ def load_or_create_salt(data_dir: Path, configured: str | None = None) -> bytes:
     path = data_dir / SALT_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data_dir / f".{SALT_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic, and fails if another process got there first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        publish_new(secrets.token_hex(32).encode(), path)  # another process got there first: its key stands
     value = path.read_bytes().strip()
     if len(value) < MIN_SALT_BYTES:
         raise SaltError(

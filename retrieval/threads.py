@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from retrieval.settings import Settings
 
-if TYPE_CHECKING:
-    from retrieval.index.base import VectorIndex
+
+class ReportsThreads(Protocol):
+    """What the thread report reads of a vector index (a VectorIndex is one; threads sit below indexes)."""
+
+    @property
+    def threads_used(self) -> int | None: ...
+
 
 _local = threading.local()
 
@@ -51,7 +56,7 @@ def apply_encoder_threads(policy: ThreadPolicy) -> None:
         torch.set_num_threads(policy.encoder_threads)
 
 
-def thread_report(policy: ThreadPolicy, index: VectorIndex | None) -> dict[str, int | None]:
+def thread_report(policy: ThreadPolicy, index: ReportsThreads | None) -> dict[str, int | None]:
     """The policy and what the libraries use: torch's intra-op threads, and the OpenMP threads the index's last
     search ran with (None before any search, or for a back end that does not say)."""
     import torch

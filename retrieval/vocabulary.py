@@ -13,6 +13,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 from retrieval import cpu
 from retrieval.errors import MedsearchError, error_types
+from retrieval.store.stats import CatalogStats
 
 if TYPE_CHECKING:  # the CLI reads this module for its option help: keep the store and models unimported
     from retrieval.collection import Collection
@@ -200,19 +201,6 @@ def filter_fields() -> list[FilterField]:
 def filter_help(name: str) -> str:
     """The help text of one filter (the CLI's option help)."""
     return SearchFilters.model_fields[name].description or name
-
-
-class CatalogStats(TypedDict):
-    """Counts from the metadata store (the first part of the stats report)."""
-
-    images: int
-    vectors: int
-    studies: int
-    sources: int
-    failures: int
-    by_modality: dict[str, int]
-    failures_by_code: dict[str, int]
-    by_encoder: dict[str, int]  # images per back end + precision that wrote them ("unrecorded" before 0.2)
 
 
 class StatsReport(CatalogStats):

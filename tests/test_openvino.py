@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from indexer.pipeline import IndexOptions, run_index
 from retrieval import cpu
 from retrieval.collection import Collection
+from retrieval.collection import build_encoder as collection_encoder  # int8 calibrates on the collection
 from retrieval.encoders.factory import build_encoder, choose_encoder, cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.ov_cache import DATA_CACHE, MANIFEST, MODEL_CACHE, cache_root, publish, read_valid
@@ -201,9 +202,9 @@ def test_int8_is_calibrated_on_the_collection_and_cached_there(
     data = tmp_path / "data"
     if not cpu.has_exact_int8(cpu.cpu_features()):
         with pytest.raises(SettingsError, match="needs a CPU with AVX-512 VNNI"):
-            build_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
+            collection_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
         return
-    empty = build_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
+    empty = collection_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
     with pytest.raises(Exception, match="index first"):  # nothing to calibrate on yet: a clear error
         empty.encode_pixel_values(np.zeros((1, 3, 448, 448), np.float32))
 
@@ -211,7 +212,7 @@ def test_int8_is_calibrated_on_the_collection_and_cached_there(
     run_index(collection, SAMPLE_FILES, IndexOptions(workers=0, batch_size=4))
     collection.close()
     settings = _settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8")
-    encoder = build_encoder(settings)
+    encoder = collection_encoder(settings)
     assert isinstance(encoder, OpenVINOEncoder)
     encoder.load()
     assert "int8" in encoder.converted
@@ -224,7 +225,7 @@ def test_int8_is_calibrated_on_the_collection_and_cached_there(
     # no rank assertion for int8 here: the random stand-in embeds the samples within ~0.99 of each other, closer
     # than int8's error on 32-wide layers; bench/encoder.py measures int8 on the full-size architecture
 
-    cached = build_encoder(settings)
+    cached = collection_encoder(settings)
     assert isinstance(cached, OpenVINOEncoder)
     cached.load()
     assert cached.converted == []  # neither the fp32 IR nor the int8 one is made again

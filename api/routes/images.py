@@ -14,9 +14,8 @@ from api.schemas import ImageModel
 from api.state import ServiceState
 from api.views import image_model
 from retrieval.errors import NotFoundError
-from retrieval.render import SIZES, cached_png
+from retrieval.render import SIZES, cached_png, render_indexed
 from retrieval.store.models import Image
-from retrieval.window_render import render_indexed
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

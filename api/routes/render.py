@@ -11,8 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import KeyDep, StateDep
 from api.limits import read_upload
 from retrieval.imaging.windowing import CT_PRESETS, preset_range
-from retrieval.render import SIZES
-from retrieval.window_render import PRESET_MODALITY, Rendering, render
+from retrieval.render import PRESET_MODALITY, SIZES, Rendering, render
 
 # the preset names as the one accepted set (an unknown name is a 400 `bad_query` saying which exist)
 WINDOW_SCHEMA: dict[str, Any] = {"type": "string", "enum": list(CT_PRESETS)}

@@ -21,7 +21,7 @@ from api.limits import read_upload
 from api.schemas import StrictBody
 from api.state import ServiceState
 from api.strict import unknown_errors
-from retrieval.errors import BadQueryError, MedsearchError
+from retrieval.errors import BadQueryError, InternalError, MedsearchError
 from retrieval.summarize.base import NOTICE, Summary
 from retrieval.summarize.cases import MAX_MATCH_IDS, MAX_QUERY_TEXT, build_request
 from retrieval.summarize.service import DISABLED_HELP, SummaryStream
@@ -260,7 +260,7 @@ async def summarize_stream(request: Request, state: FreshDep) -> StreamingRespon
             yield _sse("error", {"code": exc.code, "message": str(exc)})
         except Exception as exc:
             log.exception("summary stream failed (%s)", type(exc).__name__)
-            yield _sse("error", {"code": "internal_error", "message": "internal error; see the server log"})
+            yield _sse("error", {"code": InternalError.code, "message": "internal error; see the server log"})
         finally:  # the reader left or the stream ended: stop the generation once no read is in flight
             if pending is not None and not pending.done():
                 pending.add_done_callback(lambda _f: _close(handle.chunks))

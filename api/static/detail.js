@@ -5,7 +5,6 @@ import { openCompare } from "./compare.js";
 import { $, basename, el, fmtDateTime, fmtScore } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { loadImage, releaseImage } from "./images.js";
-import { run } from "./search.js";
 import { state } from "./state.js";
 
 // [field, title, format]; formats turn API values into what a reader expects
@@ -157,18 +156,6 @@ export function closeDetail() {
   const opener = state.opener;
   state.opener = null;
   if (opener && document.body.contains(opener)) opener.focus();
-}
-
-export function findSimilar() {
-  const hit = state.detailHit;
-  if (!hit) return;
-  const pivot = { ...hit };
-  state.opener = null;
-  closeDetail();
-  run({ kind: "similar", pivot }, 0).then(() => {
-    const first = $("results").querySelector(".card");
-    if (first) first.focus();
-  });
 }
 
 export function compareDetail() {

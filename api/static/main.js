@@ -2,7 +2,7 @@
 
 import { ApiError, saveApiKey } from "./api.js";
 import { closeCompare } from "./compare.js";
-import { closeDetail, compareDetail, findSimilar } from "./detail.js";
+import { closeDetail, compareDetail } from "./detail.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
 import { wireFeedback } from "./feedback.js";
@@ -13,6 +13,19 @@ import { queryFromForm, setFile, updateWeight } from "./query.js";
 import { rerun, run } from "./search.js";
 import { state } from "./state.js";
 import { loadVocabulary } from "./vocabulary.js";
+
+// Here, not in detail.js: the detail panel is opened by the results, which the search renders (no circle)
+function findSimilar() {
+  const hit = state.detailHit;
+  if (!hit) return;
+  const pivot = { ...hit };
+  state.opener = null;
+  closeDetail();
+  run({ kind: "similar", pivot }, 0).then(() => {
+    const first = $("results").querySelector(".card");
+    if (first) first.focus();
+  });
+}
 
 function moveFocus(event) {
   const cards = [...$("results").querySelectorAll(".card")];

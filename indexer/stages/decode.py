@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.stages.batch import Decoded
-from retrieval.errors import MedsearchError
+from retrieval.errors import InternalError, MedsearchError, WorkerCrashedError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import prepare_bytes
@@ -51,7 +51,7 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
     except MedsearchError as exc:
         return Decoded(ref, code=exc.code, reason=str(exc))
     except Exception as exc:  # a decoder bug must cost one file, never the run
-        return Decoded(ref, code="internal_error", reason=f"{type(exc).__name__}: {exc}")
+        return Decoded(ref, code=InternalError.code, reason=f"{type(exc).__name__}: {exc}")
 
 
 # -- worker side: the config arrives once per process ------------------------------------------
@@ -125,7 +125,7 @@ class DecodePool:
                     try:
                         yield solo.submit(_work, suspect, suspect_data).result()
                     except BrokenProcessPool:  # this file alone kills a worker
-                        yield Decoded(suspect, code="worker_crashed", reason=CRASH_REASON)
+                        yield Decoded(suspect, code=WorkerCrashedError.code, reason=CRASH_REASON)
                         solo.shutdown(wait=False, cancel_futures=True)
                         solo = _executor(1, self.config)
             finally:

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from retrieval.imaging.preprocess import ImageProcessor
+from retrieval.store.fingerprint import ModelFingerprint as ModelFingerprint  # recorded by the store, below encoders
 
 Vectors = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True)
-class ModelFingerprint:
-    """What an index must agree with: model, its config and weights, preprocessing, width."""
-
-    model_id: str
-    config_hash: str
-    weights_hash: str
-    preprocess_version: str
-    width: int
-    standin: bool = False
-
-    @property
-    def key(self) -> str:
-        """A short identity: equal keys mean embeddings are comparable."""
-        return f"{self.config_hash[:12]}-{self.weights_hash[:12]}-{self.preprocess_version}-{self.width}"
 
 
 class Encoder(Protocol):

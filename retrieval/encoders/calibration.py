@@ -16,21 +16,14 @@ log = logging.getLogger(__name__)
 def collection_frames(settings: Settings, processor: ImageProcessor, limit: int) -> list[npt.NDArray[np.float32]]:
     """Up to `limit` indexed frames, evenly spread over the collection, read from their sources and prepared by
     the indexing code path (same frame, CT window and limits). Sources that can no longer be read are skipped."""
-    from sqlalchemy import select
-
     from retrieval.errors import MedsearchError
     from retrieval.imaging.types import DecodeLimits
     from retrieval.prepare import prepare_bytes
     from retrieval.sources.read import read_source
-    from retrieval.store.db import make_engine
-    from retrieval.store.models import Image
+    from retrieval.store.repo import Catalog
 
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        with engine.connect() as conn:
-            rows = list(conn.execute(select(Image.source_uri, Image.frame).order_by(Image.id)))
-    finally:
-        engine.dispose()
+    with Catalog.open(settings.resolved_database_url) as catalog:
+        rows = catalog.frame_refs()
     if len(rows) > limit:
         rows = [rows[int(i * len(rows) / limit)] for i in range(limit)]
     frames: list[npt.NDArray[np.float32]] = []

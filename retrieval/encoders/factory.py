@@ -6,12 +6,16 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrieval import cpu
 from retrieval.encoders.base import Encoder
 from retrieval.errors import SettingsError
 from retrieval.optional import import_openvino
 from retrieval.settings import Settings
+
+if TYPE_CHECKING:
+    from retrieval.encoders.ov_encoder import CalibrationSource
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +97,15 @@ def choose_encoder(settings: Settings) -> EncoderChoice:
     return EncoderChoice("torch", precision, device, reason)
 
 
-def build_encoder(settings: Settings) -> Encoder:
-    """The encoder named by the settings, not yet loaded (the model loads on first use)."""
+def build_encoder(settings: Settings, calibration: CalibrationSource | None = None) -> Encoder:
+    """The encoder named by the settings, not yet loaded (the model loads on first use). `calibration` gives int8
+    its frames (the collection layer passes the collection's own images: encoders sit below it)."""
     choice = choose_encoder(settings)
     log.info("encoder back end %s, precision %s (%s)", choice.backend, choice.precision, choice.reason)
     if choice.backend == "torch":
         from retrieval.encoders.medsiglip import MedSigLIPEncoder
 
         return MedSigLIPEncoder(settings.model, choice.device, choice.precision)
-    from retrieval.encoders.calibration import collection_frames
     from retrieval.encoders.ov_encoder import OpenVINOEncoder
 
     import_openvino("The OpenVINO encoder back end")
@@ -111,6 +115,6 @@ def build_encoder(settings: Settings) -> Encoder:
         choice.precision,
         threads=settings.encoder_threads,
         bf16_hint=choice.precision == "int8" and cpu_has_bf16(),
-        calibration=lambda processor, limit: collection_frames(settings, processor, limit),
+        calibration=calibration,
         calibration_images=settings.encoder_calibration_images,
     )

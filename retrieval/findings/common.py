@@ -22,8 +22,8 @@ DEFAULT_CHUNK = 8192
 
 
 def findings_store(collection: Collection) -> FindingsStore:
-    """The tag and probe store of a collection (same database and sessions as its catalog)."""
-    return FindingsStore(collection.catalog.sessions)
+    """The tag and probe store of a collection (its catalog's)."""
+    return collection.catalog.findings
 
 
 def check_name(name: str, what: str) -> str:
@@ -62,7 +62,7 @@ def apply_scorer(collection: Collection, scorer: Scorer, chunk: int = DEFAULT_CH
     store = findings_store(collection)
     started = time.perf_counter()
     images = 0
-    for ids, tag_scores, probe_scores in scorer.run(store.iter_vectors(chunk)):
+    for ids, tag_scores, probe_scores in scorer.run(collection.catalog.iter_vectors(chunk=chunk)):
         write_scores(store, scorer, ids, tag_scores, probe_scores)
         images += len(ids)
     return ApplyReport(images, time.perf_counter() - started)

@@ -128,10 +128,7 @@ def training_set_from_file(collection: Collection, path: Path, positive: str | N
 
 
 def _by_uid(collection: Collection, uid: str) -> list[int]:
-    from sqlalchemy import select
-
-    with collection.catalog.sessions() as session:
-        return sorted(session.scalars(select(Image.id).where(Image.sop_instance_uid == uid)))
+    return collection.catalog.ids_by_sop_uid(uid)
 
 
 def training_set_from_ids(positive: Sequence[int], negative: Sequence[int]) -> TrainingSet:
@@ -146,10 +143,7 @@ def training_set_from_ids(positive: Sequence[int], negative: Sequence[int]) -> T
 
 def stored_vectors(collection: Collection, ids: Sequence[int]) -> npt.NDArray[np.float32]:
     """The stored vectors of these images, in order; an id without a vector is an error."""
-    found: dict[int, npt.NDArray[np.float32]] = {}
-    storable = [i for i in ids if 1 <= i <= 2**63 - 1]  # no store holds other ids (and drivers refuse them)
-    for part_ids, vectors in collection.catalog.iter_vectors(storable):
-        found.update(zip(part_ids.tolist(), vectors, strict=True))
+    found = collection.catalog.vectors(ids)
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFoundError(f"no indexed image with id {', '.join(map(str, missing[:10]))}")

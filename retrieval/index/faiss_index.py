@@ -16,8 +16,8 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.fsutil import atomic_write, atomic_write_text
 from retrieval.index import faiss_types as types
-from retrieval.index.atomic import atomic_write, atomic_write_text
 from retrieval.index.base import ReconcileReport, apply_delta, store_delta
 from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
 from retrieval.index.rwlock import SharedLock
@@ -34,6 +34,7 @@ LOSSY_EXACT_MAX = 4000
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2
 WIDEN_STEPS = (1, 4, 16, 64)
+TEMP_PREFIX = ".index-"  # an interrupted save leaves `.index-*.tmp` behind, never a half index
 
 
 class FaissIndex:
@@ -239,8 +240,8 @@ class FaissIndex:
         """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder (changes
         wait; searches go on: writing only reads the index)."""
         with self._writing, self._lock.shared():
-            atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp))
-            atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True))
+            atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp), TEMP_PREFIX)
+            atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True), TEMP_PREFIX)
             self.dirty = False
 
     def describe(self) -> dict[str, Any]:

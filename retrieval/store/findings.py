@@ -1,9 +1,9 @@
-"""Tags, probes and their per-image scores in the store: raw chunked vector reads, score upserts, lookups."""
+"""Tags, probes and their per-image scores in the store (the Catalog's `findings`): score upserts, lookups."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Probe, ProbeScore, Tag, TagScore, utcnow
-from retrieval.store.repo import IdArray, _chunks, _insert
+from retrieval.store.sql import IdArray, dialect_insert, having_tags, in_chunks
 
 
 @dataclass
@@ -38,22 +38,10 @@ class NewProbe:
 
 
 class FindingsStore:
-    """Every read and write of tags, probes and their scores goes through here."""
+    """Every read and write of tags, probes and their scores goes through here (reached as `Catalog.findings`)."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
-
-    # -- stored vectors, read raw ------------------------------------------------------------
-    def iter_vectors(self, chunk: int = 8192) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:
-        """Every stored vector in id order, `chunk` at a time: plain driver rows, one buffer per chunk (no ORM
-        objects, no per-row arrays), so memory stays at about two chunks whatever the collection's size."""
-        with self.sessions() as session:
-            connection = session.connection().execution_options(stream_results=True)
-            result = connection.exec_driver_sql("SELECT image_id, vector FROM vectors ORDER BY image_id")
-            for rows in result.partitions(chunk):
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                blob = b"".join(r[1] for r in rows)
-                yield ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
 
     # -- tags ------------------------------------------------------------------------------------
     def save_tags(self, tags: Sequence[tuple[str, str, float, npt.NDArray[np.float32]]], fingerprint: str) -> None:
@@ -68,7 +56,7 @@ class FindingsStore:
                     "fingerprint": fingerprint,
                     "created": utcnow(),
                 }
-                stmt = _insert(dialect, Tag).values(name=name, **values)
+                stmt = dialect_insert(dialect, Tag).values(name=name, **values)
                 session.execute(stmt.on_conflict_do_update(index_elements=[Tag.name], set_=values))
 
     def tags(self, names: Sequence[str] | None = None) -> list[Tag]:
@@ -81,12 +69,7 @@ class FindingsStore:
 
     def tag_counts(self) -> dict[str, int]:
         """Images that have each tag (score at or above its threshold)."""
-        query = (
-            select(TagScore.tag, func.count())
-            .join(Tag, Tag.name == TagScore.tag)
-            .where(TagScore.score >= Tag.threshold)
-            .group_by(TagScore.tag)
-        )
+        query = having_tags(TagScore.tag, func.count()).group_by(TagScore.tag)
         with self.sessions() as session:
             return {str(name): int(n) for name, n in session.execute(query)}
 
@@ -194,12 +177,8 @@ class FindingsStore:
         """Tags (at or above threshold, with their scores) and probe probabilities of these images."""
         found: dict[int, ImageFindings] = {i: ImageFindings() for i in ids}
         with self.sessions() as session:
-            for chunk in _chunks(list(ids), 500):
-                tags = (
-                    select(TagScore.image_id, TagScore.tag, TagScore.score)
-                    .join(Tag, Tag.name == TagScore.tag)
-                    .where(TagScore.image_id.in_(chunk), TagScore.score >= Tag.threshold)
-                )
+            for chunk in in_chunks(list(ids), 500):
+                tags = having_tags(TagScore.image_id, TagScore.tag, TagScore.score).where(TagScore.image_id.in_(chunk))
                 for image_id, tag, score in session.execute(tags):
                     found[int(image_id)].tags[str(tag)] = float(score)
                 probes = select(ProbeScore.image_id, ProbeScore.probe, ProbeScore.probability).where(
@@ -213,7 +192,7 @@ class FindingsStore:
         if not rows:
             return
         with self.sessions() as session, session.begin():
-            stmt = _insert(session.get_bind().dialect.name, model.__table__)  # type: ignore[attr-defined]
+            stmt = dialect_insert(session.get_bind().dialect.name, model.__table__)  # type: ignore[attr-defined]
             stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in columns})
             connection = session.connection()  # Core executemany: the ORM's bulk path costs as much as SQLite
             for start in range(0, len(rows), 50_000):

@@ -7,6 +7,14 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Date, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+IMAGE_ID_MAX = 2**63 - 1  # image ids are positive int64 in every store and index
+
+
+def is_image_id(value: int) -> bool:
+    """Whether an image could have this id: positive int64 (anything else cannot exist, and would overflow the
+    database driver). The one id check: the API's edge, the store's lookups and the vector reads use it."""
+    return 1 <= value <= IMAGE_ID_MAX
+
 
 def utcnow() -> datetime:
     """Timezone-aware now (stored as UTC)."""

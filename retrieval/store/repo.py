@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -11,15 +12,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Select, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.encoders.base import ModelFingerprint
 from retrieval.errors import ModelMismatchError
-from retrieval.store.models import Base, Failure, Image, IndexInfo, ProbeScore, Source, Tag, TagScore, Vector, utcnow
-from retrieval.vocabulary import CatalogStats
-
-IdArray = npt.NDArray[np.int64]
+from retrieval.store.db import make_engine, session_factory
+from retrieval.store.findings import FindingsStore
+from retrieval.store.fingerprint import ModelFingerprint
+from retrieval.store.models import (
+    Failure,
+    Image,
+    IndexInfo,
+    ProbeScore,
+    Source,
+    TagScore,
+    Vector,
+    is_image_id,
+    utcnow,
+)
+from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
+from retrieval.store.sql import dialect_insert, having_tags, in_chunks, unpack_vectors
+from retrieval.store.stats import CatalogStats
 
 
 @dataclass
@@ -72,17 +84,24 @@ class FailureRecord:
     reason: str
 
 
-def _storable(image_id: int) -> bool:
-    """Ids are positive int64: anything else cannot exist (and would overflow the database driver)."""
-    return 1 <= image_id <= 2**63 - 1
-
-
 class Catalog:
     """All reads and writes of the metadata store go through here."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self._fingerprint: ModelFingerprint | None = None
+        self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
+
+    @classmethod
+    @contextmanager
+    def open(cls, url: str) -> Iterator[Catalog]:
+        """A catalog on its own engine for `url` (schema migrated), disposed on exit: for code that runs where no
+        collection is open (an encoder calibrating on a Ray worker)."""
+        engine = make_engine(url)
+        try:
+            yield cls(session_factory(engine))
+        finally:
+            engine.dispose()
 
     # -- model fingerprint -------------------------------------------------------------
     def fingerprint(self) -> ModelFingerprint | None:
@@ -124,7 +143,7 @@ class Catalog:
     @staticmethod
     def _record_once(session: Session, key: str, value: str) -> str:
         dialect = session.get_bind().dialect.name
-        session.execute(_insert(dialect, IndexInfo).values(key=key, value=value).on_conflict_do_nothing())
+        session.execute(dialect_insert(dialect, IndexInfo).values(key=key, value=value).on_conflict_do_nothing())
         stored = session.scalar(select(IndexInfo.value).where(IndexInfo.key == key))
         assert stored is not None
         return stored
@@ -156,7 +175,7 @@ class Catalog:
                     "reason": fail.reason[:2000],
                     "recorded_at": utcnow(),
                 }
-                stmt = _insert(dialect, Failure).values(**values)
+                stmt = dialect_insert(dialect, Failure).values(**values)
                 session.execute(
                     stmt.on_conflict_do_update(
                         index_elements=[Failure.source_uri], set_={k: v for k, v in values.items() if k != "source_uri"}
@@ -184,7 +203,7 @@ class Catalog:
         """(size, mtime) of the given sources that were fully processed before."""
         out: dict[str, tuple[int, float]] = {}
         with self.sessions() as session:
-            for chunk in _chunks(list(uris), 500):
+            for chunk in in_chunks(list(uris), 500):
                 for uri, size, mtime in session.execute(
                     select(Source.uri, Source.size, Source.mtime).where(Source.uri.in_(chunk))
                 ):
@@ -195,7 +214,7 @@ class Catalog:
         """Which of the given sources were indexed (not failed) before."""
         found: set[str] = set()
         with self.sessions() as session:
-            for chunk in _chunks(list(uris), 500):
+            for chunk in in_chunks(list(uris), 500):
                 query = select(Source.uri).where(Source.uri.in_(chunk), Source.status == "indexed")
                 found.update(session.scalars(query))
         return found
@@ -204,7 +223,7 @@ class Catalog:
         """Image rows whose source URI is exactly one of the given ones."""
         with self.sessions() as session:
             rows: list[Image] = []
-            for chunk in _chunks(list(uris), 500):
+            for chunk in in_chunks(list(uris), 500):
                 rows.extend(session.scalars(select(Image).where(Image.source_uri.in_(chunk))))
             return rows
 
@@ -212,7 +231,7 @@ class Catalog:
         """Which instance keys are already indexed."""
         found: set[str] = set()
         with self.sessions() as session:
-            for chunk in _chunks(list(keys), 500):
+            for chunk in in_chunks(list(keys), 500):
                 found.update(session.scalars(select(Image.instance_key).where(Image.instance_key.in_(chunk))))
         return found
 
@@ -220,7 +239,7 @@ class Catalog:
         """Image rows by id (ids no store can hold are simply absent)."""
         with self.sessions() as session:
             rows: dict[int, Image] = {}
-            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+            for chunk in in_chunks([i for i in ids if is_image_id(i)], 500):
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
@@ -229,7 +248,7 @@ class Catalog:
         rows: dict[int, Image] = {}
         vectors: dict[int, npt.NDArray[np.float32]] = {}
         with self.sessions() as session:
-            for chunk in _chunks([i for i in ids if _storable(i)], 500):
+            for chunk in in_chunks([i for i in ids if is_image_id(i)], 500):
                 query = select(Image, Vector.vector).outerjoin(Vector, Vector.image_id == Image.id)
                 for image, blob in session.execute(query.where(Image.id.in_(chunk))):
                     rows[image.id] = image
@@ -239,15 +258,18 @@ class Catalog:
 
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
-        if not _storable(image_id):
-            return None
-        with self.sessions() as session:
-            blob = session.scalar(select(Vector.vector).where(Vector.image_id == image_id))
-        return None if blob is None else np.frombuffer(blob, dtype=np.float32).copy()
+        return self.vectors([image_id]).get(image_id)
+
+    def vectors(self, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
+        """The stored (unit) vectors of these images, by id; ids without a vector are absent."""
+        found: dict[int, npt.NDArray[np.float32]] = {}
+        for part_ids, vecs in self.iter_vectors(ids):
+            found.update(zip(part_ids.tolist(), vecs, strict=True))
+        return found
 
     def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
         """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
-        if not _storable(image_id):
+        if not is_image_id(image_id):
             return None
         with self.sessions() as session:
             row = session.execute(
@@ -291,7 +313,7 @@ class Catalog:
         """(source URI, patient hash, stored vector) of every image indexed from these sources."""
         found: list[tuple[str, str | None, npt.NDArray[np.float32]]] = []
         with self.sessions() as session:
-            for chunk in _chunks(list(uris), 500):
+            for chunk in in_chunks(list(uris), 500):
                 rows = session.execute(
                     select(Image.source_uri, Image.patient_hash, Vector.vector)
                     .join(Vector, Vector.image_id == Image.id)
@@ -300,6 +322,12 @@ class Catalog:
                 for uri, patient, blob in rows:
                     found.append((uri, patient, np.frombuffer(blob, dtype=np.float32).copy()))
         return found
+
+    def frame_refs(self) -> list[tuple[str, int]]:
+        """(source URI, frame) of every image, in id order: where each indexed frame can be read again."""
+        with self.sessions() as session:
+            rows = session.execute(select(Image.source_uri, Image.frame).order_by(Image.id))
+            return [(str(uri), int(frame)) for uri, frame in rows]
 
     def change_marker(self) -> tuple[int, int]:
         """(image count, highest image id): cheap, and it changes whenever images are added or removed.
@@ -319,17 +347,19 @@ class Catalog:
     def iter_vectors(
         self, ids: Iterable[int] | None = None, chunk: int = 4096
     ) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:
-        """Stored vectors in chunks (all of them, or the given ids)."""
+        """Stored vectors in chunks: all of them in id order, or the given ids. The one reader of stored vectors:
+        all of them stream as plain rows (no ORM objects) into one buffer per chunk, so memory stays at about two
+        chunks whatever the collection's size."""
         with self.sessions() as session:
             if ids is None:
-                query = select(Vector.image_id, Vector.vector).order_by(Vector.image_id)
-                result = session.execute(query.execution_options(yield_per=chunk))
+                connection = session.connection().execution_options(stream_results=True)
+                result = connection.execute(select(Vector.image_id, Vector.vector).order_by(Vector.image_id))
                 for part in result.partitions(chunk):
-                    yield _unpack(part)
+                    yield unpack_vectors(part)
                 return
-            for part_ids in _chunks(list(ids), chunk):
+            for part_ids in in_chunks([i for i in ids if is_image_id(i)], chunk):
                 rows = session.execute(select(Vector.image_id, Vector.vector).where(Vector.image_id.in_(part_ids)))
-                yield _unpack(list(rows))
+                yield unpack_vectors(list(rows))
 
     def candidate_ids(self, filters: Filters) -> IdArray | None:
         """Ids matching the filters, or None when nothing is filtered."""
@@ -401,6 +431,11 @@ class Catalog:
         with self.sessions() as session:
             return list(session.scalars(select(Failure).order_by(Failure.recorded_at.desc()).limit(limit)))
 
+    def ids_by_sop_uid(self, uid: str) -> list[int]:
+        """Ids of the images (frames) of one SOP Instance UID, sorted."""
+        with self.sessions() as session:
+            return sorted(session.scalars(select(Image.id).where(Image.sop_instance_uid == uid)))
+
     def find_ids(
         self, *, ids: Sequence[int] = (), source_prefix: str | None = None, study_uid: str | None = None
     ) -> list[int]:
@@ -425,17 +460,12 @@ class Catalog:
             uris = set(session.scalars(select(Image.source_uri).where(Image.id.in_(list(ids)))))
             session.execute(delete(Vector).where(Vector.image_id.in_(list(ids))))
             session.execute(delete(Image).where(Image.id.in_(list(ids))))
-            for chunk in _chunks(sorted(uris), 500):
+            for chunk in in_chunks(sorted(uris), 500):
                 session.execute(delete(Source).where(Source.uri.in_(chunk)))
         return len(ids)
 
 
 IMAGE_COLUMNS = [c.key for c in Image.__table__.columns if c.key != "id"]
-
-
-def _insert(dialect: str, model: type[Base]) -> Any:
-    """INSERT with ON CONFLICT support for the dialect (make_engine only opens SQLite or PostgreSQL)."""
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _insert_images(
@@ -453,7 +483,7 @@ def _insert_images(
         row["indexed_at"] = row["indexed_at"] or now
         rows.append(row)
     by_key = sorted(rows, key=lambda r: str(r["instance_key"]))
-    stmt = _insert(dialect, Image).on_conflict_do_nothing(index_elements=[Image.instance_key])
+    stmt = dialect_insert(dialect, Image).on_conflict_do_nothing(index_elements=[Image.instance_key])
     stmt = stmt.returning(Image.id, Image.instance_key)
     new = {key: image_id for image_id, key in session.execute(stmt, by_key)}
     ids: list[int | None] = []
@@ -476,27 +506,12 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
     if src.status == "indexed":
         images = select(func.count()).select_from(Image).where(Image.source_uri == src.uri).scalar_subquery()
     values = {"uri": src.uri, "size": src.size, "mtime": src.mtime, "status": src.status, "processed_at": utcnow()}
-    stmt = _insert(dialect, Source).values(**values, images=images)
+    stmt = dialect_insert(dialect, Source).values(**values, images=images)
     update_set = {k: v for k, v in values.items() if k != "uri"}
     update_set["images"] = images
     session.execute(stmt.on_conflict_do_update(index_elements=[Source.uri], set_=update_set))
 
 
 def _tagged(tag: str) -> Select[Any]:
-    """Ids of images whose score for `tag` reaches the tag's threshold (a range on the (tag, score) index)."""
-    threshold = select(Tag.threshold).where(Tag.name == tag).scalar_subquery()
-    return select(TagScore.image_id).where(TagScore.tag == tag, TagScore.score >= threshold)
-
-
-def _unpack(rows: Sequence[tuple[int, bytes]] | Sequence[object]) -> tuple[IdArray, npt.NDArray[np.float32]]:
-    pairs = [(int(r[0]), r[1]) for r in rows]  # type: ignore[index]
-    if not pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    ids = np.asarray([p[0] for p in pairs], dtype=np.int64)
-    vecs = np.stack([np.frombuffer(p[1], dtype=np.float32) for p in pairs])
-    return ids, vecs
-
-
-def _chunks(items: list[str] | list[int], size: int) -> Iterator[list]:  # type: ignore[type-arg]
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    """Ids of images that have `tag` (a range on the (tag, score) index)."""
+    return having_tags(TagScore.image_id).where(TagScore.tag == tag)

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from retrieval.collection import Collection
-from retrieval.duplicates import distinct_from_query, vectors_of
+from retrieval.duplicates import distinct_from_query
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.render import cached_png, picture_from_bytes
 from retrieval.store.models import Image
@@ -42,7 +42,7 @@ def _picture(image: Image, collection: Collection) -> PILImage.Image:
 def _not_copies(collection: Collection, ids: list[int], query_id: int | None, score_of: dict[int, float]) -> list[int]:
     """Drop matches that are near-duplicates of the query (by vector, or by their search score) or of an
     earlier match: a copy of the query image is not a similar case."""
-    vectors = vectors_of(collection.catalog, ids + ([query_id] if query_id is not None else []))
+    vectors = collection.catalog.vectors(ids + ([query_id] if query_id is not None else []))
     query_vector = vectors.get(query_id) if query_id is not None else None
     threshold = collection.settings.duplicate_threshold
     kept = distinct_from_query(ids, vectors, threshold, query_vector=query_vector, scores=score_of)

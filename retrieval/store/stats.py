@@ -1,0 +1,18 @@
+"""The store's counts (the first part of the stats report), as a type both the store and the vocabulary use."""
+
+from __future__ import annotations
+
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12 (the stats route returns it)
+
+
+class CatalogStats(TypedDict):
+    """Counts from the metadata store (the first part of the stats report)."""
+
+    images: int
+    vectors: int
+    studies: int
+    sources: int
+    failures: int
+    by_modality: dict[str, int]
+    failures_by_code: dict[str, int]
+    by_encoder: dict[str, int]  # images per back end + precision that wrote them ("unrecorded" before 0.2)
