@@ -99,13 +99,17 @@ def _wait_for(predicate: Any, seconds: float, what: str) -> None:
 class Listener:
     """`medsearch listen` as a real process."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path, *extra: str) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, *extra: str, session: bool = False) -> None:
         self.log = log
         self.port = port
         self.data_dir = Path(env["MEDSEARCH_DATA_DIR"])
-        with open(log, "ab") as out:
+        with open(log, "ab") as out:  # session: its own process group (pgid = pid), to count what it leaves behind
             self.process = subprocess.Popen(
-                [MEDSEARCH, "listen", "--port", str(port), *extra], env=env, stdout=out, stderr=subprocess.STDOUT
+                [MEDSEARCH, "listen", "--port", str(port), *extra],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=session,
             )
         deadline = time.monotonic() + 120
         try:
