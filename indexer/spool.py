@@ -18,7 +18,7 @@ from retrieval.fsutil import fsync_dir
 from retrieval.render import SIZES, cached_png
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import read_file
-from retrieval.sources.read import received_uri
+from retrieval.sources.received import keep_for_presets, received_uri
 from retrieval.store.repo import Catalog, FailureRecord
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class SpoolWorker:
             summary.duplicates,
             summary.failed,
         )
-        self._cache_renderings(source)
+        self._cache_renderings(source, {failure.uri for failure in summary.failures})
         kept = self._quarantine_failed(source, summary)
         self.spool.remove([f for f in source.files if f not in kept])  # rows are committed: the files may go
         return len(source.files)
@@ -196,8 +196,10 @@ class SpoolWorker:
                 log.warning("a received instance could not be indexed; kept in quarantine [%s]", failure.code)
         return set(own)
 
-    def _cache_renderings(self, source: SpoolSource) -> None:
-        refs = [r for r in source.refs if isinstance(r, SourceRef)]
+    def _cache_renderings(self, source: SpoolSource, failed: set[str]) -> None:
+        """Before the spooled files go: cache each image's renderings, and keep a CT image's de-identified pixels
+        (its window presets then render without a PACS)."""
+        refs = [r for r in source.refs if isinstance(r, SourceRef) and r.uri not in failed]
         by_uri = {r.uri: Path(r.container) for r in refs}
         settings = self.collection.settings
         for image in self.collection.catalog.images_by_source(list(by_uri)):
@@ -205,6 +207,7 @@ class SpoolWorker:
                 data = read_file(by_uri[image.source_uri], settings.max_file_bytes)
                 for kind in SIZES:
                     cached_png(image, kind, settings, data)
+                keep_for_presets(image.source_uri, image.modality, data, settings)
             except Exception as exc:  # a rendering problem must not keep the instance spooled forever
                 log.warning("could not cache renderings of image %d: %s", image.id, type(exc).__name__)
 
