@@ -51,8 +51,7 @@ def store_handler(spool: Spool) -> Any:
     def handle(event: Any) -> int:
         try:
             data = event.encoded_dataset(include_meta=True)  # file meta + dataset exactly as received
-            sop = str(event.request.AffectedSOPInstanceUID or "")
-            spool.put(sop, data)
+            spool.put(data)  # named by the spool, never by the UIDs a sender chose
         except OSError as exc:
             log.error("could not spool a received instance: %s", exc.strerror or type(exc).__name__)
             return OUT_OF_RESOURCES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,16 +35,22 @@ class Quarantine:
         self.folder = spool_folder / FOLDER
 
     def keep(self, path: Path, uri: str, code: str, reason: str) -> Path | None:
-        """Move a spooled file here with its reason (reason first, so a kept file always has one)."""
+        """Move a spooled file here with its reason (reason first, so a kept file always has one); never over a
+        file already kept: a name in use gets a fresh suffix, so every copy that failed keeps its own bytes."""
         private_dir(self.folder)  # kept instances carry patient names
-        target = self.folder / path.name
         note = {"uri": uri, "code": code, "reason": reason, "recorded_at": datetime.now(UTC).isoformat()}
-        atomic_write_bytes(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())
-        try:
-            os.replace(path, target)
-        except FileNotFoundError:  # another worker consumed it meanwhile (a re-sent copy of the same instance)
-            target.with_suffix(REASON_SUFFIX).unlink(missing_ok=True)
-            return None
+        while True:
+            target = _free_name(self.folder, path.name)
+            atomic_write_bytes(target.with_suffix(REASON_SUFFIX), json.dumps(note).encode())
+            try:
+                os.link(path, target)
+                break
+            except FileExistsError:  # taken since we looked: try another name
+                continue
+            except FileNotFoundError:  # another worker consumed it meanwhile
+                target.with_suffix(REASON_SUFFIX).unlink(missing_ok=True)
+                return None
+        path.unlink(missing_ok=True)
         fsync_dir(self.folder)
         fsync_dir(path.parent)
         return target
@@ -70,16 +77,36 @@ class Quarantine:
         return out
 
     def release(self, entries: Iterable[Quarantined], spool_folder: Path) -> int:
-        """Move kept instances back into the spool (the listener's worker indexes them again); returns how many."""
+        """Move kept instances back into the spool (the listener's worker indexes them again), never over a
+        spooled file; returns how many."""
         moved = 0
         for entry in entries:
-            try:
-                os.replace(entry.path, spool_folder / entry.path.name)
-            except FileNotFoundError:
+            if not _link_to_free_name(entry.path, spool_folder):
                 continue
+            entry.path.unlink(missing_ok=True)
             entry.path.with_suffix(REASON_SUFFIX).unlink(missing_ok=True)
             moved += 1
         if moved:
             fsync_dir(spool_folder)
             fsync_dir(self.folder)
         return moved
+
+
+def _link_to_free_name(source: Path, folder: Path) -> bool:
+    """Hard-link `source` into `folder` under its name or a fresh one; False when `source` is gone."""
+    while True:
+        try:
+            os.link(source, _free_name(folder, source.name))
+            return True
+        except FileExistsError:  # taken since we looked: try another name
+            continue
+        except FileNotFoundError:
+            return False
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/STEM.RANDOM.dcm` when that (or its reason file) is taken."""
+    target = folder / name
+    while target.exists() or target.with_suffix(REASON_SUFFIX).exists():
+        target = folder / f"{Path(name).stem}.{uuid.uuid4().hex[:12]}{SUFFIX}"
+    return target

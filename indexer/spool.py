@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,12 +17,11 @@ from retrieval.fsutil import fsync_dir, private_dir, publish_new
 from retrieval.render import SIZES, cached_png
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import read_file
-from retrieval.sources.read import received_uri
-from retrieval.store.repo import Catalog
+from retrieval.sources.received import keep_for_presets, received_uri
+from retrieval.store.repo import Catalog, FailureRecord
 
 log = logging.getLogger(__name__)
 SUFFIX = ".dcm"
-_UID = re.compile(r"[0-9.]{1,64}")
 
 
 class Spool:
@@ -35,10 +33,11 @@ class Spool:
         for stale in folder.glob(".*.tmp"):  # never acknowledged: the sender got no success for these
             stale.unlink(missing_ok=True)
 
-    def put(self, sop_instance_uid: str, data: bytes) -> Path:
-        """Persist one instance durably (as SOP_UID.dcm, or SOP_UID.RANDOM.dcm when that name is taken); only then
-        may the sender be told it was stored."""
-        name = sop_instance_uid if _UID.fullmatch(sop_instance_uid) else hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes) -> Path:
+        """Persist one instance durably under a fresh name (arrival time + random: never taken from what the sender
+        put in a UID, so no sender can make it hidden, invalid or colliding); only then may the sender be told it
+        was stored."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
         final = self.folder / f"{name}{SUFFIX}"
         # never over another spooled file: a re-sent SOP UID may carry other content, and both were acknowledged
         stored = publish_new(data, final, lambda: self.folder / f"{name}.{uuid.uuid4().hex[:12]}{SUFFIX}")
@@ -46,8 +45,8 @@ class Spool:
         return stored
 
     def pending(self, limit: int) -> list[Path]:
-        """The oldest spooled instances first."""
-        files = [p for p in self.folder.glob(f"*{SUFFIX}") if not p.name.startswith(".")]
+        """The oldest spooled instances first (whatever their names: older versions named some `.UID.dcm`)."""
+        files = list(self.folder.glob(f"*{SUFFIX}"))
         files.sort(key=lambda p: (p.stat().st_mtime, p.name))
         return files[:limit]
 
@@ -72,6 +71,12 @@ def _ref(path: Path) -> SourceRef | SourceProblem:
     return SourceRef(received_uri(*uids), stat.st_size, stat.st_mtime, "cstore", str(path))
 
 
+def copy_uri(ref: SourceRef | SourceProblem, path: Path) -> str:
+    """The identity of one received copy's failure: its instance URI plus its spool name (several copies of one
+    instance may arrive, with different bytes; each keeps its own record and reason)."""
+    return f"{ref.uri}?copy={path.name}" if isinstance(ref, SourceRef) else ref.uri
+
+
 class SpoolSource:
     """Spooled files as a pipeline source: every one is processed (duplicates are dropped by SOP UID + frame)."""
 
@@ -80,9 +85,24 @@ class SpoolSource:
         self.max_bytes = max_bytes
         self.refs: list[SourceRef | SourceProblem] = []
 
+    @classmethod
+    def one_copy_each(cls, files: Sequence[Path], max_bytes: int) -> SpoolSource:
+        """The oldest copy of each instance among `files` (the others wait for a later batch), so that whatever
+        the pipeline records under an instance's URI is that one copy's own outcome."""
+        source = cls([], max_bytes)
+        seen: set[str] = set()
+        for path in files:
+            ref = _ref(path)
+            if ref.uri not in seen:
+                seen.add(ref.uri)
+                source.files.append(path)
+                source.refs.append(ref)
+        return source
+
     def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
         """Every spooled file, identified by its UIDs."""
-        self.refs = [_ref(path) for path in self.files]
+        if len(self.refs) != len(self.files):
+            self.refs = [_ref(path) for path in self.files]
         return list(self.refs), 0
 
     def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
@@ -122,7 +142,7 @@ class SpoolWorker:
         files = self.spool.pending(self.batch)
         if not files:
             return 0
-        source = SpoolSource(files, self.collection.settings.max_file_bytes)
+        source = SpoolSource.one_copy_each(files, self.collection.settings.max_file_bytes)
         try:
             summary = run_source(self.collection, source, self.options)
         except IndexBusyError:
@@ -132,30 +152,41 @@ class SpoolWorker:
         log.info(
             "indexed %d images from %d received instances (%d duplicates, %d failed)",
             summary.indexed,
-            len(files),
+            len(source.files),
             summary.duplicates,
             summary.failed,
         )
-        self._cache_renderings(source)
+        self._cache_renderings(source, {failure.uri for failure in summary.failures})
         kept = self._quarantine_failed(source, summary)
-        self.spool.remove([f for f in files if f not in kept])  # rows are committed: the files may go
-        return len(files)
+        self.spool.remove([f for f in source.files if f not in kept])  # rows are committed: the files may go
+        return len(source.files)
 
     def _quarantine_failed(self, source: SpoolSource, summary: IndexSummary) -> set[Path]:
-        """Keep the bytes of every instance whose failure was recorded; never delete what we acknowledged."""
-        paths: dict[str, list[Path]] = {}
+        """Keep the bytes of every copy that failed, with its own failure record (one per copy, keyed by
+        `copy_uri`, so a copy of the same instance that was indexed neither hides nor shares it); never delete
+        what we acknowledged."""
+        failed = {failure.uri: failure for failure in summary.failures}
+        forget: list[str] = []
+        own: dict[Path, FailureRecord] = {}
         for path, ref in zip(source.files, source.refs, strict=True):
-            paths.setdefault(ref.uri, []).append(path)
-        kept: set[Path] = set()
-        for failure in summary.failures:
-            for path in paths.get(failure.uri, []):
-                if path not in kept and self.quarantine.keep(path, failure.uri, failure.code, failure.reason):
-                    log.warning("a received instance could not be indexed; kept in quarantine [%s]", failure.code)
-                kept.add(path)
-        return kept
+            uri = copy_uri(ref, path)
+            failure = failed.get(ref.uri)
+            if failure is None:
+                forget.append(uri)  # indexed (or a duplicate) now: an earlier failure of this copy is over
+                continue
+            if uri != ref.uri:
+                forget.append(ref.uri)  # recorded under the instance's URI by the run: now under the copy's
+            own[path] = FailureRecord(uri, failure.code, failure.reason)
+        self.collection.catalog.replace_failures(forget, list(own.values()))
+        for path, failure in own.items():
+            if self.quarantine.keep(path, failure.uri, failure.code, failure.reason):
+                log.warning("a received instance could not be indexed; kept in quarantine [%s]", failure.code)
+        return set(own)
 
-    def _cache_renderings(self, source: SpoolSource) -> None:
-        refs = [r for r in source.refs if isinstance(r, SourceRef)]
+    def _cache_renderings(self, source: SpoolSource, failed: set[str]) -> None:
+        """Before the spooled files go: cache each image's renderings, and keep a CT image's de-identified pixels
+        (its window presets then render without a PACS)."""
+        refs = [r for r in source.refs if isinstance(r, SourceRef) and r.uri not in failed]
         by_uri = {r.uri: Path(r.container) for r in refs}
         settings = self.collection.settings
         for image in self.collection.catalog.images_by_source(list(by_uri)):
@@ -163,6 +194,7 @@ class SpoolWorker:
                 data = read_file(by_uri[image.source_uri], settings.max_file_bytes)
                 for kind in SIZES:
                     cached_png(image, kind, settings, data)
+                keep_for_presets(image.source_uri, image.modality, data, settings)
             except Exception as exc:  # a rendering problem must not keep the instance spooled forever
                 log.warning("could not cache renderings of image %d: %s", image.id, type(exc).__name__)
 

@@ -72,6 +72,13 @@ def store(port: int, datasets: list[pydicom.Dataset], title: str = "PYSCU") -> l
     return statuses
 
 
+def spooled(folder: Path, sop: str) -> Path:
+    """The spooled file holding instance `sop` (spool names never come from a sender's UIDs)."""
+    found = [p for p in folder.glob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == sop]
+    assert len(found) == 1, f"{len(found)} spooled files hold {sop}"
+    return found[0]
+
+
 def _same_pixels(received: Path, name: str) -> None:
     got = pydicom.dcmread(received)
     source = pydicom.dcmread(testdata_file(name))
@@ -101,13 +108,17 @@ def _wait_for(predicate: Any, seconds: float, what: str) -> None:
 class Listener:
     """`medsearch listen` as a real process."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path, *extra: str) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, *extra: str, session: bool = False) -> None:
         self.log = log
         self.port = port
         self.data_dir = Path(env["MEDSEARCH_DATA_DIR"])
-        with open(log, "ab") as out:
+        with open(log, "ab") as out:  # session: its own process group (pgid = pid), to count what it leaves behind
             self.process = subprocess.Popen(
-                [MEDSEARCH, "listen", "--port", str(port), *extra], env=env, stdout=out, stderr=subprocess.STDOUT
+                [MEDSEARCH, "listen", "--port", str(port), *extra],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=session,
             )
         deadline = time.monotonic() + 120
         try:
@@ -191,7 +202,7 @@ def test_pynetdicom_c_store_spools_exact_pixels_then_indexes(scp: tuple[Spool, i
     sent = _fresh()
     assert store(port, list(sent.values())) == [0x0000] * len(sent)
     for name, ds in sent.items():
-        received = spool.folder / f"{ds.SOPInstanceUID}.dcm"
+        received = spooled(spool.folder, ds.SOPInstanceUID)
         assert pydicom.dcmread(received, stop_before_pixels=True).file_meta.TransferSyntaxUID == KINDS[name]
         _same_pixels(received, name)
     _drain_and_check(collection, spool, sent)
@@ -206,7 +217,7 @@ def test_orthanc_sends_to_our_ae(orthanc: Orthanc, scp: tuple[Spool, int], colle
         job = http.post("/modalities/INPROC/store", json={"Resources": ids, "Synchronous": True})
     assert job.status_code == 200 and job.json()["FailedInstancesCount"] == 0, job.text
     for name, ds in sent.items():
-        received = spool.folder / f"{ds.SOPInstanceUID}.dcm"
+        received = spooled(spool.folder, ds.SOPInstanceUID)
         syntax = pydicom.dcmread(received, stop_before_pixels=True).file_meta.TransferSyntaxUID
         assert syntax == KINDS[name], f"{name}: Orthanc sent {syntax.name}"  # as stored: we accept them all
         _same_pixels(received, name)
@@ -239,13 +250,13 @@ def test_c_move_from_orthanc_to_our_ae(orthanc: Orthanc, scp: tuple[Spool, int],
     final = answers[-1][0]
     assert final.Status == 0x0000 and int(final.get("NumberOfCompletedSuboperations", 0)) == len(sent)
     for name, ds in sent.items():
-        _same_pixels(spool.folder / f"{ds.SOPInstanceUID}.dcm", name)
+        _same_pixels(spooled(spool.folder, ds.SOPInstanceUID), name)
     _drain_and_check(collection, spool, sent)
 
 
 def test_a_spool_that_cannot_persist_answers_out_of_resources(tmp_path: Path) -> None:
     class FullDisk(Spool):
-        def put(self, sop_instance_uid: str, data: bytes) -> Path:
+        def put(self, data: bytes) -> Path:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     server = start_listener(FullDisk(tmp_path / "spool"), "MEDSEARCH", "127.0.0.1", free_port())
@@ -299,7 +310,7 @@ def test_sigkill_right_after_success_loses_nothing(tmp_path: Path, tiny_model: P
         first.process.wait(10)
     finally:
         first.stop()
-    assert (data_dir / "spool" / f"{ds.SOPInstanceUID}.dcm").exists()
+    assert spooled(data_dir / "spool", ds.SOPInstanceUID).exists()
     assert str(ds.SOPInstanceUID) not in _indexed_uids(data_dir)  # acknowledged, not yet indexed when killed
 
     second = Listener(_env(data_dir, tiny_model), port, tmp_path / "second.log")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.stages.batch import Decoded
+from indexer.workers_die_with_parent import die_with_parent
 from retrieval.errors import InternalError, MedsearchError, WorkerCrashedError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
@@ -59,6 +60,7 @@ _WORKER: list[DecodeConfig] = []
 
 
 def _init_worker(config: DecodeConfig) -> None:
+    die_with_parent()  # a SIGKILLed indexer or listener must not leave its decode workers running
     _WORKER[:] = [config]
 
 

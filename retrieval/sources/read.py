@@ -1,30 +1,33 @@
-"""Read the bytes behind any stored source URI: a file, an archive member, a WADO-RS URL, a received instance."""
+"""Read the bytes behind any stored source URI: one reader per URI scheme (files and archive members otherwise)."""
 
 from __future__ import annotations
 
-from retrieval.errors import NotFoundError
+from collections.abc import Callable
+
 from retrieval.settings import Settings
 from retrieval.sources.files import read_uri
+from retrieval.sources.received import SCHEME as RECEIVED_SCHEME
+from retrieval.sources.received import read_received, received_uri
 
-RECEIVED_SCHEME = "dicom:"  # C-STORE-received instances: dicom:STUDY/SERIES/SOP (no file is kept)
+__all__ = ["READERS", "RECEIVED_SCHEME", "read_source", "received_uri"]
+Reader = Callable[[str, Settings], bytes]
 
 
-def received_uri(study: str, series: str, sop: str) -> str:
-    """The stored identity of an instance received over C-STORE."""
-    return f"{RECEIVED_SCHEME}{study}/{series}/{sop}"
+def _wado(uri: str, settings: Settings) -> bytes:
+    from retrieval.sources.dicomweb import read_wado_uri  # the DICOMweb client only when a source needs it
+
+    return read_wado_uri(uri, settings)
+
+
+def _file(uri: str, settings: Settings) -> bytes:
+    return read_uri(uri, settings.max_file_bytes)
+
+
+READERS: dict[str, Reader] = {"http": _wado, "https": _wado, RECEIVED_SCHEME.rstrip(":"): read_received}
 
 
 def read_source(uri: str, settings: Settings) -> bytes:
     """Bytes behind any stored source: a file, an archive member, a pulled WADO-RS URL, a received instance."""
-    if uri.startswith(("http://", "https://")):
-        from retrieval.sources.dicomweb import read_wado_uri
-
-        return read_wado_uri(uri, settings)
-    if uri.startswith(RECEIVED_SCHEME):
-        from retrieval.sources.dicomweb import read_by_uids
-
-        parts = uri[len(RECEIVED_SCHEME) :].split("/")
-        if len(parts) != 3 or not all(parts):
-            raise NotFoundError(f"malformed received-instance source {uri!r}")
-        return read_by_uids(parts[0], parts[1], parts[2], settings)
-    return read_uri(uri, settings.max_file_bytes)
+    scheme, colon, _ = uri.partition(":")
+    reader = READERS.get(scheme.lower(), _file) if colon and len(scheme) > 1 else _file  # "C:\\..." is a path
+    return reader(uri, settings)

@@ -169,22 +169,20 @@ class Catalog:
             for src in sorted(sources, key=lambda s: s.uri):
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
-                values = {
-                    "source_uri": fail.uri,
-                    "code": fail.code,
-                    "reason": fail.reason[:2000],
-                    "recorded_at": utcnow(),
-                }
-                stmt = dialect_insert(dialect, Failure).values(**values)
-                session.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[Failure.source_uri], set_={k: v for k, v in values.items() if k != "source_uri"}
-                    )
-                )
+                _upsert_failure(session, dialect, fail)
             ok_uris = [s.uri for s in sources if s.status == "indexed"]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
         return ids
+
+    def replace_failures(self, forget: Sequence[str], record: Sequence[FailureRecord]) -> None:
+        """One transaction: drop the failures of `forget` (URIs), then record `record` (upserts)."""
+        with self.sessions() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            for chunk in in_chunks(sorted(set(forget)), 500):
+                session.execute(delete(Failure).where(Failure.source_uri.in_(chunk)))
+            for fail in sorted(record, key=lambda f: f.uri):
+                _upsert_failure(session, dialect, fail)
 
     def apply_labels(
         self, by_uid: Mapping[str, tuple[str | None, str | None]], by_uri: Mapping[str, tuple[str | None, str | None]]
@@ -497,6 +495,16 @@ def _insert_images(
     if vectors:
         session.execute(insert(Vector), vectors)
     return ids
+
+
+def _upsert_failure(session: Session, dialect: str, fail: FailureRecord) -> None:
+    values = {"source_uri": fail.uri, "code": fail.code, "reason": fail.reason[:2000], "recorded_at": utcnow()}
+    stmt = dialect_insert(dialect, Failure).values(**values)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Failure.source_uri], set_={k: v for k, v in values.items() if k != "source_uri"}
+        )
+    )
 
 
 def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
