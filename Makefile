@@ -49,7 +49,7 @@ test: lint docs peers
 	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 # The inner loop: lint + the unit and stage tests, without the tests marked slow, e2e or peers (no Debian peers needed);
-# under 3 minutes on 2 cores (docs/testing.md).
+# meant to take under 3 minutes on an idle 2-core machine (what was measured: docs/testing.md).
 test-fast: lint
 	sh tests/isolated.sh $(BIN)/pytest -q -m "not slow and not e2e and not peers" $(PYTEST_ARGS)
 

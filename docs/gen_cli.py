@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 REPO = Path(__file__).resolve().parent.parent
 TARGET = REPO / "docs" / "cli.md"
 WIDTH = "100"  # fixed, so the page does not depend on the terminal that generated it
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # styles a CI that forces a terminal (FORCE_COLOR, GITHUB_ACTIONS) adds
 
 HEADER = """# CLI reference
 
@@ -48,7 +50,7 @@ def help_text(path: list[str]) -> str:
     result = CliRunner().invoke(app, [*path, "--help"], env=env, prog_name="medsearch")
     if result.exit_code != 0:
         raise RuntimeError(f"medsearch {' '.join(path)} --help failed: {result.output}")
-    lines = [line.rstrip() for line in result.output.splitlines()]
+    lines = [line.rstrip() for line in ANSI.sub("", result.output).splitlines()]
     return "\n".join(lines).strip("\n")
 
 

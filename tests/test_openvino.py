@@ -59,6 +59,7 @@ def _ranking(vectors: npt.NDArray[np.float32]) -> list[list[int]]:
     return [list(row) for row in np.argsort(-(vectors @ vectors.T), axis=1, kind="stable")]
 
 
+@pytest.mark.slow  # converts the stand-in's towers to OpenVINO (tens of seconds on 2 busy cores)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_both_towers_convert_and_agree_with_torch(
     precision: str, model_dir: Path, torch_encoder: MedSigLIPEncoder, tmp_path: Path
@@ -86,6 +87,7 @@ def test_both_towers_convert_and_agree_with_torch(
     assert np.array_equal(encoder.text_scores(cosines_in), torch_encoder.text_scores(cosines_in))  # identical
 
 
+@pytest.mark.slow  # converts the stand-in's towers to OpenVINO (tens of seconds on 2 busy cores)
 def test_the_disk_cache_is_reused_and_rebuilt_when_it_does_not_match(tmp_path: Path) -> None:
     model = build_standin_model(tmp_path / "model", seed=3)
     first = OpenVINOEncoder(str(model), tmp_path / "data", "fp32")
@@ -157,6 +159,7 @@ def test_a_hub_id_or_read_only_folder_caches_in_the_data_folder(tmp_path: Path) 
     assert cache_root(str(model), data) == data / DATA_CACHE
 
 
+@pytest.mark.slow  # converts the stand-in's towers to OpenVINO (tens of seconds on 2 busy cores)
 def test_index_with_one_back_end_and_query_with_the_other(tmp_path: Path, model_dir: Path) -> None:
     """Both directions: half the samples indexed by torch, half by OpenVINO; every sample, embedded by either
     back end, finds itself first; stats count the vectors per back end."""
@@ -194,6 +197,7 @@ def test_index_with_one_back_end_and_query_with_the_other(tmp_path: Path, model_
             collection.close()
 
 
+@pytest.mark.slow  # NNCF calibration of the stand-in
 def test_int8_is_calibrated_on_the_collection_and_cached_there(
     tmp_path: Path, model_dir: Path, torch_encoder: MedSigLIPEncoder
 ) -> None:

@@ -146,6 +146,7 @@ def test_model_mismatch_is_a_clear_error(collection: Collection, tmp_path: Path)
         run_index(other, [tmp_path / "in"])
 
 
+@pytest.mark.slow  # a stand-in at MedSigLIP's real width 1152
 def test_real_width_1152_end_to_end(tmp_path: Path) -> None:
     model = build_standin_model(tmp_path / "wide", width=1152, layers=1, heads=16)
     col = Collection(make_settings(tmp_path / "data", model))

@@ -438,6 +438,7 @@ def _cli(args: list[str], data_dir: Path, tiny_model: Path, **env: str) -> subpr
     return subprocess.run([MEDSEARCH, *args], env=full, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e  # the real `medsearch search --summarize`
 def test_cli_search_summarize(data_dir: Path, tiny_model: Path, tiny_gemma: Path, tmp_path: Path) -> None:
     cli_data = tmp_path / "data"
     shutil.copytree(data_dir, cli_data)
