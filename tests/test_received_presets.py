@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from retrieval.window_render import render, render_indexed
 
 from indexer.pipeline import IndexOptions
 from indexer.spool import Spool, SpoolWorker
 from retrieval.collection import Collection
 from retrieval.imaging.windowing import CT_PRESETS
+from retrieval.render import render, render_indexed
 from retrieval.sources.read import READERS, read_source
 from retrieval.sources.received import kept_path
 from tests.conftest import make_settings, testdata_file
