@@ -49,7 +49,7 @@ class DecodeError(MedsearchError):
 
 
 class NotAnImageError(DecodeError):
-    """The file is valid but holds no image (DICOMDIR, structured report, RT plan...)."""
+    """The file holds no image: an image object stripped of its pixels, an archive under another name..."""
 
     code = "no_pixel_data"
     status = 415
@@ -62,6 +62,20 @@ class UnsupportedFormatError(NotAnImageError):
     code = "unsupported_format"
     status = 415
     title = "Unsupported file format"
+
+
+class NonImageObjectError(NotAnImageError):
+    """A valid DICOM object that is not an image (structured report, RT plan, ECG, DICOMDIR...): ingest records it
+    as skipped under its SOP class name, not as a failure; a search upload of one is refused."""
+
+    code = "not_an_image"
+    status = 415
+    title = "Not an image object"
+
+    def __init__(self, kind: str, sop_class: str) -> None:
+        super().__init__(f"not an image: {sop_class} (only images are indexed and searched)")
+        self.kind = kind
+        self.sop_class = sop_class
 
 
 class TooLargeError(DecodeError):
