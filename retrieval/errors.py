@@ -72,10 +72,15 @@ class NonImageObjectError(NotAnImageError):
     status = 415
     title = "Not an image object"
 
-    def __init__(self, kind: str, sop_class: str) -> None:
-        super().__init__(f"not an image: {sop_class} (only images are indexed and searched)")
+    def __init__(self, message: str, *, kind: str = "non_image", sop_class: str = "") -> None:
+        super().__init__(message)
         self.kind = kind
         self.sop_class = sop_class
+
+    @classmethod
+    def of(cls, kind: str, sop_class: str) -> NonImageObjectError:
+        """The error for an object of this kind and SOP class name."""
+        return cls(f"not an image: {sop_class} (only images are indexed and searched)", kind=kind, sop_class=sop_class)
 
 
 class TooLargeError(DecodeError):

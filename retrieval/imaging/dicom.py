@@ -190,7 +190,7 @@ def decode_dicom(
     ds = read_dataset(data, force=force)
     kind = classify_dataset(ds)
     if kind.skipped:
-        raise NonImageObjectError(kind.kind, kind.name)
+        raise NonImageObjectError.of(kind.kind, kind.name)
     if not any(tag in ds for tag in PIXEL_TAGS):
         if force and kind.kind == "unknown":  # lenient parsing of preamble-less bytes found nothing DICOM-like
             raise UnsupportedFormatError("not a DICOM file or a supported image (PNG, JPEG, TIFF)")
