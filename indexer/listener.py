@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from indexer.spool import Spool
+from retrieval.imaging.sop_classes import storage_sop_classes
 
 log = logging.getLogger(__name__)
 SUCCESS = 0x0000
@@ -29,15 +30,18 @@ def decodable_transfer_syntaxes() -> list[str]:
 
 
 def build_ae(ae_title: str, allow: Sequence[str] = ()) -> Any:
-    """An AE accepting every storage SOP class (decodable syntaxes) and C-ECHO; only `allow` callers if set."""
-    from pynetdicom import AE, AllStoragePresentationContexts
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+    """An AE accepting every storage SOP class `index` reads, retired ones included (decodable syntaxes), and
+    C-ECHO; only `allow` callers if set. Non-image objects are accepted too: acknowledged, then skipped."""
+    from pynetdicom import AE
+    from pynetdicom.service_class import ServiceClass, StorageServiceClass
+    from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class  # type: ignore[attr-defined]
 
     ae = AE(ae_title=ae_title)
     syntaxes = decodable_transfer_syntaxes()
-    for context in AllStoragePresentationContexts:
-        if context.abstract_syntax:
-            ae.add_supported_context(context.abstract_syntax, syntaxes)
+    for sop_class in storage_sop_classes():
+        if uid_to_service_class(sop_class) is ServiceClass:  # retired: pynetdicom would abort its C-STORE
+            register_uid(sop_class, "Storage_" + sop_class.replace(".", "_"), StorageServiceClass)
+        ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(Verification)
     if allow:
         ae.require_calling_aet = list(allow)  # others get A-ASSOCIATE-RJ "calling AE title not recognised"

@@ -56,6 +56,12 @@ class IndexSummary:
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     failures: list[FailureRecord] = field(default_factory=list)
+    not_images: dict[str, int] = field(default_factory=dict)  # skipped non-image objects by SOP class name
+
+    def count_not_images(self, by_class: dict[str, int]) -> None:
+        """Add a write's skipped non-image objects (structured reports, RT plans, ECGs...) to the run's."""
+        for name, count in by_class.items():
+            self.not_images[name] = self.not_images.get(name, 0) + count
 
     def images_per_second(self) -> dict[str, float]:
         """Throughput of each stage alone (images / seconds spent in it) and overall."""
@@ -112,6 +118,7 @@ class _Run:
         self.summary.indexed += written.indexed
         self.summary.failed += len(written.failures)
         self.summary.failures.extend(written.failures)
+        self.summary.count_not_images(written.not_images)
         if self.progress:
             self.progress.advance(written.sources, written.indexed)
         self.writer.save_if_due()
@@ -174,7 +181,7 @@ def plan(
 def decode_config(collection: Collection, encoder: Encoder, options: IndexOptions) -> DecodeConfig:
     """What every decode worker needs: the encoder's image processor and the collection's limits."""
     settings = collection.settings
-    limits = DecodeLimits(max_pixels=settings.max_pixels)
+    limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_file_bytes)
     return DecodeConfig(encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
 
 

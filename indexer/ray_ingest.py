@@ -313,6 +313,7 @@ def _flush(
     summary.indexed += written.indexed
     summary.failed += len(written.failures)
     summary.failures.extend(written.failures)
+    summary.count_not_images(written.not_images)
     if progress:
         progress.advance(written.sources, written.indexed)
     writer.save_if_due()

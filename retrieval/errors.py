@@ -66,7 +66,7 @@ class DecodeError(MedsearchError):
 
 
 class NotAnImageError(DecodeError):
-    """The file is valid but holds no image (DICOMDIR, structured report, RT plan...)."""
+    """The file holds no image: an image object stripped of its pixels, an archive under another name..."""
 
     code = "no_pixel_data"
     status = 415
@@ -79,6 +79,25 @@ class UnsupportedFormatError(NotAnImageError):
     code = "unsupported_format"
     status = 415
     title = "Unsupported file format"
+
+
+class NonImageObjectError(NotAnImageError):
+    """A valid DICOM object that is not an image (structured report, RT plan, ECG, DICOMDIR...): ingest records it
+    as skipped under its SOP class name, not as a failure; a search upload of one is refused."""
+
+    code = "not_an_image"
+    status = 415
+    title = "Not an image object"
+
+    def __init__(self, message: str, *, kind: str = "non_image", sop_class: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.sop_class = sop_class
+
+    @classmethod
+    def of(cls, kind: str, sop_class: str) -> NonImageObjectError:
+        """The error for an object of this kind and SOP class name."""
+        return cls(f"not an image: {sop_class} (only images are indexed and searched)", kind=kind, sop_class=sop_class)
 
 
 class TooLargeError(DecodeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -25,7 +26,7 @@ from tests.conftest import make_settings, pydicom_roots
 pytestmark = pytest.mark.slow  # indexes all 238 sources of the pydicom corpora (not in `make test-fast`)
 
 # Every file of the two packages that cannot be indexed, with the reason code we expect.
-# Files ignored on purpose (sidecars/docs: README.txt, *.json, DICOMDIR) are not failures.
+# Files ignored on purpose (sidecars/docs: README.txt, *.json) are not failures.
 _TINY_ALPHA = "dicomdirtests/TINY_ALPHA/PT000000/ST000000/SE000000/"
 # pydicom ships these 50 CT instances with their pixel data stripped (DICOMDIR fixtures).
 _STRIPPED_CT = """IM000000 IM000001 IM000002 IM000003 IM000004 IM000005 IM000006 IM000007 IM000008 IM000009
@@ -35,20 +36,12 @@ IM00000U IM00000V IM00000W IM00000X IM00000Y IM00000Z IM000010 IM000011 IM000012
 IM000014 IM000015 IM000016 IM000017 IM000018 IM000019 IM00001A IM00001B IM00001C IM00001D""".split()
 EXPECTED_FAILURES: dict[str, str] = {
     "emri_small_jpeg_2k_lossless_too_short.dcm": "decode_error",  # truncated DICOM file: End of file reached before delimiter
-    "ExplVR_BigEndNoMeta.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Ion Plan Storage)
-    "ExplVR_LitEndNoMeta.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Ion Plan Storage)
     "JPEG-lossy.dcm": "decode_error",  # pixel data could not be decoded: RuntimeError: Unable to de
     "JPEG2000-embedded-sequence-delimiter.dcm": "decode_error",  # pixel data could not be decoded: RuntimeError: Unable to de
     "MR_truncated.dcm": "decode_error",  # pixel data could not be decoded: ValueError: The number of
     "UN_sequence.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "badVR.dcm": "decode_error",  # pixel data could not be decoded: ValueError: invalid litera
     "crayons.icc": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
-    "dicomdirtests/DICOMDIR-bigEnd": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/DICOMDIR-empty.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/DICOMDIR-implicit": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/DICOMDIR-nooffset": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/DICOMDIR-nopatient": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "dicomdirtests/DICOMDIR-reordered": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "dicomdirtests/TINY_ALPHA/README": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "empty_charset_LEI.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "meta_missing_tsyntax.dcm": "decode_error",  # invalid image size Rows=None Columns=None
@@ -56,17 +49,25 @@ EXPECTED_FAILURES: dict[str, str] = {
     "no_meta.dcm": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
     "no_meta_group_length.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
     "priv_SQ.dcm": "no_pixel_data",  # DICOM file without pixel data (no SOP class)
-    "reportsi.dcm": "no_pixel_data",  # DICOM file without pixel data (Basic Text SR Storage)
-    "reportsi_with_empty_number_tags.dcm": "no_pixel_data",  # DICOM file without pixel data (Basic Text SR Storage)
-    "rtplan.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Plan Storage)
     "rtplan.dump": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
-    "rtplan_truncated.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Plan Storage)
-    "rtstruct.dcm": "no_pixel_data",  # DICOM file without pixel data (RT Structure Set Storage)
     "rtstruct.dump": "unsupported_format",  # not a DICOM file or a supported image (PNG, JPEG, TIFF)
-    "test-SR.dcm": "no_pixel_data",  # DICOM file without pixel data (Comprehensive SR Storage)
-    "waveform_ecg.dcm": "no_pixel_data",  # DICOM file without pixel data (12-lead ECG Waveform Storage
-    "zipMR.gz": "no_pixel_data",  # an archive, not an image (index the archive itself to read
-    **{_TINY_ALPHA + name: "no_pixel_data" for name in _STRIPPED_CT},
+    **{_TINY_ALPHA + name: "no_pixel_data" for name in _STRIPPED_CT},  # CT images stripped of their pixels
+}
+# Non-image objects: skipped under their SOP class name (header only), neither indexed nor failed.
+_DIRECTORY = "Media Storage Directory Storage"
+EXPECTED_NOT_IMAGES: dict[str, str] = {
+    "ExplVR_BigEndNoMeta.dcm": "RT Ion Plan Storage",
+    "ExplVR_LitEndNoMeta.dcm": "RT Ion Plan Storage",
+    "reportsi.dcm": "Basic Text SR Storage",
+    "reportsi_with_empty_number_tags.dcm": "Basic Text SR Storage",
+    "rtplan.dcm": "RT Plan Storage",
+    "rtplan_truncated.dcm": "RT Plan Storage",  # cut short, but its header says what it is
+    "rtstruct.dcm": "RT Structure Set Storage",
+    "test-SR.dcm": "Comprehensive SR Storage",
+    "waveform_ecg.dcm": "12-lead ECG Waveform Storage",
+    **{f"dicomdirtests/DICOMDIR{tail}": _DIRECTORY for tail in ("", "-bigEnd", "-empty.dcm", "-implicit")},
+    **{f"dicomdirtests/DICOMDIR{tail}": _DIRECTORY for tail in ("-nooffset", "-nopatient", "-reordered")},
+    "dicomdirtests/TINY_ALPHA/DICOMDIR": _DIRECTORY,
 }
 
 
@@ -91,10 +92,13 @@ def test_every_file_is_indexed_or_failed_with_a_reason(corpus: tuple[Collection,
     with collection.catalog.sessions() as session:
         failures = {_name(f.source_uri): f for f in session.scalars(select(Failure))}
         sources = list(session.scalars(select(Source)))
+        not_images = {_name(s.uri): s.sop_class for s in sources if s.status == "skipped"}
         images = list(session.scalars(select(Image)))
     assert all(f.reason.strip() for f in failures.values())
     assert {name: f.code for name, f in failures.items()} == EXPECTED_FAILURES
     assert summary.failed == len(EXPECTED_FAILURES)
+    assert not_images == EXPECTED_NOT_IMAGES
+    assert summary.not_images == dict(Counter(EXPECTED_NOT_IMAGES.values()))
     # every source is accounted for exactly once: indexed or failed, and nothing crashed the run
     assert len(sources) == summary.sources
     assert sum(1 for s in sources if s.status == "failed") == len(failures)
@@ -104,7 +108,8 @@ def test_every_file_is_indexed_or_failed_with_a_reason(corpus: tuple[Collection,
     modalities = {img.modality for img in images}
     assert {"CT", "MR", "CR", "US", "NM", "OT"} <= modalities
     # 238 files -> 95 distinct images (61 more files repeat an already indexed SOP Instance) + 82 failures
-    assert summary.indexed >= 90 and summary.indexed + summary.duplicates + summary.failed == summary.sources
+    skipped = sum(summary.not_images.values())
+    assert summary.indexed >= 90 and summary.indexed + summary.duplicates + summary.failed + skipped == summary.sources
 
 
 def _own_id(collection: Collection, data: bytes) -> int:

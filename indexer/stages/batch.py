@@ -20,6 +20,8 @@ class Decoded:
     code: str = ""
     reason: str = ""
     read_seconds: float = 0.0
+    not_image: str = ""  # a non-image DICOM object's SOP class name: recorded as skipped, not as a failure
+    duplicate_of: str = ""  # every frame repeats an instance already indexed from this source
 
     @property
     def frame_count(self) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from indexer.stages.batch import Decoded
 from indexer.workers_die_with_parent import die_with_parent
-from retrieval.errors import InternalError, MedsearchError, WorkerCrashedError
+from retrieval.errors import InternalError, MedsearchError, NonImageObjectError, WorkerCrashedError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import prepare_bytes
@@ -49,6 +49,8 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
             data, config.processor, frames=config.frames, limits=config.limits, ct_window=config.ct_window
         )
         return Decoded(ref, prepared, read_seconds=read_seconds)
+    except NonImageObjectError as exc:
+        return Decoded(ref, code=exc.code, reason=str(exc), not_image=exc.sop_class)
     except MedsearchError as exc:
         return Decoded(ref, code=exc.code, reason=str(exc))
     except Exception as exc:  # a decoder bug must cost one file, never the run

@@ -26,6 +26,7 @@ class Written:
     indexed: int = 0
     duplicates: int = 0
     failures: list[FailureRecord] = field(default_factory=list)
+    not_images: dict[str, int] = field(default_factory=dict)  # skipped non-image objects by SOP class name
 
 
 class Writer:
@@ -36,12 +37,12 @@ class Writer:
         self.index = index
         self.labels = labels
         self.encoded_by = collection.encoder.encoded_by  # which back end wrote the vectors (stats count them)
-        self.seen_keys: set[str] = set()
+        self.seen_keys: dict[str, str] = {}  # instance key -> the source it was first seen in, this run
         self.last_save = time.monotonic()
 
     def new_only(self, batch: PreparedBatch) -> PreparedBatch:
         """The batch without frames already stored or seen earlier in this run (so nobody encodes them again)."""
-        known = self.collection.catalog.existing_keys(batch.keys) | self.seen_keys
+        known = {**self.collection.catalog.sources_of_keys(batch.keys), **self.seen_keys}
         items: list[Decoded] = []
         dropped = 0
         for item in batch.items:
@@ -54,18 +55,20 @@ class Writer:
                 if key in known:
                     dropped += 1
                     continue
-                known.add(key)
+                known[key] = item.ref.uri
                 keep.append(i)
             if len(keep) < len(prepared.keys):
+                original = known[prepared.keys[0]] if not keep else ""  # a whole copy: remember what it repeats
                 prepared = replace(
                     prepared,
                     frames=[prepared.frames[i] for i in keep],
                     keys=[prepared.keys[i] for i in keep],
                     pixel_values=prepared.pixel_values[keep],
                 )
-                item = replace(item, prepared=prepared)
+                item = replace(item, prepared=prepared, duplicate_of=original if original != item.ref.uri else "")
             items.append(item)
-        self.seen_keys.update(k for item in items if item.prepared is not None for k in item.prepared.keys)
+        for kept in items:
+            self.seen_keys.update((key, kept.ref.uri) for key in (kept.prepared.keys if kept.prepared else []))
         return PreparedBatch(items, batch.duplicates + dropped)
 
     def write(self, batch: PreparedBatch, vectors: npt.NDArray[np.float32]) -> Written:
@@ -78,21 +81,28 @@ class Writer:
         rows: list[Image] = []
         sources: list[SourceRecord] = []
         failures: list[FailureRecord] = []
+        not_images: dict[str, int] = {}
         for item in batch.items:
             ref = item.ref
+            if item.not_image:  # acknowledged and accounted for: skipped under its SOP class, never a failure
+                not_images[item.not_image] = not_images.get(item.not_image, 0) + 1
+                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "skipped", sop_class=item.not_image))
+                continue
             if item.prepared is None:
                 failures.append(FailureRecord(ref.uri, item.code, item.reason))
                 sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "failed"))
                 continue
             rows.extend(self._row(item, i) for i in range(len(item.prepared.keys)))
-            sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", len(item.prepared.keys)))
+            count = len(item.prepared.keys)
+            sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", count, item.duplicate_of or None))
         stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
         # None: a writer on another machine sharing the database stored that instance first
         kept = [i for i, image_id in enumerate(stored) if image_id is not None]
         new_ids = np.asarray([stored[i] for i in kept], dtype=np.int64)
         self.index.add(new_ids, vectors[kept])
         score_new_images(self.collection, new_ids, vectors[kept])  # stored tags and applied probes, if any
-        return Written(len(batch.items), len(kept), batch.duplicates + len(stored) - len(kept), failures)
+        duplicates = batch.duplicates + len(stored) - len(kept)
+        return Written(len(batch.items), len(kept), duplicates, failures, not_images)
 
     def _row(self, item: Decoded, i: int) -> Image:
         assert item.prepared is not None

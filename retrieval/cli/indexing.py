@@ -1,4 +1,4 @@
-"""Commands that change a data folder: index, failures, remove, rebuild-index."""
+"""Commands that change a data folder: index, failures, dropped, remove, rebuild-index."""
 
 from __future__ import annotations
 
@@ -97,6 +97,8 @@ def index(
         "skipped": summary.skipped,
         "duplicates": summary.duplicates,
         "failed": summary.failed,
+        "not_images": sum(summary.not_images.values()),
+        "not_images_by_class": summary.not_images,
         "seconds": round(summary.seconds, 3),
         "images_per_second": {k: round(v, 2) for k, v in rates.items()},
         "encoder_busy": round(summary.encoder_busy, 3),
@@ -110,9 +112,12 @@ def index(
     out.print(
         f"indexed {summary.indexed} images from {summary.sources} sources in {summary.seconds:.1f} s "
         f"({rates['overall']:.1f} img/s); skipped {summary.skipped} already done, "
-        f"{summary.duplicates} duplicates; {summary.failed} failed",
+        f"{summary.duplicates} duplicates; {sum(summary.not_images.values())} not images; {summary.failed} failed",
         highlight=False,
     )
+    if summary.not_images:
+        classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.not_images.items()))
+        say(f"  not images (skipped; `medsearch dropped` lists them): {classes}")
     stages = ", ".join(f"{s} {rates[s]:.1f}" for s in ("decode", "preprocess", "encode", "write"))
     out.print(f"per stage (img/s): {stages}; encoder busy {summary.encoder_busy:.0%}")
     if ray:
@@ -177,6 +182,40 @@ def failures(
         where = f" (kept: {item['kept']}; `medsearch requeue` retries)" if item["kept"] else ""
         say(f"{item['source']}: [{item['code']}] {item['reason']}{where}")
     out.print(f"{len(items)} failures")
+
+
+@app.command()
+def dropped(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 1000,
+    data_dir: DataDir = None,
+) -> None:
+    """List files not indexed on purpose: copies of an instance already indexed (and the source each repeats) and
+    non-image DICOM objects (and their SOP class)."""
+    try:
+        rows = open_collection(data_dir).catalog.dropped(limit)
+    except MedsearchError as exc:
+        fail(exc)
+        return
+    items = [
+        {
+            "source": s.uri,
+            "why": "not_an_image" if s.status == "skipped" else "copy",
+            "sop_class": s.sop_class,
+            "duplicate_of": s.duplicate_of,
+            "recorded_at": s.processed_at.isoformat(),
+        }
+        for s in rows
+    ]
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    for item in items:
+        copy = item["why"] == "copy"
+        why = f"copy of {item['duplicate_of']}" if copy else f"not an image ({item['sop_class']})"
+        say(f"{item['source']}: {why}")
+    copies = sum(1 for item in items if item["why"] == "copy")
+    out.print(f"{copies} copies, {len(items) - copies} not images")
 
 
 @app.command()

@@ -209,6 +209,13 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         params = ", ".join(f"{k}={v}" for k, v in kinds.items() if k != "type")
         mapped = ", memory-mapped" if info.get("memory_mapped") else ""
         out.print(f"{'index':>18}: {kinds.get('type')}" + (f" ({params})" if params else "") + mapped)
+    if report["not_images"]:
+        out.print(
+            f"{'not images':>18}: {report['not_images']} skipped ("
+            + ", ".join(f"{c} {n}" for c, n in sorted(report["not_images_by_class"].items()))
+            + ")",
+            highlight=False,
+        )
     if report["failures_by_code"]:
         out.print(
             f"{'failures by code':>18}: "

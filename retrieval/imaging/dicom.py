@@ -14,7 +14,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 
-from retrieval.errors import DecodeError, NotAnImageError, TooLargeError, UnsupportedFormatError
+from retrieval.errors import DecodeError, NonImageObjectError, NotAnImageError, TooLargeError, UnsupportedFormatError
+from retrieval.imaging.sop_classes import PIXEL_TAGS, classify_dataset
 from retrieval.imaging.types import (
     DecodedFrame,
     DecodedImage,
@@ -24,8 +25,6 @@ from retrieval.imaging.types import (
     ImageMeta,
 )
 from retrieval.imaging.windowing import CT_PRESETS, apply_file_voi, apply_minmax, apply_window, has_file_voi
-
-PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def read_dataset(data: bytes, *, force: bool = False) -> Dataset:
@@ -189,14 +188,15 @@ def decode_dicom(
     """Decode a DICOM file's chosen frames to [0, 1] pixels plus metadata."""
     limits = limits or DecodeLimits()
     ds = read_dataset(data, force=force)
+    kind = classify_dataset(ds)
+    if kind.skipped:
+        raise NonImageObjectError.of(kind.kind, kind.name)
     if not any(tag in ds for tag in PIXEL_TAGS):
-        sop_class = _text(ds, "SOPClassUID")
-        if force and not sop_class:  # lenient parsing of preamble-less bytes found nothing DICOM-like
+        if force and kind.kind == "unknown":  # lenient parsing of preamble-less bytes found nothing DICOM-like
             raise UnsupportedFormatError("not a DICOM file or a supported image (PNG, JPEG, TIFF)")
-        name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "no SOP class"
         if "Rows" in ds or "Columns" in ds:
-            raise NotAnImageError(f"image attributes but no pixel data ({name}): truncated or stripped file")
-        raise NotAnImageError(f"DICOM file without pixel data ({name})")
+            raise NotAnImageError(f"image attributes but no pixel data ({kind.name}): truncated or stripped file")
+        raise NotAnImageError(f"DICOM file without pixel data ({kind.name})")
     _ensure_transfer_syntax(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on odd VR values when they are first read

@@ -19,6 +19,7 @@ class DecodeLimits:
 
     max_pixels: int = 120_000_000
     max_frames: int = 4096
+    max_bytes: int = 2 * 1024**3  # what a compressed file (gzip) may inflate to (MEDSEARCH_MAX_FILE_BYTES)
 
 
 @dataclass

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 ARCHIVE_SEPARATOR = "!/"  # stored URI of an archive member: ARCHIVE!/MEMBER
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-SKIP_NAMES = {".DS_Store", "Thumbs.db", "DICOMDIR"}
+SKIP_NAMES = {".DS_Store", "Thumbs.db"}  # a DICOMDIR is read: its header says it is one (sop_classes)
 # Sidecar and document files that sit next to images in archives: never images, so not failures either.
 SKIP_SUFFIXES = (
     ".csv",

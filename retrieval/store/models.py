@@ -80,8 +80,10 @@ class Source(Base):
     uri: Mapped[str] = mapped_column(Text, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime: Mapped[float] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # "indexed" | "failed"
+    status: Mapped[str] = mapped_column(String(16))  # "indexed" | "failed" | "skipped" (a non-image object)
     images: Mapped[int] = mapped_column(Integer, default=0)
+    sop_class: Mapped[str | None] = mapped_column(String(128))  # skipped: the object's SOP class name
+    duplicate_of: Mapped[str | None] = mapped_column(Text)  # indexed with 0 images: the source it repeats
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -73,6 +73,8 @@ class SourceRecord:
     mtime: float
     status: str
     images: int = 0
+    duplicate_of: str | None = None  # every instance of it was already indexed from that source
+    sop_class: str | None = None  # status "skipped": the non-image object's SOP class name
 
 
 @dataclass
@@ -170,7 +172,7 @@ class Catalog:
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
                 _upsert_failure(session, dialect, fail)
-            ok_uris = [s.uri for s in sources if s.status == "indexed"]
+            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped")]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
         return ids
@@ -224,6 +226,16 @@ class Catalog:
             for chunk in in_chunks(list(uris), 500):
                 rows.extend(session.scalars(select(Image).where(Image.source_uri.in_(chunk))))
             return rows
+
+    def sources_of_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        """The source URI each of these instance keys was indexed from (keys not indexed are absent)."""
+        found: dict[str, str] = {}
+        with self.sessions() as session:
+            for chunk in in_chunks(list(keys), 500):
+                query = select(Image.instance_key, Image.source_uri).where(Image.instance_key.in_(chunk))
+                rows = session.execute(query)
+                found.update({str(key): str(uri) for key, uri in rows})
+        return found
 
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         """Which instance keys are already indexed."""
@@ -412,6 +424,14 @@ class Catalog:
                     select(func.coalesce(Image.encoded_by, "unrecorded"), func.count()).group_by(Image.encoded_by)
                 )
             }
+            not_images = {
+                str(c): int(n)
+                for c, n in session.execute(
+                    select(func.coalesce(Source.sop_class, "(unrecorded)"), func.count())
+                    .where(Source.status == "skipped")
+                    .group_by(Source.sop_class)
+                )
+            }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
             return {
                 "images": count(Image),
@@ -422,6 +442,8 @@ class Catalog:
                 "by_modality": by_modality,
                 "failures_by_code": by_code,
                 "by_encoder": by_encoder,
+                "not_images": sum(not_images.values()),
+                "not_images_by_class": not_images,
             }
 
     def failures(self, limit: int = 1000) -> list[Failure]:
@@ -433,6 +455,13 @@ class Catalog:
         """Ids of the images (frames) of one SOP Instance UID, sorted."""
         with self.sessions() as session:
             return sorted(session.scalars(select(Image.id).where(Image.sop_instance_uid == uid)))
+
+    def dropped(self, limit: int = 1000) -> list[Source]:
+        """Sources processed but deliberately not indexed, newest first: non-image objects (with their SOP class)
+        and whole copies of an instance already indexed (with the source they repeat)."""
+        query = select(Source).where(or_(Source.status == "skipped", Source.duplicate_of.is_not(None)))
+        with self.sessions() as session:
+            return list(session.scalars(query.order_by(Source.processed_at.desc(), Source.id.desc()).limit(limit)))
 
     def find_ids(
         self, *, ids: Sequence[int] = (), source_prefix: str | None = None, study_uid: str | None = None
@@ -513,7 +542,15 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
     images: Any = src.images
     if src.status == "indexed":
         images = select(func.count()).select_from(Image).where(Image.source_uri == src.uri).scalar_subquery()
-    values = {"uri": src.uri, "size": src.size, "mtime": src.mtime, "status": src.status, "processed_at": utcnow()}
+    values = {
+        "uri": src.uri,
+        "size": src.size,
+        "mtime": src.mtime,
+        "status": src.status,
+        "sop_class": src.sop_class,
+        "duplicate_of": src.duplicate_of,
+        "processed_at": utcnow(),
+    }
     stmt = dialect_insert(dialect, Source).values(**values, images=images)
     update_set = {k: v for k, v in values.items() if k != "uri"}
     update_set["images"] = images
