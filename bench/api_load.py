@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     print()
+    print(cpu_line())
     print(markdown(results, floors))
     print(f"\nwall {meta['wall_seconds']}s, load average {meta['load_average_start']} -> {meta['load_average_end']}")
     if args.json:

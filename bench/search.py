@@ -351,7 +351,8 @@ def main() -> None:
         rows += [{**row, "cpu": cpu_line()} for row in bench_size(n, args, args.work)]
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
-    print("\n" + HEADER)
+    print("\n" + cpu_line())
+    print(HEADER)
     for row in rows:
         print(format_row(row))
 
