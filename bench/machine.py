@@ -6,9 +6,9 @@ import os
 import platform
 from pathlib import Path
 
-CPUINFO = Path("/proc/cpuinfo")
-# what FAISS, OpenVINO and torch pick their kernels by (AMX reported by its three flags when present)
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+from retrieval.cpu import CPUINFO, RELEVANT, read_cpu_features
+
+FLAGS = RELEVANT  # what FAISS, OpenVINO and torch pick their kernels by, the encoder's choices included
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str:
@@ -25,10 +25,7 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> list[str]:
     """Which of FLAGS this CPU lists (in FLAGS order); empty when /proc/cpuinfo cannot be read."""
-    try:
-        present = set(cpuinfo.read_text().split())
-    except OSError:
-        return []
+    present = read_cpu_features(cpuinfo) or frozenset()
     return [flag for flag in FLAGS if flag in present]
 
 
