@@ -28,8 +28,10 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 from alembic import command
-from api_load_queries import SAMPLE, Route, make_routes
+from api_load_queries import ROUTE_NAMES, SAMPLE, Route, make_routes
+from machine import cpu_facts, cpu_line
 from sqlalchemy import func, insert, select
+from synthetic import cluster_centres, synthetic_rows
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
@@ -93,15 +95,7 @@ def summarise(latencies: list[float], errors: int, seconds: float, cpu_seconds: 
 # -- collection ------------------------------------------------------------------------------------
 
 
-def clustered_vectors(rng: np.random.Generator, n: int, centres: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Unit vectors scattered around random cluster centres (a little like real embeddings)."""
-    which = rng.integers(0, len(centres), size=n)
-    vecs = centres[which] + 0.6 * rng.standard_normal((n, centres.shape[1]), dtype=np.float32) / np.sqrt(WIDTH)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    return vecs.astype(np.float32)
-
-
-def synthetic_row(i: int, rng: np.random.Generator) -> dict[str, Any]:
+def synthetic_row(i: int, day: int) -> dict[str, Any]:
     """An images-table row that never existed on disk (no thumbnail is ever asked for)."""
     study, series = i // 8, i // 2
     return {
@@ -115,7 +109,7 @@ def synthetic_row(i: int, rng: np.random.Generator) -> dict[str, Any]:
         "number_of_frames": 1,
         "modality": MODALITIES[study % len(MODALITIES)],
         "body_part": BODY_PARTS[study % len(BODY_PARTS)],
-        "study_date": dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 3650))),
+        "study_date": dt.date(2015, 1, 1) + dt.timedelta(days=int(day)),
         "patient_hash": f"{study // 3:064x}",
         "source_uri": f"synthetic://{i}.dcm",
         "content_hash": f"{i:064x}",
@@ -125,9 +119,10 @@ def synthetic_row(i: int, rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def grow(collection: Collection, target: int, rng: np.random.Generator, centres: npt.NDArray[np.float32]) -> float:
+def grow(collection: Collection, target: int, seed: int, centres: npt.NDArray[np.float32]) -> float:
     """Add synthetic rows and vectors in bulk (one executemany per 20,000 rows) until the store holds `target`
-    synthetic images, then rebuild the index from the stored vectors as the product does (`auto`: exact below
+    synthetic images, continuing the seed's stream where the store stops (a second run adds new vectors, not
+    the first run's again), then rebuild the index from the stored vectors as the product does (`auto`: exact below
     100,000 vectors, ivf-sq8 from there); returns the seconds taken."""
     start = time.perf_counter()
     images, vectors = Image.__table__, Vector.__table__
@@ -138,8 +133,8 @@ def grow(collection: Collection, target: int, rng: np.random.Generator, centres:
     chunk = 20_000
     while have < target:
         n = min(chunk, target - have)
-        vecs = clustered_vectors(rng, n, centres)
-        rows = [synthetic_row(have + j, rng) for j in range(n)]
+        vecs, days = synthetic_rows(seed, have, n, centres)
+        rows = [synthetic_row(have + j, int(days[j])) for j in range(n)]
         blobs = [{"image_id": SYNTHETIC_BASE + have + j, "vector": vecs[j].tobytes()} for j in range(n)]
         with collection.engine.begin() as conn:
             conn.execute(insert(images), rows)
@@ -326,7 +321,7 @@ def bench_size(
     results: list[Scenario] = []
     floors = {server[0]: http_floor(server, args) for server in servers}
     for route in make_routes(collection, ids, args.k):
-        if args.routes and route.name not in args.routes:
+        if args.route and route.name not in args.route:
             continue
         clients = {name: ThreadClients(base) for name, base, _ in servers}
 
@@ -431,7 +426,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20, help="Untimed calls of each kind before timing.")
     p.add_argument("--check", type=int, default=5, help="Queries whose API hits are compared with the library's.")
-    p.add_argument("--routes", default="", help="Only these routes (comma-separated names; default all).")
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="NAME_OR_NUMBER",
+        help="Only this route (repeatable; default all). A name as printed (quote it: names hold spaces and "
+        "commas) or its number: " + "; ".join(f"{i} = {name}" for i, name in enumerate(ROUTE_NAMES, 1)) + ".",
+    )
     p.add_argument(
         "--compare",
         type=Path,
@@ -446,8 +448,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
-    args.routes = {x.strip() for x in args.routes.split(",") if x.strip()}
+    args.route = select_routes(args.route, p)
     return args
+
+
+def select_routes(wanted: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The route names asked for by name or 1-based number, in ROUTE_NAMES order; unknown ones end the run."""
+    chosen = set()
+    for item in wanted:
+        if item in ROUTE_NAMES:
+            chosen.add(item)
+        elif item.isdigit() and 1 <= int(item) <= len(ROUTE_NAMES):
+            chosen.add(ROUTE_NAMES[int(item) - 1])
+        else:
+            parser.error(
+                f"--route {item!r}: not a route; use a name or number from --help ({', '.join(map(repr, ROUTE_NAMES))})"
+            )
+    return [name for name in ROUTE_NAMES if name in chosen]
 
 
 def copy_for_old_tree(data_dir: Path, target: Path) -> Path:
@@ -484,6 +501,7 @@ def servers_for(data_dir: Path, model_dir: Path, work: Path, args: argparse.Name
 def main(argv: list[str] | None = None) -> int:
     """Build the stand-in model, index the samples, grow the collection through each size, serve it, load it."""
     args = parse_args(argv)
+    print(cpu_line(), flush=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="medsearch-apiload-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -491,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}, no GPU",
+        **cpu_facts(),
+        "synthetic_vectors": "stream keyed by (seed, row position): 0 exact duplicates however the sizes are grown",
         "model": MODEL_ARCH,
         "k": args.k,
         "seconds_per_loop": args.seconds,
@@ -510,13 +530,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if collection.catalog.change_marker()[0] == 0:  # the real samples first: ids 1..10
                 run_index(collection, [SAMPLE.parent], IndexOptions(workers=0))
-            rng = np.random.default_rng(args.seed)
-            centres = rng.standard_normal((64, WIDTH), dtype=np.float32)
-            centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+            centres = cluster_centres(args.seed, 64, WIDTH)
             meta["populate_seconds"] = {}
             meta["index"] = {}
             for size in args.sizes:
-                took = grow(collection, size, rng, centres)
+                took = grow(collection, size, args.seed, centres)
                 meta["populate_seconds"][size] = round(took, 1)
                 assert collection.index is not None
                 meta["index"][size] = collection.index.describe()["params"]
@@ -532,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     print()
+    print(cpu_line())
     print(markdown(results, floors))
     print(f"\nwall {meta['wall_seconds']}s, load average {meta['load_average_start']} -> {meta['load_average_end']}")
     if args.json:

@@ -68,6 +68,17 @@ def new_pixels(i: int) -> bytes:
     return out.getvalue()
 
 
+# the routes' names, in the order they run (--route takes a name or its 1-based number); the published figures use them
+ROUTE_NAMES = (
+    "search-by-id",
+    "text, new each time",
+    "text, 12 repeated",
+    "upload, repeated file",
+    "upload, indexed pixels",
+    "upload, new pixels",
+)
+
+
 def make_routes(collection: Collection, ids: npt.NDArray[np.int64], k: int) -> list[Route]:
     """Every route, each with its bare library call and its HTTP request."""
 
@@ -98,11 +109,12 @@ def make_routes(collection: Collection, ids: npt.NDArray[np.int64], k: int) -> l
         assert isinstance(data, bytes)
         return json_ids(client.post("/v1/search/image", files={"file": ("q.dcm", data)}, data={"k": str(k)}))
 
+    by_id, text_new, text_repeated, upload_repeated, upload_indexed, upload_new = ROUTE_NAMES
     return [
-        Route("search-by-id", lambda i: int(ids[(i * 7919) % len(ids)]), lib_id, api_id),
-        Route("text, new each time", lambda i: f"{TEXTS[i % len(TEXTS)]} ({i})", lib_text, api_text),
-        Route("text, 12 repeated", lambda i: TEXTS[i % len(TEXTS)], lib_text, api_text),
-        Route("upload, repeated file", lambda i: _sample()[0], lib_upload, api_upload),
-        Route("upload, indexed pixels", same_pixels, lib_upload, api_upload),
-        Route("upload, new pixels", new_pixels, lib_upload, api_upload),
+        Route(by_id, lambda i: int(ids[(i * 7919) % len(ids)]), lib_id, api_id),
+        Route(text_new, lambda i: f"{TEXTS[i % len(TEXTS)]} ({i})", lib_text, api_text),
+        Route(text_repeated, lambda i: TEXTS[i % len(TEXTS)], lib_text, api_text),
+        Route(upload_repeated, lambda i: _sample()[0], lib_upload, api_upload),
+        Route(upload_indexed, same_pixels, lib_upload, api_upload),
+        Route(upload_new, new_pixels, lib_upload, api_upload),
     ]

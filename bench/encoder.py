@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ingest.py: the
 import numpy as np
 import numpy.typing as npt
 from ingest import FULL, FULL_ARCH, _short, corpus, spread  # type: ignore[import-not-found]
+from machine import cpu_facts, cpu_line  # type: ignore[import-not-found]
 
 from retrieval.encoders.factory import cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
@@ -142,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     info = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", "bench/encoder.py", *(argv if argv is not None else sys.argv[1:])]),
-        "cpus": os.cpu_count(),
+        **cpu_facts(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "openvino": ov.get_version(),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
     }
+    print(cpu_line(), flush=True)
     print(f"machine: {info}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="medsearch-encoder-bench-") as tmp:
         work = Path(tmp)
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{FULL_ARCH}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
+    print(cpu_line())
     print(f"speed-up: vs {baseline} in the same round (median); cosine: vs {reference} over all images")
     head = f"| back end | batch 1 s/img | x {baseline} | batch 8 s/img | x {baseline} | min cosine | mean cosine |"
     print(head + " first load s | convert s | peak RSS GB |")

@@ -22,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # spawned decode workers read this at start-up
 
 import numpy as np
+from machine import cpu_facts, cpu_line
 
 from indexer.pipeline import STAGES, IndexOptions, IndexSummary, run_index
 from retrieval.collection import Collection
@@ -288,7 +289,7 @@ def machine() -> dict[str, Any]:
 
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpus": os.cpu_count(),
+        **cpu_facts(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
         "torch": torch.__version__,
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     info["command"] = " ".join(["python", "bench/ingest.py", *(argv if argv is not None else sys.argv[1:])])
+    print(cpu_line(), flush=True)
     print(f"machine: {info}", file=sys.stderr)
     t0 = time.perf_counter()
     files = corpus()
@@ -370,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             encodes = ", ".join(f"{r.images / e:.1f}" if e > 0 else "n/a" for e in r.encode_seconds_runs)
             print(f"  {r.repeats} runs (medians in the table): wall s {walls}; encode img/s {encodes}")
     print()
+    print(cpu_line())
     print(markdown(runs))
     if args.json:
         payload = {

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_line
+
 STAGE_KEYS = ("overall", "read", "decode", "preprocess", "encode", "write")
 
 
@@ -63,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="bench/ingest.py runs per tree, alternating")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: options for bench/ingest.py")
     args = parser.parse_args(argv)
+    print(cpu_line(), flush=True)
     bench_args = [a for a in args.bench_args if a != "--"]
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
     runs = collect(args.rounds, trees, bench_args)
     print(f"command: python bench/ingest_ab.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"{args.rounds} rounds per tree, alternating; medians over rounds\n")
+    print(f"{args.rounds} rounds per tree, alternating; medians over rounds; {cpu_line()}\n")
     print(table(runs, "old", "new"))
     return 0
 

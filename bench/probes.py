@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sqlite3
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from machine import cpu_facts, cpu_line
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -237,6 +237,7 @@ def main() -> None:
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return
+    print(cpu_line(), flush=True)
     folder = Path(args.work)
     folder.mkdir(parents=True, exist_ok=True)
     vectors = folder / "vectors.f32"
@@ -266,7 +267,7 @@ def main() -> None:
         "median_ratio": float(np.median([r["ratio"] for r in rounds])),
         "accuracy": accuracy(score, vectors, args.chunk),
         "children": {mode: in_child(mode, args) for mode in args.children.split(",") if mode},
-        "cpus": os.cpu_count(),
+        **cpu_facts(),
     }
     text = json.dumps(report, indent=2)
     if args.json:

@@ -20,6 +20,7 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import FULL, FULL_ARCH, TINY, TINY_ARCH, corpus, spread  # the same 24 files as bench/ingest.py
+from machine import cpu_facts, cpu_line
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_index
 from indexer.ray_ingest import RayIndexSummary, RayOptions, run_index_ray
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in already built in this folder")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
+    print(cpu_line(), flush=True)
 
     import ray
 
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        **cpu_facts(),
         "load_average": os.getloadavg()[0],
         "model": arch,
         "device": args.device,

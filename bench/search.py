@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_line
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -330,7 +331,8 @@ def main() -> None:
     if args.filtered:
         from search_filtered import run
 
-        rows = run(args.filtered, args.model, args.queries)
+        print(cpu_line(), flush=True)
+        rows = [{**row, "cpu": cpu_line()} for row in run(args.filtered, args.model, args.queries)]
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1, default=str))
         return
@@ -342,14 +344,15 @@ def main() -> None:
         return
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(f"cpus {os.cpu_count()}, load {os.getloadavg()}, started {started}")
+    print(f"{cpu_line()}, load {os.getloadavg()}, started {started}")
     print(HEADER, flush=True)
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
-        rows += bench_size(n, args, args.work)
+        rows += [{**row, "cpu": cpu_line()} for row in bench_size(n, args, args.work)]
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
-    print("\n" + HEADER)
+    print("\n" + cpu_line())
+    print(HEADER)
     for row in rows:
         print(format_row(row))
 

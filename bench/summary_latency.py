@@ -24,9 +24,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub; the mod
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import httpx
-import numpy as np
 from api_load import Stats, ThreadClients, grow, running_server, summarise, timed_loop
 from api_load_queries import TEXTS
+from machine import cpu_facts, cpu_line
+from synthetic import cluster_centres
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
@@ -159,10 +160,7 @@ def build_data(root: Path, size: int) -> tuple[Path, Path, Path, list[int]]:
     try:
         run_index(collection, [SAMPLES], IndexOptions(labels=load_labels(SAMPLES / "labels.csv")))
         ids = [int(i) for i in collection.catalog.all_ids()]
-        rng = np.random.default_rng(0)
-        centres = rng.standard_normal((64, WIDTH)).astype(np.float32)
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        grow(collection, size, rng, centres)
+        grow(collection, size, 0, cluster_centres(0, 64, WIDTH))
     finally:
         collection.close()
     return siglip, gemma, data, ids
@@ -192,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    print(cpu_line(), flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="bench-summary-"))
     started = dt.datetime.now(dt.UTC)
@@ -266,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results, busy)
     load_end = os.getloadavg()[0]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
-    print(f"\n{started:%Y-%m-%d %H:%M} UTC, {machine}")
+    print(f"\n{started:%Y-%m-%d %H:%M} UTC, {machine}\n{cpu_line()}")
     print(f"load average {load_start:.1f} -> {load_end:.1f}; search errors {errors}\n")
     print(table)
     if args.json:
         payload = {
             "started": started.isoformat(),
+            **cpu_facts(),
             "args": {k: str(v) for k, v in vars(args).items()},
             "load": [load_start, load_end],
             "results": {n: {r: asdict(s) for r, s in routes.items()} for n, routes in results.items()},

@@ -13,6 +13,7 @@ import time
 
 import faiss
 import numpy as np
+from machine import cpu_line
 
 WIDTH = 1152
 
@@ -76,7 +77,7 @@ def main() -> None:
     ) / np.sqrt(WIDTH)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[rng.integers(0, args.size, 500)] + 0.01
-    print(f"cpus {os.cpu_count()}, default OpenMP threads {faiss.omp_get_max_threads()}, load {os.getloadavg()}")
+    print(f"{cpu_line()}, default OpenMP threads {faiss.omp_get_max_threads()}, load {os.getloadavg()}")
     print("| index | clients | OpenMP threads per search | p50 ms | searches/s |")
     print("|---|---:|---|---:|---:|")
     for kind in ("flat", "ivf-sq8"):
