@@ -44,8 +44,8 @@ def run(
             planned = plan(collection, source, summary, progress)
             if planned:
                 config = decode_config(collection, encoder, options)
-                executor.start(Job(collection, encoder, config, options, index.width))
                 try:
+                    executor.start(Job(collection, encoder, config, options, index.width))
                     batches = _Batches(executor, writer, options.batch_size, summary, progress)
                     items = _read(work_items(source, planned, executor.reads), summary)
                     for outcome in executor.process(items):
