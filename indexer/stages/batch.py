@@ -48,3 +48,15 @@ class PreparedBatch:
         if not parts:
             return np.zeros((0, 3, 0, 0), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+@dataclass
+class Outcome:
+    """One source as an executor hands it back: decoded (pixels may be dropped once encoded) and, when an
+    encoder away from the runner embedded it, its vectors, that encoder's name and its share of computing time."""
+
+    decoded: Decoded
+    vectors: npt.NDArray[np.float32] | None = None
+    encode_seconds: float = 0.0
+    worker: str = ""
+    encoded_by: str = ""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
+from indexer.stages.batch import Decoded, PreparedBatch
 from retrieval.encoders.base import Encoder
 
 
@@ -17,3 +20,19 @@ def encode_pixel_batch(
     size = max(1, batch_size)
     parts = [encoder.encode_pixel_values(pixel_values[i : i + size]) for i in range(0, len(pixel_values), size)]
     return np.concatenate(parts).astype(np.float32)
+
+
+def kept_vectors(
+    before: Sequence[Decoded], after: PreparedBatch, vectors: Sequence[npt.NDArray[np.float32]], width: int
+) -> npt.NDArray[np.float32]:
+    """Vectors computed before the write stage dropped known frames (`vectors[i]`: one row per frame of
+    `before[i]`), cut to the frames `after` (the same items, from `Writer.new_only`) kept, in `after.keys` order."""
+    kept: list[npt.NDArray[np.float32]] = []
+    for original, item, rows in zip(before, after.items, vectors, strict=True):
+        if item.prepared is None or original.prepared is None:
+            continue
+        wanted = set(item.prepared.keys)
+        kept.append(rows[[i for i, key in enumerate(original.prepared.keys) if key in wanted]])
+    if not kept:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.concatenate(kept).astype(np.float32, copy=False)

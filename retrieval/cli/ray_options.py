@@ -31,7 +31,9 @@ RayActors = Annotated[
 ]
 RayDecoders = Annotated[
     int | None,
-    typer.Option("--ray-decoders", min=1, help="Decode actors, each feeding 2 decode tasks (default: free CPUs)."),
+    typer.Option(
+        "--ray-decoders", min=1, help="Decode slots, each keeping 2 decode tasks in flight (default: free CPUs)."
+    ),
 ]
 
 
