@@ -117,7 +117,7 @@ def test_a_received_non_image_object_is_skipped_and_deleted_not_quarantined(tmp_
         spool = Spool(tmp_path / "spool")
         names = ("CT_small.dcm", "test-SR.dcm", "waveform_ecg.dcm")
         for name in names:
-            spool.put(str(_header(name).SOPInstanceUID), testdata_file(name).read_bytes())
+            spool.put(testdata_file(name).read_bytes())
         assert SpoolWorker(collection, spool, IndexOptions(workers=0), batch=8, poll_seconds=1).drain_once() == 3
         assert spool.pending(10) == [] and Quarantine(spool.folder).entries() == []
         assert collection.catalog.failures() == []

@@ -43,7 +43,7 @@ def test_index_leaves_private_files_and_nothing_under_home(tmp_path: Path, tiny_
 def test_spool_and_quarantine_folders_are_private(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     assert mode(spool.folder) == 0o700
-    received = spool.put("1.2.3.4", b"DICM bytes with a patient name")
+    received = spool.put(b"DICM bytes with a patient name")
     kept = Quarantine(spool.folder).keep(received, "dicom://x", "decode_error", "test")
     assert kept is not None and mode(kept.parent) == 0o700
 
