@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, Route
+from pydicom.data import get_testdata_file
 
+from indexer.pipeline import IndexOptions, run_index
+from retrieval.collection import Collection
 from tests.browser import KEY, VIEWER, open_page, save_shot, serve_samples, thumbs_loaded, wait_for_new_results
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, make_settings
 
 pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
 
@@ -442,3 +445,22 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
     assert box["scrolled"] > 200 and box["top"] >= box["bar"] and box["bottom"] <= 520 and box["inside"], box
     save_shot(pg, "09-sticky-error.png")
     assert not errors, errors
+
+
+@pytest.mark.timeout(300)
+def test_page_counts_skipped_non_image_objects(tmp_path: Path, tiny_model: Path, page: Page) -> None:
+    """A structured report and an RT plan next to an image: the top bar counts them as skipped, by SOP class."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "test-SR.dcm", "rtplan.dcm"):
+        shutil.copy(str(get_testdata_file(name)), folder / name)
+    data_dir = tmp_path / "data"
+    with Collection(make_settings(data_dir, tiny_model)) as collection:
+        summary = run_index(collection, [folder], IndexOptions())
+    assert summary.indexed == 1 and summary.failed == 0 and sum(summary.not_images.values()) == 2, summary
+    with serve_samples(data_dir, tiny_model) as base:
+        open_page(page, base)
+        page.wait_for_selector("[data-testid=not-images]")
+        assert page.inner_text("[data-testid=not-images]") == "2 non-image objects skipped"
+        title = page.get_attribute("[data-testid=not-images]", "title") or ""
+        assert sorted(title.split("\n")) == ["1 Comprehensive SR Storage", "1 RT Plan Storage"]

@@ -50,6 +50,19 @@ export async function loadStats() {
       s.append(b, ` ${what}`);
       box.append(s);
     }
+    if (stats.not_images > 0) {
+      // non-image DICOM objects (structured reports, RT plans, ECGs...) skipped on purpose: not failures
+      const skipped = document.createElement("span");
+      skipped.className = "not-images";
+      skipped.dataset.testid = "not-images";
+      const b = document.createElement("b");
+      b.textContent = `${stats.not_images}`;
+      skipped.append(b, " non-image objects skipped");
+      skipped.title = Object.entries(stats.not_images_by_class || {})
+        .map(([name, count]) => `${count} ${name}`)
+        .join("\n");
+      box.append(skipped);
+    }
     const m = document.createElement("span");
     m.className = "model";
     m.textContent = `model: ${model}`;
