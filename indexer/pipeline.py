@@ -7,7 +7,7 @@ from pathlib import Path
 
 from indexer.executors import build_executor
 from indexer.job import STAGES, IndexOptions, IndexSummary, Progress
-from indexer.runner import apply_labels, decode_config, plan, run
+from indexer.runner import run
 from retrieval.collection import Collection
 from retrieval.sources.base import IngestSource
 from retrieval.sources.files import PathSource
@@ -17,9 +17,6 @@ __all__ = [
     "IndexOptions",
     "IndexSummary",
     "Progress",
-    "apply_labels",
-    "decode_config",
-    "plan",
     "run_index",
     "run_source",
 ]

@@ -79,7 +79,7 @@ def plan(
 def decode_config(collection: Collection, encoder: Encoder, options: IndexOptions) -> DecodeConfig:
     """What every decode worker needs: the encoder's image processor and the collection's limits."""
     settings = collection.settings
-    limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_file_bytes)
+    limits = DecodeLimits.of(settings)
     return DecodeConfig(encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
 
 

@@ -223,8 +223,3 @@ def remembered_model(settings: Settings, recorded: ModelFingerprint | None) -> t
     return settings.model_copy(update={"model": ref}), (
         f"model {ref!r}: the one this collection was built with (MEDSEARCH_MODEL is unset)"
     )
-
-
-def _close(index: VectorIndex) -> None:
-    """Release what a back end holds (Milvus: its connection and file; FAISS: nothing)."""
-    index.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from retrieval.optional import import_openvino
+
 CPUINFO = Path("/proc/cpuinfo")
 # the flags the encoder's choices depend on (others are not reported)
 RELEVANT = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
@@ -32,8 +34,7 @@ def cpu_features() -> frozenset[str]:
     if features is not None:
         return features
     try:
-        import openvino as ov
-
+        ov = import_openvino("Reading the CPU's features from OpenVINO")
         capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:
         return frozenset()

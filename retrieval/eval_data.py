@@ -78,7 +78,7 @@ def embed_labelled(collection: Collection, items: list[LabelledImage]) -> tuple[
                 read_file(item.path, settings.max_file_bytes),
                 encoder.image_processor,
                 frames="middle",
-                limits=DecodeLimits(max_pixels=settings.max_pixels),
+                limits=DecodeLimits.of(settings),
                 ct_window=settings.ct_window,
             )
         except MedsearchError as exc:

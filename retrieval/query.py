@@ -100,7 +100,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
             data,
             encoder.image_processor,
             frames="middle",
-            limits=DecodeLimits(max_pixels=settings.max_pixels),
+            limits=DecodeLimits.of(settings),
             ct_window=settings.ct_window,
         )
         vector = _indexed_vector(collection, prepared, fingerprint.key)

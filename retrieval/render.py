@@ -43,7 +43,7 @@ def _decode_picture(
     decoded = decode_bytes(
         data,
         frames=frame if frame is not None else "middle",
-        limits=DecodeLimits(max_pixels=settings.max_pixels),
+        limits=DecodeLimits.of(settings),
         ct_window=ct_window,
     )
     pixels = np.rint(np.clip(decoded.frames[0].pixels, 0, 1) * 255).astype(np.uint8)

@@ -33,3 +33,20 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["MEDSEARCH_MODEL"] = str(root / "model")
     env["MEDSEARCH_WORKERS"] = "1"
     return env
+
+
+def index(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`medsearch index -q --workers 0 ARGS` with `env`, its output captured."""
+    argv = [str(MEDSEARCH), "index", "-q", "--workers", "0", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
+    """The environment of a `medsearch` command on a fresh data folder in this test's temp folder."""
+    return {
+        **os.environ,
+        "MEDSEARCH_DATA_DIR": str(tmp_path / "data"),
+        "MEDSEARCH_MODEL": str(tiny_model),
+        "COLUMNS": "200",
+    }

@@ -19,8 +19,8 @@ from retrieval.errors import NotAnImageError
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.sop_classes import classify_dataset, storage_sop_classes
 from retrieval.sources.read import received_uri
+from tests.commands import index
 from tests.conftest import make_settings, testdata_file
-from tests.test_index_exit import env, index  # noqa: F401  # `env` is a fixture
 from tests.test_pacs_listen import MEDSEARCH
 
 NON_IMAGES = {  # pydicom test file -> the SOP class it is skipped under
@@ -50,7 +50,8 @@ def test_classification_from_the_header() -> None:
     )
 
 
-def test_non_image_objects_are_skipped_and_counted_exit_0(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.e2e  # the real `medsearch` command
+def test_non_image_objects_are_skipped_and_counted_exit_0(env: dict[str, str], tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("CT_small.dcm", *NON_IMAGES):
@@ -73,7 +74,8 @@ def test_non_image_objects_are_skipped_and_counted_exit_0(env: dict[str, str], t
     assert again.returncode == 0 and json.loads(again.stdout)["skipped"] == 5
 
 
-def test_dropped_copies_are_listed_with_what_they_repeat(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.e2e  # the real `medsearch` command
+def test_dropped_copies_are_listed_with_what_they_repeat(env: dict[str, str], tmp_path: Path) -> None:
     first, later = tmp_path / "first", tmp_path / "later"
     first.mkdir()
     later.mkdir()
@@ -92,7 +94,8 @@ def test_dropped_copies_are_listed_with_what_they_repeat(env: dict[str, str], tm
     assert f"next-run-copy.dcm: copy of {original}" in text.replace("\n", "") and "3 copies, 0 not images" in text
 
 
-def test_a_gzipped_dicom_is_read_like_the_file_it_contains(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.e2e  # the real `medsearch` command
+def test_a_gzipped_dicom_is_read_like_the_file_it_contains(env: dict[str, str], tmp_path: Path) -> None:
     zipped = testdata_file("zipMR.gz")
     image = decode_bytes(zipped.read_bytes())
     plain = decode_bytes(gzip.decompress(zipped.read_bytes()))

@@ -18,6 +18,8 @@ from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
 from tests.conftest import SAMPLES
 
+pytestmark = pytest.mark.e2e  # the real `medsearch` command (not in `make test-fast`)
+
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
 FILES = sorted(SAMPLES.glob("*.dcm"))[:3]
 

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.commands import index
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.e2e  # drives the real `medsearch index` command (not in `make test-fast`)
 
 MEDSEARCH = str(Path(sys.executable).parent / "medsearch")
-
-
-def index(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [MEDSEARCH, "index", "-q", "--workers", "0", *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture
-def env(tmp_path: Path, tiny_model: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MEDSEARCH_DATA_DIR": str(tmp_path / "data"),
-        "MEDSEARCH_MODEL": str(tiny_model),
-        "COLUMNS": "200",
-    }
 
 
 def test_missing_path_is_a_usage_error_before_the_model_loads(env: dict[str, str], tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from tests.orthanc import free_port
 from tests.test_dicom_senders import send_with_storescu, sop_of
 from tests.test_pacs_listen import MEDSEARCH, Listener, _env, _indexed_uids, _wait_for
 
+pytestmark = pytest.mark.peers  # real DCMTK storescu into `medsearch listen` (not in `make test-fast`)
+
 RETIRED_US = "color-px.dcm"  # Ultrasound Image Storage (Retired), 1.2.840.10008.5.1.4.1.1.6: `index` reads it
 NON_IMAGES = {
     "test-SR.dcm": "Comprehensive SR Storage",

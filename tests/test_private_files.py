@@ -18,13 +18,15 @@ from retrieval.errors import TooLargeError
 from retrieval.imaging.raster import decode_raster
 from retrieval.imaging.types import DecodeLimits
 from tests.conftest import SAMPLES
-from tests.test_api import cli, service_env
+from tests.service import cli, service_env
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow  # an OpenVINO conversion through the real `medsearch index`
+@pytest.mark.e2e
 def test_index_leaves_private_files_and_nothing_under_home(tmp_path: Path, tiny_model: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

@@ -16,7 +16,10 @@ from retrieval.collection import Collection
 from tests.conftest import make_settings, testdata_file
 from tests.fake_dicomweb import FakeDicomweb
 
-pytestmark = pytest.mark.backends("sqlite-faiss")  # one back end is enough: this is about the driver's memory
+pytestmark = [
+    pytest.mark.backends("sqlite-faiss"),
+    pytest.mark.peers,
+]  # a real local Ray; one back end is enough: this is about the driver's memory
 COUNT = 240
 BATCH = 4
 ACTORS = 2

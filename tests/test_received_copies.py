@@ -16,6 +16,8 @@ from tests.orthanc import encode, free_port, with_new_uids
 from tests.test_dicom_senders import send_with_storescu
 from tests.test_pacs_listen import MEDSEARCH, Listener, _env, _indexed_uids, _wait_for
 
+pytestmark = pytest.mark.peers  # real DCMTK storescu into `medsearch listen` (not in `make test-fast`)
+
 
 def _write(ds: pydicom.Dataset, path: Path) -> tuple[Path, str]:
     path.write_bytes(encode(ds))

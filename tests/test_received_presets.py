@@ -38,6 +38,7 @@ def _received(collection: Collection, name: str) -> tuple[bytes, pydicom.Dataset
 
 
 @pytest.mark.backends("sqlite-faiss")
+@pytest.mark.e2e  # `medsearch remove` as a subprocess
 def test_ct_presets_render_without_a_pacs_and_nothing_identifies_the_patient(collection: Collection) -> None:
     settings = collection.settings
     assert not settings.dicomweb_url

@@ -10,10 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import testdata_file
 from tests.orthanc import encode, free_port, with_new_uids
 from tests.test_pacs_listen import Listener, _env, _indexed_uids, _wait_for
 from tests.test_resume import build_corpus, group_alive, index_command, medsearch_env
+
+pytestmark = [pytest.mark.peers, pytest.mark.slow]  # real listen/index processes SIGKILLed (not in `make test-fast`)
 
 WORKERS = 2
 # The kernel's parent-death signal is immediate; a worker still importing when its parent died (a spawned worker

@@ -52,19 +52,19 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep) -> JSONResponse:
     """200 when the model is loaded and the index open; 503 with the reason otherwise."""
     await run_in_threadpool(state.refresh, True)
-    index = state.collection.index
     fingerprint = state.collection.catalog.fingerprint()
-    body = {
-        "ready": state.model_ready and state.model_error is None,
-        "model_loaded": state.model_ready,
-        "model": shown_model(state.collection.settings.model),  # MEDSEARCH_MODEL, else the collection's own model
-        "encoder": running_encoder(state.collection),
-        "cpu_features": sorted(cpu.cpu_features()),
-        "index_loaded": index is not None,
-        "vectors": index.ntotal if index is not None else 0,
-        "standin_model": bool(fingerprint and fingerprint.standin),
-        "threads": thread_report(state.threads, index),
-    }
+    with state.collection.leased_index() as index:  # one index for both reads, even if a refresh swaps it
+        body = {
+            "ready": state.model_ready and state.model_error is None,
+            "model_loaded": state.model_ready,
+            "model": shown_model(state.collection.settings.model),  # MEDSEARCH_MODEL, else the collection's own
+            "encoder": running_encoder(state.collection),
+            "cpu_features": sorted(cpu.cpu_features()),
+            "index_loaded": index is not None,
+            "vectors": index.ntotal if index is not None else 0,
+            "standin_model": bool(fingerprint and fingerprint.standin),
+            "threads": thread_report(state.threads, index),
+        }
     if state.model_error:
         message = without_model_path(state.model_error, state.collection.settings.model)
         return error_response(503, "model_unavailable", f"{WITHOUT_MODEL} {message}")

@@ -152,7 +152,7 @@ def failures(
     from indexer.quarantine import Quarantine
 
     try:
-        collection = open_collection(data_dir)
+        collection = open_collection(data_dir, read_only=True)
         rows = collection.catalog.failures(limit)
         quarantine = Quarantine(collection.settings.resolved_spool_dir).entries()
     except MedsearchError as exc:
@@ -193,7 +193,7 @@ def dropped(
     """List files not indexed on purpose: copies of an instance already indexed (and the source each repeats) and
     non-image DICOM objects (and their SOP class)."""
     try:
-        rows = open_collection(data_dir).catalog.dropped(limit)
+        rows = open_collection(data_dir, read_only=True).catalog.dropped(limit)
     except MedsearchError as exc:
         fail(exc)
         return

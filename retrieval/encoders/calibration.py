@@ -33,7 +33,7 @@ def collection_frames(settings: Settings, processor: ImageProcessor, limit: int)
                 read_source(uri, settings),
                 processor,
                 frames=int(frame),
-                limits=DecodeLimits(max_pixels=settings.max_pixels),
+                limits=DecodeLimits.of(settings),
                 ct_window=settings.ct_window,
             )
         except (MedsearchError, OSError) as exc:

@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.settings import Settings
+
 FramePolicy = Literal["middle", "all"] | int  # an int picks one 1-based frame
 FloatImage = npt.NDArray[np.float32]
 
@@ -20,6 +22,12 @@ class DecodeLimits:
     max_pixels: int = 120_000_000
     max_frames: int = 4096
     max_bytes: int = 2 * 1024**3  # what a compressed file (gzip) may inflate to (MEDSEARCH_MAX_FILE_BYTES)
+
+    @classmethod
+    def of(cls, settings: Settings) -> DecodeLimits:
+        """The limits a collection's settings set (MEDSEARCH_MAX_PIXELS, MEDSEARCH_MAX_FILE_BYTES): indexing,
+        queries, renders and calibration decode under the same ones."""
+        return cls(max_pixels=settings.max_pixels, max_bytes=settings.max_file_bytes)
 
 
 @dataclass

@@ -237,14 +237,6 @@ class Catalog:
                 found.update({str(key): str(uri) for key, uri in rows})
         return found
 
-    def existing_keys(self, keys: Sequence[str]) -> set[str]:
-        """Which instance keys are already indexed."""
-        found: set[str] = set()
-        with self.sessions() as session:
-            for chunk in in_chunks(list(keys), 500):
-                found.update(session.scalars(select(Image.instance_key).where(Image.instance_key.in_(chunk))))
-        return found
-
     def images(self, ids: Sequence[int]) -> dict[int, Image]:
         """Image rows by id (ids no store can hold are simply absent)."""
         with self.sessions() as session:
