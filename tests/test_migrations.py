@@ -109,6 +109,7 @@ def test_a_pre_alembic_database_is_adopted_with_its_rows(backend: Backend, tmp_p
 def test_simultaneous_first_opens_migrate_once(backend: Backend, tmp_path: Path, tiny_model: Path) -> None:
     """Three processes open one empty database at the same moment: the lock lets one migrate, all succeed."""
     data_dir = tmp_path / "data"
+    data_dir.mkdir()  # an empty folder, as an administrator makes it: `stats` refuses one that does not exist
     env = {**medsearch_env(tiny_model), **backend.env(data_dir)}
     procs = [
         subprocess.Popen(
