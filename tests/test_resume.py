@@ -374,7 +374,8 @@ def test_uninterrupted_run_is_consistent(reference: Reference, tiny_model: Path,
     assert len(snap.rows) >= 30, summary
     assert summary["indexed"] == len(snap.rows)
     assert summary["duplicates"] >= 10, summary
-    assert summary["failed"] == len(snap.failures) >= 6, summary
+    assert summary["failed"] == len(snap.failures) >= 5, summary
+    assert summary["not_images"] >= 1, summary  # the RT plan: skipped by its SOP class now, no longer a failure
     assert summary["sources"] == len(snap.sources) >= 60, summary
     assert any("archive.zip!/" in uri for uri in snap.sources)
     assert any("archive.zip!/" in uri for uri in snap.failures)
