@@ -17,6 +17,7 @@ from retrieval.encoders.base import Encoder
 from retrieval.imaging.types import DecodeLimits
 from retrieval.labels import Labels
 from retrieval.sources.base import IngestSource, SourceItem
+from retrieval.sources.read import modules
 
 MAX_BATCH_SOURCES = 256  # a batch is written once it holds batch_size frames or this many sources (failures too)
 
@@ -80,7 +81,8 @@ def decode_config(collection: Collection, encoder: Encoder, options: IndexOption
     """What every decode worker needs: the encoder's image processor and the collection's limits."""
     settings = collection.settings
     limits = DecodeLimits.of(settings)
-    return DecodeConfig(encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
+    frames, window, max_bytes = options.frames, settings.ct_window, settings.max_file_bytes
+    return DecodeConfig(encoder.image_processor, frames, limits, window, max_bytes, source_modules=modules())
 
 
 def apply_labels(collection: Collection, labels: Labels | None) -> None:

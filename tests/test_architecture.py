@@ -275,3 +275,40 @@ def test_type_checking_imports_count(tmp_path: Path) -> None:
     src = tmp_path / "m.py"
     src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from retrieval.collection import X\n")
     assert python_imports("retrieval.store.m", src, {"retrieval.collection"}) == {"retrieval.collection"}
+
+
+# Who reads a source is the registry's business (retrieval/sources/registry.py): outside retrieval/sources nothing
+# looks at a planned ref's kind or at a stored URI's scheme to decide how to read it.
+SOURCE_BRANCH = re.compile(
+    r"""\bref\.kind\b"""  # ref.kind, item.ref.kind, r.ref.kind ...
+    r"""|\.kind\s*(?:==|!=|in\b|not\s+in\b)\s*[(\[{]?\s*["'](?:file|zip|tar|dicomweb|cstore)["']"""
+    r"""|startswith\([^)]*["'](?:dicom:|https?:)"""
+    r"""|["']://["']\s*(?:not\s+)?in\b"""
+)
+
+
+def source_branches(text: str) -> list[str]:
+    """The lines of `text` that branch on a source's kind or URI scheme."""
+    return [line.strip() for line in text.splitlines() if SOURCE_BRANCH.search(line)]
+
+
+def test_only_sources_branch_on_a_source_kind() -> None:
+    found = [
+        f"{name}: {line}"
+        for name, path in python_modules().items()
+        if not name.startswith("retrieval.sources")
+        for line in source_branches(path.read_text())
+    ]
+    assert found == []
+
+
+def test_the_source_branch_check_sees_the_old_branches() -> None:
+    # the lines this round took out of the decode stage, the Ray decode task, the plan stage and `remove`
+    old = [
+        'if data is None and item.ref.kind != "file":  # an archive member',
+        "elif ref.kind in worker_reads:",
+        'is_path = source is not None and not source.startswith(("/", "\\\\", "dicom:")) and "://" not in source',
+        'if image.source_kind == "cstore":',
+    ]
+    assert source_branches("\n".join(old)) == [line.strip() for line in old[:3]]
+    assert source_branches('if x.kind == "dicomweb":') == ['if x.kind == "dicomweb":']

@@ -16,6 +16,7 @@ from indexer.stages.encode import encode_pixel_batch
 from retrieval.errors import MedsearchError, ModelMismatchError, WorkerCrashedError
 from retrieval.settings import Settings
 from retrieval.sources.base import SourceItem, SourceRef
+from retrieval.sources.read import load
 
 DECODE_RETRIES = 2  # a source whose decode task kills its worker is tried this many more times, then recorded
 
@@ -25,6 +26,7 @@ Part = tuple[SourceRef, Any]  # a source and its decode task's result (an Object
 def decode_task(item: SourceItem, config: DecodeConfig) -> Decoded:
     """Read (a bare ref: here through the registry, not on the driver), decode and preprocess one source."""
     crash_if_asked(item.ref)
+    load(config.source_modules)  # the kinds registered on the driver, registered here too
     return decode_item(item.ref, item.data, config)
 
 

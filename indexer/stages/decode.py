@@ -19,7 +19,7 @@ from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import prepare_bytes
 from retrieval.sources.base import SourceRef
-from retrieval.sources.read import read_ref
+from retrieval.sources.read import load, read_ref
 
 log = logging.getLogger(__name__)
 TEST_CRASH_ON = "MEDSEARCH_TEST_CRASH_ON"  # tests only: a file name on which a decode worker process dies
@@ -35,6 +35,7 @@ class DecodeConfig:
     limits: DecodeLimits
     ct_window: str
     max_bytes: int
+    source_modules: tuple[str, ...] = ()  # imported by each worker: they register the kinds it reads (registry)
 
 
 def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Decoded:
@@ -63,6 +64,7 @@ _WORKER: list[DecodeConfig] = []
 
 def _init_worker(config: DecodeConfig) -> None:
     die_with_parent()  # a SIGKILLed indexer or listener must not leave its decode workers running
+    load(config.source_modules)
     _WORKER[:] = [config]
 
 

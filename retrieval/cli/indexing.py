@@ -228,20 +228,19 @@ def remove(
     """Remove images (rows, vectors and index entries); a later `index` run can add them back."""
     import numpy as np
 
-    from retrieval.sources.received import discard_kept
+    from retrieval.sources.read import forget, stored_prefix
 
     if not ids and not source and not study:
         raise typer.BadParameter("give --id, --source or --study")
     try:
         collection = open_collection(data_dir)
         with collection.writer_lock():
-            is_path = source is not None and not source.startswith(("/", "\\", "dicom:")) and "://" not in source
-            prefix = str(Path(source).resolve()) if source and is_path else source  # PACS sources (URLs) as given
+            prefix = stored_prefix(source) if source else None  # PACS sources (URLs) as given
             found = collection.catalog.find_ids(ids=ids or [], source_prefix=prefix, study_uid=study)
             uris = {image.source_uri for image in collection.catalog.images(found).values()}
             removed = collection.catalog.remove(found)
             still = {image.source_uri for image in collection.catalog.images_by_source(sorted(uris))}
-            discard_kept(uris - still, collection.settings)  # a received CT's kept pixels go with its last image
+            forget(uris - still, collection.settings)  # e.g. a received CT's kept pixels go with its last image
             if collection.index is not None:
                 collection.index.remove(np.asarray(found, dtype=np.int64))
                 collection.save_index()

@@ -5,6 +5,26 @@ from __future__ import annotations
 import retrieval.sources.files
 import retrieval.sources.pull
 import retrieval.sources.received  # noqa: F401  (each module registers its kinds on import)
-from retrieval.sources.registry import READERS, read_ref, read_source, release, worker_readable
+from retrieval.sources.registry import (
+    READERS,
+    forget,
+    load,
+    modules,
+    read_ref,
+    read_source,
+    release,
+    stored_prefix,
+    worker_readable,
+)
 
-__all__ = ["READERS", "read_ref", "read_source", "release", "worker_readable"]
+__all__ = [
+    "READERS",
+    "forget",
+    "load",
+    "modules",
+    "read_ref",
+    "read_source",
+    "release",
+    "stored_prefix",
+    "worker_readable",
+]

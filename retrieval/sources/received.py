@@ -183,4 +183,6 @@ class SpoolSource:
         """Nothing is held open."""
 
 
-register(SourceKind(KIND, read=read_local, schemes=(SCHEME,), reread=read_received, close=close_local))
+register(
+    SourceKind(KIND, read=read_local, schemes=(SCHEME,), reread=read_received, close=close_local, forget=discard_kept)
+)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from retrieval.errors import InternalError, NotFoundError
 from retrieval.settings import Settings
@@ -22,6 +24,7 @@ class SourceKind:
     `schemes`: the URI schemes of the identities its images are stored under; `reread` reads one back later
     (renderings, window presets, calibration). A kind without a scheme has its stored URIs read by another kind's.
     `close`: releases whatever `read` keeps open in this process (an archive between its members).
+    `forget`: drops what the kind keeps of images that were removed (given their URIs); returns how many.
     """
 
     name: str
@@ -29,6 +32,7 @@ class SourceKind:
     schemes: tuple[str, ...] = ()
     reread: Reread | None = None
     close: Callable[[], None] | None = None
+    forget: Callable[[Iterable[str], Settings], int] | None = None
 
 
 KINDS: dict[str, SourceKind] = {}
@@ -66,6 +70,33 @@ def read_ref(ref: SourceRef, max_bytes: int) -> bytes:
     if read is None:
         raise InternalError(f"{ref.kind} sources are read by their source's fetch, not by a worker")
     return read(ref, max_bytes)
+
+
+def modules() -> tuple[str, ...]:
+    """The modules that registered a worker-readable kind: a worker process imports them (`load`) before it reads,
+    so a kind registered by any module is read in spawned and Ray workers too."""
+    return tuple(sorted({kind.read.__module__ for kind in KINDS.values() if kind.read is not None}))
+
+
+def load(names: Iterable[str]) -> None:
+    """Import the modules that register kinds in this process (a worker's start)."""
+    for name in names:
+        importlib.import_module(name)
+
+
+def forget(uris: Iterable[str], settings: Settings) -> int:
+    """Let every kind drop what it keeps of these removed images' sources (e.g. a received CT's kept pixels)."""
+    wanted = list(uris)
+    return sum(kind.forget(wanted, settings) for kind in KINDS.values() if kind.forget is not None)
+
+
+def stored_prefix(text: str) -> str:
+    """A source (or prefix of one) as a user typed it, spelled as the store spells it: relative paths resolved;
+    absolute paths and URIs (a registered scheme, or any 'x://') as given."""
+    scheme, colon, _ = text.partition(":")
+    if text.startswith(("/", "\\")) or "://" in text or (colon and scheme.lower() in READERS and len(scheme) > 1):
+        return text
+    return str(Path(text).resolve())
 
 
 def release() -> None:
