@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class SourceKind:
 
 
 KINDS: dict[str, SourceKind] = {}
+_MODULES: dict[str, str] = {}  # kind -> the module that registered it (its import registers it again elsewhere)
 READERS: dict[str, Reread] = {}  # re-readers by URI scheme (lower case, no colon)
 _PATHS: list[Reread] = []  # the re-reader of URIs without a scheme: plain paths and 'archive!/member'
 
@@ -43,6 +45,7 @@ _PATHS: list[Reread] = []  # the re-reader of URIs without a scheme: plain paths
 def register(kind: SourceKind, paths: bool = False) -> SourceKind:
     """Make a source kind known (at its module's import); `paths`: it also re-reads URIs that have no scheme."""
     KINDS[kind.name] = kind
+    _MODULES[kind.name] = sys._getframe(1).f_globals.get("__name__", "")  # the caller, not where `read` lives
     if kind.reread is not None:
         READERS.update(dict.fromkeys((s.lower().rstrip(":") for s in kind.schemes), kind.reread))
         if paths:
@@ -75,7 +78,8 @@ def read_ref(ref: SourceRef, max_bytes: int) -> bytes:
 def modules() -> tuple[str, ...]:
     """The modules that registered a worker-readable kind: a worker process imports them (`load`) before it reads,
     so a kind registered by any module is read in spawned and Ray workers too."""
-    return tuple(sorted({kind.read.__module__ for kind in KINDS.values() if kind.read is not None}))
+    readable = {_MODULES[name] for name, kind in KINDS.items() if kind.read is not None}
+    return tuple(sorted(name for name in readable if name and name != "__main__"))
 
 
 def load(names: Iterable[str]) -> None:
