@@ -53,6 +53,15 @@ def register(kind: SourceKind, paths: bool = False) -> SourceKind:
     return kind
 
 
+def unregister(name: str) -> None:
+    """Forget a kind and its schemes (a test's made-up kind, once the test is over)."""
+    kind = KINDS.pop(name, None)
+    _MODULES.pop(name, None)
+    if kind is not None and kind.reread is not None:
+        for scheme in [s for s, reader in READERS.items() if reader is kind.reread]:
+            del READERS[scheme]
+
+
 def kind_of(ref: SourceRef) -> SourceKind:
     """The registered kind of a planned ref."""
     kind = KINDS.get(ref.kind)
