@@ -37,6 +37,7 @@ class ExactVectors:
         self._added: dict[int, Vectors] = {}
         self._removed: set[int] = set()
         self.mapped = False
+        self.changed = True  # since it was saved or loaded (a save of an unchanged set writes nothing)
 
     @classmethod
     def of(cls, width: int, ids: IdArray, vectors: Vectors) -> ExactVectors:
@@ -60,6 +61,7 @@ class ExactVectors:
         made._base_ids = np.asarray(records["id"], np.int64)  # a copy: the lookup searches it on every query
         made._base = records["vector"]
         made.mapped = mmap
+        made.changed = False
         return made
 
     def __len__(self) -> int:
@@ -79,6 +81,7 @@ class ExactVectors:
 
     def add(self, ids: IdArray, vectors: Vectors) -> None:
         """Hold these vectors (an id held already gets the new vector)."""
+        self.changed = self.changed or len(ids) > 0
         for image_id, vector in zip(ids.tolist(), np.asarray(vectors, np.float32), strict=True):
             self._added[image_id] = vector.copy()
             if self._in_base(image_id):
@@ -86,6 +89,7 @@ class ExactVectors:
 
     def remove(self, ids: IdArray) -> None:
         """Forget these ids."""
+        self.changed = self.changed or len(ids) > 0
         for image_id in ids.tolist():
             self._added.pop(image_id, None)
             if self._in_base(image_id):
@@ -114,7 +118,10 @@ class ExactVectors:
         return ids[keep], out[keep]
 
     def save(self, path: Path, prefix: str) -> None:
-        """Write every held vector, sorted by id, as one `.npy` file replacing `path` atomically."""
+        """Write every held vector, sorted by id, as one `.npy` file replacing `path` atomically (nothing when the
+        set has not changed since it was loaded or saved there: a periodic save then costs no rewrite)."""
+        if not self.changed and path.exists():
+            return
         ids = self.ids()
 
         def write(tmp: str) -> None:
@@ -127,3 +134,4 @@ class ExactVectors:
             del records
 
         atomic_write(path, write, prefix)
+        self.changed = False
