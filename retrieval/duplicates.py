@@ -16,8 +16,9 @@ from retrieval.store.repo import Catalog
 # but not for neighbouring frames of one series (0.999 with the stand-in model).
 NEIGHBOURS = 16  # neighbours looked at per image when listing every set (`medsearch duplicates`)
 # Hits fetched beyond k when folding, so the copies folded away rarely leave fewer than k (then a second, larger
-# search runs). Fetching more costs FAISS almost nothing (a longer heap) and the store one short read per hit;
-# see docs/benchmarks.md for the share of queries that still search twice.
+# search runs). Fetching more costs FAISS almost nothing (a longer heap) and the store one row per hit. With 10 %
+# of the rows copies, 375 of 600 searches by id searched twice without a margin, 1 with 4, none with 8
+# (bench/fold_margin.py, BENCHMARKS.md).
 FOLD_MARGIN_SHARE = 1.0
 FOLD_MARGIN_MIN = 8
 
