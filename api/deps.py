@@ -1,10 +1,15 @@
-"""FastAPI dependencies as Annotated aliases: the service state and the caller's API key id."""
+"""FastAPI dependencies as Annotated aliases: the service state and the caller's API key id.
+
+All are `async def`: FastAPI runs a plain `def` dependency in the thread pool, one hop per dependency per request
+(four on a search, each a wake-up of another thread); these do microseconds of work, and the one that may block
+(a due refresh reading the store) hands only that to the pool."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.keys import key_id_for
 from api.state import ServiceState
@@ -12,7 +17,7 @@ from retrieval.errors import NotFoundError
 from retrieval.store.models import is_image_id
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     """The running service's state (set by the lifespan)."""
     state: ServiceState = request.app.state.service
     return state
@@ -21,7 +26,7 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def get_key_id(request: Request, state: StateDep) -> str:
+async def get_key_id(request: Request, state: StateDep) -> str:
     """The id of the caller's key ('anonymous' when no keys are configured)."""
     if not state.key_ids:
         return "anonymous"
@@ -33,22 +38,25 @@ def get_key_id(request: Request, state: StateDep) -> str:
 KeyDep = Annotated[str, Depends(get_key_id)]
 
 
-def metrics_access(request: Request, state: StateDep) -> None:
+async def metrics_access(request: Request, state: StateDep) -> None:
     """/metrics is open unless MEDSEARCH_METRICS_PUBLIC=false, then it needs a key like /v1 routes."""
     if not state.settings.metrics_public:
-        get_key_id(request, state)
+        await get_key_id(request, state)
 
 
-def fresh_state(state: StateDep, _key: KeyDep) -> ServiceState:
+async def fresh_state(state: StateDep, _key: KeyDep) -> ServiceState:
     """An authorised request's state, with images indexed since the last look made searchable."""
-    state.refresh()
+    if state.refresh_due():
+        await run_in_threadpool(state.refresh)
     return state
 
 
 FreshDep = Annotated[ServiceState, Depends(fresh_state)]
 
 
-def image_id(image_id: Annotated[int, Path(description="Image id (a positive 64-bit integer).")], _key: KeyDep) -> int:
+async def image_id(
+    image_id: Annotated[int, Path(description="Image id (a positive 64-bit integer).")], _key: KeyDep
+) -> int:
     """A path's image id, checked at the edge (after the key): an id no store can hold is simply not found."""
     if not is_image_id(image_id):
         raise NotFoundError(f"no indexed image with id {image_id}")

@@ -55,6 +55,10 @@ class ServiceState:
         log.warning("%s %s", WITHOUT_MODEL, " ".join(error.split()))
         self.model_error = error
 
+    def refresh_due(self) -> bool:
+        """Whether the last look at the store is older than MEDSEARCH_REFRESH_SECONDS (`refresh` would read it)."""
+        return time.monotonic() - self._last_check >= self.settings.refresh_seconds
+
     def refresh(self, force: bool = False) -> None:
         """Pick up images indexed by another process since the last look (cheap: count and max id).
 

@@ -10,12 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.collection import Collection
-from retrieval.duplicates import collapse
+from retrieval.duplicates import collapse, fold_margin
 from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.findings.hook import check_filters, findings_of
 from retrieval.imaging.decode import content_hash
 from retrieval.imaging.types import DecodeLimits
+from retrieval.index.base import VectorIndex
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.store.models import Image
@@ -228,14 +229,16 @@ def search_page(
         skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
         fetch = (k if group_by == "image" else k * 4) + len(skip)
         needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
+        if not show_duplicates:  # folding may drop some: ask for a margin more in the same search
+            fetch += fold_margin(k)
         while True:
             scores, ids = index.search(query.vector, min(fetch, available), candidates)
-            hits, vectors = _rank(collection, scores[0], ids[0], group_by, fetch, skip, needed)
+            hits, vectors = _rank(collection, index, scores[0], ids[0], group_by, fetch, skip, needed)
             if not show_duplicates:
                 hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
             if len(hits) >= k or fetch >= available:
                 break
-            fetch *= 4
+            fetch *= 4  # more copies than the margin: the rare second search
     hits = hits[:k]
     for rank, hit in enumerate(hits, start=1):
         hit.rank = rank
@@ -264,6 +267,7 @@ def _add_text_scores(
 
 def _rank(
     collection: Collection,
+    index: VectorIndex,
     scores: npt.NDArray[np.float32],
     ids: npt.NDArray[np.int64],
     group_by: GroupBy,
@@ -271,12 +275,11 @@ def _rank(
     skip: Container[int] = (),
     with_vectors: bool = False,
 ) -> tuple[list[Hit], dict[int, npt.NDArray[np.float32]]]:
-    """The hits' rows (grouped, at most k), and their stored vectors when asked, from one store lookup."""
+    """The hits' rows (grouped, at most k; one store lookup), and their float vectors from the index when asked."""
     valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and int(i) not in skip]
     wanted = [i for i, _ in valid]
-    rows, vectors = (
-        collection.catalog.images_and_vectors(wanted) if with_vectors else (collection.catalog.images(wanted), {})
-    )
+    rows = collection.catalog.hit_rows(wanted)
+    vectors = index.vectors(np.asarray(wanted, np.int64)) if with_vectors else {}
     hits: list[Hit] = []
     seen: set[str] = set()
     for image_id, score in valid:

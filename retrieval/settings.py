@@ -98,7 +98,9 @@ class Settings(BaseSettings):
         default=0.9999, gt=0, le=1, description="Cosine from which two images count as copies (folded in results)."
     )
     exact_filter_max: int = Field(
-        default=20_000, ge=0, description="Filtered searches with at most this many candidates are exact."
+        default=20_000,
+        ge=0,
+        description="hnsw: filtered searches with at most this many candidates are exact (flat and IVF always are).",
     )
     search_threads: int = Field(
         default=1, ge=0, le=256, description="FAISS threads per search (1: requests run side by side; 0: all cores)."

@@ -50,6 +50,11 @@ class VectorIndex(Protocol):
         self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
     ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
 
+    def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
+        """The float vectors of these ids as the back end re-scores with them (ids it lacks are absent): what
+        folding near-duplicates compares, without a read of the database where the back end holds them."""
+        ...
+
     def save(self) -> None: ...
 
     def describe(self) -> dict[str, Any]:

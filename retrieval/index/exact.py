@@ -19,7 +19,8 @@ def empty_result(rows: int) -> Scored:
 def top_k(
     queries: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int
 ) -> Scored:
-    """Best k of `vectors` per query row, by score then by id (a stable order for equal scores)."""
+    """Best k of `vectors` per query row, by score then by id: among equal scores the lowest ids, also at the k-th
+    place (brute force's order, which every exact path reproduces)."""
     k = min(k, len(ids))
     if k == 0:
         return empty_result(len(queries))
@@ -27,8 +28,12 @@ def top_k(
     out_scores = np.empty((len(queries), k), np.float32)
     out_ids = np.empty((len(queries), k), np.int64)
     for row, row_scores in enumerate(scores):
-        best = np.argpartition(-row_scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-        order = best[np.lexsort((ids[best], -row_scores[best]))]
+        if k < len(ids):  # every score tying the k-th takes part, so the lowest ids among equals win
+            kth = row_scores[np.argpartition(-row_scores, k - 1)[k - 1]]
+            best = np.flatnonzero(row_scores >= kth)
+        else:
+            best = np.arange(len(ids))
+        order = best[np.lexsort((ids[best], -row_scores[best]))][:k]
         out_scores[row], out_ids[row] = row_scores[order], ids[order]
     return out_scores, out_ids
 
@@ -47,6 +52,13 @@ class StoredScorer:
 
     def __init__(self, store: VectorStore) -> None:
         self._store = store
+
+    def vectors(self, ids: npt.NDArray[np.int64]) -> dict[int, npt.NDArray[np.float32]]:
+        """The stored vectors of these ids (those without one are absent)."""
+        found: dict[int, npt.NDArray[np.float32]] = {}
+        for part_ids, vecs in self._store.iter_vectors(ids.tolist()):
+            found.update(zip(part_ids.tolist(), vecs, strict=True))
+        return found
 
     def score(self, queries: npt.NDArray[np.float32], k: int, candidates: npt.NDArray[np.int64]) -> Scored:
         """Best k of the candidates per query row (candidates without a stored vector are skipped)."""

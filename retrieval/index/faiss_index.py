@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +20,8 @@ from retrieval.fsutil import atomic_write, atomic_write_text
 from retrieval.index import faiss_types as types
 from retrieval.index.base import ReconcileReport, apply_delta, store_delta
 from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
+from retrieval.index.exact_vectors import ExactVectors
+from retrieval.index.filtered import bitmap_selector, exact_from_proposals
 from retrieval.index.rwlock import SharedLock
 from retrieval.store.repo import Catalog, IdArray
 from retrieval.threads import use_search_threads
@@ -27,10 +29,13 @@ from retrieval.threads import use_search_threads
 faiss: Any = _faiss  # the SWIG stubs know little of the index classes; typed at our own seams
 
 log = logging.getLogger(__name__)
-# Lossy (scalar-quantised) indexes score small candidate sets exactly from the stored float vectors (the in-filter
-# top-k is then exact); reading them from the database costs ~20 us per vector, so above this every list is scanned
-# for the candidates and the codes' best are re-scored with the stored vectors (docs/vector-indexes.md).
+# Lossy (scalar-quantised) indexes score up to this many candidates exactly from their in-memory float vectors; above
+# it every list is scanned for the candidates (an id bitmap) and the codes' best are re-scored exactly, widened until
+# no candidate left out could reach the k-th score (docs/vector-indexes.md: the rule and its measurements).
 LOSSY_EXACT_MAX = 4000
+# Unfiltered searches on a lossy index: the codes propose k x this many, the float vectors rank them (measured in
+# docs/benchmarks.md: text queries, whose cosines are small and close together, need the margin).
+REFINE_FACTOR = 4
 # HNSW cannot delete: removed ids are masked, and the graph is rebuilt once they pile up.
 TOMBSTONE_FRACTION = 0.2
 WIDEN_STEPS = (1, 4, 16, 64)
@@ -47,6 +52,7 @@ class FaissIndex:
         self.width = width
         self.options = options or types.FaissOptions()
         self._stored = stored  # exact scores from the store's float vectors (None: the quantised codes only)
+        self._exact: ExactVectors | None = None  # a lossy index's float vectors, in memory or memory-mapped
         self._lock = SharedLock()  # searches share it; a change to the FAISS object takes it alone, briefly
         self._writing = threading.RLock()  # one change at a time, from reading what to change to applying it
         self.params = types.IndexParams()
@@ -57,6 +63,11 @@ class FaissIndex:
         self.build: dict[str, Any] = {}
         self.dirty = False
         self.threads_used: int | None = None  # OpenMP threads the last search ran with (read back by the service)
+
+    @property
+    def vectors_path(self) -> Path:
+        """The float32 vectors a lossy index re-scores with (`.npy`, saved with the index)."""
+        return self.path.with_name(self.path.name + ".vectors.npy")
 
     @property
     def sidecar_path(self) -> Path:
@@ -98,6 +109,8 @@ class FaissIndex:
             if self._tombstones and not self._tombstones.isdisjoint(int(i) for i in ids):
                 self._compact()  # a masked id comes back: drop its old vector for good first
             self._index.add_with_ids(vecs, np.ascontiguousarray(ids, dtype=np.int64))
+            if self._exact is not None:
+                self._exact.add(np.asarray(ids, np.int64), vecs)
             self.dirty = True
 
     def remove(self, ids: IdArray) -> int:
@@ -107,6 +120,8 @@ class FaissIndex:
         wanted = np.ascontiguousarray(np.unique(ids), dtype=np.int64)
         with self._changing():
             self._writable()
+            if self._exact is not None:
+                self._exact.remove(wanted)
             if self.params.type != "hnsw":
                 removed = int(self._index.remove_ids(wanted))  # type: ignore[arg-type]
             else:
@@ -161,20 +176,61 @@ class FaissIndex:
             if candidates is None:
                 return self._approximate(q, k, self._tombstone_mask(), None)
             cand = np.ascontiguousarray(candidates, dtype=np.int64)
-            if self.params.type == "flat":  # FAISS scans only the selected ids: exact and fast at any size
-                return self._approximate(q, k, faiss.IDSelectorBatch(cand), None)
-            if self.params.lossless and len(cand) <= self.options.exact_filter_max:
-                return self._exact_reconstructed(q, k, cand)
-            if not self.params.lossless and len(cand) <= min(LOSSY_EXACT_MAX, self.options.exact_filter_max):
+            if self.params.type == "hnsw":  # a filtered graph walk can miss: exact up to the limit, then widened
+                if len(cand) <= self.options.exact_filter_max:
+                    return self._exact_reconstructed(q, k, cand)
+                return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
+            if not self.params.lossless and self._exact is not None and len(cand) <= LOSSY_EXACT_MAX:
                 return self._exact_stored(q, k, cand)
-            if not self.params.lossless and len(cand) <= self.options.exact_filter_max:
-                return self._all_lists(q, k, cand)
-            return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
+            if self._exact is None and not self.params.lossless:
+                return self._legacy_filtered(q, k, cand)
+            return exact_from_proposals(self._propose(cand), self._exact_scores, q, k, len(cand))
+
+    def _propose(self, cand: IdArray) -> Callable[[npt.NDArray[np.float32], int], Scored]:
+        """The index's own best `fetch` among the candidates (an id bitmap; every IVF list scanned)."""
+        selector, bitmap = bitmap_selector(cand)
+
+        def search(q: npt.NDArray[np.float32], fetch: int, _bitmap: object = bitmap) -> Scored:  # (kept alive)
+            params = types.search_parameters(self.params, selector, fetch, widen=max(1, self.params.nlist))
+            scores, ids = self._index.search(q, fetch, params=params) if params else self._index.search(q, fetch)
+            return scores, ids
+
+        return search
+
+    def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
+        """Float vectors by id from the index itself (lossless storage, or a lossy index's float vectors)."""
+        wanted = np.asarray(ids, np.int64)
+        with self._lock.shared():
+            if self._exact is not None:
+                found, vecs = self._exact.get(wanted)
+            elif self.params.lossless:
+                found = wanted[np.isin(wanted, faiss.vector_to_array(self._index.id_map))]
+                vecs = self._index.reconstruct_batch(found) if len(found) else np.zeros((0, self.width), np.float32)
+            else:
+                return {} if self._stored is None else self._stored.vectors(wanted)
+        return dict(zip(found.tolist(), np.asarray(vecs, np.float32), strict=True))
+
+    def _exact_scores(self, q: npt.NDArray[np.float32], k: int, ids: IdArray) -> Scored:
+        """Exact top-k among `ids`: from the index's own lossless vectors, or the lossy index's float vectors."""
+        return self._exact_reconstructed(q, k, ids) if self.params.lossless else self._exact_stored(q, k, ids)
+
+    def _legacy_filtered(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
+        """A lossy index without its float vectors (none attached): stored vectors from the database, or codes."""
+        if len(cand) <= min(LOSSY_EXACT_MAX, self.options.exact_filter_max):
+            return self._exact_stored(q, k, cand)
+        if len(cand) <= self.options.exact_filter_max:
+            return self._all_lists(q, k, cand)
+        return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
 
     def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
         """The index's own search, widened until it yields k hits, then exact as the last resort."""
-        rerank = cand is not None and not self.params.lossless and self._stored is not None
-        fetch = min(max(4 * k, k + 32), len(cand)) if rerank and cand is not None else k  # extra hits to re-rank
+        rerank = not self.params.lossless and (
+            self._exact is not None or (cand is not None and self._stored is not None)
+        )
+        if rerank and cand is not None:
+            fetch = min(max(4 * k, k + 32), len(cand))  # extra hits to re-rank
+        else:
+            fetch = min(REFINE_FACTOR * k, self.ntotal) if rerank else k
         scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         for widen in WIDEN_STEPS if self.params.type != "flat" else (1,):
             params = types.search_parameters(self.params, selector, fetch, widen)
@@ -221,6 +277,9 @@ class FaissIndex:
 
     def _exact_stored(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
         """Exact scores from the stored float vectors (the source of truth), for lossy index types."""
+        if self._exact is not None:
+            ids, vectors = self._exact.get(cand)
+            return top_k(q, ids, vectors, k)
         if self._stored is None:  # no store attached: the quantised codes are all there is
             return self._approximate_exhaustive(q, k, cand)
         return self._stored.score(q, k, cand)
@@ -240,6 +299,10 @@ class FaissIndex:
         """Write the index then its JSON sidecar, each to a temp file, fsync, rename, fsync the folder (changes
         wait; searches go on: writing only reads the index)."""
         with self._writing, self._lock.shared():
+            if self._exact is not None:
+                self._exact.save(self.vectors_path, TEMP_PREFIX)
+            else:
+                self.vectors_path.unlink(missing_ok=True)
             atomic_write(self.path, lambda tmp: faiss.write_index(self._index, tmp), TEMP_PREFIX)
             atomic_write_text(self.sidecar_path, json.dumps(self.describe(), indent=2, sort_keys=True), TEMP_PREFIX)
             self.dirty = False
@@ -251,6 +314,9 @@ class FaissIndex:
             "vectors": self.ntotal,
             "masked_removed": len(self._tombstones),
             "memory_mapped": self._mapped,
+            "exact_vectors": None
+            if self._exact is None
+            else {"count": len(self._exact), "bytes": self._exact.nbytes, "memory_mapped": self._exact.mapped},
             "build": self.build,
             "faiss_version": faiss.__version__,
         }
@@ -270,11 +336,18 @@ class FaissIndex:
             if params.is_ivf:
                 types.fit_training(index, params, trained_on)
                 index.train(self._training_sample(catalog, trained_on))
+            exact = None if params.lossless else np.empty((count, self.width), np.float32)
+            exact_ids, filled = np.empty(count, np.int64), 0
             for ids, vecs in catalog.iter_vectors():
                 if len(ids):
                     index.add_with_ids(np.ascontiguousarray(vecs, np.float32), ids)
+                    if exact is not None:  # the vectors written meanwhile are caught up by the next sync
+                        take = min(len(ids), count - filled)
+                        exact_ids[filled : filled + take], exact[filled : filled + take] = ids[:take], vecs[:take]
+                        filled += take
             with self._lock.exclusive():
                 self._index, self.params, self._mapped = index, params, False
+                self._exact = None if exact is None else ExactVectors.of(self.width, exact_ids[:filled], exact[:filled])
                 self._tombstones, self._mask = set(), None
                 self.build = {
                     "requested": requested or self.options.index_type,
@@ -316,6 +389,7 @@ class FaissIndex:
             return False
         self._index, self._mapped = index, bool(flags)
         self.params = types.with_search_overrides(params, self.options)
+        self._exact = None if params.lossless else ExactVectors.load(self.vectors_path, self.width, self.options.mmap)
         if self.params.is_ivf:
             index.nprobe = self.params.nprobe
         elif self.params.type == "hnsw":
@@ -333,8 +407,23 @@ class FaissIndex:
             if not self._load():
                 self.rebuild(catalog)
                 return ReconcileReport(False, True, self.ntotal, 0, self.ntotal)
+            self._match_exact(catalog)
             added, removed = self.sync(catalog)
             return ReconcileReport(True, False, added, removed, self.ntotal)
+
+    def _match_exact(self, catalog: Catalog) -> None:
+        """A lossy index's float vectors hold exactly the index's ids (read again from the store when they do not:
+        saved by an older version, or a save interrupted between the two files)."""
+        if self.params.lossless:
+            return
+        have = self.ids()
+        if self._exact is not None and np.array_equal(self._exact.ids(), have):
+            return
+        exact = ExactVectors(self.width)
+        for ids, vecs in catalog.iter_vectors(have.tolist()):
+            exact.add(ids, vecs)
+        self._exact = ExactVectors.of(self.width, *exact.get(exact.ids()))
+        self.dirty = True
 
     def sync(self, catalog: Catalog, store_ids: IdArray | None = None) -> tuple[int, int]:
         """Make the in-memory index hold exactly the store's vectors: (added, removed). What changed is read with

@@ -289,6 +289,10 @@ class MilvusIndex:
                 scores[row, col] = float(hit["distance"])
         return scores, ids
 
+    def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
+        """The float vectors of these ids (from the store when one is attached, else from Milvus)."""
+        return self._stored.vectors(np.asarray(ids, np.int64))
+
     def iter_vectors(
         self, ids: Iterable[int] | None = None, chunk: int = ID_CHUNK
     ) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:

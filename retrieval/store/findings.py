@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Probe, ProbeScore, Tag, TagScore, utcnow
+from retrieval.store.reads import QueryReads
 from retrieval.store.sql import IdArray, dialect_insert, having_tags, in_chunks
 
 
@@ -42,6 +43,7 @@ class FindingsStore:
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self._reads = QueryReads(sessions.kw["bind"])
 
     # -- tags ------------------------------------------------------------------------------------
     def save_tags(self, tags: Sequence[tuple[str, str, float, npt.NDArray[np.float32]]], fingerprint: str) -> None:
@@ -174,18 +176,12 @@ class FindingsStore:
 
     # -- what hits carry ---------------------------------------------------------------------------
     def of_images(self, ids: Sequence[int]) -> dict[int, ImageFindings]:
-        """Tags (at or above threshold, with their scores) and probe probabilities of these images."""
+        """Tags (at or above threshold, with their scores) and probe probabilities of these images: one plain SQL
+        statement per 500 ids (what every search's hits carry)."""
         found: dict[int, ImageFindings] = {i: ImageFindings() for i in ids}
-        with self.sessions() as session:
-            for chunk in in_chunks(list(ids), 500):
-                tags = having_tags(TagScore.image_id, TagScore.tag, TagScore.score).where(TagScore.image_id.in_(chunk))
-                for image_id, tag, score in session.execute(tags):
-                    found[int(image_id)].tags[str(tag)] = float(score)
-                probes = select(ProbeScore.image_id, ProbeScore.probe, ProbeScore.probability).where(
-                    ProbeScore.image_id.in_(chunk)
-                )
-                for image_id, probe, probability in session.execute(probes):
-                    found[int(image_id)].probes[str(probe)] = float(probability)
+        for chunk in in_chunks(list(found), 500):
+            for image_id, kind, name, value in self._reads.findings(chunk):
+                (found[image_id].tags if kind == "tag" else found[image_id].probes)[name] = value
         return found
 
     def _upsert(self, model: type, rows: list[dict[str, object]], keys: list[object], columns: set[str]) -> None:

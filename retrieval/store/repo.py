@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Select, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.errors import ModelMismatchError
@@ -22,15 +22,14 @@ from retrieval.store.models import (
     Failure,
     Image,
     IndexInfo,
-    ProbeScore,
     Source,
-    TagScore,
     Vector,
     is_image_id,
     utcnow,
 )
+from retrieval.store.reads import TAG_RULE, QueryReads
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
-from retrieval.store.sql import dialect_insert, having_tags, in_chunks, unpack_vectors
+from retrieval.store.sql import dialect_insert, in_chunks, unpack_vectors
 from retrieval.store.stats import CatalogStats
 
 
@@ -93,6 +92,7 @@ class Catalog:
         self.sessions = sessions
         self._fingerprint: ModelFingerprint | None = None
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
+        self.reads = QueryReads(sessions.kw["bind"])  # a search's own reads: plain SQL, no ORM
 
     @classmethod
     @contextmanager
@@ -245,19 +245,6 @@ class Catalog:
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
 
-    def images_and_vectors(self, ids: Sequence[int]) -> tuple[dict[int, Image], dict[int, npt.NDArray[np.float32]]]:
-        """Image rows and their stored vectors by id, in one round trip per 500 ids (a page of search hits)."""
-        rows: dict[int, Image] = {}
-        vectors: dict[int, npt.NDArray[np.float32]] = {}
-        with self.sessions() as session:
-            for chunk in in_chunks([i for i in ids if is_image_id(i)], 500):
-                query = select(Image, Vector.vector).outerjoin(Vector, Vector.image_id == Image.id)
-                for image, blob in session.execute(query.where(Image.id.in_(chunk))):
-                    rows[image.id] = image
-                    if blob is not None:
-                        vectors[image.id] = np.frombuffer(blob, dtype=np.float32)
-        return rows, vectors
-
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
         return self.vectors([image_id]).get(image_id)
@@ -271,17 +258,11 @@ class Catalog:
 
     def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
         """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
-        if not is_image_id(image_id):
-            return None
-        with self.sessions() as session:
-            row = session.execute(
-                select(Vector.vector, Image.patient_hash, Image.study_instance_uid)
-                .join(Image, Image.id == Vector.image_id)
-                .where(Vector.image_id == image_id)
-            ).first()
-        if row is None:
-            return None
-        return np.frombuffer(row[0], dtype=np.float32).copy(), row[1], row[2]
+        return self.reads.query_row(image_id)
+
+    def hit_rows(self, ids: Sequence[int]) -> dict[int, Image]:
+        """Image rows of search hits by id (detached objects read without the ORM; absent ids are left out)."""
+        return self.reads.images(ids)
 
     def vector_for_input(
         self, pixel_hash: str, content_hash: str, frame: int, window: str | None
@@ -364,34 +345,10 @@ class Catalog:
                 yield unpack_vectors(list(rows))
 
     def candidate_ids(self, filters: Filters) -> IdArray | None:
-        """Ids matching the filters, or None when nothing is filtered."""
+        """Ids matching the filters, or None when nothing is filtered (one plain SQL statement)."""
         if filters.is_empty():
             return None
-        query: Select[tuple[int]] = select(Image.id)
-        if filters.modality:
-            query = query.where(Image.modality.in_([m.upper() for m in filters.modality]))
-        if filters.body_part:
-            query = query.where(Image.body_part.in_([b.upper() for b in filters.body_part]))
-        if filters.date_from:
-            query = query.where(Image.study_date >= filters.date_from)
-        if filters.date_to:
-            query = query.where(Image.study_date <= filters.date_to)
-        if filters.label:
-            query = query.where(Image.label == filters.label)
-        if filters.exclude_patient_hash:
-            query = query.where(or_(Image.patient_hash.is_(None), Image.patient_hash != filters.exclude_patient_hash))
-        if filters.exclude_study_uid:
-            query = query.where(
-                or_(Image.study_instance_uid.is_(None), Image.study_instance_uid != filters.exclude_study_uid)
-            )
-        for tag in filters.tags:
-            query = query.where(Image.id.in_(_tagged(tag)))
-        if filters.probe:
-            least = 0.5 if filters.min_prob is None else filters.min_prob
-            probed = select(ProbeScore.image_id).where(ProbeScore.probe == filters.probe)
-            query = query.where(Image.id.in_(probed.where(ProbeScore.probability >= least)))
-        with self.sessions() as session:
-            return np.asarray(list(session.scalars(query)), dtype=np.int64)
+        return self.reads.candidate_ids(_conditions(filters))
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
@@ -549,6 +506,26 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
     session.execute(stmt.on_conflict_do_update(index_elements=[Source.uri], set_=update_set))
 
 
-def _tagged(tag: str) -> Select[Any]:
-    """Ids of images that have `tag` (a range on the (tag, score) index)."""
-    return having_tags(TagScore.image_id).where(TagScore.tag == tag)
+def _conditions(filters: Filters) -> list[tuple[str, list[Any]]]:
+    """The SQL conditions on `images i` (with `?` parameters) that a Filters value sets."""
+    where: list[tuple[str, list[Any]]] = []
+    for column, values in (("i.modality", filters.modality), ("i.body_part", filters.body_part)):
+        if values:
+            where.append((f"{column} IN ({','.join('?' * len(values))})", [v.upper() for v in values]))
+    if filters.date_from:
+        where.append(("i.study_date >= ?", [filters.date_from]))
+    if filters.date_to:
+        where.append(("i.study_date <= ?", [filters.date_to]))
+    if filters.label:
+        where.append(("i.label = ?", [filters.label]))
+    if filters.exclude_patient_hash:
+        where.append(("i.patient_hash IS NULL OR i.patient_hash <> ?", [filters.exclude_patient_hash]))
+    if filters.exclude_study_uid:
+        where.append(("i.study_instance_uid IS NULL OR i.study_instance_uid <> ?", [filters.exclude_study_uid]))
+    for tag in filters.tags:
+        where.append((f"i.id IN (SELECT ts.image_id {TAG_RULE} AND ts.tag = ?)", [tag]))
+    if filters.probe:
+        least = 0.5 if filters.min_prob is None else filters.min_prob
+        probed = "SELECT image_id FROM probe_scores WHERE probe = ? AND probability >= ?"
+        where.append((f"i.id IN ({probed})", [filters.probe, float(least)]))
+    return where

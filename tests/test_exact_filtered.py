@@ -1,0 +1,116 @@
+"""Filtered and re-ranked searches are exact: the brute-force top-k over the stored vectors, ties broken by id,
+from the lossy index's float vectors in memory (never the database), on every path the rule picks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from retrieval.index.exact import top_k
+from retrieval.index.faiss_index import LOSSY_EXACT_MAX, FaissIndex
+from retrieval.index.faiss_types import FaissOptions
+
+WIDTH = 32
+N = 9000  # above LOSSY_EXACT_MAX candidates, so the bitmap + re-score path runs, small enough for the suite
+K = 10
+
+
+class FakeStore:
+    """The Catalog as far as an index goes: every id, and the stored vectors (counting who reads which)."""
+
+    def __init__(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        self._ids, self._vectors = ids, vectors
+        self.reads_by_id = 0
+
+    def all_ids(self) -> npt.NDArray[np.int64]:
+        return self._ids
+
+    def iter_vectors(
+        self, ids: Iterable[int] | None = None, chunk: int = 4096
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        if ids is None:
+            for start in range(0, len(self._ids), chunk):
+                yield self._ids[start : start + chunk], self._vectors[start : start + chunk]
+            return
+        self.reads_by_id += 1
+        wanted = np.asarray(list(ids), np.int64)
+        rows = np.searchsorted(self._ids, wanted)
+        yield wanted, self._vectors[rows]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Clustered unit vectors where a third are exact copies of another (ties at every score level)."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((12, WIDTH)).astype(np.float32)
+    vectors = centres[rng.integers(0, 12, N)] + 0.7 * rng.standard_normal((N, WIDTH)).astype(np.float32)
+    copies = rng.choice(N, size=N // 3, replace=False)
+    vectors[copies] = vectors[rng.integers(0, N // 20, len(copies))]  # many copies of a few vectors
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.arange(1, N + 1, dtype=np.int64), vectors.astype(np.float32)
+
+
+def build(tmp_path: Path, kind: str, store: FakeStore, **options: object) -> FaissIndex:
+    index = FaissIndex(tmp_path / "index.faiss", WIDTH, FaissOptions(index_type=kind, **options))  # type: ignore[arg-type]
+    index.rebuild(store, kind, nlist=16 if kind.startswith("ivf") else None)  # type: ignore[arg-type]
+    store.reads_by_id = 0  # (the IVF training sample)
+    return index
+
+
+def brute(query: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], cand):  # type: ignore[no-untyped-def]
+    rows = np.searchsorted(ids, cand)
+    return top_k(query[None], ids[rows], vectors[rows], K)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-sq8", "ivf-fp16"])
+@pytest.mark.parametrize("share", [0.02, 0.8])  # the small exact path and the bitmap + re-score path
+def test_filtered_top_k_is_brute_force_ties_included(tmp_path: Path, data, kind: str, share: float) -> None:  # type: ignore[no-untyped-def]
+    ids, vectors = data
+    store = FakeStore(ids, vectors)
+    index = build(tmp_path, kind, store)
+    rng = np.random.default_rng(1)
+    big = 0
+    for n in range(12):
+        cand = np.sort(rng.choice(ids, size=int(share * N), replace=False))
+        big += len(cand) > LOSSY_EXACT_MAX
+        # half the queries are a stored vector that has copies: its top-k is a run of exact ties
+        query = vectors[int(rng.integers(0, N // 20))] if n % 2 else vectors[int(rng.integers(0, N))] * 0.5
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        scores, found = index.search(query, K, cand)
+        want_scores, want = brute(query, ids, vectors, cand)
+        assert found[0].tolist() == want[0].tolist()
+        np.testing.assert_allclose(scores[0], want_scores[0], atol=1e-5)
+    assert big == (12 if share > 0.5 else 0)
+    assert store.reads_by_id == 0  # re-scored from the index's own vectors, never the store's blobs
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_lossy_float_vectors_are_saved_and_reconciled(tmp_path: Path, data, mmap: bool) -> None:  # type: ignore[no-untyped-def]
+    ids, vectors = data
+    store = FakeStore(ids[:-100], vectors[:-100])
+    index = build(tmp_path, "ivf-sq8", store)
+    index.save()
+    assert index.vectors_path.exists()
+    store = FakeStore(ids, vectors)  # 100 more stored since the save
+    opened = FaissIndex(tmp_path / "index.faiss", WIDTH, FaissOptions(index_type="ivf-sq8", mmap=mmap))
+    report = opened.reconcile(store)  # type: ignore[arg-type]
+    assert report.loaded and report.added == 100
+    held = opened.describe()["exact_vectors"]
+    assert held["count"] == N and held["memory_mapped"] is mmap
+    assert store.reads_by_id == 1  # the 100 missing, read once; the rest came from the saved file
+    opened.remove(ids[:5])
+    query = vectors[N - 1]
+    scores, found = opened.search(query, K)  # unfiltered: the codes propose, the float vectors rank
+    assert found[0][0] == N and scores[0][0] == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(scores[0], vectors[found[0] - 1] @ query, atol=1e-6)  # exact scores, not codes'
+    _, found = opened.search(query, K, ids[:50])
+    assert not set(found[0].tolist()) & set(ids[:5].tolist())
+    assert store.reads_by_id == 1
+    opened.save()
+    written = opened.vectors_path.stat().st_mtime_ns
+    opened.save()  # nothing changed since: the 4.6 KB-per-image file is not written again
+    assert opened.vectors_path.stat().st_mtime_ns == written

@@ -1,0 +1,66 @@
+"""The query path's store reads bypass the ORM (plain SQL on the driver's connection) and return what the ORM
+would; folding near-duplicates needs no second search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.pipeline import IndexOptions, run_index
+from retrieval import query as engine
+from retrieval.collection import Collection
+from retrieval.store.reads import IMAGE_FIELDS
+from retrieval.store.repo import Filters
+from tests.conftest import SAMPLES
+from tests.test_duplicates import RADIOGRAPH, store_copies
+
+
+def _no_session(*_args: Any, **_kwargs: Any) -> Any:
+    raise AssertionError("an ORM session was opened on the query path")
+
+
+@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
+def test_a_search_reads_the_store_without_the_orm(
+    collection: Collection, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_index(collection, [sample_dir], IndexOptions(workers=0))
+    ids = collection.catalog.all_ids().tolist()
+    through_orm = collection.catalog.images(ids)
+    modalities = sorted({row.modality for row in through_orm.values() if row.modality})
+    dated = sorted(row.study_date for row in through_orm.values() if row.study_date)
+    monkeypatch.setattr(collection.catalog, "sessions", _no_session)
+    monkeypatch.setattr(collection.catalog.findings, "sessions", _no_session)
+    query = engine.embed_id(collection, ids[0])
+    hits, available = engine.search_page(collection, query, k=len(ids))
+    assert available == len(ids) and len(hits) == len(ids) - 1
+    for hit in hits:  # every column as the ORM loads it (dates as dates, timestamps as timestamps)
+        want = through_orm[hit.image.id]
+        assert {f: getattr(hit.image, f) for f in IMAGE_FIELDS} == {f: getattr(want, f) for f in IMAGE_FIELDS}
+    filters = Filters(modality=modalities[:1], date_from=dated[0], date_to=dated[-1])
+    expected = {i for i, row in through_orm.items() if row.modality == modalities[0] and row.study_date}
+    filtered, available = engine.search_page(
+        collection, engine.QueryVector(query.vector, "image"), k=20, filters=filters
+    )
+    assert available == len(expected) and {h.image.id for h in filtered} == expected
+
+
+def test_folding_copies_needs_one_search(
+    collection: Collection, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_copies(sample_dir)  # the radiograph three times: 12 images, 10 distinct
+    run_index(collection, [sample_dir], IndexOptions(workers=0))
+    index = collection.index
+    assert index is not None
+    searches: list[int] = []
+    real = index.search
+
+    def counted(query: Any, k: int, candidates: Any = None) -> Any:
+        searches.append(k)
+        return real(query, k, candidates)
+
+    monkeypatch.setattr(index, "search", counted)
+    hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
+    assert len(hits) == 10 and hits[0].duplicates == 2
+    assert len(searches) == 1  # the margin fetched the copies' places in the same search
