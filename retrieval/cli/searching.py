@@ -47,6 +47,7 @@ def search(
     date_from: Annotated[str | None, typer.Option(help=filter_help("date_from"))] = None,
     date_to: Annotated[str | None, typer.Option(help=filter_help("date_to"))] = None,
     label: Annotated[str | None, typer.Option(help=filter_help("label"))] = None,
+    report: Annotated[str | None, typer.Option(help=filter_help("report"))] = None,
     tag: Annotated[list[str] | None, typer.Option(help=filter_help("tag") + " Repeatable.")] = None,
     probe: Annotated[str | None, typer.Option(help=filter_help("probe"))] = None,
     min_prob: Annotated[float | None, typer.Option(help=filter_help("min_prob"), min=0.0, max=1.0)] = None,
@@ -83,6 +84,7 @@ def search(
         date_from=parse_date(date_from),
         date_to=parse_date(date_to),
         label=label,
+        report=report,
         tag=tag or [],
         probe=probe,
         min_prob=min_prob,
@@ -134,12 +136,12 @@ def search(
 
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
-        report: dict[str, Any] = {"query": query.kind, "hits": rows}
+        answer: dict[str, Any] = {"query": query.kind, "hits": rows}
         if empty_reason is not None:
-            report["empty_reason"] = empty_reason
+            answer["empty_reason"] = empty_reason
         if summarize:
-            report["summary"] = asdict(summary) if summary is not None else None
-        out.print_json(json.dumps(report))
+            answer["summary"] = asdict(summary) if summary is not None else None
+        out.print_json(json.dumps(answer))
         return
     if empty_reason is None:
         table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)

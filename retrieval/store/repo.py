@@ -29,6 +29,8 @@ from retrieval.store.models import (
     is_image_id,
     utcnow,
 )
+from retrieval.store.report_search import as_subquery, matching_studies
+from retrieval.store.reports import ReportsStore
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
 from retrieval.store.sql import dialect_insert, having_tags, in_chunks, unpack_vectors
 from retrieval.store.stats import CatalogStats
@@ -48,6 +50,7 @@ class Filters:
     tags: list[str] = field(default_factory=list)  # images having each tag (score >= the tag's threshold)
     probe: str | None = None  # images whose probability under this applied probe is >= min_prob
     min_prob: float | None = None  # 0.5 when not given
+    report: str | None = None  # images whose study's latest report matches these words (report_search syntax)
 
     def is_empty(self) -> bool:
         """True when nothing restricts the candidates."""
@@ -61,6 +64,7 @@ class Filters:
             or self.exclude_study_uid
             or self.tags
             or self.probe
+            or self.report
         )
 
 
@@ -93,6 +97,7 @@ class Catalog:
         self.sessions = sessions
         self._fingerprint: ModelFingerprint | None = None
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
+        self.reports = ReportsStore(sessions)  # de-identified reports and their full-text index
 
     @classmethod
     @contextmanager
@@ -172,7 +177,7 @@ class Catalog:
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
                 _upsert_failure(session, dialect, fail)
-            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped")]
+            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped", "report")]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
         return ids
@@ -391,6 +396,10 @@ class Catalog:
             probed = select(ProbeScore.image_id).where(ProbeScore.probe == filters.probe)
             query = query.where(Image.id.in_(probed.where(ProbeScore.probability >= least)))
         with self.sessions() as session:
+            if filters.report:
+                dialect = session.get_bind().dialect.name
+                matches = as_subquery(matching_studies(dialect, filters.report))
+                query = query.where(Image.study_instance_uid.in_(select(matches.c.study_instance_uid)))
             return np.asarray(list(session.scalars(query)), dtype=np.int64)
 
     # -- stats and removal -----------------------------------------------------------------
