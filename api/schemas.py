@@ -124,7 +124,9 @@ class HitModel(BaseModel):
     sop_instance_uid: str | None
     frame: int
     label: str | None
-    report: str | None
+    report: str | None = Field(
+        description="A labels-file report, else the latest stored (de-identified) report of its study."
+    )
     source: str
     tags: dict[str, float] = Field(default_factory=dict, description="Zero-shot tags the image has, with their score.")
     probes: dict[str, float] = Field(
@@ -178,7 +180,9 @@ class ImageModel(BaseModel):
     )
     window: str | None
     label: str | None
-    report: str | None
+    report: str | None = Field(
+        description="A labels-file report, else the latest stored (de-identified) report of its study."
+    )
     source: str
     indexed_at: str
     viewer_url: str | None = None

@@ -109,7 +109,13 @@ class _Engine:
         nlp = BlankEngine(models=[{"lang_code": "en", "model_name": "blank"}])
         nlp.load()
         registry = analyzer.RecognizerRegistry()
-        registry.load_predefined_recognizers(nlp_engine=nlp)
+        presidio_log = logging.getLogger("presidio-analyzer")
+        level = presidio_log.level
+        presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language: noise, not news
+        try:
+            registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp)
+        finally:
+            presidio_log.setLevel(level)
         for entity, name, regex, score in HOUSE_PATTERNS:
             pattern = analyzer.Pattern(name=name, regex=regex, score=score)
             registry.add_recognizer(analyzer.PatternRecognizer(supported_entity=entity, patterns=[pattern]))
