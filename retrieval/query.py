@@ -38,6 +38,8 @@ class Hit:
     tags: dict[str, float] = field(default_factory=dict)  # zero-shot tags it has, with their scores
     probes: dict[str, float] = field(default_factory=dict)  # its probability under each applied probe
     study_report: str | None = None  # the latest stored (de-identified) report of its study, if any
+    embedding_rank: int | None = None  # hybrid search: its rank by the embedding (None: not in that list)
+    report_rank: int | None = None  # hybrid search: its study's rank by the report match (None: no match)
 
     @property
     def image_id(self) -> int:
@@ -65,6 +67,8 @@ class Hit:
             "tags": {name: round(score, 6) for name, score in self.tags.items()},
             # unrounded: the number a client may pass back as min_prob is the one the filter compares (>= is exact)
             "probes": dict(self.probes),
+            "embedding_rank": self.embedding_rank,
+            "report_rank": self.report_rank,
         }
 
 

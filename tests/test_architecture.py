@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     # 6 query, findings, reports, summaries, evaluation
     "retrieval.vocabulary": 6,
     "retrieval.query": 6,
+    "retrieval.hybrid": 6,
     "retrieval.why_empty": 6,
     "retrieval.feedback": 6,
     "retrieval.duplicates": 6,

@@ -247,3 +247,23 @@ def test_a_malformed_sr_is_a_failure_with_a_reason(collection: Collection, tmp_p
     reasons = sorted((Path(f.uri).name, f.code, f.reason) for f in summary.failures)
     assert [(name, code) for name, code, _ in reasons] == [("empty.dcm", "bad_report"), ("orphan.dcm", "bad_report")]
     assert "holds no text" in reasons[0][2] and "no StudyInstanceUID" in reasons[1][2]
+
+
+def test_hybrid_fuses_the_embedding_rank_and_the_report_match(collection: Collection, tmp_path: Path) -> None:
+    from retrieval.hybrid import hybrid_search
+
+    with_effusion = _study_files(tmp_path / "a")
+    with_consolidation = _study_files(tmp_path / "b", with_sr=False)
+    path = tmp_path / "b.csv"
+    path.write_text(f"study_instance_uid,report\n{with_consolidation},Right lower lobe consolidation.\n")
+    import_reports(collection, path)
+    run_index(collection, [tmp_path / "a", tmp_path / "b"], IndexOptions(workers=0, batch_size=8))
+    for words, first in (("pleural effusion", with_effusion), ("lobe consolidation", with_consolidation)):
+        query = engine.embed_text(collection, words)
+        hits = hybrid_search(collection, query, words, k=5)
+        assert len(hits) == 2 and hits[0].image.study_instance_uid == first, words
+        assert hits[0].report_rank == 1 and hits[1].report_rank is None  # the other study's report has no such word
+        assert {h.embedding_rank for h in hits} == {1, 2}  # both came from the embedding list too
+        assert hits[0].as_dict()["report_rank"] == 1
+    filtered = hybrid_search(collection, query, "consolidation", k=5, filters=Filters(modality=["MR"]))
+    assert filtered == []  # the same filters bound both lists

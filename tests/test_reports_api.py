@@ -59,3 +59,13 @@ def test_a_report_query_that_cannot_be_read_is_a_400_showing_the_problem(
     image_id = client.post("/v1/search/text", json={"text": "chest"}).json()["hits"][0]["id"]
     pivot = client.get(f"/v1/images/{image_id}/similar", params={"report": words})  # a query parameter too
     assert pivot.status_code == 400 and pivot.json()["code"] == "bad_report_query", pivot.text
+
+
+def test_hybrid_mode_answers_both_ranks(client: TestClient) -> None:
+    answer = client.post("/v1/search/text", json={"text": "pleural effusion", "mode": "hybrid"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["query"] == "text+report"
+    assert (body["hits"][0]["embedding_rank"], body["hits"][0]["report_rank"]) == (1, 1)
+    grouped = client.post("/v1/search/text", json={"text": "effusion", "mode": "hybrid", "group_by": "study"})
+    assert grouped.status_code == 400 and grouped.json()["code"] == "bad_query"

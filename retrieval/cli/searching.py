@@ -21,7 +21,7 @@ from retrieval.cli.common import (
     standin_notice,
 )
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
-from retrieval.errors import MedsearchError
+from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
@@ -59,6 +59,14 @@ def search(
     ] = False,
     group_by: Annotated[GroupBy, typer.Option(help="Best image per study or series.")] = "image",
     text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
+    hybrid: Annotated[
+        bool,
+        typer.Option(
+            "--hybrid",
+            help="Rank by the embedding and by the --text words in the studies' reports, fused by reciprocal rank "
+            "fusion (image level; hits show both ranks).",
+        ),
+    ] = False,
     show_duplicates: Annotated[
         bool, typer.Option("--show-duplicates", help="Also list near-duplicate copies (folded by default).")
     ] = False,
@@ -116,16 +124,31 @@ def search(
             query = feedback_query(collection, like or [], unlike or [], base=seed, weights=weights)
         else:
             query = seed
-        hits = engine.search(
-            collection,
-            query,
-            k=k,
-            filters=filters.store_filters(),
-            exclude_same_patient=filters.exclude_same_patient,
-            exclude_same_study=filters.exclude_same_study,
-            group_by=group_by,
-            show_duplicates=show_duplicates,
-        )
+        if hybrid:
+            from retrieval.hybrid import hybrid_search, require_text
+
+            if group_by != "image":
+                raise BadQueryError("--hybrid ranks images: leave --group-by at image")
+            hits = hybrid_search(
+                collection,
+                query,
+                require_text(text),
+                k=k,
+                filters=filters.store_filters(),
+                exclude_same_patient=filters.exclude_same_patient,
+                exclude_same_study=filters.exclude_same_study,
+            )
+        else:
+            hits = engine.search(
+                collection,
+                query,
+                k=k,
+                filters=filters.store_filters(),
+                exclude_same_patient=filters.exclude_same_patient,
+                exclude_same_study=filters.exclude_same_study,
+                group_by=group_by,
+                show_duplicates=show_duplicates,
+            )
         empty_reason = None if hits else why_empty(collection, filters.store_filters())
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
     except MedsearchError as exc:

@@ -196,6 +196,34 @@ def matching_studies(dialect: str, query: str) -> TextClause:
     return text(sql).bindparams(report_query=expression)
 
 
+def any_words(text_query: str) -> Node:
+    """A free text as a ranking query: any of its words (bm25 / ts_rank weigh the rarer ones higher)."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text_query)))[:MAX_TERMS]
+    if not words:
+        raise ReportQueryError(f"the text {text_query!r} has no words to match reports with")
+    terms = tuple(Term((w,)) for w in words)
+    return terms[0] if len(terms) == 1 else Either(terms)
+
+
+def ranked_studies(dialect: str, node: Node, limit: int) -> TextClause:
+    """Study UIDs whose latest report matches, most relevant first (FTS5 bm25; PostgreSQL ts_rank_cd)."""
+    if dialect == "postgresql":
+        sql = (
+            "SELECT study_instance_uid FROM reports WHERE latest "
+            "AND to_tsvector('simple', affirmed) @@ to_tsquery('simple', :report_query) "
+            "ORDER BY ts_rank_cd(to_tsvector('simple', affirmed), to_tsquery('simple', :report_query)) DESC, id "
+            "LIMIT :limit"
+        )
+        expression = to_tsquery(node)
+    else:
+        sql = (
+            f"SELECT r.study_instance_uid FROM {FTS_TABLE} JOIN reports r ON r.id = {FTS_TABLE}.rowid "
+            f"WHERE {FTS_TABLE} MATCH :report_query AND r.latest ORDER BY {FTS_TABLE}.rank, r.id LIMIT :limit"
+        )
+        expression = to_fts5(node)
+    return text(sql).bindparams(report_query=expression, limit=limit)
+
+
 def as_subquery(statement: TextClause) -> Any:
     """The statement as a one-column subquery usable in `column.in_(...)`."""
     return statement.columns(study_instance_uid=String).subquery("report_matches")

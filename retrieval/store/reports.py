@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Image, Report
+from retrieval.store.report_search import any_words, ranked_studies
 from retrieval.store.sql import dialect_insert, in_chunks
 
 
@@ -134,6 +135,22 @@ class ReportsStore:
                         row.truncated,
                         int(versions.get(row.study_instance_uid, 1)),
                     )
+        return out
+
+    def ranked_studies(self, text_query: str, limit: int) -> list[str]:
+        """Studies whose latest report has any word of a free text, most relevant first (at most `limit`)."""
+        with self.sessions() as session:
+            dialect = session.get_bind().dialect.name
+            return [str(s) for s in session.scalars(ranked_studies(dialect, any_words(text_query), limit))]
+
+    def images_of_studies(self, studies: Sequence[str]) -> dict[str, list[int]]:
+        """The image ids of each study, in id order."""
+        out: dict[str, list[int]] = {}
+        with self.sessions() as session:
+            for chunk in in_chunks(sorted(set(studies)), 500):
+                query = select(Image.study_instance_uid, Image.id).where(Image.study_instance_uid.in_(chunk))
+                for study, image_id in session.execute(query.order_by(Image.id)):
+                    out.setdefault(str(study), []).append(int(image_id))
         return out
 
     def all_of(self, study: str) -> list[Report]:
