@@ -186,7 +186,9 @@ def test_a_report_before_its_images_waits_then_is_scrubbed_of_their_headers(
     summary = import_reports(collection, path)
     assert (summary.stored, summary.waiting, summary.not_utf8) == (1, 1, True)
     assert "Quibble" in _stored_text(collection)  # the tool alone does not know this surname ...
+    assert (collection.catalog.stats()["reports"], collection.catalog.stats()["reports_waiting"]) == (1, 1)
     run_index(collection, [tmp_path / "later"], IndexOptions(workers=0, batch_size=8))
+    assert collection.catalog.stats()["reports_waiting"] == 0
     assert _leaks(_stored_text(collection)) == []  # ... the images' headers do
     vector = engine.embed_text(collection, "chest")
     assert len(engine.search(collection, vector, k=5, filters=Filters(report="consolidation"))) == 1

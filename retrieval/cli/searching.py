@@ -234,6 +234,11 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         params = ", ".join(f"{k}={v}" for k, v in kinds.items() if k != "type")
         mapped = ", memory-mapped" if info.get("memory_mapped") else ""
         out.print(f"{'index':>18}: {kinds.get('type')}" + (f" ({params})" if params else "") + mapped)
+    if report["reports"]:
+        out.print(
+            f"{'reports':>18}: {report['reports']} of {report['report_studies']} studies "
+            f"({report['reports_waiting']} studies wait for their images)"
+        )
     if report["not_images"]:
         out.print(
             f"{'not images':>18}: {report['not_images']} skipped ("

@@ -445,6 +445,7 @@ class Catalog:
                 "by_encoder": by_encoder,
                 "not_images": sum(not_images.values()),
                 "not_images_by_class": not_images,
+                **self.reports.counts(),  # type: ignore[typeddict-item]
             }
 
     def failures(self, limit: int = 1000) -> list[Failure]:
