@@ -92,7 +92,7 @@ class SrDocument:
     study_instance_uid: str
     sop_instance_uid: str | None
     written_at: datetime | None
-    text: str
+    text: str = field(repr=False)  # not yet de-identified: never printed or logged
     identifiers: Identifiers = field(repr=False)
 
 
