@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -65,6 +65,11 @@ class TextSearchRequest(JsonFilters):
     """Search by text, e.g. 'right lower lobe consolidation'."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["right lower lobe consolidation"])
+    mode: Literal["vector", "hybrid"] = Field(
+        default="vector",
+        description="hybrid: rank by the embedding and by the text's words in the studies' reports, fused by "
+        "reciprocal rank fusion (image level); hits carry embedding_rank and report_rank.",
+    )
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"
@@ -124,11 +129,19 @@ class HitModel(BaseModel):
     sop_instance_uid: str | None
     frame: int
     label: str | None
-    report: str | None
+    report: str | None = Field(
+        description="A labels-file report, else the latest stored (de-identified) report of its study."
+    )
     source: str
     tags: dict[str, float] = Field(default_factory=dict, description="Zero-shot tags the image has, with their score.")
     probes: dict[str, float] = Field(
         default_factory=dict, description="The image's probability under each applied probe."
+    )
+    embedding_rank: int | None = Field(
+        default=None, description="mode=hybrid: rank by the embedding (None: not in it)."
+    )
+    report_rank: int | None = Field(
+        default=None, description="mode=hybrid: rank of the study's report match (None: its report does not match)."
     )
     thumbnail_url: str
     preview_url: str
@@ -139,7 +152,7 @@ class HitModel(BaseModel):
 class SearchResponse(BaseModel):
     """Hits, best first."""
 
-    query: str = Field(description="image, text, image+text, id or feedback")
+    query: str = Field(description="image, text, image+text, id, feedback, or text+report (mode=hybrid)")
     k: int
     offset: int
     total: int = Field(description="Indexed images the filters admit (before exclusions and grouping).")
@@ -178,7 +191,9 @@ class ImageModel(BaseModel):
     )
     window: str | None
     label: str | None
-    report: str | None
+    report: str | None = Field(
+        description="A labels-file report, else the latest stored (de-identified) report of its study."
+    )
     source: str
     indexed_at: str
     viewer_url: str | None = None

@@ -49,6 +49,7 @@ class IndexSummary:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     failures: list[FailureRecord] = field(default_factory=list)
     not_images: dict[str, int] = field(default_factory=dict)  # skipped non-image objects by SOP class name
+    reports: int = 0  # structured reports stored as their study's report
 
     def count_not_images(self, by_class: dict[str, int]) -> None:
         """Add a write's skipped non-image objects (structured reports, RT plans, ECGs...) to the run's."""

@@ -31,7 +31,8 @@ def decodable_transfer_syntaxes() -> list[str]:
 
 def build_ae(ae_title: str, allow: Sequence[str] = ()) -> Any:
     """An AE accepting every storage SOP class `index` reads, retired ones included (decodable syntaxes), and
-    C-ECHO; only `allow` callers if set. Non-image objects are accepted too: acknowledged, then skipped."""
+    C-ECHO; only `allow` callers if set. Non-image objects are accepted too: acknowledged, then skipped
+    (structured reports: stored as their study's report)."""
     from pynetdicom import AE
     from pynetdicom.service_class import ServiceClass, StorageServiceClass
     from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class  # type: ignore[attr-defined]

@@ -149,6 +149,7 @@ class _Batches:
         summary.failed += len(written.failures)
         summary.failures.extend(written.failures)
         summary.count_not_images(written.not_images)
+        summary.reports += written.reports
         if self.progress:
             self.progress.advance(written.sources, written.indexed)
         self.writer.save_if_due()

@@ -140,6 +140,22 @@ class BadQueryError(MedsearchError):
     title = "Bad query"
 
 
+class ReportQueryError(BadQueryError):
+    """A report query (`--report`, API `report`) that cannot be read: the message shows the problem and where."""
+
+    code = "bad_report_query"
+    status = 400
+    title = "Report query not understood"
+
+
+class ReportInputError(MedsearchError):
+    """A report to import (CSV/JSONL file, DICOM SR) that cannot be read: the message says what and where."""
+
+    code = "bad_report"
+    status = 400
+    title = "Report could not be read"
+
+
 class UnsafeArchiveEntryError(MedsearchError):
     """An archive member has an absolute or parent-escaping path."""
 

@@ -42,6 +42,13 @@ def hash_patient_id(patient_id: str | None, salt: bytes) -> str | None:
     return hmac.new(salt, patient_id.strip().encode(), hashlib.sha256).hexdigest()
 
 
+def hash_accession(accession_number: str | None, salt: bytes) -> str | None:
+    """Keyed hash of an AccessionNumber (imports keyed by it find their study; the number itself is never stored)."""
+    if accession_number is None or not accession_number.strip():
+        return None
+    return hash_patient_id("accession:" + accession_number.strip(), salt)
+
+
 def salt_check(salt: bytes) -> str:
     """A value recorded with the collection to tell whether a process uses the same key (reveals nothing of it)."""
     return hmac.new(salt, b"medsearch patient-salt check", hashlib.sha256).hexdigest()[:32]

@@ -38,6 +38,9 @@ class Hit:
     duplicates: int = 0  # near-duplicate copies folded into this hit (retrieval.duplicates)
     tags: dict[str, float] = field(default_factory=dict)  # zero-shot tags it has, with their scores
     probes: dict[str, float] = field(default_factory=dict)  # its probability under each applied probe
+    study_report: str | None = None  # the latest stored (de-identified) report of its study, if any
+    embedding_rank: int | None = None  # hybrid search: its rank by the embedding (None: not in that list)
+    report_rank: int | None = None  # hybrid search: its study's rank by the report match (None: no match)
 
     @property
     def image_id(self) -> int:
@@ -60,11 +63,13 @@ class Hit:
             "sop_instance_uid": img.sop_instance_uid,
             "frame": img.frame,
             "label": img.label,
-            "report": img.report,
+            "report": img.report or self.study_report,  # a labels-file report, else the study's stored one
             "source": img.source_uri,
             "tags": {name: round(score, 6) for name, score in self.tags.items()},
             # unrounded: the number a client may pass back as min_prob is the one the filter compares (>= is exact)
             "probes": dict(self.probes),
+            "embedding_rank": self.embedding_rank,
+            "report_rank": self.report_rank,
         }
 
 
@@ -244,8 +249,11 @@ def search_page(
         hit.rank = rank
     _add_text_scores(collection, query, hits, vectors)
     found = findings_of(collection, [h.image.id for h in hits])
+    reports = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits])
     for hit in hits:
         hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
+        stored = reports.get(hit.image.study_instance_uid or "")
+        hit.study_report = stored.text if stored else None
     return hits, available
 
 

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     )
     max_pixels: int = Field(default=120_000_000, ge=1, description="Largest accepted frame (rows*columns).")
     max_file_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest accepted file or member.")
+    report_max_chars: int = Field(
+        default=200_000, ge=1_000, le=10_000_000, description="Longest report text stored (longer: cut, recorded)."
+    )
     ct_window: str = Field(default="soft-tissue", description="CT preset used when a file has no VOI.")
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
     # -- PACS: DICOMweb pull and thumbnails of pulled images, C-STORE listener ------------------------------

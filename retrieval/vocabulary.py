@@ -125,6 +125,15 @@ class SearchFilters(BaseModel):
         description="Only images with this label.",
         json_schema_extra=_kind("text"),
     )
+    report: str | None = Field(
+        default=None,
+        max_length=500,
+        title="Report words",
+        description='Only studies whose latest report has these words: terms, "phrases", prefix*, AND, OR, '
+        '(parentheses); negated findings ("no pneumothorax") do not match.',
+        examples=['"pleural effusion" OR consolidat*'],
+        json_schema_extra=_kind("text"),
+    )
     tag: TextList = Field(
         default_factory=list,
         max_length=32,
@@ -172,6 +181,7 @@ class SearchFilters(BaseModel):
             date_from=self.date_from,
             date_to=self.date_to,
             label=self.label,
+            report=self.report.strip() if self.report and self.report.strip() else None,
             tags=list(self.tag),
             probe=self.probe or None,
             min_prob=self.min_prob,

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     # 6 query, findings, reports, summaries, evaluation
     "retrieval.vocabulary": 6,
     "retrieval.query": 6,
+    "retrieval.hybrid": 6,
     "retrieval.why_empty": 6,
     "retrieval.feedback": 6,
     "retrieval.duplicates": 6,
@@ -53,6 +54,7 @@ LAYERS: dict[str, int] = {
     "retrieval.eval_data": 6,
     "retrieval.eval_chart": 6,
     "retrieval.labels": 6,
+    "retrieval.reports": 6,
     "retrieval.encoders.calibration": 5,  # the collection's own images: the collection layer (DESIGN.md)
     # 7 indexer
     "indexer": 7,

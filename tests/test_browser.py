@@ -449,10 +449,11 @@ def test_page_query_preview_header_compare_and_presets(server: str, page: Page) 
 
 @pytest.mark.timeout(300)
 def test_page_counts_skipped_non_image_objects(tmp_path: Path, tiny_model: Path, page: Page) -> None:
-    """A structured report and an RT plan next to an image: the top bar counts them as skipped, by SOP class."""
+    """An ECG and an RT plan next to an image: the top bar counts them as skipped, by SOP class (a structured report
+    is no longer skipped: it becomes its study's report)."""
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("CT_small.dcm", "test-SR.dcm", "rtplan.dcm"):
+    for name in ("CT_small.dcm", "waveform_ecg.dcm", "rtplan.dcm"):
         shutil.copy(str(get_testdata_file(name)), folder / name)
     data_dir = tmp_path / "data"
     with Collection(make_settings(data_dir, tiny_model)) as collection:
@@ -463,4 +464,4 @@ def test_page_counts_skipped_non_image_objects(tmp_path: Path, tiny_model: Path,
         page.wait_for_selector("[data-testid=not-images]")
         assert page.inner_text("[data-testid=not-images]") == "2 non-image objects skipped"
         title = page.get_attribute("[data-testid=not-images]", "title") or ""
-        assert sorted(title.split("\n")) == ["1 Comprehensive SR Storage", "1 RT Plan Storage"]
+        assert sorted(title.split("\n")) == ["1 12-lead ECG Waveform Storage", "1 RT Plan Storage"]

@@ -58,16 +58,20 @@ _DIRECTORY = "Media Storage Directory Storage"
 EXPECTED_NOT_IMAGES: dict[str, str] = {
     "ExplVR_BigEndNoMeta.dcm": "RT Ion Plan Storage",
     "ExplVR_LitEndNoMeta.dcm": "RT Ion Plan Storage",
-    "reportsi.dcm": "Basic Text SR Storage",
-    "reportsi_with_empty_number_tags.dcm": "Basic Text SR Storage",
     "rtplan.dcm": "RT Plan Storage",
     "rtplan_truncated.dcm": "RT Plan Storage",  # cut short, but its header says what it is
     "rtstruct.dcm": "RT Structure Set Storage",
-    "test-SR.dcm": "Comprehensive SR Storage",
     "waveform_ecg.dcm": "12-lead ECG Waveform Storage",
     **{f"dicomdirtests/DICOMDIR{tail}": _DIRECTORY for tail in ("", "-bigEnd", "-empty.dcm", "-implicit")},
     **{f"dicomdirtests/DICOMDIR{tail}": _DIRECTORY for tail in ("-nooffset", "-nopatient", "-reordered")},
     "dicomdirtests/TINY_ALPHA/DICOMDIR": _DIRECTORY,
+}
+
+# Structured reports: each becomes the report of its study (issue 21), neither skipped nor failed
+EXPECTED_REPORTS: dict[str, str] = {
+    "reportsi.dcm": "Basic Text SR Storage",
+    "reportsi_with_empty_number_tags.dcm": "Basic Text SR Storage",
+    "test-SR.dcm": "Comprehensive SR Storage",
 }
 
 
@@ -93,11 +97,13 @@ def test_every_file_is_indexed_or_failed_with_a_reason(corpus: tuple[Collection,
         failures = {_name(f.source_uri): f for f in session.scalars(select(Failure))}
         sources = list(session.scalars(select(Source)))
         not_images = {_name(s.uri): s.sop_class for s in sources if s.status == "skipped"}
+        reports = {_name(s.uri): s.sop_class for s in sources if s.status == "report"}
         images = list(session.scalars(select(Image)))
     assert all(f.reason.strip() for f in failures.values())
     assert {name: f.code for name, f in failures.items()} == EXPECTED_FAILURES
     assert summary.failed == len(EXPECTED_FAILURES)
     assert not_images == EXPECTED_NOT_IMAGES
+    assert reports == EXPECTED_REPORTS and summary.reports == len(EXPECTED_REPORTS)
     assert summary.not_images == dict(Counter(EXPECTED_NOT_IMAGES.values()))
     # every source is accounted for exactly once: indexed or failed, and nothing crashed the run
     assert len(sources) == summary.sources
@@ -109,7 +115,10 @@ def test_every_file_is_indexed_or_failed_with_a_reason(corpus: tuple[Collection,
     assert {"CT", "MR", "CR", "US", "NM", "OT"} <= modalities
     # 238 files -> 95 distinct images (61 more files repeat an already indexed SOP Instance) + 82 failures
     skipped = sum(summary.not_images.values())
-    assert summary.indexed >= 90 and summary.indexed + summary.duplicates + summary.failed + skipped == summary.sources
+    assert (
+        summary.indexed >= 90
+        and summary.indexed + summary.duplicates + summary.failed + skipped + summary.reports == summary.sources
+    )
 
 
 def _own_id(collection: Collection, data: bytes) -> int:

@@ -23,8 +23,8 @@ from tests.commands import index
 from tests.conftest import make_settings, testdata_file
 from tests.test_pacs_listen import MEDSEARCH
 
+SR = "test-SR.dcm"  # a Comprehensive SR: since issue 21 its study's report, neither skipped nor failed
 NON_IMAGES = {  # pydicom test file -> the SOP class it is skipped under
-    "test-SR.dcm": "Comprehensive SR Storage",
     "rtplan.dcm": "RT Plan Storage",
     "waveform_ecg.dcm": "12-lead ECG Waveform Storage",
     "DICOMDIR": "Media Storage Directory Storage",
@@ -36,11 +36,12 @@ def _header(name: str) -> pydicom.Dataset:
 
 
 def test_classification_from_the_header() -> None:
-    kinds = {name: classify_dataset(_header(name)) for name in (*NON_IMAGES, "CT_small.dcm", "reportsi.dcm")}
+    kinds = {name: classify_dataset(_header(name)) for name in (*NON_IMAGES, "CT_small.dcm", "reportsi.dcm", SR)}
     assert {n: k.name for n, k in kinds.items() if n in NON_IMAGES} == NON_IMAGES
     assert kinds["test-SR.dcm"].kind == kinds["reportsi.dcm"].kind == "structured_report"
     assert kinds["rtplan.dcm"].kind == "non_image" and kinds["DICOMDIR"].kind == "directory"
     assert kinds["CT_small.dcm"].kind == "image" and not kinds["CT_small.dcm"].skipped
+    assert kinds[SR].name == "Comprehensive SR Storage"
     assert all(kinds[n].skipped for n in NON_IMAGES)
     stripped = _header("IM000000")  # a CT image stripped of its pixels is a broken image, not a skipped object
     assert classify_dataset(stripped).kind == "image"
@@ -54,18 +55,18 @@ def test_classification_from_the_header() -> None:
 def test_non_image_objects_are_skipped_and_counted_exit_0(env: dict[str, str], tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("CT_small.dcm", *NON_IMAGES):
+    for name in ("CT_small.dcm", SR, *NON_IMAGES):
         shutil.copy(testdata_file(name), folder / name)
     proc = index(env, str(folder), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
-    assert (report["indexed"], report["failed"], report["not_images"]) == (1, 0, 4)
+    assert (report["indexed"], report["failed"], report["not_images"], report["reports"]) == (1, 0, 3, 1)
     assert report["not_images_by_class"] == {name: 1 for name in NON_IMAGES.values()}
     stats = json.loads(subprocess.run([MEDSEARCH, "stats", "--json"], env=env, capture_output=True, check=True).stdout)
-    assert stats["failures"] == 0 and stats["not_images"] == 4
+    assert stats["failures"] == 0 and stats["not_images"] == 3
     assert stats["not_images_by_class"] == report["not_images_by_class"]
     text = subprocess.run([MEDSEARCH, "stats"], env=env, capture_output=True, text=True, check=True).stdout
-    assert "not images: 4 skipped" in text and "Comprehensive SR Storage 1" in text
+    assert "not images: 3 skipped" in text and "RT Plan Storage 1" in text and "SR Storage" not in text
     listed = json.loads(subprocess.run([MEDSEARCH, "dropped", "--json"], env=env, capture_output=True).stdout)
     assert {(Path(i["source"]).name, i["why"], i["sop_class"]) for i in listed} == {
         (name, "not_an_image", sop_class) for name, sop_class in NON_IMAGES.items()
@@ -118,18 +119,22 @@ def test_a_received_non_image_object_is_skipped_and_deleted_not_quarantined(tmp_
     collection = Collection(make_settings(tmp_path / "data", tiny_model))
     try:
         spool = Spool(tmp_path / "spool")
-        names = ("CT_small.dcm", "test-SR.dcm", "waveform_ecg.dcm")
+        names = ("CT_small.dcm", SR, "waveform_ecg.dcm")
         for name in names:
             spool.put(testdata_file(name).read_bytes())
         assert SpoolWorker(collection, spool, IndexOptions(workers=0), batch=8, poll_seconds=1).drain_once() == 3
         assert spool.pending(10) == [] and Quarantine(spool.folder).entries() == []
         assert collection.catalog.failures() == []
         stats = collection.catalog.stats()
-        assert (stats["images"], stats["not_images"]) == (1, 2)
+        assert (stats["images"], stats["not_images"]) == (1, 1)
         dropped = {s.uri: s.sop_class for s in collection.catalog.dropped()}
-        sr = _header("test-SR.dcm")
-        assert dropped[received_uri(sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID)] == (
-            "Comprehensive SR Storage"
-        )
+        ecg = _header("waveform_ecg.dcm")
+        assert dropped == {
+            received_uri(ecg.StudyInstanceUID, ecg.SeriesInstanceUID, ecg.SOPInstanceUID): (
+                "12-lead ECG Waveform Storage"
+            )
+        }
+        sr = _header(SR)  # a structured report received over C-STORE becomes its study's report
+        assert collection.catalog.reports.latest([sr.StudyInstanceUID])[sr.StudyInstanceUID].origin == "sr"
     finally:
         collection.close()

@@ -22,11 +22,10 @@ pytestmark = pytest.mark.peers  # real DCMTK storescu into `medsearch listen` (n
 
 RETIRED_US = "color-px.dcm"  # Ultrasound Image Storage (Retired), 1.2.840.10008.5.1.4.1.1.6: `index` reads it
 NON_IMAGES = {
-    "test-SR.dcm": "Comprehensive SR Storage",
     "waveform_ecg.dcm": "12-lead ECG Waveform Storage",
     "rtplan.dcm": "RT Plan Storage",
-    "reportsi.dcm": "Basic Text SR Storage",
 }
+REPORTS = ("test-SR.dcm", "reportsi.dcm")  # structured reports: stored as their study's report (issue 21)
 
 
 def _syntax(path: Path) -> str:
@@ -42,7 +41,7 @@ def received(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iter
     env = _env(root / "data", tiny_model, MEDSEARCH_SPOOL_POLL_SECONDS="0.2")
     listener = Listener(env, free_port(), root / "listen.log")
     try:
-        files = [testdata_file(name) for name in (RETIRED_US, *NON_IMAGES)]
+        files = [testdata_file(name) for name in (RETIRED_US, *NON_IMAGES, *REPORTS)]
         acknowledged = send_with_storescu(listener.port, [(path, _syntax(path)) for path in files])
         spool = root / "data" / "spool"
         _wait_for(lambda: not list(spool.glob("*.dcm")), 120, "the listener to drain the spool")
@@ -66,7 +65,7 @@ def test_non_image_objects_are_acknowledged_skipped_and_not_kept(
     received: tuple[list[str], Path], tiny_model: Path
 ) -> None:
     acknowledged, data_dir = received
-    assert set(NON_IMAGES) <= set(acknowledged)
+    assert set(NON_IMAGES) | set(REPORTS) <= set(acknowledged)
     assert Quarantine(data_dir / "spool").entries() == []  # nothing with a patient name in it stays on disk
     assert not [p for p in (data_dir / "spool").rglob("*") if p.is_file()]
     stats = _run(data_dir, tiny_model, "stats", "--json")
@@ -77,3 +76,13 @@ def test_non_image_objects_are_acknowledged_skipped_and_not_kept(
     assert {item["source"].rsplit("/", 1)[1]: item["sop_class"] for item in dropped} == {
         sop_of(testdata_file(name)): sop_class for name, sop_class in NON_IMAGES.items()
     }
+
+
+def test_received_structured_reports_become_their_studys_reports(
+    received: tuple[list[str], Path], tiny_model: Path
+) -> None:
+    _, data_dir = received
+    for name in REPORTS:
+        study = pydicom.dcmread(testdata_file(name), stop_before_pixels=True).StudyInstanceUID
+        shown = _run(data_dir, tiny_model, "reports", "show", study, "--json")
+        assert isinstance(shown, list) and shown[0]["origin"] == "sr" and shown[0]["text"]

@@ -68,7 +68,8 @@ def schemathesis(server: Server, *extra: str) -> subprocess.CompletedProcess[str
     documented = sorted({s for statuses in STATUSES.values() for s in statuses if s >= 500})
     config = server.logs / "schemathesis.toml"
     # a schema cannot say "a decodable image": random bytes in an upload get the documented 415, not a success
-    accepted = ["2xx", "3xx", "401", "403", "404", "409", "415", "429", "5xx"]
+    # and a `report` filter is any string to a schema, but words with an unclosed quote get the documented 400
+    accepted = ["2xx", "3xx", "400", "401", "403", "404", "409", "415", "429", "5xx"]
     config.write_text(
         "[checks.not_a_server_error]\n"
         f"expected-statuses = {json.dumps(['2xx', '3xx', '4xx', *map(str, documented)])}\n"

@@ -18,7 +18,8 @@ from api.schemas import FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
-from retrieval.errors import ModelLoadError
+from retrieval.errors import BadQueryError, ModelLoadError
+from retrieval.hybrid import hybrid_search
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy
 from retrieval.why_empty import why_empty
@@ -68,6 +69,36 @@ def _json(result: SearchResponse) -> Response:
     return Response(result.model_dump_json(by_alias=True), media_type="application/json")
 
 
+def _hybrid(state: ServiceState, query: engine.QueryVector, body: TextSearchRequest) -> SearchResponse:
+    if body.group_by != "image":
+        raise BadQueryError("mode=hybrid ranks images: leave group_by at image")
+    filters = body.store_filters()
+    hits = hybrid_search(
+        state.collection,
+        query,
+        body.text,
+        k=min(body.k + body.offset, MAX_K),
+        filters=filters,
+        exclude_same_patient=body.exclude_same_patient,
+        exclude_same_study=body.exclude_same_study,
+    )[body.offset :]
+    fingerprint = state.collection.catalog.fingerprint()
+    candidates = state.collection.catalog.candidate_ids(filters)
+    index = state.collection.index
+    total = len(candidates) if candidates is not None else (index.ntotal if index is not None else 0)
+    template = state.settings.viewer_url_template
+    return SearchResponse(
+        query="text+report",
+        k=body.k,
+        offset=body.offset,
+        total=total,
+        hits=[hit_model(h, template, state.settings.dicomweb_url) for h in hits],
+        model=fingerprint.model_id if fingerprint else None,
+        standin_model=bool(fingerprint and fingerprint.standin),
+        empty_reason=None if hits else why_empty(state.collection, filters, body.offset),
+    )
+
+
 def _audit(request: Request, kind: str, params: FilterParams, k: int, results: int) -> None:
     """One JSON line per query: time, key id, kind, k, the filters used and their kinds, result count (never the
     query text nor a free-text filter value)."""
@@ -98,6 +129,8 @@ async def search_text(body: TextSearchRequest, state: FreshDep, request: Request
 
     def work() -> SearchResponse:  # one trip to the thread pool per request
         query = _encode(state, engine.embed_text, state.collection, body.text)
+        if body.mode == "hybrid":
+            return _hybrid(state, query, body)
         return _run(state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
 
     result = await run_in_threadpool(work)

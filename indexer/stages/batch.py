@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.imaging.sr_text import SrDocument
 from retrieval.prepare import PreparedImage
 from retrieval.sources.base import SourceRef
 
@@ -22,6 +23,7 @@ class Decoded:
     read_seconds: float = 0.0
     not_image: str = ""  # a non-image DICOM object's SOP class name: recorded as skipped, not as a failure
     duplicate_of: str = ""  # every frame repeats an instance already indexed from this source
+    report: SrDocument | None = None  # a structured report read from the source (with `not_image`: its SOP class)
 
     @property
     def frame_count(self) -> int:

@@ -16,6 +16,7 @@ from indexer.stages.batch import Decoded
 from indexer.workers_die_with_parent import die_with_parent
 from retrieval.errors import InternalError, MedsearchError, NonImageObjectError, WorkerCrashedError
 from retrieval.imaging.preprocess import ImageProcessor
+from retrieval.imaging.sr_text import read_sr
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import prepare_bytes
 from retrieval.sources.base import SourceRef
@@ -51,11 +52,21 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
         )
         return Decoded(ref, prepared, read_seconds=read_seconds)
     except NonImageObjectError as exc:
+        if exc.kind == "structured_report" and data is not None:
+            return _report(ref, data, exc.sop_class)
         return Decoded(ref, code=exc.code, reason=str(exc), not_image=exc.sop_class)
     except MedsearchError as exc:
         return Decoded(ref, code=exc.code, reason=str(exc))
     except Exception as exc:  # a decoder bug must cost one file, never the run
         return Decoded(ref, code=InternalError.code, reason=f"{type(exc).__name__}: {exc}")
+
+
+def _report(ref: SourceRef, data: bytes, sop_class: str) -> Decoded:
+    """A structured report becomes its study's report (stored by the writer); one that cannot be read, a failure."""
+    try:
+        return Decoded(ref, not_image=sop_class, report=read_sr(data))
+    except MedsearchError as exc:
+        return Decoded(ref, code=exc.code, reason=str(exc))
 
 
 # -- worker side: the config arrives once per process ------------------------------------------

@@ -11,11 +11,15 @@ import numpy.typing as npt
 from indexer.stages.batch import Decoded, PreparedBatch
 from retrieval.collection import Collection
 from retrieval.findings.hook import score_new_images
+from retrieval.imaging.sr_text import Identifiers, SrDocument
 from retrieval.index.base import VectorIndex
 from retrieval.labels import Labels
-from retrieval.privacy import hash_patient_id
+from retrieval.privacy import hash_accession, hash_patient_id
+from retrieval.reports.prepare import prepare_report
+from retrieval.reports.rescrub import rescrub_waiting_reports
 from retrieval.store.models import Image
 from retrieval.store.repo import FailureRecord, SourceRecord
+from retrieval.store.reports import NewReport
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Written:
     duplicates: int = 0
     failures: list[FailureRecord] = field(default_factory=list)
     not_images: dict[str, int] = field(default_factory=dict)  # skipped non-image objects by SOP class name
+    reports: int = 0  # structured reports stored as their study's report (a repeat of a stored one counts too)
 
 
 class Writer:
@@ -82,8 +87,13 @@ class Writer:
         sources: list[SourceRecord] = []
         failures: list[FailureRecord] = []
         not_images: dict[str, int] = {}
+        reports: list[NewReport] = []
         for item in batch.items:
             ref = item.ref
+            if item.report is not None:  # a structured report: its study's report, not an image and not skipped
+                reports.append(self._report(item.report))
+                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "report", sop_class=item.not_image))
+                continue
             if item.not_image:  # acknowledged and accounted for: skipped under its SOP class, never a failure
                 not_images[item.not_image] = not_images.get(item.not_image, 0) + 1
                 sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "skipped", sop_class=item.not_image))
@@ -95,14 +105,27 @@ class Writer:
             rows.extend(self._row(item, i) for i in range(len(item.prepared.keys)))
             count = len(item.prepared.keys)
             sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", count, item.duplicate_of or None))
+        self.collection.catalog.reports.add(reports)  # before the sources: a crash between them re-reads the SR
         stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
         # None: a writer on another machine sharing the database stored that instance first
         kept = [i for i, image_id in enumerate(stored) if image_id is not None]
         new_ids = np.asarray([stored[i] for i in kept], dtype=np.int64)
         self.index.add(new_ids, vectors[kept])
         score_new_images(self.collection, new_ids, vectors[kept])  # stored tags and applied probes, if any
+        rescrub_waiting_reports(self.collection, _study_identifiers(batch.items))
         duplicates = batch.duplicates + len(stored) - len(kept)
-        return Written(len(batch.items), len(kept), duplicates, failures, not_images)
+        return Written(len(batch.items), len(kept), duplicates, failures, not_images, len(reports))
+
+    def _report(self, document: SrDocument) -> NewReport:
+        return prepare_report(
+            document.text,
+            document.study_instance_uid,
+            origin="sr",
+            reference=document.sop_instance_uid,
+            written_at=document.written_at,
+            known=document.identifiers,
+            max_chars=self.collection.settings.report_max_chars,
+        )
 
     def _row(self, item: Decoded, i: int) -> Image:
         assert item.prepared is not None
@@ -130,6 +153,7 @@ class Writer:
             transfer_syntax=meta.transfer_syntax,
             window=meta.window,
             patient_hash=hash_patient_id(meta.patient_id, self.collection.salt),
+            accession_hash=hash_accession(meta.accession_number, self.collection.salt),
             source_uri=item.ref.uri,
             content_hash=meta.content_hash,
             pixel_hash=item.prepared.pixel_hashes[i] if item.prepared.pixel_hashes else None,
@@ -147,3 +171,14 @@ class Writer:
         """Persist the index now."""
         self.collection.save_index()
         self.last_save = time.monotonic()
+
+
+def _study_identifiers(items: list[Decoded]) -> dict[str, Identifiers]:
+    """The header values each study's new images name (to scrub reports that arrived before them)."""
+    found: dict[str, Identifiers] = {}
+    for item in items:
+        meta = item.prepared.meta if item.prepared is not None else None
+        if meta is None or not meta.study_instance_uid or meta.identifiers is None:
+            continue
+        found.setdefault(meta.study_instance_uid, Identifiers()).update(meta.identifiers)
+    return found

@@ -11,6 +11,7 @@ from retrieval.cli import (  # noqa: F401  # registers the commands
     findings,
     indexing,
     pacs,
+    reports,
     searching,
     service,
 )

@@ -99,6 +99,7 @@ def index(
         "failed": summary.failed,
         "not_images": sum(summary.not_images.values()),
         "not_images_by_class": summary.not_images,
+        "reports": summary.reports,
         "seconds": round(summary.seconds, 3),
         "images_per_second": {k: round(v, 2) for k, v in rates.items()},
         "encoder_busy": round(summary.encoder_busy, 3),
@@ -115,6 +116,8 @@ def index(
         f"{summary.duplicates} duplicates; {sum(summary.not_images.values())} not images; {summary.failed} failed",
         highlight=False,
     )
+    if summary.reports:
+        say(f"  structured reports stored as their study's report: {summary.reports} (`medsearch reports show UID`)")
     if summary.not_images:
         classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.not_images.items()))
         say(f"  not images (skipped; `medsearch dropped` lists them): {classes}")

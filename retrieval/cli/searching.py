@@ -21,7 +21,7 @@ from retrieval.cli.common import (
     standin_notice,
 )
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
-from retrieval.errors import MedsearchError
+from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
@@ -47,6 +47,7 @@ def search(
     date_from: Annotated[str | None, typer.Option(help=filter_help("date_from"))] = None,
     date_to: Annotated[str | None, typer.Option(help=filter_help("date_to"))] = None,
     label: Annotated[str | None, typer.Option(help=filter_help("label"))] = None,
+    report: Annotated[str | None, typer.Option(help=filter_help("report"))] = None,
     tag: Annotated[list[str] | None, typer.Option(help=filter_help("tag") + " Repeatable.")] = None,
     probe: Annotated[str | None, typer.Option(help=filter_help("probe"))] = None,
     min_prob: Annotated[float | None, typer.Option(help=filter_help("min_prob"), min=0.0, max=1.0)] = None,
@@ -58,6 +59,14 @@ def search(
     ] = False,
     group_by: Annotated[GroupBy, typer.Option(help="Best image per study or series.")] = "image",
     text_weight: Annotated[float, typer.Option(help="Weight of --text when combined with --image.")] = 0.5,
+    hybrid: Annotated[
+        bool,
+        typer.Option(
+            "--hybrid",
+            help="Rank by the embedding and by the --text words in the studies' reports, fused by reciprocal rank "
+            "fusion (image level; hits show both ranks).",
+        ),
+    ] = False,
     show_duplicates: Annotated[
         bool, typer.Option("--show-duplicates", help="Also list near-duplicate copies (folded by default).")
     ] = False,
@@ -83,6 +92,7 @@ def search(
         date_from=parse_date(date_from),
         date_to=parse_date(date_to),
         label=label,
+        report=report,
         tag=tag or [],
         probe=probe,
         min_prob=min_prob,
@@ -114,16 +124,31 @@ def search(
             query = feedback_query(collection, like or [], unlike or [], base=seed, weights=weights)
         else:
             query = seed
-        hits = engine.search(
-            collection,
-            query,
-            k=k,
-            filters=filters.store_filters(),
-            exclude_same_patient=filters.exclude_same_patient,
-            exclude_same_study=filters.exclude_same_study,
-            group_by=group_by,
-            show_duplicates=show_duplicates,
-        )
+        if hybrid:
+            from retrieval.hybrid import hybrid_search, require_text
+
+            if group_by != "image":
+                raise BadQueryError("--hybrid ranks images: leave --group-by at image")
+            hits = hybrid_search(
+                collection,
+                query,
+                require_text(text),
+                k=k,
+                filters=filters.store_filters(),
+                exclude_same_patient=filters.exclude_same_patient,
+                exclude_same_study=filters.exclude_same_study,
+            )
+        else:
+            hits = engine.search(
+                collection,
+                query,
+                k=k,
+                filters=filters.store_filters(),
+                exclude_same_patient=filters.exclude_same_patient,
+                exclude_same_study=filters.exclude_same_study,
+                group_by=group_by,
+                show_duplicates=show_duplicates,
+            )
         empty_reason = None if hits else why_empty(collection, filters.store_filters())
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
     except MedsearchError as exc:
@@ -134,12 +159,12 @@ def search(
 
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
-        report: dict[str, Any] = {"query": query.kind, "hits": rows}
+        answer: dict[str, Any] = {"query": query.kind, "hits": rows}
         if empty_reason is not None:
-            report["empty_reason"] = empty_reason
+            answer["empty_reason"] = empty_reason
         if summarize:
-            report["summary"] = asdict(summary) if summary is not None else None
-        out.print_json(json.dumps(report))
+            answer["summary"] = asdict(summary) if summary is not None else None
+        out.print_json(json.dumps(answer))
         return
     if empty_reason is None:
         table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)
@@ -209,6 +234,11 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         params = ", ".join(f"{k}={v}" for k, v in kinds.items() if k != "type")
         mapped = ", memory-mapped" if info.get("memory_mapped") else ""
         out.print(f"{'index':>18}: {kinds.get('type')}" + (f" ({params})" if params else "") + mapped)
+    if report["reports"]:
+        out.print(
+            f"{'reports':>18}: {report['reports']} of {report['report_studies']} studies "
+            f"({report['reports_waiting']} studies wait for their images)"
+        )
     if report["not_images"]:
         out.print(
             f"{'not images':>18}: {report['not_images']} skipped ("

@@ -16,6 +16,7 @@ from pydicom.pixels.utils import pixel_array
 
 from retrieval.errors import DecodeError, NonImageObjectError, NotAnImageError, TooLargeError, UnsupportedFormatError
 from retrieval.imaging.sop_classes import PIXEL_TAGS, classify_dataset
+from retrieval.imaging.sr_text import header_identifiers
 from retrieval.imaging.types import (
     DecodedFrame,
     DecodedImage,
@@ -99,6 +100,8 @@ def dicom_meta(ds: Dataset, content_hash: str) -> ImageMeta:
         number_of_frames=max(_int(ds, "NumberOfFrames") or 1, 1),
         transfer_syntax=tsyntax or None,
         patient_id=_text(ds, "PatientID"),
+        accession_number=_text(ds, "AccessionNumber"),
+        identifiers=header_identifiers(ds),
     )
 
 

@@ -9,8 +9,8 @@ from typing import Literal
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]  # re-exported, not in __all__
 
-# image: index it; structured_report / non_image / directory: skip it with its SOP class named (a later issue
-# routes structured reports to reports: only that kind changes); unknown: no SOP class at all, a failure.
+# image: index it; structured_report: not an image (the ingest stage stores it as its study's report, a search
+# upload of one is refused); non_image / directory: skip it with its SOP class named; unknown: no SOP class, a failure.
 ObjectKind = Literal["image", "structured_report", "non_image", "directory", "unknown"]
 SKIPPED_KINDS: frozenset[ObjectKind] = frozenset({"structured_report", "non_image", "directory"})
 DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: a DICOMDIR

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from retrieval.imaging.sr_text import Identifiers
 from retrieval.settings import Settings
 
 FramePolicy = Literal["middle", "all"] | int  # an int picks one 1-based frame
@@ -54,6 +55,8 @@ class ImageMeta:
     transfer_syntax: str | None = None
     window: str | None = None
     patient_id: str | None = field(default=None, repr=False)
+    accession_number: str | None = field(default=None, repr=False)  # transient too: stored only as a salted hash
+    identifiers: Identifiers | None = field(default=None, repr=False)  # header values to scrub from its reports
 
     def __repr__(self) -> str:  # never print the identifier
         return f"ImageMeta(kind={self.kind!r}, sop={self.sop_instance_uid!r}, modality={self.modality!r})"

@@ -1,10 +1,22 @@
-"""SQLAlchemy 2.0 typed models: images, their vectors, processed sources, failures, index info, tags and probes."""
+"""SQLAlchemy 2.0 typed models: images, vectors, processed sources, failures, index info, tags, probes, reports."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Date, DateTime, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 IMAGE_ID_MAX = 2**63 - 1  # image ids are positive int64 in every store and index
@@ -53,6 +65,7 @@ class Image(Base):
     transfer_syntax: Mapped[str | None] = mapped_column(String(64))
     window: Mapped[str | None] = mapped_column(String(32))
     patient_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    accession_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # AccessionNumber, salted like the ID
     source_uri: Mapped[str] = mapped_column(Text, index=True)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     pixel_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # SHA-256 of the encoder input
@@ -161,3 +174,32 @@ class ProbeScore(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True)
     version: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Double)
+
+
+class Report(Base):
+    """A de-identified report of a study (a DICOM SR or an imported row): the scrubbed text only, never the original.
+
+    A study may have several (amendments): all are kept, the `latest` one is what words match and hits show.
+    `affirmed` is the text less the negated phrases ("no pneumothorax"): the full-text index is built on it."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "text_hash", name="uq_reports_study_text"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    origin: Mapped[str] = mapped_column(String(16))  # "sr" | "import"
+    reference: Mapped[str | None] = mapped_column(String(200))  # the SR's SOP Instance UID, or "file.csv:row"
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the report's own date and time
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    text: Mapped[str] = mapped_column(Text)  # scrubbed, headings kept
+    affirmed: Mapped[str] = mapped_column(Text)  # scrubbed, negated phrases left out: what the words match
+    negated: Mapped[str] = mapped_column(Text)  # the negated phrases, one per line
+    text_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of `text`: the same report twice is stored once
+    chars: Mapped[int] = mapped_column(Integer)  # length of the text as received (before the cap)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    redactions: Mapped[int] = mapped_column(Integer, default=0)  # spans the de-identification replaced
+    headers_known: Mapped[bool] = mapped_column(Boolean, default=False)  # scrubbed of the study's header values
+    latest: Mapped[bool] = mapped_column(Boolean, default=True, index=True)

@@ -32,7 +32,8 @@ class QueryReads:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+        self.dialect: str = engine.dialect.name
+        self._postgres = self.dialect == "postgresql"
         self._manager = Image._sa_class_manager  # type: ignore[attr-defined]
         self._dates = {"study_date": _as_date, "indexed_at": _as_datetime}
 

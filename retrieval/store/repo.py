@@ -28,6 +28,8 @@ from retrieval.store.models import (
     utcnow,
 )
 from retrieval.store.reads import TAG_RULE, QueryReads
+from retrieval.store.report_search import report_condition
+from retrieval.store.reports import ReportsStore
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
 from retrieval.store.sql import dialect_insert, in_chunks, unpack_vectors
 from retrieval.store.stats import CatalogStats
@@ -47,6 +49,7 @@ class Filters:
     tags: list[str] = field(default_factory=list)  # images having each tag (score >= the tag's threshold)
     probe: str | None = None  # images whose probability under this applied probe is >= min_prob
     min_prob: float | None = None  # 0.5 when not given
+    report: str | None = None  # images whose study's latest report matches these words (report_search syntax)
 
     def is_empty(self) -> bool:
         """True when nothing restricts the candidates."""
@@ -60,6 +63,7 @@ class Filters:
             or self.exclude_study_uid
             or self.tags
             or self.probe
+            or self.report
         )
 
 
@@ -93,6 +97,7 @@ class Catalog:
         self._fingerprint: ModelFingerprint | None = None
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
         self.reads = QueryReads(sessions.kw["bind"])  # a search's own reads: plain SQL, no ORM
+        self.reports = ReportsStore(sessions)  # de-identified reports and their full-text index
 
     @classmethod
     @contextmanager
@@ -172,7 +177,7 @@ class Catalog:
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
                 _upsert_failure(session, dialect, fail)
-            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped")]
+            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped", "report")]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
         return ids
@@ -348,7 +353,10 @@ class Catalog:
         """Ids matching the filters, or None when nothing is filtered (one plain SQL statement)."""
         if filters.is_empty():
             return None
-        return self.reads.candidate_ids(_conditions(filters))
+        where = _conditions(filters)
+        if filters.report:
+            where.append(report_condition(self.reads.dialect, filters.report))
+        return self.reads.candidate_ids(where)
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
@@ -393,6 +401,7 @@ class Catalog:
                 "by_encoder": by_encoder,
                 "not_images": sum(not_images.values()),
                 "not_images_by_class": not_images,
+                **self.reports.counts(),  # type: ignore[typeddict-item]
             }
 
     def failures(self, limit: int = 1000) -> list[Failure]:

@@ -16,5 +16,8 @@ class CatalogStats(TypedDict):
     by_modality: dict[str, int]
     failures_by_code: dict[str, int]
     by_encoder: dict[str, int]  # images per back end + precision that wrote them ("unrecorded" before 0.2)
-    not_images: int  # non-image DICOM objects skipped (structured reports, RT plans, ECGs, DICOMDIRs...)
+    not_images: int  # non-image DICOM objects skipped (RT plans, ECGs, DICOMDIRs...)
     not_images_by_class: dict[str, int]  # the same by SOP class name
+    reports: int  # de-identified reports stored (structured reports and imported rows; amendments each count)
+    report_studies: int  # studies with at least one report
+    reports_waiting: int  # studies whose report arrived before any of their images

@@ -1,0 +1,1 @@
+"""Reports of studies: DICOM SR and imported text, de-identified, negation-aware, stored for words search."""
