@@ -76,8 +76,11 @@ def _hits(
 ) -> list[Hit]:
     missing = [i for i in chosen if i not in known]
     rows = collection.catalog.hit_rows(missing) if missing else {}
-    index = collection.index
-    vectors = index.vectors(np.asarray(missing, np.int64)) if missing and index is not None else {}
+    vectors: dict[int, np.ndarray] = {}
+    if missing:
+        with collection.leased_index() as index:  # the index of this moment, even if a newer one is swapped in
+            if index is not None:
+                vectors = index.vectors(np.asarray(missing, np.int64))
     found = findings_of(collection, [i for i in missing if i in rows])
     latest = collection.catalog.reports.latest([r.study_instance_uid or "" for r in rows.values()])
     hits: list[Hit] = []
