@@ -11,6 +11,7 @@ from pathlib import Path
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
+from indexer.series_gate import SeriesGate
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError, MedsearchError
 from retrieval.fsutil import fsync_dir, private_dir, publish_new
@@ -22,6 +23,7 @@ from retrieval.store.repo import Catalog, FailureRecord
 
 log = logging.getLogger(__name__)
 SUFFIX = ".dcm"
+EVERYTHING = 10**9  # the gate looks at every spooled file (a series waiting must not hide the files behind it)
 
 
 class Spool:
@@ -122,16 +124,26 @@ class SpoolSource:
 
 class SpoolWorker:
     """Indexes the spool in batches (taking the writer lock per batch), caches renderings, then deletes the
-    indexed files and moves the ones that failed, with their reason, into the quarantine folder."""
+    indexed files and moves the ones that failed, with their reason, into the quarantine folder.
+
+    A volume's slices stay spooled until their series has been quiet for `quiet_seconds` (MEDSEARCH_SERIES_QUIET_
+    SECONDS), then the whole series is planned at once; single images go at once."""
 
     def __init__(
-        self, collection: Collection, spool: Spool, options: IndexOptions, batch: int, poll_seconds: float
+        self,
+        collection: Collection,
+        spool: Spool,
+        options: IndexOptions,
+        batch: int,
+        poll_seconds: float,
+        quiet_seconds: float = 0.0,
     ) -> None:
         self.collection = collection
         self.spool = spool
         self.options = options
         self.batch = batch
         self.poll_seconds = poll_seconds
+        self.gate = SeriesGate(quiet_seconds)
         self.indexed = 0
         self.quarantine = Quarantine(spool.folder)
         self._stop = threading.Event()
@@ -139,7 +151,7 @@ class SpoolWorker:
 
     def drain_once(self) -> int:
         """Index one batch; returns how many spooled files it consumed (0: nothing to do, or busy)."""
-        files = self.spool.pending(self.batch)
+        files = self.gate.ready(self.spool.pending(EVERYTHING), self.batch)
         if not files:
             return 0
         source = SpoolSource.one_copy_each(files, self.collection.settings.max_file_bytes)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(default=None, description="Received instances wait here (default DATA_DIR/spool).")
     spool_batch: int = Field(default=64, ge=1, description="Spooled instances indexed per batch.")
     spool_poll_seconds: float = Field(default=1.0, gt=0, description="How often the spool worker looks for files.")
+    series_quiet_seconds: float = Field(
+        default=30.0, ge=0, description="C-STORE: a volume's series is planned once none of it arrived for this long."
+    )
     # -- optional comparative summaries (MedGemma) --
     summarizer: Literal["none", "transformers", "openai"] = Field(
         default="none", description="Summary backend: none (off), transformers (local), openai (a chat server)."

@@ -165,7 +165,9 @@ def _spool_worker(collection: Collection, queue: Spool, workers: int | None) -> 
 
     settings = collection.settings
     options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
-    return SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+    return SpoolWorker(
+        collection, queue, options, settings.spool_batch, settings.spool_poll_seconds, settings.series_quiet_seconds
+    )
 
 
 @app.command()

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
+
+from pydicom.dataset import Dataset
 
 from retrieval.errors import MedsearchError
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.dicomweb import Dicomweb, instance_url
 from retrieval.store.repo import Catalog
 
+log = logging.getLogger(__name__)
 UID_TAGS = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
 STUDY_DATE, MODALITY = "00080020", "00080060"
+PIXEL_DATA, POSITION = "7FE00010", "00200032"
+
+
+def header_dataset(item: dict[str, Any]) -> Dataset:
+    """One instance's DICOM JSON metadata as a header-only pydicom dataset (bulk data such as pixels left out)."""
+    return Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
 
 
 @dataclass
@@ -64,6 +75,8 @@ class DicomwebSource:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wado")
         self.fetched = 0
         self.found = 0
+        self.warned = False
+        self.headers: dict[str, Dataset] = {}  # WADO-RS URL -> header (from series metadata), filled by plan()
 
     def _series(self) -> Iterator[tuple[str, str]]:
         seen: set[tuple[str, str]] = set()
@@ -83,17 +96,31 @@ class DicomwebSource:
                         seen.add((study, series))
                         yield study, series
 
+    def _instances(self, study: str, series: str) -> list[dict[str, Any]]:
+        """The series' instances with their headers (WADO-RS metadata), else as QIDO-RS lists them (UIDs only)."""
+        metadata = self.client.series_metadata(study, series)
+        if metadata is not None:
+            return metadata
+        if not self.warned:
+            log.warning("the DICOMweb server offers no series metadata: every instance is fetched (no sampling)")
+            self.warned = True
+        return self.client.search("instances", {}, study=study, series=series)
+
     def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
-        """Every matching instance whose WADO-RS URL is not indexed yet (failed ones are tried again)."""
+        """Every matching instance whose WADO-RS URL is not indexed yet (failed ones are tried again); the headers
+        the server's series metadata gave (no pixel data) are kept in `headers` for series planning."""
         refs: list[SourceRef | SourceProblem] = []
         seen: set[str] = set()
+        self.headers = {}
         for study, series in self._series():
-            for item in self.client.search("instances", {}, study=study, series=series):
+            for item in self._instances(study, series):
                 sop = _value(item, UID_TAGS["sop"])
                 url = instance_url(self.client.config.url, study, series, sop) if sop else ""
                 if sop and url not in seen:
                     seen.add(url)
                     refs.append(SourceRef(url, 0, 0.0, "dicomweb", url, f"{study}/{series}/{sop}"))
+                    if PIXEL_DATA in item or POSITION in item:  # metadata, not a bare QIDO-RS answer
+                        self.headers[url] = header_dataset(item)
         self.found = len(refs)
         done = catalog.indexed_sources([r.uri for r in refs])
         todo = [r for r in refs if r.uri not in done]
