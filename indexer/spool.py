@@ -1,4 +1,5 @@
-"""Durable spool of C-STORE-received instances, and the background worker that indexes it in batches."""
+"""Durable spool of C-STORE-received instances, and the background worker that indexes it in batches (the spool as
+an ingest source, its plan and reads, is retrieval/sources/received.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,19 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
 from indexer.series_gate import SeriesGate
 from retrieval.collection import Collection
-from retrieval.errors import IndexBusyError, MedsearchError
+from retrieval.errors import IndexBusyError
 from retrieval.fsutil import fsync_dir, private_dir, publish_new
 from retrieval.render import SIZES, cached_png
-from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
-from retrieval.sources.files import read_file
-from retrieval.sources.received import keep_for_presets, received_uri
-from retrieval.store.repo import Catalog, FailureRecord
+from retrieval.sources.base import SourceRef
+from retrieval.sources.received import SpoolSource, copy_uri, keep_for_presets
+from retrieval.store.repo import FailureRecord
 
 log = logging.getLogger(__name__)
 SUFFIX = ".dcm"
@@ -57,69 +57,6 @@ class Spool:
         for path in files:
             path.unlink(missing_ok=True)
         fsync_dir(self.folder)
-
-
-def _ref(path: Path) -> SourceRef | SourceProblem:
-    import pydicom
-
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        # optional here as in `medsearch index`: some senders' instances lack the study or series UID
-        study, series = (str(header.get(k) or "") for k in ("StudyInstanceUID", "SeriesInstanceUID"))
-        uids = (study, series, str(header.get("SOPInstanceUID") or path.stem))
-    except Exception as exc:
-        return SourceProblem(f"spool:{path.name}", "decode_error", f"received instance unreadable: {exc}")
-    stat = path.stat()
-    return SourceRef(received_uri(*uids), stat.st_size, stat.st_mtime, "cstore", str(path))
-
-
-def copy_uri(ref: SourceRef | SourceProblem, path: Path) -> str:
-    """The identity of one received copy's failure: its instance URI plus its spool name (several copies of one
-    instance may arrive, with different bytes; each keeps its own record and reason)."""
-    return f"{ref.uri}?copy={path.name}" if isinstance(ref, SourceRef) else ref.uri
-
-
-class SpoolSource:
-    """Spooled files as a pipeline source: every one is processed (duplicates are dropped by SOP UID + frame)."""
-
-    def __init__(self, files: Sequence[Path], max_bytes: int) -> None:
-        self.files = list(files)
-        self.max_bytes = max_bytes
-        self.refs: list[SourceRef | SourceProblem] = []
-
-    @classmethod
-    def one_copy_each(cls, files: Sequence[Path], max_bytes: int) -> SpoolSource:
-        """The oldest copy of each instance among `files` (the others wait for a later batch), so that whatever
-        the pipeline records under an instance's URI is that one copy's own outcome."""
-        source = cls([], max_bytes)
-        seen: set[str] = set()
-        for path in files:
-            ref = _ref(path)
-            if ref.uri not in seen:
-                seen.add(ref.uri)
-                source.files.append(path)
-                source.refs.append(ref)
-        return source
-
-    def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
-        """Every spooled file, identified by its UIDs."""
-        if len(self.refs) != len(self.files):
-            self.refs = [_ref(path) for path in self.files]
-        return list(self.refs), 0
-
-    def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
-        """The spooled bytes, as received."""
-        for ref in refs:
-            if isinstance(ref, SourceProblem):
-                yield problem_item(ref)
-                continue
-            try:
-                yield SourceItem(ref, read_file(Path(ref.container), self.max_bytes))
-            except MedsearchError as exc:
-                yield SourceItem(ref, code=exc.code, reason=str(exc))
-
-    def close(self) -> None:
-        """Nothing is held open."""
 
 
 class SpoolWorker:
@@ -198,12 +135,11 @@ class SpoolWorker:
     def _cache_renderings(self, source: SpoolSource, failed: set[str]) -> None:
         """Before the spooled files go: cache each image's renderings, and keep a CT image's de-identified pixels
         (its window presets then render without a PACS)."""
-        refs = [r for r in source.refs if isinstance(r, SourceRef) and r.uri not in failed]
-        by_uri = {r.uri: Path(r.container) for r in refs}
+        by_uri = {r.uri: r for r in source.refs if isinstance(r, SourceRef) and r.uri not in failed}
         settings = self.collection.settings
         for image in self.collection.catalog.images_by_source(list(by_uri)):
             try:
-                data = read_file(by_uri[image.source_uri], settings.max_file_bytes)
+                data = source.read(by_uri[image.source_uri])
                 for kind in SIZES:
                     cached_png(image, kind, settings, data)
                 keep_for_presets(image.source_uri, image.modality, data, settings)

@@ -29,7 +29,7 @@ class FakeDicomweb:
 
     def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
         """Every instance not indexed yet."""
-        refs = [SourceRef(f"fake://{i}", 0, 0.0, "dicomweb", "fake://", str(i)) for i in range(self.count)]
+        refs = [SourceRef(f"fake://{i}", 0, 0.0, "dicomweb", f"fake://{i}") for i in range(self.count)]
         done = catalog.indexed_sources([r.uri for r in refs])
         todo: list[SourceRef | SourceProblem] = [r for r in refs if r.uri not in done]
         return todo, len(refs) - len(todo)
@@ -41,10 +41,10 @@ class FakeDicomweb:
                 yield problem_item(ref)
                 continue
             t0 = time.perf_counter()
-            data = self._instance(int(ref.member or 0))
+            data = self._instance(int(ref.location.removeprefix("fake://")))
             self.fetched += 1
             self.most_ahead = max(self.most_ahead, self.fetched - self.written)
-            fetched = SourceRef(ref.uri, len(data), 0.0, "dicomweb", ref.container)
+            fetched = SourceRef(ref.uri, len(data), 0.0, "dicomweb", ref.location)
             yield SourceItem(fetched, data, read_seconds=time.perf_counter() - t0)
 
     def _instance(self, number: int) -> bytes:

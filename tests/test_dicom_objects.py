@@ -18,7 +18,7 @@ from retrieval.collection import Collection
 from retrieval.errors import NotAnImageError
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.sop_classes import classify_dataset, storage_sop_classes
-from retrieval.sources.read import received_uri
+from retrieval.sources.received import received_uri
 from tests.commands import index
 from tests.conftest import make_settings, testdata_file
 from tests.test_pacs_listen import MEDSEARCH

@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 
 from retrieval.sources.base import SourceRef
+from retrieval.sources.dicomweb import DicomwebConfig, instance_url
 from retrieval.sources.pull import DicomwebSource, PullQuery
 from tests.commands import run
 from tests.conftest import testdata_file
@@ -176,6 +177,7 @@ def test_fetches_are_concurrent_bounded_and_in_order() -> None:
         def __init__(self) -> None:
             self.lock = threading.Lock()
             self.inflight = self.peak = 0
+            self.config = DicomwebConfig("http://pacs.invalid/dicom-web")
 
         def instance_bytes(self, study: str, series: str, sop: str, max_bytes: int) -> bytes:
             with self.lock:
@@ -188,7 +190,8 @@ def test_fetches_are_concurrent_bounded_and_in_order() -> None:
 
     client = Recorder()
     source = DicomwebSource(client, PullQuery(), workers=3, max_bytes=1000)  # type: ignore[arg-type]
-    refs = [SourceRef(f"u{i}", 0, 0.0, "dicomweb", f"u{i}", f"st/se/{i}") for i in range(12)]
+    base = client.config.url
+    refs = [SourceRef(f"u{i}", 0, 0.0, "dicomweb", instance_url(base, "st", "se", str(i))) for i in range(12)]
     try:
         items = list(source.fetch(refs))
     finally:

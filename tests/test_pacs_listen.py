@@ -30,7 +30,7 @@ from indexer.spool import Spool, SpoolWorker
 from retrieval.collection import Collection
 from retrieval.errors import NotFoundError
 from retrieval.render import cached_png
-from retrieval.sources.read import received_uri
+from retrieval.sources.received import received_uri
 from tests.conftest import testdata_file
 from tests.orthanc import Orthanc, encode, free_port, start_orthanc, with_new_uids
 

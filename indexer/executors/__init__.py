@@ -24,7 +24,7 @@ class Executor(Protocol):
     (one local encoder) or by cutting the vectors its workers already computed (a cluster).
     """
 
-    reads: frozenset[str]  # source kinds its workers read themselves; the runner's process fetches the others
+    reads: bool  # its workers read worker-readable sources themselves (registry); else the sources fetch all
 
     def new_summary(self) -> IndexSummary: ...
 

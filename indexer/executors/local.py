@@ -13,12 +13,13 @@ from indexer.stages.decode import DecodePool
 from indexer.stages.encode import encode_pixel_batch
 from retrieval.encoders.base import Encoder
 from retrieval.sources.base import SourceItem
+from retrieval.sources.read import release
 
 
 class LocalExecutor:
     """`workers` decode processes (0: decode inline) a window ahead of the one encoder the runner feeds."""
 
-    reads = frozenset({"file"})  # decode workers read plain files; archive members and the rest arrive as bytes
+    reads = True  # decode workers read files, archive members and spooled instances; the rest arrive as bytes
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -54,7 +55,8 @@ class LocalExecutor:
         return encode_pixel_batch(self.encoder, batch.pixel_values(), self.batch_size, self.width)
 
     def close(self) -> None:
-        """Stop the decode workers."""
+        """Stop the decode workers (and close what an inline decode left open here)."""
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        release()

@@ -16,31 +16,16 @@ from indexer.stages.encode import encode_pixel_batch
 from retrieval.errors import MedsearchError, ModelMismatchError, WorkerCrashedError
 from retrieval.settings import Settings
 from retrieval.sources.base import SourceItem, SourceRef
-from retrieval.sources.files import ArchiveReader
 
 DECODE_RETRIES = 2  # a source whose decode task kills its worker is tried this many more times, then recorded
-
-_READERS: dict[int, ArchiveReader] = {}  # per worker process: keeps the last archive open between members
 
 Part = tuple[SourceRef, Any]  # a source and its decode task's result (an ObjectRef), or its Decoded failure
 
 
 def decode_task(item: SourceItem, config: DecodeConfig) -> Decoded:
-    """Read (files and archive members: here, not on the driver), decode and preprocess one source."""
+    """Read (a bare ref: here through the registry, not on the driver), decode and preprocess one source."""
     crash_if_asked(item.ref)
-    data = item.data
-    if data is None and item.ref.kind != "file":  # an archive member
-        reader = _READERS.setdefault(config.max_bytes, ArchiveReader(config.max_bytes))
-        t0 = time.perf_counter()
-        try:
-            data = reader.read(item.ref)
-        except MedsearchError as exc:
-            return Decoded(item.ref, code=exc.code, reason=str(exc), read_seconds=time.perf_counter() - t0)
-        read_seconds = time.perf_counter() - t0
-        decoded = decode_item(item.ref, data, config)
-        decoded.read_seconds += read_seconds
-        return decoded
-    return decode_item(item.ref, data, config)
+    return decode_item(item.ref, item.data, config)
 
 
 def strip_pixels(decoded: Decoded) -> Decoded:

@@ -21,7 +21,6 @@ from retrieval.optional import require
 from retrieval.sources.base import SourceItem
 
 log = logging.getLogger(__name__)
-WORKER_READS = ("file", "zip", "tar")  # kinds a worker reads itself (same paths on every machine)
 ACTOR_RESTARTS = 3  # a killed actor is restarted and its batch re-run this often, then the run fails
 CPU_ACTORS_DEFAULT = 2
 BATCHES_PER_ACTOR = 2  # encode calls in flight per actor: one computing, one queued behind it
@@ -83,7 +82,7 @@ class RayExecutor:
     does not grow with the number of sources, and results come back in plan order (first copy wins, as locally).
     """
 
-    reads = frozenset(WORKER_READS)
+    reads = True  # decode tasks read files and archive members (same paths on every machine): no bytes via the driver
 
     def __init__(self, options: RayOptions) -> None:
         self.options = options

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from pathlib import Path
 
 from indexer.stages.batch import Decoded
 from indexer.workers_die_with_parent import die_with_parent
@@ -20,7 +19,7 @@ from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import prepare_bytes
 from retrieval.sources.base import SourceRef
-from retrieval.sources.files import read_file
+from retrieval.sources.read import read_ref
 
 log = logging.getLogger(__name__)
 TEST_CRASH_ON = "MEDSEARCH_TEST_CRASH_ON"  # tests only: a file name on which a decode worker process dies
@@ -39,11 +38,12 @@ class DecodeConfig:
 
 
 def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Decoded:
-    """Read (when `data` is None) then decode and preprocess one source; a bad file becomes a failed Decoded."""
+    """Read (when `data` is None: through the registry's reader for the ref's kind, in this process) then decode
+    and preprocess one source; a bad file becomes a failed Decoded."""
     t0 = time.perf_counter()
     try:
         if data is None:
-            data = read_file(Path(ref.uri), config.max_bytes)
+            data = read_ref(ref, config.max_bytes)
         read_seconds = time.perf_counter() - t0
         prepared = prepare_bytes(
             data, config.processor, frames=config.frames, limits=config.limits, ct_window=config.ct_window

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from retrieval.errors import MedsearchError
 
 if TYPE_CHECKING:
     from retrieval.store.repo import Catalog
 
 
+PROBLEM_KIND = "problem"  # the ref of an item that failed before any read: nothing reads it
+
+
 @dataclass(frozen=True)
 class SourceRef:
-    """Where one file's bytes live; `uri` is its stable identity (archive members: 'archive!/member')."""
+    """One planned source. `uri`: its stable identity in the store (archive members: 'archive!/member').
+    `kind`: its registered kind (retrieval/sources/registry.py), which says who reads it. `location`: where its
+    bytes are for every kind (a file's path, the archive's path, a WADO-RS URL, a spooled file's path).
+    `member`: the path inside the archive at `location`, for archive members only (None for every other kind)."""
 
     uri: str
     size: int
     mtime: float
-    kind: Literal["file", "zip", "tar", "dicomweb", "cstore"]
-    container: str
+    kind: str
+    location: str
     member: str | None = None
 
 
@@ -33,7 +42,8 @@ class SourceProblem:
 
 @dataclass
 class SourceItem:
-    """One source ready for decoding: its bytes (None: the decode worker reads the file), or why not."""
+    """One source ready for decoding: its bytes (None: the decode worker reads them through the registry), or
+    why not."""
 
     ref: SourceRef
     data: bytes | None = None
@@ -60,4 +70,20 @@ class IngestSource(Protocol):
 
 def problem_item(problem: SourceProblem) -> SourceItem:
     """A source that could not even be read, as an item the pipeline records as failed."""
-    return SourceItem(SourceRef(problem.uri, 0, 0.0, "file", problem.uri), code=problem.code, reason=problem.reason)
+    ref = SourceRef(problem.uri, 0, 0.0, PROBLEM_KIND, problem.uri)
+    return SourceItem(ref, code=problem.code, reason=problem.reason)
+
+
+def read_each(refs: Sequence[SourceRef | SourceProblem], read: Callable[[SourceRef], bytes]) -> Iterator[SourceItem]:
+    """Each planned source read in order by `read`, timed; a problem or a failed read becomes a failed item."""
+    for ref in refs:
+        if isinstance(ref, SourceProblem):
+            yield problem_item(ref)
+            continue
+        t0 = time.perf_counter()
+        try:
+            data = read(ref)
+        except MedsearchError as exc:
+            yield SourceItem(ref, code=exc.code, reason=str(exc), read_seconds=time.perf_counter() - t0)
+            continue
+        yield SourceItem(ref, data, read_seconds=time.perf_counter() - t0)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import tarfile
-import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from retrieval.errors import DecodeError, MedsearchError, NotFoundError, TooLargeError, UnsafeArchiveEntryError
-from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
+from retrieval.errors import DecodeError, NotFoundError, TooLargeError, UnsafeArchiveEntryError
+from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, read_each
+from retrieval.sources.registry import SourceKind, register
 
 if TYPE_CHECKING:
+    from retrieval.settings import Settings
     from retrieval.store.repo import Catalog
 
 ARCHIVE_SEPARATOR = "!/"  # stored URI of an archive member: ARCHIVE!/MEMBER
@@ -175,13 +176,13 @@ class ArchiveReader:
         return self._open[1]
 
     def read(self, ref: SourceRef) -> bytes:
-        """The bytes of a planned file or member, refusing anything larger than the limit."""
+        """The bytes of a planned file (at `location`) or archive member (`member` of the archive at `location`),
+        refusing anything larger than the limit."""
         if ref.size > self.max_bytes:
             raise TooLargeError(f"{ref.size} bytes exceed the limit of {self.max_bytes} (MEDSEARCH_MAX_FILE_BYTES)")
-        if ref.kind == "file":
-            return _read_known_file(Path(ref.uri), self.max_bytes)
-        assert ref.member is not None
-        return self.read_member(ref.container, ref.member)
+        if ref.member is None:
+            return _read_known_file(Path(ref.location), self.max_bytes)
+        return self.read_member(ref.location, ref.member)
 
     def read_uri(self, uri: str) -> bytes:
         """The bytes behind a stored file or 'archive!/member' URI."""
@@ -224,6 +225,31 @@ def read_uri(uri: str, max_bytes: int) -> bytes:
         reader.close()
 
 
+_LOCAL: dict[int, ArchiveReader] = {}  # per process and size limit: keeps the last archive open between members
+
+
+def read_local(ref: SourceRef, max_bytes: int) -> bytes:
+    """A planned file or archive member, read in whatever process decodes it (the registry's reader)."""
+    reader = _LOCAL.get(max_bytes)
+    if reader is None:
+        reader = _LOCAL[max_bytes] = ArchiveReader(max_bytes)
+    return reader.read(ref)
+
+
+def close_local() -> None:
+    """Close the archives `read_local` keeps open in this process."""
+    for reader in _LOCAL.values():
+        reader.close()
+
+
+def _reread(uri: str, settings: Settings) -> bytes:
+    return read_uri(uri, settings.max_file_bytes)
+
+
+for _kind in ("file", "zip", "tar"):  # a kind each, one reader: `member` alone says "inside an archive"
+    register(SourceKind(_kind, read=read_local, reread=_reread, close=close_local), paths=True)
+
+
 def _unchanged(ref: SourceRef, previous: tuple[int, float] | None) -> bool:
     return previous is not None and previous[0] == ref.size and abs(previous[1] - ref.mtime) < 1e-6
 
@@ -246,21 +272,9 @@ class PathSource:
         return todo, len(refs) - len(todo)
 
     def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
-        """Archive members are read here (in order, one archive open at a time); plain files by the workers."""
-        for ref in refs:
-            if isinstance(ref, SourceProblem):
-                yield problem_item(ref)
-                continue
-            if ref.kind == "file":
-                yield SourceItem(ref)
-                continue
-            t0 = time.perf_counter()
-            try:
-                data = self.reader.read(ref)
-            except MedsearchError as exc:
-                yield SourceItem(ref, code=exc.code, reason=str(exc), read_seconds=time.perf_counter() - t0)
-                continue
-            yield SourceItem(ref, data, read_seconds=time.perf_counter() - t0)
+        """Read here, in order, one archive open at a time (only for an executor whose workers read nothing:
+        decode workers read files and members themselves, through `read_local`)."""
+        return read_each(refs, self.reader.read)
 
     def close(self) -> None:
         """Close the open archive."""

@@ -1,4 +1,4 @@
-"""Incremental DICOMweb pull: QIDO-RS finds instances, WADO-RS fetches the new ones into the pipeline."""
+"""The DICOMweb source: QIDO-RS plans the new instances, WADO-RS fetches them, their stored URLs re-read them."""
 
 from __future__ import annotations
 
@@ -8,24 +8,34 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from retrieval.errors import MedsearchError
+from retrieval.errors import MedsearchError, NotFoundError
+from retrieval.imaging.series import Header, header_of
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
-from retrieval.sources.dicomweb import Dicomweb, instance_url
-from retrieval.store.repo import Catalog
+from retrieval.sources.dicomweb import Dicomweb, instance_url, read_wado_uri, split_instance_url
+from retrieval.sources.registry import SourceKind, register
+
+if TYPE_CHECKING:
+    from retrieval.store.repo import Catalog
 
 log = logging.getLogger(__name__)
+KIND = "dicomweb"  # `location`: the instance's WADO-RS URL (also its `uri`)
 UID_TAGS = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
 STUDY_DATE, MODALITY = "00080020", "00080060"
-PIXEL_DATA, POSITION = "7FE00010", "00200032"
+PIXEL_DATA, ROWS = "7FE00010", "00280010"
 
 
-def header_dataset(item: dict[str, Any]) -> Dataset:
-    """One instance's DICOM JSON metadata as a header-only pydicom dataset (bulk data such as pixels left out)."""
-    return Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
+def metadata_header(item: dict[str, Any], key: str) -> Header | None:
+    """The planning facts of one instance's DICOM JSON metadata (bulk data such as pixels left out); None when
+    the metadata does not parse (the instance is then fetched and decoded as a single image, as before)."""
+    try:
+        dataset = Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
+    except Exception:
+        return None
+    return header_of(dataset, key)
 
 
 @dataclass
@@ -76,7 +86,7 @@ class DicomwebSource:
         self.fetched = 0
         self.found = 0
         self.warned = False
-        self.headers: dict[str, Dataset] = {}  # WADO-RS URL -> header (from series metadata), filled by plan()
+        self.headers: dict[str, Header] = {}  # WADO-RS URL -> planning facts (series metadata), filled by plan()
 
     def _series(self) -> Iterator[tuple[str, str]]:
         seen: set[tuple[str, str]] = set()
@@ -118,20 +128,22 @@ class DicomwebSource:
                 url = instance_url(self.client.config.url, study, series, sop) if sop else ""
                 if sop and url not in seen:
                     seen.add(url)
-                    refs.append(SourceRef(url, 0, 0.0, "dicomweb", url, f"{study}/{series}/{sop}"))
-                    if PIXEL_DATA in item or POSITION in item:  # metadata, not a bare QIDO-RS answer
-                        self.headers[url] = header_dataset(item)
+                    refs.append(SourceRef(url, 0, 0.0, KIND, url))
+                    header = metadata_header(item, url) if PIXEL_DATA in item or ROWS in item else None
+                    if header is not None:  # metadata, not a bare QIDO-RS answer
+                        self.headers[url] = header
         self.found = len(refs)
         done = catalog.indexed_sources([r.uri for r in refs])
         todo = [r for r in refs if r.uri not in done]
         return todo, len(refs) - len(todo)
 
     def _get(self, ref: SourceRef) -> SourceItem:
-        assert ref.member is not None
-        study, series, sop = ref.member.split("/")
         t0 = time.perf_counter()
         try:
-            data = self.client.instance_bytes(study, series, sop, self.max_bytes)
+            uids = split_instance_url(self.client.config.url, ref.location)
+            if uids is None:
+                raise NotFoundError(f"{ref.location} is not an instance URL under {self.client.config.url}")
+            data = self.client.instance_bytes(*uids, self.max_bytes)
         except MedsearchError as exc:
             return SourceItem(ref, code=exc.code, reason=str(exc), read_seconds=time.perf_counter() - t0)
         return SourceItem(ref, data, read_seconds=time.perf_counter() - t0)
@@ -152,7 +164,7 @@ class DicomwebSource:
         if not result.code:
             self.fetched += 1
             result = SourceItem(
-                SourceRef(result.ref.uri, len(result.data or b""), 0.0, "dicomweb", result.ref.container),
+                SourceRef(result.ref.uri, len(result.data or b""), 0.0, KIND, result.ref.location),
                 result.data,
                 read_seconds=result.read_seconds,
             )
@@ -161,3 +173,7 @@ class DicomwebSource:
     def close(self) -> None:
         """Stop the fetch threads."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Read by this source's fetch only (a server with credentials); stored URLs are re-read under MEDSEARCH_DICOMWEB_URL.
+register(SourceKind(KIND, schemes=("http", "https"), reread=read_wado_uri))

@@ -1,11 +1,13 @@
-"""C-STORE-received instances, re-read: de-identified pixels kept for CT (window presets), else the PACS by UIDs."""
+"""The C-STORE source: received instances planned from the spool, read from it, and re-read later (the kept
+de-identified pixels of a CT for its window presets, else the PACS by UIDs)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -14,7 +16,14 @@ from retrieval.errors import NotFoundError
 from retrieval.fsutil import atomic_write_bytes, private_dir
 from retrieval.imaging.dicom import read_dataset
 from retrieval.settings import Settings
+from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, read_each
+from retrieval.sources.files import close_local, read_local
+from retrieval.sources.registry import SourceKind, register
 
+if TYPE_CHECKING:
+    from retrieval.store.repo import Catalog
+
+KIND = "cstore"  # a spooled instance: `location` is its file in the spool
 SCHEME = "dicom:"  # dicom:STUDY/SERIES/SOP (the spooled file itself is deleted once indexed)
 FOLDER = "received"  # inside the data folder
 KEPT_MODALITIES = ("CT",)  # what window presets apply to
@@ -108,3 +117,70 @@ def read_received(uri: str, settings: Settings) -> bytes:
     from retrieval.sources.dicomweb import read_by_uids
 
     return read_by_uids(parts[0], parts[1], parts[2], settings)
+
+
+# -- planning and reading the spool (the listener's filesystem bookkeeping is indexer/spool.py's) --------------
+
+
+def spool_ref(path: Path) -> SourceRef | SourceProblem:
+    """A spooled file, identified by the UIDs in its header (headers only, nothing decoded)."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        # optional here as in `medsearch index`: some senders' instances lack the study or series UID
+        study, series = (str(header.get(k) or "") for k in ("StudyInstanceUID", "SeriesInstanceUID"))
+        uids = (study, series, str(header.get("SOPInstanceUID") or path.stem))
+    except Exception as exc:
+        return SourceProblem(f"spool:{path.name}", "decode_error", f"received instance unreadable: {exc}")
+    stat = path.stat()
+    return SourceRef(received_uri(*uids), stat.st_size, stat.st_mtime, KIND, str(path))
+
+
+def copy_uri(ref: SourceRef | SourceProblem, path: Path) -> str:
+    """The identity of one received copy's failure: its instance URI plus its spool name (several copies of one
+    instance may arrive, with different bytes; each keeps its own record and reason)."""
+    return f"{ref.uri}?copy={path.name}" if isinstance(ref, SourceRef) else ref.uri
+
+
+class SpoolSource:
+    """Spooled files as a pipeline source: every one is processed (duplicates are dropped by SOP UID + frame)."""
+
+    def __init__(self, files: Sequence[Path], max_bytes: int) -> None:
+        self.files = list(files)
+        self.max_bytes = max_bytes
+        self.refs: list[SourceRef | SourceProblem] = []
+
+    @classmethod
+    def one_copy_each(cls, files: Sequence[Path], max_bytes: int) -> SpoolSource:
+        """The oldest copy of each instance among `files` (the others wait for a later batch), so that whatever
+        the pipeline records under an instance's URI is that one copy's own outcome."""
+        source = cls([], max_bytes)
+        seen: set[str] = set()
+        for path in files:
+            ref = spool_ref(path)
+            if ref.uri not in seen:
+                seen.add(ref.uri)
+                source.files.append(path)
+                source.refs.append(ref)
+        return source
+
+    def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
+        """Every spooled file, identified by its UIDs."""
+        if len(self.refs) != len(self.files):
+            self.refs = [spool_ref(path) for path in self.files]
+        return list(self.refs), 0
+
+    def fetch(self, refs: Sequence[SourceRef | SourceProblem]) -> Iterator[SourceItem]:
+        """The spooled bytes, as received (decode workers read them themselves; this serves the others)."""
+        return read_each(refs, self.read)
+
+    def read(self, ref: SourceRef) -> bytes:
+        """One planned instance's spooled bytes."""
+        return read_local(ref, self.max_bytes)
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+register(SourceKind(KIND, read=read_local, schemes=(SCHEME,), reread=read_received, close=close_local))
