@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})  # slices of a volume arrive one by one: wait for the rest
+from retrieval.imaging.series import VOLUME_MODALITIES, read_header_file
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,14 @@ class Arrival:
 
 
 def read_arrival(path: Path) -> Arrival:
-    """The header facts of a spooled file (no pixel data read); an unreadable file never waits (it fails now)."""
-    import pydicom
-
+    """The header facts of a spooled file (no pixel data read): a slice of a CT/MR/PET series waits for the rest;
+    anything else (single images, a file without a readable header: it fails now) goes at once."""
     arrived = path.stat().st_mtime
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
+    header = read_header_file(str(path), path.name)
+    if header is None or not header.series_instance_uid:
         return Arrival(path, "", False, arrived)
-    series = str(header.get("SeriesInstanceUID") or "")
-    modality = str(header.get("Modality") or "").upper()
-    return Arrival(path, series, bool(series) and modality in VOLUME_MODALITIES, arrived)
+    waits = header.modality in VOLUME_MODALITIES
+    return Arrival(path, header.series_instance_uid, waits, arrived)
 
 
 class SeriesGate:
