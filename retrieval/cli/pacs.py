@@ -134,6 +134,7 @@ def pull(
         "duplicates": summary.duplicates,
         "failed": summary.failed,
         "failures": [{"source": f.uri, "code": f.code, "reason": f.reason} for f in summary.failures],
+        "bytes": dict(client.received),
         "seconds": round(summary.seconds, 3),
     }
     if ray:

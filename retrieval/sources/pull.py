@@ -137,6 +137,15 @@ class DicomwebSource:
         todo = [r for r in refs if r.uri not in done]
         return todo, len(refs) - len(todo)
 
+    def header(self, ref: SourceRef) -> Header | None:
+        """An instance's planning facts, from its series' WADO-RS metadata (None: the server gave none)."""
+        return self.headers.get(ref.uri)
+
+    def stored_ref(self, uri: str, size: int, mtime: float, status: str) -> SourceRef | None:
+        """An instance planned by an earlier pull that the server still lists (so a series that grew on the server
+        is planned again as a whole, and a slice newly sampled is fetched then)."""
+        return SourceRef(uri, size, mtime, KIND, uri) if uri in self.headers else None
+
     def _get(self, ref: SourceRef) -> SourceItem:
         t0 = time.perf_counter()
         try:
