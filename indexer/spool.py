@@ -91,7 +91,8 @@ class SpoolWorker:
         files = self.gate.ready(self.spool.pending(EVERYTHING), self.batch)
         if not files:
             return 0
-        source = SpoolSource.one_copy_each(files, self.collection.settings.max_file_bytes)
+        settings = self.collection.settings
+        source = SpoolSource.one_copy_each(files, settings.max_file_bytes, settings.data_dir)
         try:
             summary = run_source(self.collection, source, self.options)
         except IndexBusyError:
@@ -107,7 +108,9 @@ class SpoolWorker:
         )
         self._cache_renderings(source, {failure.uri for failure in summary.failures})
         kept = self._quarantine_failed(source, summary)
-        self.spool.remove([f for f in source.files if f not in kept])  # rows are committed: the files may go
+        planned = [f for f in source.files if f not in kept]
+        source.keep_headers(planned)  # a series that grows later is re-planned with these slices' facts
+        self.spool.remove(planned)  # rows are committed: the files may go (unsampled ones too: never kept)
         return len(source.files)
 
     def _quarantine_failed(self, source: SpoolSource, summary: IndexSummary) -> set[Path]:

@@ -143,3 +143,38 @@ def test_listen_plans_a_quiet_series_as_index_does_and_loses_nothing_to_a_kill(
     assert not list((data / "spool" / "quarantine").glob("*.dcm"))  # nothing failed, nothing unsampled kept
     stats = _stats(quiet)
     assert stats["images"] == K and stats["slices_skipped_by_sampling"] == SLICES - K
+
+
+def _ids_by_sop(data_dir: Path, model: Path) -> dict[str, int]:
+    collection = Collection(make_settings(data_dir, model))
+    try:
+        ids = [int(i) for i in collection.catalog.all_ids()]
+        return {str(row.sop_instance_uid): i for i, row in collection.catalog.images(ids).items()}
+    finally:
+        collection.close()
+
+
+def test_listen_replans_a_series_that_grows_after_it_was_planned(
+    phantom: PhantomSeries, tiny_model: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    env = _env(data, tiny_model, MEDSEARCH_SERIES_SLICES=str(K), MEDSEARCH_SERIES_QUIET_SECONDS="1")
+    listener = Listener({**env, "MEDSEARCH_SPOOL_POLL_SECONDS": "0.2"}, free_port(), tmp_path / "listen.log")
+    half = SLICES // 2
+    sop_at = {sop: z for z, sop in phantom.sop_by_position.items()}
+    try:
+        _send(listener.port, phantom.files[:half])  # the lower half of the volume, then quiet: planned
+        _wait_for(lambda: not _spooled(data) and len(_ids_by_sop(data, tiny_model)) == K, 120, "the first plan")
+        before = _ids_by_sop(data, tiny_model)
+        _send(listener.port, phantom.files[half:SLICES])  # the same series goes on: the upper half
+        _wait_for(lambda: not _spooled(data), 120, "the second plan")
+    finally:
+        listener.stop()
+    after = _ids_by_sop(data, tiny_model)
+    assert len(after) == K  # still K slices for the whole series, not K per arrival
+    positions = sorted(sop_at[sop] for sop in after)
+    assert positions[0] == phantom.positions[0] and positions[-1] == phantom.positions[SLICES - 1]  # whole extent
+    assert any(sop_at[sop] > phantom.positions[half - 1] for sop in after)  # newly sampled from the upper half
+    kept = set(before) & set(after)
+    assert kept and all(before[sop] == after[sop] for sop in kept)  # kept slices: same rows, never encoded again
+    assert set(before) - set(after)  # some of the first plan's slices gave way to the wider extent
