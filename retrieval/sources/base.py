@@ -20,6 +20,7 @@ class SourceRef:
     kind: Literal["file", "zip", "tar", "dicomweb", "cstore"]
     container: str
     member: str | None = None
+    frames: tuple[int, ...] = ()  # 1-based frames series planning sampled from a multi-frame object (): policy
 
 
 @dataclass(frozen=True)
