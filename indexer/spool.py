@@ -100,9 +100,12 @@ class SpoolWorker:
             return 0
         self.indexed += summary.indexed
         log.info(
-            "indexed %d images from %d received instances (%d duplicates, %d failed)",
+            "indexed %d images from %d received instances (%d skipped by sampling, %d excluded from their volume, "
+            "%d duplicates, %d failed)",
             summary.indexed,
             len(source.files),
+            summary.sampled_out,
+            summary.excluded,
             summary.duplicates,
             summary.failed,
         )

@@ -241,3 +241,10 @@ def test_real_mr_triplane_localizer_and_ct_localizers() -> None:
     for folder in ("98892003/MR2", "98892001/CT2N"):
         for plan in plan_series(headers_of(sorted((DICOMDIR_TESTS / folder).iterdir())), k=2):
             assert not plan.is_volume and plan.sampled == []
+
+
+def test_a_second_file_of_an_instance_is_a_copy_not_a_duplicate_position() -> None:
+    slices = [axial(f"a{i}", float(i)) for i in range(4)]
+    copy = replace(slices[2], key="copy-of-a2")
+    (plan,) = plan_series([*slices, copy], k=None)
+    assert len(plan.volume) == 4 and plan.excluded == [] and plan.copies == {"copy-of-a2": "a2"}

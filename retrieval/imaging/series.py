@@ -97,6 +97,7 @@ class SeriesPlan:
     excluded: list[tuple[Slice, str]] = field(default_factory=list)
     singles: list[str] = field(default_factory=list)  # keys planned as today: each instance on its own
     notes: list[str] = field(default_factory=list)  # facts worth saying that exclude nothing (gaps, fallbacks)
+    copies: dict[str, str] = field(default_factory=dict)  # key -> the key of the same SOP instance it repeats
     requested: int | None = DEFAULT_SLICES  # the K asked for (None: all)
 
     @property
@@ -310,6 +311,15 @@ def plan_one(uid: str, members: Sequence[Header], k: int | None = DEFAULT_SLICES
     """One series: single images stay as they are; a volume is ordered, cleaned and sampled."""
     given = [h.key for h in members]  # single images keep the order they came in
     members = sorted(members, key=lambda h: (h.instance_number is None, h.instance_number or 0, h.key))
+    originals: dict[str, str] = {}
+    copies: dict[str, str] = {}
+    for h in members:  # a second file of one SOP instance is a copy: it follows its original (the writer dedups)
+        if h.sop_instance_uid and h.sop_instance_uid in originals:
+            copies[h.key] = originals[h.sop_instance_uid]
+        elif h.sop_instance_uid:
+            originals[h.sop_instance_uid] = h.key
+    given = [key for key in given if key not in copies]
+    members = [h for h in members if h.key not in copies]
     modality = _majority([h.modality or "" for h in members]) or None
     plan = SeriesPlan(
         series_instance_uid=uid,
@@ -318,6 +328,7 @@ def plan_one(uid: str, members: Sequence[Header], k: int | None = DEFAULT_SLICES
         series_description=next((h.series_description for h in members if h.series_description), None),
         study_description=next((h.study_description for h in members if h.study_description), None),
         requested=k,
+        copies=copies,
     )
     candidates = _candidates(plan, members)
     if modality not in VOLUME_MODALITIES or len(candidates) < 2:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from retrieval.settings import Settings
 
-FramePolicy = Literal["middle", "all"] | int  # an int picks one 1-based frame
+FramePolicy = Literal["middle", "all"] | int | tuple[int, ...]  # an int picks one 1-based frame, a tuple several
 FloatImage = npt.NDArray[np.float32]
 
 

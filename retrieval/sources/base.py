@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from retrieval.errors import MedsearchError
 
@@ -30,6 +30,7 @@ class SourceRef:
     kind: str
     location: str
     member: str | None = None
+    frames: tuple[int, ...] = ()  # 1-based frames series planning sampled from a multi-frame object (): policy
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class IngestSource(Protocol):
         ...
 
 
+@runtime_checkable
 class PlansFromHeaders(Protocol):
     """A source whose instances' planning facts come without the plan stage reading their bytes (DICOMweb series
     metadata, the C-STORE spool), and which says how a stored member of a series it re-plans is referred to."""

@@ -18,3 +18,5 @@ class CatalogStats(TypedDict):
     by_encoder: dict[str, int]  # images per back end + precision that wrote them ("unrecorded" before 0.2)
     not_images: int  # non-image DICOM objects skipped (structured reports, RT plans, ECGs, DICOMDIRs...)
     not_images_by_class: dict[str, int]  # the same by SOP class name
+    slices_skipped_by_sampling: int  # volume slices (instances or frames) not among the K sampled per series
+    encoder_calls_saved: int  # those, plus slices left out of volumes (localizers...): one encoder call each
