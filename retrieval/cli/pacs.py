@@ -91,8 +91,7 @@ def pull(
 ) -> None:
     """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances.
 
-    Each series' headers come from its WADO-RS metadata; of a CT/MR/PET volume only the K sampled slices are
-    retrieved (--series-slices).
+    Series are planned from their WADO-RS metadata: of a CT/MR/PET volume only K sampled slices are fetched.
 
     With --ray, this machine fetches; decoding and embedding run on a Ray cluster, writing stays here.
     """
@@ -205,8 +204,7 @@ def listen(
 ) -> None:
     """Be a DICOM destination: a Storage SCP that spools every instance durably and indexes the spool.
 
-    Single images are indexed at once; a CT/MR/PET series is planned (K slices sampled, the others deleted)
-    once none of it arrived for MEDSEARCH_SERIES_QUIET_SECONDS.
+    A CT/MR/PET series is planned (K slices kept) once quiet for MEDSEARCH_SERIES_QUIET_SECONDS.
     """
     from pathlib import Path
 
