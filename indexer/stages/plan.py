@@ -119,7 +119,7 @@ class SeriesPlanner:
         return self.from_source.stored_ref(member.uri, member.size, member.mtime, member.status)
 
     def _header(self, ref: SourceRef) -> Header | None:
-        if self.from_source is not None and ref.kind not in PLANNED_KINDS:
+        if self.from_source is not None:  # every ref of this run, and its stored members, are that source's
             return self.from_source.header(ref)
         if ref.kind == "file":
             return read_header_file(ref.uri, ref.uri)
