@@ -8,6 +8,7 @@ from typing import Protocol
 from indexer.stages.decode import DecodeConfig
 from retrieval.collection import Collection
 from retrieval.encoders.base import Encoder
+from retrieval.imaging.series import DEFAULT_SLICES
 from retrieval.imaging.types import FramePolicy
 from retrieval.labels import Labels
 from retrieval.store.repo import FailureRecord
@@ -33,6 +34,7 @@ class IndexOptions:
     workers: int = 2
     batch_size: int = 16
     labels: Labels | None = None
+    series_slices: int | None = DEFAULT_SLICES  # K slices sampled per volume; None: every slice
 
 
 @dataclass
@@ -50,6 +52,14 @@ class IndexSummary:
     failures: list[FailureRecord] = field(default_factory=list)
     not_images: dict[str, int] = field(default_factory=dict)  # skipped non-image objects by SOP class name
     reports: int = 0  # structured reports stored as their study's report
+    sampled_out: int = 0  # volume slices (instances or frames) of the series planned here, not among the K sampled
+    excluded: int = 0  # slices left out of their series' volume (localizers, other orientations or sizes...)
+    removed: int = 0  # images of slices no longer sampled (a re-plan on another K), taken out of the index
+
+    @property
+    def encoder_calls_saved(self) -> int:
+        """Encoder calls series planning saved in the series planned here (one per slice not encoded)."""
+        return self.sampled_out + self.excluded
 
     def count_not_images(self, by_class: dict[str, int]) -> None:
         """Add a write's skipped non-image objects (structured reports, RT plans, ECGs...) to the run's."""

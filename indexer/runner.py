@@ -42,7 +42,7 @@ def run(
         index = collection.require_index()
         writer = Writer(collection, index, options.labels)
         try:
-            planned = plan(collection, source, summary, progress)
+            planned = plan(collection, source, writer, summary, progress, options)
             if planned:
                 config = decode_config(collection, encoder, options)
                 try:
@@ -65,16 +65,26 @@ def run(
 
 
 def plan(
-    collection: Collection, source: IngestSource, summary: IndexSummary, progress: Progress | None
+    collection: Collection,
+    source: IngestSource,
+    writer: Writer,
+    summary: IndexSummary,
+    progress: Progress | None,
+    options: IndexOptions,
 ) -> list[Planned]:
-    """What this run must process (sources already done are counted as skipped and shown as progress)."""
-    planned, summary.skipped = plan_stage(source, collection.catalog)
-    summary.sources = len(planned) + summary.skipped
+    """What this run must process, series by series (sources already done, and those planning settled without
+    decoding, are counted and shown as progress). The plan's records and removals are stored before decoding."""
+    planned = plan_stage(source, collection.catalog, options.series_slices, collection.settings.max_file_bytes)
+    summary.skipped = planned.skipped
+    summary.sampled_out, summary.excluded = planned.sampled_out, planned.excluded
+    summary.removed = writer.apply_plan(planned)
+    settled = len(planned.records)
+    summary.sources = len(planned.refs) + summary.skipped + settled
     if progress:
         progress.start(summary.sources)
-        if summary.skipped:
-            progress.advance(summary.skipped, 0)
-    return planned
+        if summary.skipped + settled:
+            progress.advance(summary.skipped + settled, 0)
+    return planned.refs
 
 
 def decode_config(collection: Collection, encoder: Encoder, options: IndexOptions) -> DecodeConfig:

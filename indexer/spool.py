@@ -12,6 +12,7 @@ from pathlib import Path
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_source
 from indexer.quarantine import Quarantine
+from indexer.series_gate import SeriesGate
 from retrieval.collection import Collection
 from retrieval.errors import IndexBusyError
 from retrieval.fsutil import fsync_dir, private_dir, publish_new
@@ -22,6 +23,7 @@ from retrieval.store.repo import FailureRecord
 
 log = logging.getLogger(__name__)
 SUFFIX = ".dcm"
+EVERYTHING = 10**9  # the gate looks at every spooled file (a series waiting must not hide the files behind it)
 
 
 class Spool:
@@ -59,16 +61,26 @@ class Spool:
 
 class SpoolWorker:
     """Indexes the spool in batches (taking the writer lock per batch), caches renderings, then deletes the
-    indexed files and moves the ones that failed, with their reason, into the quarantine folder."""
+    indexed files and moves the ones that failed, with their reason, into the quarantine folder.
+
+    A volume's slices stay spooled until their series has been quiet for `quiet_seconds` (MEDSEARCH_SERIES_QUIET_
+    SECONDS), then the whole series is planned at once; single images go at once."""
 
     def __init__(
-        self, collection: Collection, spool: Spool, options: IndexOptions, batch: int, poll_seconds: float
+        self,
+        collection: Collection,
+        spool: Spool,
+        options: IndexOptions,
+        batch: int,
+        poll_seconds: float,
+        quiet_seconds: float = 0.0,
     ) -> None:
         self.collection = collection
         self.spool = spool
         self.options = options
         self.batch = batch
         self.poll_seconds = poll_seconds
+        self.gate = SeriesGate(quiet_seconds)
         self.indexed = 0
         self.quarantine = Quarantine(spool.folder)
         self._stop = threading.Event()
@@ -76,10 +88,11 @@ class SpoolWorker:
 
     def drain_once(self) -> int:
         """Index one batch; returns how many spooled files it consumed (0: nothing to do, or busy)."""
-        files = self.spool.pending(self.batch)
+        files = self.gate.ready(self.spool.pending(EVERYTHING), self.batch)
         if not files:
             return 0
-        source = SpoolSource.one_copy_each(files, self.collection.settings.max_file_bytes)
+        settings = self.collection.settings
+        source = SpoolSource.one_copy_each(files, settings.max_file_bytes, settings.data_dir)
         try:
             summary = run_source(self.collection, source, self.options)
         except IndexBusyError:
@@ -87,15 +100,20 @@ class SpoolWorker:
             return 0
         self.indexed += summary.indexed
         log.info(
-            "indexed %d images from %d received instances (%d duplicates, %d failed)",
+            "indexed %d images from %d received instances (%d skipped by sampling, %d excluded from their volume, "
+            "%d duplicates, %d failed)",
             summary.indexed,
             len(source.files),
+            summary.sampled_out,
+            summary.excluded,
             summary.duplicates,
             summary.failed,
         )
         self._cache_renderings(source, {failure.uri for failure in summary.failures})
         kept = self._quarantine_failed(source, summary)
-        self.spool.remove([f for f in source.files if f not in kept])  # rows are committed: the files may go
+        planned = [f for f in source.files if f not in kept]
+        source.keep_headers(planned)  # a series that grows later is re-planned with these slices' facts
+        self.spool.remove(planned)  # rows are committed: the files may go (unsampled ones too: never kept)
         return len(source.files)
 
     def _quarantine_failed(self, source: SpoolSource, summary: IndexSummary) -> set[Path]:

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default=200_000, ge=1_000, le=10_000_000, description="Longest report text stored (longer: cut, recorded)."
     )
     ct_window: str = Field(default="soft-tissue", description="CT preset used when a file has no VOI.")
+    series_slices: str = Field(
+        default="16",
+        pattern=r"^(all|[1-9][0-9]{0,5})$",
+        description="Slices sampled per CT/MR/PET volume (evenly over its extent), or 'all' (every slice).",
+    )
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
     # -- PACS: DICOMweb pull and thumbnails of pulled images, C-STORE listener ------------------------------
     dicomweb_url: str | None = Field(default=None, description="DICOMweb base URL, e.g. http://pacs:8042/dicom-web.")
@@ -63,6 +68,9 @@ class Settings(BaseSettings):
     spool_dir: Path | None = Field(default=None, description="Received instances wait here (default DATA_DIR/spool).")
     spool_batch: int = Field(default=64, ge=1, description="Spooled instances indexed per batch.")
     spool_poll_seconds: float = Field(default=1.0, gt=0, description="How often the spool worker looks for files.")
+    series_quiet_seconds: float = Field(
+        default=30.0, ge=0, description="C-STORE: a volume's series is planned once none of it arrived for this long."
+    )
     # -- optional comparative summaries (MedGemma) --
     summarizer: Literal["none", "transformers", "openai"] = Field(
         default="none", description="Summary backend: none (off), transformers (local), openai (a chat server)."

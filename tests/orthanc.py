@@ -67,9 +67,13 @@ class Orthanc:
 
 
 def start_orthanc(
-    folder: Path, modalities: dict[str, tuple[str, int]] | None = None, users: dict[str, str] | None = None
+    folder: Path,
+    modalities: dict[str, tuple[str, int]] | None = None,
+    users: dict[str, str] | None = None,
+    verbose: bool = False,
 ) -> Orthanc:
-    """Start Orthanc with the DICOMweb plugin, storage in `folder`, loopback-only; fails if it is not installed."""
+    """Start Orthanc with the DICOMweb plugin, storage in `folder`, loopback-only; fails if it is not installed.
+    `verbose`: its log names every HTTP request it served (see `served`)."""
     binary = shutil.which(ORTHANC)
     assert binary, "Orthanc is not installed: apt-get install orthanc orthanc-dicomweb (.ci/run does it)"
     assert PLUGIN.exists(), f"the Orthanc DICOMweb plugin is missing ({PLUGIN}): apt-get install orthanc-dicomweb"
@@ -97,7 +101,8 @@ def start_orthanc(
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = folder / "orthanc.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT)
+        flags = ["--verbose"] if verbose else []
+        process = subprocess.Popen([binary, str(folder / "orthanc.json"), *flags], stdout=out, stderr=subprocess.STDOUT)
     auth = next(iter(users.items())) if users else None
     server = Orthanc(process, http_port, dicom_port, auth, log)
     deadline = time.monotonic() + 30
@@ -112,6 +117,26 @@ def start_orthanc(
         time.sleep(0.05)
     server.stop()
     raise AssertionError(f"Orthanc did not start: {log.read_text()[-2000:]}")
+
+
+def served(server: Orthanc, suffix: str = "") -> list[str]:
+    """The paths of the GET requests a verbose Orthanc served so far (in order), those ending with `suffix`."""
+    paths = []
+    for line in server.log.read_text(errors="replace").splitlines():
+        _, marker, path = line.partition("(http) GET ")
+        if marker and path.strip().endswith(suffix):
+            paths.append(path.strip())
+    return paths
+
+
+def retrieved_sops(server: Orthanc) -> list[str]:
+    """SOP Instance UIDs of the WADO-RS instance retrievals a verbose Orthanc served (repeats kept)."""
+    out = []
+    for path in served(server):
+        parts = path.split("?")[0].strip("/").split("/")
+        if len(parts) == 7 and parts[0] == "dicom-web" and parts[5] == "instances":
+            out.append(parts[6])
+    return out
 
 
 def with_new_uids(path: Path, study: str | None = None) -> pydicom.Dataset:

@@ -147,6 +147,7 @@ def _env(data_dir: Path, model: Path, **extra: str) -> dict[str, str]:
         "MEDSEARCH_DATA_DIR": str(data_dir),
         "MEDSEARCH_MODEL": str(model),
         "MEDSEARCH_WORKERS": "0",
+        "MEDSEARCH_SERIES_QUIET_SECONDS": "1",  # a CT/MR series waits this long after its last instance
         **extra,
     }
 

@@ -47,8 +47,9 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
         if data is None:
             data = read_ref(ref, config.max_bytes)
         read_seconds = time.perf_counter() - t0
+        frames = ref.frames or config.frames  # a multi-frame volume: only the frames series planning sampled
         prepared = prepare_bytes(
-            data, config.processor, frames=config.frames, limits=config.limits, ct_window=config.ct_window
+            data, config.processor, frames=frames, limits=config.limits, ct_window=config.ct_window
         )
         return Decoded(ref, prepared, read_seconds=read_seconds)
     except NonImageObjectError as exc:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.stages.batch import Decoded, PreparedBatch
+from indexer.stages.plan import Plan
 from retrieval.collection import Collection
 from retrieval.findings.hook import score_new_images
 from retrieval.imaging.sr_text import Identifiers, SrDocument
@@ -44,6 +45,23 @@ class Writer:
         self.encoded_by = collection.encoder.encoded_by  # which back end wrote the vectors (stats count them)
         self.seen_keys: dict[str, str] = {}  # instance key -> the source it was first seen in, this run
         self.last_save = time.monotonic()
+        self.positions: dict[tuple[str, int], float] = {}  # (uri, frame) -> position along its volume's normal
+        self.series_of: dict[str, str] = {}  # uri -> SeriesInstanceUID, for sources planned with their series
+
+    def apply_plan(self, plan: Plan) -> int:
+        """Store what planning settled before anything is decoded: images of slices no longer sampled leave the
+        store and the index, sampled-out and excluded sources are recorded, each series' plan is kept.
+        Returns how many images left."""
+        self.positions, self.series_of = plan.positions, plan.series_of
+        catalog = self.collection.catalog
+        ids = sorted(i for uri, keep in plan.drops.items() for i in catalog.series.image_ids_outside(uri, keep))
+        if ids:
+            catalog.remove(ids, forget_sources=False)
+            self.index.remove(np.asarray(ids, dtype=np.int64))
+        if plan.records:
+            catalog.write_batch([], plan.records, [])
+        catalog.series.save(plan.series)
+        return len(ids)
 
     def new_only(self, batch: PreparedBatch) -> PreparedBatch:
         """The batch without frames already stored or seen earlier in this run (so nobody encodes them again)."""
@@ -94,17 +112,23 @@ class Writer:
                 reports.append(self._report(item.report))
                 sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "report", sop_class=item.not_image))
                 continue
+            series = self.series_of.get(ref.uri)
             if item.not_image:  # acknowledged and accounted for: skipped under its SOP class, never a failure
                 not_images[item.not_image] = not_images.get(item.not_image, 0) + 1
-                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "skipped", sop_class=item.not_image))
+                sources.append(
+                    SourceRecord(
+                        ref.uri, ref.size, ref.mtime, "skipped", sop_class=item.not_image, series_instance_uid=series
+                    )
+                )
                 continue
             if item.prepared is None:
                 failures.append(FailureRecord(ref.uri, item.code, item.reason))
-                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "failed"))
+                sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "failed", series_instance_uid=series))
                 continue
             rows.extend(self._row(item, i) for i in range(len(item.prepared.keys)))
             count = len(item.prepared.keys)
-            sources.append(SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", count, item.duplicate_of or None))
+            record = SourceRecord(ref.uri, ref.size, ref.mtime, "indexed", count, item.duplicate_of or None)
+            sources.append(replace(record, series_instance_uid=series))
         self.collection.catalog.reports.add(reports)  # before the sources: a crash between them re-reads the SR
         stored = self.collection.catalog.write_batch(list(zip(rows, vectors, strict=True)), sources, failures)
         # None: a writer on another machine sharing the database stored that instance first
@@ -160,6 +184,7 @@ class Writer:
             label=entry.label if entry else None,
             report=entry.report if entry else None,
             encoded_by=self.encoded_by,
+            slice_position=self.positions.get((item.ref.uri, item.prepared.frames[i])),
         )
 
     def save_if_due(self) -> None:

@@ -117,6 +117,25 @@ def standin_notice(collection: Any) -> None:
 
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder (default: $MEDSEARCH_DATA_DIR).")]
+SeriesSlices = Annotated[
+    str | None,
+    typer.Option(
+        "--series-slices",
+        metavar="K|all",
+        help="Slices sampled per CT/MR/PET volume, evenly over its extent, or 'all' "
+        "(default: $MEDSEARCH_SERIES_SLICES, 16). Another K later re-plans indexed series.",
+    ),
+]
+
+
+def series_slices_of(value: str | None, settings: Settings) -> int | None:
+    """--series-slices (or the setting) as K, None for 'all'; a bad value is a usage error."""
+    from retrieval.imaging.series import parse_slices
+
+    try:
+        return parse_slices(value if value is not None else settings.series_slices)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--series-slices") from exc
 
 
 class ProgressBar:

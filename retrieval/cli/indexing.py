@@ -13,6 +13,7 @@ from retrieval.cli.common import (
     FramesChoice,
     IndexTypeChoice,
     ProgressBar,
+    SeriesSlices,
     app,
     err,
     fail,
@@ -21,6 +22,7 @@ from retrieval.cli.common import (
     open_collection_with,
     out,
     say,
+    series_slices_of,
     standin_notice,
 )
 from retrieval.cli.ray_options import (
@@ -35,6 +37,8 @@ from retrieval.cli.ray_options import (
 )
 from retrieval.errors import MedsearchError
 
+DROPPED_WHY = {"skipped": "not_an_image", "excluded": "excluded_from_volume"}  # any other: a copy
+
 
 @app.command()
 def index(
@@ -43,6 +47,7 @@ def index(
     frames: Annotated[
         FramesChoice, typer.Option(help="Multi-frame policy: middle frame, or every frame.")
     ] = FramesChoice.middle,
+    series_slices: SeriesSlices = None,
     workers: Annotated[int | None, typer.Option(help="Decode worker processes (0 = inline).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per encoder batch.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -77,6 +82,7 @@ def index(
             workers=settings.workers if workers is None else workers,
             batch_size=batch_size or settings.batch_size,
             labels=load_labels(labels) if labels else None,
+            series_slices=series_slices_of(series_slices, settings),
         )
         bar = ProgressBar(quiet or as_json)
         if ray:
@@ -100,6 +106,10 @@ def index(
         "not_images": sum(summary.not_images.values()),
         "not_images_by_class": summary.not_images,
         "reports": summary.reports,
+        "skipped_by_sampling": summary.sampled_out,
+        "excluded_from_volumes": summary.excluded,
+        "encoder_calls_saved": summary.encoder_calls_saved,
+        "removed_by_replanning": summary.removed,
         "seconds": round(summary.seconds, 3),
         "images_per_second": {k: round(v, 2) for k, v in rates.items()},
         "encoder_busy": round(summary.encoder_busy, 3),
@@ -118,6 +128,12 @@ def index(
     )
     if summary.reports:
         say(f"  structured reports stored as their study's report: {summary.reports} (`medsearch reports show UID`)")
+    if summary.encoder_calls_saved or summary.removed:
+        say(
+            f"  series: {summary.sampled_out} slices skipped by sampling, {summary.excluded} left out of volumes "
+            f"(`medsearch dropped` says why), {summary.encoder_calls_saved} encoder calls saved"
+            + (f"; {summary.removed} images no longer sampled removed" if summary.removed else "")
+        )
     if summary.not_images:
         classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.not_images.items()))
         say(f"  not images (skipped; `medsearch dropped` lists them): {classes}")
@@ -193,8 +209,8 @@ def dropped(
     limit: Annotated[int, typer.Option(help="Show at most this many.")] = 1000,
     data_dir: DataDir = None,
 ) -> None:
-    """List files not indexed on purpose: copies of an instance already indexed (and the source each repeats) and
-    non-image DICOM objects (and their SOP class)."""
+    """List files not indexed on purpose: copies of an instance already indexed (and the source each repeats),
+    non-image DICOM objects (and their SOP class), and slices left out of their series' volume (and why)."""
     try:
         rows = open_collection(data_dir, read_only=True).catalog.dropped(limit)
     except MedsearchError as exc:
@@ -203,8 +219,9 @@ def dropped(
     items = [
         {
             "source": s.uri,
-            "why": "not_an_image" if s.status == "skipped" else "copy",
+            "why": DROPPED_WHY.get(s.status, "copy"),
             "sop_class": s.sop_class,
+            "reason": s.reason,
             "duplicate_of": s.duplicate_of,
             "recorded_at": s.processed_at.isoformat(),
         }
@@ -214,11 +231,15 @@ def dropped(
         out.print_json(json.dumps(items))
         return
     for item in items:
-        copy = item["why"] == "copy"
-        why = f"copy of {item['duplicate_of']}" if copy else f"not an image ({item['sop_class']})"
+        why = {
+            "copy": f"copy of {item['duplicate_of']}",
+            "not_an_image": f"not an image ({item['sop_class']})",
+            "excluded_from_volume": f"left out of its series' volume: {item['reason']}",
+        }[item["why"]]
         say(f"{item['source']}: {why}")
-    copies = sum(1 for item in items if item["why"] == "copy")
-    out.print(f"{copies} copies, {len(items) - copies} not images")
+    counts = {why: sum(1 for item in items if item["why"] == why) for why in ("copy", "not_an_image")}
+    excluded = len(items) - sum(counts.values())
+    out.print(f"{counts['copy']} copies, {counts['not_an_image']} not images, {excluded} left out of volumes")
 
 
 @app.command()

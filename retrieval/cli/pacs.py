@@ -15,6 +15,7 @@ from retrieval.cli.common import (
     DataDir,
     FramesChoice,
     ProgressBar,
+    SeriesSlices,
     app,
     err,
     fail,
@@ -24,6 +25,7 @@ from retrieval.cli.common import (
     out,
     parse_date,
     say,
+    series_slices_of,
     standin_notice,
 )
 from retrieval.cli.ray_options import (
@@ -78,6 +80,7 @@ def pull(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Instances fetched at the same time.")] = None,
     frames: Annotated[FramesChoice, typer.Option(help="Multi-frame policy.")] = FramesChoice.middle,
+    series_slices: SeriesSlices = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ray: UseRay = False,
@@ -87,6 +90,8 @@ def pull(
     data_dir: DataDir = None,
 ) -> None:
     """Pull instances from a DICOMweb server (QIDO-RS + WADO-RS); re-runs fetch only new instances.
+
+    Series are planned from their WADO-RS metadata: of a CT/MR/PET volume only K sampled slices are fetched.
 
     With --ray, this machine fetches; decoding and embedding run on a Ray cluster, writing stays here.
     """
@@ -112,7 +117,12 @@ def pull(
         config = DicomwebConfig(**{**config.__dict__, **updates})
         client = Dicomweb(config)
         source = DicomwebSource(client, query, workers or settings.dicomweb_workers, settings.max_file_bytes)
-        options = IndexOptions(frames=frames.value, workers=settings.workers, batch_size=settings.batch_size)
+        options = IndexOptions(
+            frames=frames.value,
+            workers=settings.workers,
+            batch_size=settings.batch_size,
+            series_slices=series_slices_of(series_slices, settings),
+        )
         bar = ProgressBar(quiet or as_json)
         if ray:
             from indexer.ray_ingest import RayOptions, run_source_ray
@@ -131,9 +141,12 @@ def pull(
         "already_indexed": summary.skipped,
         "fetched": source.fetched,
         "indexed": summary.indexed,
+        "sampled_out": summary.sampled_out,
+        "excluded": summary.excluded,
         "duplicates": summary.duplicates,
         "failed": summary.failed,
         "failures": [{"source": f.uri, "code": f.code, "reason": f.reason} for f in summary.failures],
+        "bytes": dict(client.received),
         "seconds": round(summary.seconds, 3),
     }
     if ray:
@@ -143,8 +156,10 @@ def pull(
     else:
         out.print(
             f"pulled from {config.url}: {source.found} instances found, {summary.skipped} already indexed, "
-            f"{source.fetched} fetched, {summary.indexed} images indexed, {summary.duplicates} duplicates, "
-            f"{summary.failed} failed ({summary.seconds:.1f} s)",
+            f"{source.fetched} fetched, {summary.indexed} images indexed, {summary.sampled_out} slices skipped by "
+            f"sampling, {summary.excluded} excluded from their volume, {summary.duplicates} duplicates, "
+            f"{summary.failed} failed, {sum(client.received.values()) / 1e6:.1f} MB received "
+            f"({summary.seconds:.1f} s)",
             highlight=False,
             soft_wrap=True,
         )
@@ -158,14 +173,22 @@ def pull(
         raise typer.Exit(code=2)
 
 
-def _spool_worker(collection: Collection, queue: Spool, workers: int | None) -> SpoolWorker:
-    """The worker that indexes a spool with the collection's batch settings (`listen` and `requeue`)."""
+def _spool_worker(
+    collection: Collection, queue: Spool, workers: int | None, series_slices: str | None = None
+) -> SpoolWorker:
+    """The worker that indexes a spool with the collection's batch and series settings (`listen` and `requeue`)."""
     from indexer.pipeline import IndexOptions
     from indexer.spool import SpoolWorker
 
     settings = collection.settings
-    options = IndexOptions(workers=settings.workers if workers is None else workers, batch_size=settings.batch_size)
-    return SpoolWorker(collection, queue, options, settings.spool_batch, settings.spool_poll_seconds)
+    options = IndexOptions(
+        workers=settings.workers if workers is None else workers,
+        batch_size=settings.batch_size,
+        series_slices=series_slices_of(series_slices, settings),
+    )
+    return SpoolWorker(
+        collection, queue, options, settings.spool_batch, settings.spool_poll_seconds, settings.series_quiet_seconds
+    )
 
 
 @app.command()
@@ -176,9 +199,13 @@ def listen(
     allow: Annotated[str | None, typer.Option(help="Comma-separated calling AE titles allowed (default: all).")] = None,
     spool: Annotated[str | None, typer.Option(help="Spool folder (default: DATA_DIR/spool).")] = None,
     workers: Annotated[int | None, typer.Option(help="Decode worker processes (0 = inline).")] = None,
+    series_slices: SeriesSlices = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Be a DICOM destination: a Storage SCP that spools every instance durably and indexes the spool."""
+    """Be a DICOM destination: a Storage SCP that spools every instance durably and indexes the spool.
+
+    A CT/MR/PET series is planned (K slices kept) once quiet for MEDSEARCH_SERIES_QUIET_SECONDS.
+    """
     from pathlib import Path
 
     from indexer.listener import start_listener
@@ -190,7 +217,7 @@ def listen(
         collection.load_encoder()  # a model problem is reported now, not after the first C-STORE
         folder = Path(spool) if spool else settings.resolved_spool_dir
         queue = Spool(folder)
-        worker = _spool_worker(collection, queue, workers)
+        worker = _spool_worker(collection, queue, workers, series_slices)
         allowed = [a.strip() for a in (allow if allow is not None else settings.listen_allow).split(",") if a.strip()]
         title = ae_title or settings.listen_ae_title
         server = start_listener(

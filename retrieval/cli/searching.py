@@ -246,6 +246,12 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
             + ")",
             highlight=False,
         )
+    if report["encoder_calls_saved"]:
+        out.print(
+            f"{'series sampling':>18}: {report['slices_skipped_by_sampling']} slices skipped by sampling, "
+            f"{report['encoder_calls_saved']} encoder calls saved (with the slices left out of volumes)",
+            highlight=False,
+        )
     if report["failures_by_code"]:
         out.print(
             f"{'failures by code':>18}: "

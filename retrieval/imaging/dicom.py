@@ -123,13 +123,16 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
 
 
 def frame_indices(number_of_frames: int, policy: FramePolicy) -> list[int]:
-    """0-based frame indices to decode under a policy (middle frame, or every frame)."""
+    """0-based frame indices to decode under a policy (middle frame, every frame, or the 1-based frames given)."""
     if policy == "all":
         return list(range(number_of_frames))
     if isinstance(policy, int):
-        if not 1 <= policy <= number_of_frames:
-            raise DecodeError(f"frame {policy} does not exist (the instance has {number_of_frames})")
-        return [policy - 1]
+        policy = (policy,)
+    if isinstance(policy, tuple):  # frames chosen by number (series planning samples them)
+        for frame in policy:
+            if not 1 <= frame <= number_of_frames:
+                raise DecodeError(f"frame {frame} does not exist (the instance has {number_of_frames})")
+        return sorted({frame - 1 for frame in policy})
     return [number_of_frames // 2]
 
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from retrieval.imaging.sr_text import Identifiers
 from retrieval.settings import Settings
 
-FramePolicy = Literal["middle", "all"] | int  # an int picks one 1-based frame
+FramePolicy = Literal["middle", "all"] | int | tuple[int, ...]  # an int picks one 1-based frame, a tuple several
 FloatImage = npt.NDArray[np.float32]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from retrieval.errors import MedsearchError
 
 if TYPE_CHECKING:
+    from retrieval.imaging.series import Header
     from retrieval.store.repo import Catalog
 
 
@@ -29,6 +30,7 @@ class SourceRef:
     kind: str
     location: str
     member: str | None = None
+    frames: tuple[int, ...] = ()  # 1-based frames series planning sampled from a multi-frame object (): policy
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,20 @@ class IngestSource(Protocol):
 
     def close(self) -> None:
         """Release whatever the source holds open."""
+        ...
+
+
+@runtime_checkable
+class PlansFromHeaders(Protocol):
+    """A source whose instances' planning facts come without the plan stage reading their bytes (DICOMweb series
+    metadata, the C-STORE spool), and which says how a stored member of a series it re-plans is referred to."""
+
+    def header(self, ref: SourceRef) -> Header | None:
+        """The planning facts of one of its refs (a planned one, or one `stored_ref` gave); None: not known."""
+        ...
+
+    def stored_ref(self, uri: str, size: int, mtime: float, status: str) -> SourceRef | None:
+        """A source stored earlier (any status) as a ref its series can be re-planned with; None: left as it is."""
         ...
 
 

@@ -17,6 +17,7 @@ from retrieval.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+NO_METADATA_STATUS = {400, 404, 405, 406, 501}  # a server without WADO-RS series metadata
 PAGE = 500  # QIDO-RS results asked for per request
 MEDIA_TYPES = (("application/dicom", "*"),)  # the instance as stored: compressed pixel data stays compressed
 
@@ -89,6 +90,11 @@ def split_instance_url(base: str, url: str) -> tuple[str, str, str] | None:
     return parts[0], parts[2], parts[4]
 
 
+def _status_of(exc: BaseException | None) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
 def _retryable(exc: Exception) -> bool:
     import requests
 
@@ -113,14 +119,33 @@ def describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _kind_of(url: str) -> str:
+    """What a GET asked for: series "metadata" (headers), "instances" (WADO-RS bytes) or a QIDO-RS "search"."""
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/metadata"):
+        return "metadata"
+    return "instances" if "/instances/" in path else "search"
+
+
 class Dicomweb:
-    """A thread-safe DICOMweb client: one dicomweb-client (and HTTP session) per thread."""
+    """A thread-safe DICOMweb client: one dicomweb-client (and HTTP session) per thread.
+
+    `received` counts the response body bytes of each kind of request (metadata, instances, search).
+    """
 
     def __init__(self, config: DicomwebConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         config.check()
         self.config = config
         self.sleep = sleep
         self._local = threading.local()
+        self._count_lock = threading.Lock()
+        self.received: dict[str, int] = {"metadata": 0, "instances": 0, "search": 0}
+
+    def _count(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        size = len(response.content or b"")  # requests caches the body: dicomweb-client reads the same bytes
+        with self._count_lock:
+            kind = _kind_of(response.url)
+            self.received[kind] += size
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -129,6 +154,7 @@ class Dicomweb:
             from dicomweb_client.api import DICOMwebClient
 
             session = requests.Session()
+            session.hooks["response"].append(self._count)
             if self.config.auth == "basic":
                 session.auth = (self.config.user or "", self.config.password or "")
             elif self.config.auth == "bearer":
@@ -181,6 +207,20 @@ class Dicomweb:
             results.extend(items)
             if len(items) < PAGE:
                 return results
+
+    def series_metadata(self, study: str, series: str) -> list[dict[str, Any]] | None:
+        """WADO-RS metadata of every instance of a series (DICOM JSON, headers only: no pixel data travels);
+        None when the server does not offer series metadata (then the caller lists the instances by QIDO-RS)."""
+
+        def run(client: Any) -> list[dict[str, Any]]:
+            return list(client.retrieve_series_metadata(study, series))
+
+        try:
+            return self.call("WADO-RS series metadata", run)
+        except DicomwebError as exc:
+            if _status_of(exc.__cause__) in NO_METADATA_STATUS:
+                return None
+            raise
 
     def instance_bytes(self, study: str, series: str, sop: str, max_bytes: int) -> bytes:
         """WADO-RS retrieve of one instance in its stored transfer syntax, as Part 10 bytes."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
 
 from retrieval.errors import MedsearchError, NotFoundError
+from retrieval.imaging.series import Header, header_of
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.dicomweb import Dicomweb, instance_url, read_wado_uri, split_instance_url
 from retrieval.sources.registry import SourceKind, register
@@ -17,9 +21,21 @@ from retrieval.sources.registry import SourceKind, register
 if TYPE_CHECKING:
     from retrieval.store.repo import Catalog
 
+log = logging.getLogger(__name__)
 KIND = "dicomweb"  # `location`: the instance's WADO-RS URL (also its `uri`)
 UID_TAGS = {"study": "0020000D", "series": "0020000E", "sop": "00080018"}
 STUDY_DATE, MODALITY = "00080020", "00080060"
+PIXEL_DATA, ROWS = "7FE00010", "00280010"
+
+
+def metadata_header(item: dict[str, Any], key: str) -> Header | None:
+    """The planning facts of one instance's DICOM JSON metadata (bulk data such as pixels left out); None when
+    the metadata does not parse (the instance is then fetched and decoded as a single image, as before)."""
+    try:
+        dataset = Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
+    except Exception:
+        return None
+    return header_of(dataset, key)
 
 
 @dataclass
@@ -69,6 +85,8 @@ class DicomwebSource:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wado")
         self.fetched = 0
         self.found = 0
+        self.warned = False
+        self.headers: dict[str, Header] = {}  # WADO-RS URL -> planning facts (series metadata), filled by plan()
 
     def _series(self) -> Iterator[tuple[str, str]]:
         seen: set[tuple[str, str]] = set()
@@ -88,21 +106,45 @@ class DicomwebSource:
                         seen.add((study, series))
                         yield study, series
 
+    def _instances(self, study: str, series: str) -> list[dict[str, Any]]:
+        """The series' instances with their headers (WADO-RS metadata), else as QIDO-RS lists them (UIDs only)."""
+        metadata = self.client.series_metadata(study, series)
+        if metadata is not None:
+            return metadata
+        if not self.warned:
+            log.warning("the DICOMweb server offers no series metadata: every instance is fetched (no sampling)")
+            self.warned = True
+        return self.client.search("instances", {}, study=study, series=series)
+
     def plan(self, catalog: Catalog) -> tuple[list[SourceRef | SourceProblem], int]:
-        """Every matching instance whose WADO-RS URL is not indexed yet (failed ones are tried again)."""
+        """Every matching instance whose WADO-RS URL is not indexed yet (failed ones are tried again); the headers
+        the server's series metadata gave (no pixel data) are kept in `headers` for series planning."""
         refs: list[SourceRef | SourceProblem] = []
         seen: set[str] = set()
+        self.headers = {}
         for study, series in self._series():
-            for item in self.client.search("instances", {}, study=study, series=series):
+            for item in self._instances(study, series):
                 sop = _value(item, UID_TAGS["sop"])
                 url = instance_url(self.client.config.url, study, series, sop) if sop else ""
                 if sop and url not in seen:
                     seen.add(url)
                     refs.append(SourceRef(url, 0, 0.0, KIND, url))
+                    header = metadata_header(item, url) if PIXEL_DATA in item or ROWS in item else None
+                    if header is not None:  # metadata, not a bare QIDO-RS answer
+                        self.headers[url] = header
         self.found = len(refs)
         done = catalog.indexed_sources([r.uri for r in refs])
         todo = [r for r in refs if r.uri not in done]
         return todo, len(refs) - len(todo)
+
+    def header(self, ref: SourceRef) -> Header | None:
+        """An instance's planning facts, from its series' WADO-RS metadata (None: the server gave none)."""
+        return self.headers.get(ref.uri)
+
+    def stored_ref(self, uri: str, size: int, mtime: float, status: str) -> SourceRef | None:
+        """An instance planned by an earlier pull that the server still lists (so a series that grew on the server
+        is planned again as a whole, and a slice newly sampled is fetched then)."""
+        return SourceRef(uri, size, mtime, KIND, uri) if uri in self.headers else None
 
     def _get(self, ref: SourceRef) -> SourceItem:
         t0 = time.perf_counter()

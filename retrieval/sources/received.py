@@ -15,9 +15,11 @@ from pydicom.uid import UID
 from retrieval.errors import NotFoundError
 from retrieval.fsutil import atomic_write_bytes, private_dir
 from retrieval.imaging.dicom import read_dataset
+from retrieval.imaging.series import Header, read_header_file
 from retrieval.settings import Settings
 from retrieval.sources.base import SourceItem, SourceProblem, SourceRef, read_each
 from retrieval.sources.files import close_local, read_local
+from retrieval.sources.received_headers import keep_headers, kept_headers
 from retrieval.sources.registry import SourceKind, register
 
 if TYPE_CHECKING:
@@ -144,18 +146,24 @@ def copy_uri(ref: SourceRef | SourceProblem, path: Path) -> str:
 
 
 class SpoolSource:
-    """Spooled files as a pipeline source: every one is processed (duplicates are dropped by SOP UID + frame)."""
+    """Spooled files as a pipeline source: every one is processed (duplicates are dropped by SOP UID + frame).
 
-    def __init__(self, files: Sequence[Path], max_bytes: int) -> None:
+    With a data folder, it also plans from headers: a spooled file's header is read from the spool, and a slice
+    of a series planned earlier (its bytes deleted since) is known by the planning facts kept for it then."""
+
+    def __init__(self, files: Sequence[Path], max_bytes: int, data_dir: Path | None = None) -> None:
         self.files = list(files)
         self.max_bytes = max_bytes
+        self.data_dir = data_dir
         self.refs: list[SourceRef | SourceProblem] = []
+        self.read_headers: dict[str, Header] = {}  # spooled file -> its planning facts (kept once planned)
+        self._kept: dict[str, dict[str, Header]] = {}  # series -> kept headers by URI
 
     @classmethod
-    def one_copy_each(cls, files: Sequence[Path], max_bytes: int) -> SpoolSource:
+    def one_copy_each(cls, files: Sequence[Path], max_bytes: int, data_dir: Path | None = None) -> SpoolSource:
         """The oldest copy of each instance among `files` (the others wait for a later batch), so that whatever
         the pipeline records under an instance's URI is that one copy's own outcome."""
-        source = cls([], max_bytes)
+        source = cls([], max_bytes, data_dir)
         seen: set[str] = set()
         for path in files:
             ref = spool_ref(path)
@@ -178,6 +186,33 @@ class SpoolSource:
     def read(self, ref: SourceRef) -> bytes:
         """One planned instance's spooled bytes."""
         return read_local(ref, self.max_bytes)
+
+    def header(self, ref: SourceRef) -> Header | None:
+        """A spooled file's planning facts (its header, no pixels), or those kept for a slice planned earlier."""
+        if ref.location:
+            header = read_header_file(ref.location, ref.uri)
+            if header is not None:
+                self.read_headers[ref.location] = header
+            return header
+        parts = ref.uri[len(SCHEME) :].split("/")
+        if self.data_dir is None or len(parts) != 3:
+            return None
+        if parts[1] not in self._kept:
+            self._kept[parts[1]] = kept_headers(parts[1], self.data_dir)
+        return self._kept[parts[1]].get(ref.uri)
+
+    def stored_ref(self, uri: str, size: int, mtime: float, status: str) -> SourceRef | None:
+        """An indexed slice of a growing series, as a ref without bytes (the plan keeps it or drops its images,
+        never reads it); slices skipped earlier are left as they are: their bytes are gone."""
+        if status != "indexed" or not uri.startswith(SCHEME):
+            return None
+        return SourceRef(uri, size, mtime, KIND, "")
+
+    def keep_headers(self, planned: Iterable[Path]) -> int:
+        """Keep the planning facts of these planned spooled files' volume slices (before the files go)."""
+        if self.data_dir is None:
+            return 0
+        return keep_headers([h for p in planned if (h := self.read_headers.get(str(p))) is not None], self.data_dir)
 
     def close(self) -> None:
         """Nothing is held open."""

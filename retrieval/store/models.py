@@ -73,6 +73,7 @@ class Image(Base):
     report: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     encoded_by: Mapped[str | None] = mapped_column(String(32))  # back end + precision, e.g. "openvino-bf16"
+    slice_position: Mapped[float | None] = mapped_column(Double)  # mm along its volume's normal; NULL: single image
 
 
 class Vector(Base):
@@ -93,11 +94,36 @@ class Source(Base):
     uri: Mapped[str] = mapped_column(Text, unique=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime: Mapped[float] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16))  # "indexed" | "failed" | "skipped" (a non-image object)
+    # "indexed" | "failed" | "skipped" (a non-image object) | "sampled_out" (a volume slice not among the K sampled)
+    # | "excluded" (not part of its series' volume: a localizer, another orientation or size; `reason` says which)
+    status: Mapped[str] = mapped_column(String(16))
     images: Mapped[int] = mapped_column(Integer, default=0)
     sop_class: Mapped[str | None] = mapped_column(String(128))  # skipped: the object's SOP class name
     duplicate_of: Mapped[str | None] = mapped_column(Text)  # indexed with 0 images: the source it repeats
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)  # planned with its series
+    reason: Mapped[str | None] = mapped_column(Text)  # excluded: why it is not part of its series' volume
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Series(Base):
+    """A series as it was planned: its volume's size, the K slices sampled from it, what was left out and why.
+
+    Choosing another K re-plans the series from this row and its sources (docs/cases.md)."""
+
+    __tablename__ = "series"
+
+    series_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    series_description: Mapped[str | None] = mapped_column(String(128))
+    study_description: Mapped[str | None] = mapped_column(String(128))
+    slices_total: Mapped[int] = mapped_column(Integer, default=0)  # slices in the volume (0: single images)
+    slices_sampled: Mapped[int] = mapped_column(Integer, default=0)
+    requested: Mapped[int | None] = mapped_column(Integer)  # the K asked for; NULL: all
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    excluded_reasons: Mapped[str] = mapped_column(Text, default="{}")  # JSON {reason: count}
+    notes: Mapped[str] = mapped_column(Text, default="[]")  # JSON list: gaps, fallbacks, single-image decisions
+    planned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Failure(Base):

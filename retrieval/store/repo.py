@@ -30,6 +30,7 @@ from retrieval.store.models import (
 from retrieval.store.reads import TAG_RULE, QueryReads
 from retrieval.store.report_search import report_condition
 from retrieval.store.reports import ReportsStore
+from retrieval.store.series_plans import SeriesStore
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
 from retrieval.store.sql import dialect_insert, in_chunks, unpack_vectors
 from retrieval.store.stats import CatalogStats
@@ -78,6 +79,8 @@ class SourceRecord:
     images: int = 0
     duplicate_of: str | None = None  # every instance of it was already indexed from that source
     sop_class: str | None = None  # status "skipped": the non-image object's SOP class name
+    series_instance_uid: str | None = None  # planned with its series (re-planned with it on another K)
+    reason: str | None = None  # status "excluded": why it is not part of its series' volume
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Catalog:
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
         self.reads = QueryReads(sessions.kw["bind"])  # a search's own reads: plain SQL, no ORM
         self.reports = ReportsStore(sessions)  # de-identified reports and their full-text index
+        self.series = SeriesStore(sessions)  # series plans: the K sampled per volume, what was left out
 
     @classmethod
     @contextmanager
@@ -177,7 +181,8 @@ class Catalog:
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
                 _upsert_failure(session, dialect, fail)
-            ok_uris = [s.uri for s in sources if s.status in ("indexed", "skipped", "report")]
+            done = ("indexed", "skipped", "report", "sampled_out", "excluded")
+            ok_uris = [s.uri for s in sources if s.status in done]
             if ok_uris:
                 session.execute(delete(Failure).where(Failure.source_uri.in_(ok_uris)))
         return ids
@@ -360,7 +365,9 @@ class Catalog:
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
-        """Counts of images, vectors, sources, failures; images by modality and by encoder; failures by code."""
+        """Counts of images, vectors, sources, failures; images by modality and by encoder; failures by code;
+        slices that series planning kept from the encoder."""
+        skipped, excluded = self.series.saved()
         with self.sessions() as session:
 
             def count(model: type) -> int:
@@ -402,6 +409,8 @@ class Catalog:
                 "not_images": sum(not_images.values()),
                 "not_images_by_class": not_images,
                 **self.reports.counts(),  # type: ignore[typeddict-item]
+                "slices_skipped_by_sampling": skipped,
+                "encoder_calls_saved": skipped + excluded,
             }
 
     def failures(self, limit: int = 1000) -> list[Failure]:
@@ -415,9 +424,11 @@ class Catalog:
             return sorted(session.scalars(select(Image.id).where(Image.sop_instance_uid == uid)))
 
     def dropped(self, limit: int = 1000) -> list[Source]:
-        """Sources processed but deliberately not indexed, newest first: non-image objects (with their SOP class)
-        and whole copies of an instance already indexed (with the source they repeat)."""
-        query = select(Source).where(or_(Source.status == "skipped", Source.duplicate_of.is_not(None)))
+        """Sources processed but deliberately not indexed, newest first: non-image objects (with their SOP class),
+        whole copies of an instance already indexed (with the source they repeat) and slices left out of their
+        series' volume (with the reason; slices skipped by sampling are counted, not listed)."""
+        kept_out = or_(Source.status.in_(("skipped", "excluded")), Source.duplicate_of.is_not(None))
+        query = select(Source).where(kept_out)
         with self.sessions() as session:
             return list(session.scalars(query.order_by(Source.processed_at.desc(), Source.id.desc()).limit(limit)))
 
@@ -437,15 +448,16 @@ class Catalog:
                 found.update(session.scalars(select(Image.id).where(Image.study_instance_uid == study_uid)))
             return sorted(found)
 
-    def remove(self, ids: Sequence[int]) -> int:
-        """Delete images (and vectors); their sources are forgotten so a re-index can add them back."""
+    def remove(self, ids: Sequence[int], forget_sources: bool = True) -> int:
+        """Delete images (and vectors); their sources are forgotten so a re-index can add them back (unless
+        `forget_sources` is off: series re-planning records what the sources became itself)."""
         if not ids:
             return 0
         with self.sessions() as session, session.begin():
             uris = set(session.scalars(select(Image.source_uri).where(Image.id.in_(list(ids)))))
             session.execute(delete(Vector).where(Vector.image_id.in_(list(ids))))
             session.execute(delete(Image).where(Image.id.in_(list(ids))))
-            for chunk in in_chunks(sorted(uris), 500):
+            for chunk in in_chunks(sorted(uris) if forget_sources else [], 500):
                 session.execute(delete(Source).where(Source.uri.in_(chunk)))
         return len(ids)
 
@@ -507,6 +519,8 @@ def _upsert_source(session: Session, dialect: str, src: SourceRecord) -> None:
         "status": src.status,
         "sop_class": src.sop_class,
         "duplicate_of": src.duplicate_of,
+        "series_instance_uid": src.series_instance_uid,
+        "reason": src.reason,
         "processed_at": utcnow(),
     }
     stmt = dialect_insert(dialect, Source).values(**values, images=images)

@@ -21,3 +21,5 @@ class CatalogStats(TypedDict):
     reports: int  # de-identified reports stored (structured reports and imported rows; amendments each count)
     report_studies: int  # studies with at least one report
     reports_waiting: int  # studies whose report arrived before any of their images
+    slices_skipped_by_sampling: int  # volume slices (instances or frames) not among the K sampled per series
+    encoder_calls_saved: int  # those, plus slices left out of volumes (localizers...): one encoder call each
