@@ -10,12 +10,11 @@ from retrieval.errors import MedsearchError
 from retrieval.imaging.series import Header, SeriesPlan, plan_series, read_header, read_header_file
 from retrieval.sources.base import IngestSource, PlansFromHeaders, SourceItem, SourceProblem, SourceRef, problem_item
 from retrieval.sources.files import ARCHIVE_SEPARATOR, ArchiveReader, PathSource
-from retrieval.sources.read import worker_readable
+from retrieval.sources.read import local_path, worker_readable
 from retrieval.store.repo import Catalog, SourceRecord
 from retrieval.store.series_plans import MemberSource, SeriesRow
 
 Planned = SourceRef | SourceProblem
-PLANNED_KINDS = ("file", "zip", "tar")  # headers read here; DICOMweb and C-STORE sources give theirs
 
 
 @dataclass
@@ -75,7 +74,7 @@ class SeriesPlanner:
     def _run(self, todo: list[Planned], skipped: int) -> Plan:
         headers: dict[str, Header] = {}
         for ref in todo:
-            if isinstance(ref, SourceRef) and (ref.kind in PLANNED_KINDS or self.from_source is not None):
+            if isinstance(ref, SourceRef) and (self.from_source is not None or worker_readable(ref)):
                 self.refs[ref.uri] = ref
                 header = self._header(ref)
                 if header is not None:
@@ -121,8 +120,8 @@ class SeriesPlanner:
     def _header(self, ref: SourceRef) -> Header | None:
         if self.from_source is not None:  # every ref of this run, and its stored members, are that source's
             return self.from_source.header(ref)
-        if ref.kind == "file":
-            return read_header_file(ref.uri, ref.uri)
+        if (path := local_path(ref)) is not None:  # a whole file: read its header only
+            return read_header_file(path, ref.uri)
         try:
             return read_header(self.reader.read(ref), ref.uri)
         except MedsearchError:  # unreadable member: the read stage records why, as before

@@ -246,8 +246,12 @@ def _reread(uri: str, settings: Settings) -> bytes:
     return read_uri(uri, settings.max_file_bytes)
 
 
+def _whole_file(ref: SourceRef) -> str | None:
+    return ref.location if ref.member is None else None
+
+
 for _kind in ("file", "zip", "tar"):  # a kind each, one reader: `member` alone says "inside an archive"
-    register(SourceKind(_kind, read=read_local, reread=_reread, close=close_local), paths=True)
+    register(SourceKind(_kind, read=read_local, reread=_reread, close=close_local, path=_whole_file), paths=True)
 
 
 def _unchanged(ref: SourceRef, previous: tuple[int, float] | None) -> bool:

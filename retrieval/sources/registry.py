@@ -26,6 +26,7 @@ class SourceKind:
     (renderings, window presets, calibration). A kind without a scheme has its stored URIs read by another kind's.
     `close`: releases whatever `read` keeps open in this process (an archive between its members).
     `forget`: drops what the kind keeps of images that were removed (given their URIs); returns how many.
+    `path`: the local file holding exactly a ref's bytes, if there is one (planning reads only its header).
     """
 
     name: str
@@ -34,6 +35,7 @@ class SourceKind:
     reread: Reread | None = None
     close: Callable[[], None] | None = None
     forget: Callable[[Iterable[str], Settings], int] | None = None
+    path: Callable[[SourceRef], str | None] | None = None
 
 
 KINDS: dict[str, SourceKind] = {}
@@ -74,6 +76,12 @@ def worker_readable(ref: SourceRef) -> bool:
     """True when whichever process decodes the ref can read its bytes itself (nothing ships them through the
     driver)."""
     return kind_of(ref).read is not None
+
+
+def local_path(ref: SourceRef) -> str | None:
+    """The local file that holds exactly this ref's bytes (a plain file), or None (an archive member, a server)."""
+    kind = kind_of(ref)
+    return kind.path(ref) if kind.path is not None else None
 
 
 def read_ref(ref: SourceRef, max_bytes: int) -> bytes:
