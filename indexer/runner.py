@@ -80,7 +80,14 @@ def decode_config(collection: Collection, encoder: Encoder, options: IndexOption
     """What every decode worker needs: the encoder's image processor and the collection's limits."""
     settings = collection.settings
     limits = DecodeLimits.of(settings)
-    return DecodeConfig(encoder.image_processor, options.frames, limits, settings.ct_window, settings.max_file_bytes)
+    return DecodeConfig(
+        encoder.image_processor,
+        options.frames,
+        limits,
+        settings.ct_window,
+        settings.max_file_bytes,
+        ct_channels=settings.ct_channels,
+    )
 
 
 def apply_labels(collection: Collection, labels: Labels | None) -> None:

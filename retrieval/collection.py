@@ -18,7 +18,13 @@ from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.calibration import collection_frames
 from retrieval.encoders.factory import build_encoder as _build_encoder
-from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
+from retrieval.errors import (
+    IndexBusyError,
+    ModelLoadError,
+    PreprocessingMismatchError,
+    SaltMismatchError,
+    SaltRequiredError,
+)
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.factory import build_vector_index
 from retrieval.index.slot import IndexSlot
@@ -138,11 +144,23 @@ class Collection:
                 except ModelLoadError as exc:
                     raise with_standin_hint(exc, self.settings) from exc
                 self.catalog.check_or_record_fingerprint(fingerprint)
+                self._check_ct_channels()
                 current = self._slot.current
                 if current is None or current.width != fingerprint.width:
                     self._open_index(fingerprint.width)
                 self._encoder = encoder
             return self._encoder
+
+    def _check_ct_channels(self) -> None:
+        """A collection's CT slices are all embedded with one channel recipe: another one is refused by name."""
+        wanted = self.settings.ct_channels
+        stored = self.catalog.check_or_record_setting("ct_channels", wanted, before="window")
+        if stored != wanted:
+            raise PreprocessingMismatchError(
+                f"this collection's CT images were embedded with MEDSEARCH_CT_CHANNELS={stored}, but "
+                f"MEDSEARCH_CT_CHANNELS={wanted} is set: a collection cannot mix the two. Set "
+                f"MEDSEARCH_CT_CHANNELS={stored}, or use another MEDSEARCH_DATA_DIR for {wanted} and index there."
+            )
 
     def run_model(self, call: Callable[[], T]) -> T:
         """Run a query's model call, one at a time per collection."""

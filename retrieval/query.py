@@ -93,7 +93,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
     encoder = collection.load_encoder()
     settings = collection.settings
     fingerprint = encoder.fingerprint
-    key = content_key("image", fingerprint.key, settings.ct_window, content_hash(data))
+    key = content_key("image", fingerprint.key, settings.ct_window, settings.ct_channels, content_hash(data))
     cached = collection.embed_cache.get(key, "image")
     if cached is None:
         prepared = prepare_bytes(
@@ -102,6 +102,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
             frames="middle",
             limits=DecodeLimits.of(settings),
             ct_window=settings.ct_window,
+            ct_channels=settings.ct_channels,
         )
         vector = _indexed_vector(collection, prepared, fingerprint.key)
         if vector is None:

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=120_000_000, ge=1, description="Largest accepted frame (rows*columns).")
     max_file_bytes: int = Field(default=2 * 1024**3, ge=1, description="Largest accepted file or member.")
     ct_window: str = Field(default="soft-tissue", description="CT preset used when a file has no VOI.")
+    ct_channels: Literal["window", "multiwindow"] = Field(
+        default="window",
+        description="CT slices as one window (window) or three HU windows as RGB (multiwindow); fixed per collection.",
+    )
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
     # -- PACS: DICOMweb pull and thumbnails of pulled images, C-STORE listener ------------------------------
     dicomweb_url: str | None = Field(default=None, description="DICOMweb base URL, e.g. http://pacs:8042/dicom-web.")

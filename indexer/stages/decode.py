@@ -36,6 +36,7 @@ class DecodeConfig:
     limits: DecodeLimits
     ct_window: str
     max_bytes: int
+    ct_channels: str = "window"  # MEDSEARCH_CT_CHANNELS (the collection checked it matches its own)
 
 
 def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Decoded:
@@ -46,7 +47,12 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
             data = read_file(Path(ref.uri), config.max_bytes)
         read_seconds = time.perf_counter() - t0
         prepared = prepare_bytes(
-            data, config.processor, frames=config.frames, limits=config.limits, ct_window=config.ct_window
+            data,
+            config.processor,
+            frames=config.frames,
+            limits=config.limits,
+            ct_window=config.ct_window,
+            ct_channels=config.ct_channels,
         )
         return Decoded(ref, prepared, read_seconds=read_seconds)
     except NonImageObjectError as exc:

@@ -137,6 +137,17 @@ class Catalog:
                 )
             self._fingerprint = stored
 
+    def check_or_record_setting(self, key: str, current: str, before: str) -> str:
+        """The collection's value of a preprocessing setting (recorded on first use; `before` for a collection that
+        holds images from before it was recorded; replaced while it holds none). Returns the value in force."""
+        with self.sessions() as session, session.begin():
+            has_images = (session.scalar(select(func.count()).select_from(Image)) or 0) > 0
+            stored = self._record_once(session, key, before if has_images else current)
+            if stored != current and not has_images:
+                session.execute(update(IndexInfo).where(IndexInfo.key == key).values(value=current))
+                return current
+            return stored
+
     def record_once(self, key: str, value: str) -> str:
         """Store `value` under `key` unless a value is there already; the stored value either way."""
         with self.sessions() as session, session.begin():
