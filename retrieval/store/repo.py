@@ -336,6 +336,26 @@ class Catalog:
                     found.append((uri, patient, np.frombuffer(blob, dtype=np.float32).copy()))
         return found
 
+    def vectors_by_study(
+        self, study_uids: Sequence[str]
+    ) -> list[tuple[str, int, str | None, str, npt.NDArray[np.float32]]]:
+        """(StudyInstanceUID, image id, patient hash, source URI, stored vector) of every image of these studies,
+        in id order."""
+        found: list[tuple[str, int, str | None, str, npt.NDArray[np.float32]]] = []
+        with self.sessions() as session:
+            for chunk in in_chunks(list(dict.fromkeys(study_uids)), 500):
+                rows = session.execute(
+                    select(Image.study_instance_uid, Image.id, Image.patient_hash, Image.source_uri, Vector.vector)
+                    .join(Vector, Vector.image_id == Image.id)
+                    .where(Image.study_instance_uid.in_(chunk))
+                    .order_by(Image.id)
+                )
+                for study, image_id, patient, uri, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32).copy()
+                    found.append((str(study), int(image_id), patient, str(uri), vector))
+        found.sort(key=lambda row: row[1])
+        return found
+
     def frame_refs(self) -> list[tuple[str, int]]:
         """(source URI, frame) of every image, in id order: where each indexed frame can be read again."""
         with self.sessions() as session:
