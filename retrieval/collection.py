@@ -26,6 +26,7 @@ from retrieval.errors import (
     SaltRequiredError,
 )
 from retrieval.index.base import ReconcileReport, VectorIndex
+from retrieval.index.cases import CaseIndexes
 from retrieval.index.factory import build_vector_index
 from retrieval.index.slot import IndexSlot
 from retrieval.privacy import load_or_create_salt, salt_check
@@ -72,6 +73,7 @@ class Collection:
         self._model_lock = threading.Lock()
         self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
+        self._cases: CaseIndexes | None = None  # the series and study indexes, opened with the image index
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))
         # with MEDSEARCH_MODEL unset, the model this collection was built with (`model_note` says which)
@@ -130,7 +132,17 @@ class Collection:
             except BaseException:
                 index.close()
                 raise
+            cases = CaseIndexes(self.settings, width, self.catalog.cases)
+            try:
+                cases.open()
+            except BaseException:
+                index.close()
+                cases.close()
+                raise
             self._slot.swap(index)
+            old, self._cases = self._cases, cases
+            if old is not None:
+                old.close()
             self.reconcile_report = report
 
     def load_encoder(self) -> Encoder:
@@ -185,6 +197,11 @@ class Collection:
         call; a reader making several calls on one index takes `leased_index()` instead."""
         return self._slot.current
 
+    @property
+    def case_indexes(self) -> CaseIndexes | None:
+        """The series and study indexes (None until a model has been recorded for this collection)."""
+        return self._cases
+
     def leased_index(self) -> AbstractContextManager[VectorIndex | None]:
         """The current index, kept open for the block even if a newer one is swapped in meanwhile."""
         return self._slot.lease()
@@ -203,6 +220,8 @@ class Collection:
         if index is not None and index.dirty:
             index.maybe_upgrade(self.catalog)
             index.save()
+        if self._cases is not None:
+            self._cases.save()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
@@ -223,6 +242,9 @@ class Collection:
     def close(self) -> None:
         """Release the vector backend (once its readers are done), the model and the database connections."""
         self._slot.swap(None)
+        if self._cases is not None:
+            self._cases.close()
+            self._cases = None
         with self._lock:
             self._encoder = None  # the model's memory goes with the last reference to it
         self.engine.dispose()

@@ -27,6 +27,27 @@ MAX_TEXT_CHARS = 2000
 
 
 @dataclass
+class CaseInfo:
+    """What a series or study hit adds to its key image's row (retrieval/query_levels.py)."""
+
+    level: Literal["series", "study"]
+    key_image_id: int  # the indexed slice most similar to the query (the hit's image row)
+    sampled_image_ids: list[int]  # its indexed slices, in slice order (a study: series after series)
+    slices_total: int
+    series_count: int  # 1 for a series
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "key_image_id": self.key_image_id,
+            "sampled_image_ids": list(self.sampled_image_ids),
+            "slices_sampled": len(self.sampled_image_ids),
+            "slices_total": self.slices_total,
+            "series_count": self.series_count,
+        }
+
+
+@dataclass
 class Hit:
     """One result: the image row, its cosine similarity, rank and (for text queries) calibrated score."""
 
@@ -37,6 +58,7 @@ class Hit:
     duplicates: int = 0  # near-duplicate copies folded into this hit (retrieval.duplicates)
     tags: dict[str, float] = field(default_factory=dict)  # zero-shot tags it has, with their scores
     probes: dict[str, float] = field(default_factory=dict)  # its probability under each applied probe
+    case: CaseInfo | None = None  # a series or study hit: the case; `image` is its key slice
 
     @property
     def image_id(self) -> int:
@@ -64,6 +86,7 @@ class Hit:
             "tags": {name: round(score, 6) for name, score in self.tags.items()},
             # unrounded: the number a client may pass back as min_prob is the one the filter compares (>= is exact)
             "probes": dict(self.probes),
+            **(self.case.as_dict() if self.case else {"level": "image"}),
         }
 
 
@@ -72,12 +95,14 @@ class QueryVector:
     """An embedded query plus what it knows about itself (for exclusions)."""
 
     vector: npt.NDArray[np.float32]
-    kind: Literal["image", "text", "image+text", "id", "feedback"]
+    kind: Literal["image", "text", "image+text", "id", "feedback", "series", "study", "case"]
     patient_hash: str | None = None
     study_uid: str | None = None
     image_id: int | None = None
     text_vector: npt.NDArray[np.float32] | None = None  # the text part of an image+text query
     exclude_ids: frozenset[int] = field(default_factory=frozenset)  # never returned (relevance feedback's marks)
+    # a case query's slice vectors (rows), for the maxsim re-ranking (retrieval/query_levels.py); None: the vector
+    slices: npt.NDArray[np.float32] | None = None
 
 
 def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

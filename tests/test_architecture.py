@@ -44,6 +44,8 @@ LAYERS: dict[str, int] = {
     # 6 query, findings, reports, summaries, evaluation
     "retrieval.vocabulary": 6,
     "retrieval.query": 6,
+    "retrieval.query_levels": 6,
+    "retrieval.query_cases": 6,
     "retrieval.why_empty": 6,
     "retrieval.feedback": 6,
     "retrieval.duplicates": 6,
@@ -197,7 +199,7 @@ DATABASE_DOORS = ("retrieval.store", "retrieval.collection")
 ONCE = {
     "2**63": "the image id check (store/models.py is_image_id)",
     "TagScore.score >=": "the tag rule (store/sql.py having_tags)",
-    ".partitions(": "the streaming reader of stored vectors (Catalog.iter_vectors)",
+    ".partitions(": "the streaming reader of stored vectors (store/sql.py stream_vectors)",
     "mkstemp(": "atomic writes (fsutil.py)",
     "PILImage.fromarray(": "rendering (render.py)",
 }

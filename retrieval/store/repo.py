@@ -15,6 +15,7 @@ from sqlalchemy import Select, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.errors import ModelMismatchError
+from retrieval.store.cases import CaseStore, refresh_cases
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.findings import FindingsStore
 from retrieval.store.fingerprint import ModelFingerprint
@@ -30,7 +31,7 @@ from retrieval.store.models import (
     utcnow,
 )
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
-from retrieval.store.sql import dialect_insert, having_tags, in_chunks, unpack_vectors
+from retrieval.store.sql import dialect_insert, having_tags, in_chunks, stream_vectors, unpack_vectors
 from retrieval.store.stats import CatalogStats
 
 
@@ -93,6 +94,7 @@ class Catalog:
         self.sessions = sessions
         self._fingerprint: ModelFingerprint | None = None
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
+        self.cases = CaseStore(sessions)  # series and study vectors, derived from the stored slice vectors
 
     @classmethod
     @contextmanager
@@ -179,6 +181,8 @@ class Catalog:
             # Every writer takes row locks in one order (images, sources, failures; each sorted by key), so two
             # PostgreSQL writers meeting on the same keys wait for each other instead of deadlocking.
             ids = _insert_images(session, dialect, images)
+            # the series that grew (and their studies) get their vectors in the same transaction: never stale
+            refresh_cases(session, {image.series_instance_uid for (image, _), i in zip(images, ids, strict=True) if i})
             for src in sorted(sources, key=lambda s: s.uri):
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
@@ -385,10 +389,9 @@ class Catalog:
         chunks whatever the collection's size."""
         with self.sessions() as session:
             if ids is None:
-                connection = session.connection().execution_options(stream_results=True)
-                result = connection.execute(select(Vector.image_id, Vector.vector).order_by(Vector.image_id))
-                for part in result.partitions(chunk):
-                    yield unpack_vectors(part)
+                yield from stream_vectors(
+                    session, select(Vector.image_id, Vector.vector).order_by(Vector.image_id), chunk
+                )
                 return
             for part_ids in in_chunks([i for i in ids if is_image_id(i)], chunk):
                 rows = session.execute(select(Vector.image_id, Vector.vector).where(Vector.image_id.in_(part_ids)))
@@ -396,6 +399,15 @@ class Catalog:
 
     def candidate_ids(self, filters: Filters) -> IdArray | None:
         """Ids matching the filters, or None when nothing is filtered."""
+        query = self.candidate_query(filters)
+        if query is None:
+            return None
+        with self.sessions() as session:
+            return np.asarray(list(session.scalars(query)), dtype=np.int64)
+
+    def candidate_query(self, filters: Filters) -> Select[tuple[int]] | None:
+        """The SELECT of the image ids matching the filters, or None when nothing is filtered (the case levels
+        select the series or studies holding any of them)."""
         if filters.is_empty():
             return None
         query: Select[tuple[int]] = select(Image.id)
@@ -421,8 +433,7 @@ class Catalog:
             least = 0.5 if filters.min_prob is None else filters.min_prob
             probed = select(ProbeScore.image_id).where(ProbeScore.probe == filters.probe)
             query = query.where(Image.id.in_(probed.where(ProbeScore.probability >= least)))
-        with self.sessions() as session:
-            return np.asarray(list(session.scalars(query)), dtype=np.int64)
+        return query
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
@@ -456,9 +467,11 @@ class Catalog:
                 )
             }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
+            series = int(session.scalar(select(func.count(func.distinct(Image.series_instance_uid)))) or 0)
             return {
                 "images": count(Image),
                 "vectors": count(Vector),
+                "series": series,
                 "studies": studies,
                 "sources": count(Source),
                 "failures": count(Failure),
@@ -508,10 +521,12 @@ class Catalog:
             return 0
         with self.sessions() as session, session.begin():
             uris = set(session.scalars(select(Image.source_uri).where(Image.id.in_(list(ids)))))
+            series = set(session.scalars(select(Image.series_instance_uid).where(Image.id.in_(list(ids)))))
             session.execute(delete(Vector).where(Vector.image_id.in_(list(ids))))
             session.execute(delete(Image).where(Image.id.in_(list(ids))))
             for chunk in in_chunks(sorted(uris), 500):
                 session.execute(delete(Source).where(Source.uri.in_(chunk)))
+            refresh_cases(session, series)
         return len(ids)
 
 
