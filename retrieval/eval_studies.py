@@ -3,8 +3,8 @@
 Every indexed image of a labelled study carries its study's label. Image level: each image is a query over the
 images of the other labelled studies (never its own study; never its own patient when the patient is known).
 Study level: each study is a query over the other labelled studies (never its own patient), ranked by the cosine
-of the study vectors. A study vector is the unit mean of the study's image vectors (its slices, sampled ones for a
-sampled series), the vector a study-level search ranks by.
+of the study vectors: the collection's own (those a `--level study` search ranks by, the normalised mean of the
+study's series vectors), or for a study without one the unit mean of its image vectors.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class StudySet:
     sources: list[str]  # per image
     image_ids: list[int]  # per image
     missing: list[str]  # labelled studies with no indexed image
+    stored: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)  # the collection's study vectors
 
 
 def is_study_table(table: LabelsTable) -> bool:
@@ -93,14 +94,19 @@ def load_studies(collection: Collection, studies: list[LabelledStudy]) -> StudyS
             f"{len({s.label for s in found})} labels): index them first, at least 3 studies of 2 labels"
         )
     matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32)
-    return StudySet(found, matrix, labels, groups, sources, ids, [s.uid for s in studies if not s.image_ids])
+    stored = collection.catalog.cases.find_many("study", [s.uid for s in found])
+    missing = [s.uid for s in studies if not s.image_ids]
+    return StudySet(found, matrix, labels, groups, sources, ids, missing, stored)
 
 
 def study_vectors(study_set: StudySet) -> npt.NDArray[np.float32]:
-    """One unit vector per study: the normalised mean of its images' vectors."""
+    """One unit vector per study: its stored study vector, else the normalised mean of its images' vectors."""
     row_of = {image_id: row for row, image_id in enumerate(study_set.image_ids)}
     out = []
     for study in study_set.studies:
+        if study.uid in study_set.stored:
+            out.append(study_set.stored[study.uid])
+            continue
         mean = study_set.vectors[[row_of[i] for i in study.image_ids]].mean(axis=0)
         norm = float(np.linalg.norm(mean))
         out.append(mean / norm if norm > 0 else mean)

@@ -121,3 +121,34 @@ def test_a_study_labelled_twice_differently_is_refused(tmp_path: Path) -> None:
     labels.write_text("study,label\n1.2.3,a\n1.2.3,b\n1.2.4,b\n1.2.5,a\n")
     with pytest.raises(LabelsFileError, match="labelled both 'a' and 'b'"):
         read_study_labels(read_labels_table(labels), labels)
+
+
+def test_study_level_ranks_by_the_collections_study_vectors(tmp_path: Path, tiny_model: Path) -> None:
+    from indexer.pipeline import run_index
+    from retrieval.collection import Collection
+    from retrieval.eval_studies import load_studies
+    from tests.conftest import make_settings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    study = _write_study(folder, testdata_file("CT_small.dcm"), "ct", 1, "P1")
+    # a second series of three images in the same study: a mean over images weighs it 3:1, the study vector
+    # (the mean of its two series vectors) 1:1
+    second = pydicom.dcmread(testdata_file("MR_small.dcm"))
+    series = generate_uid()
+    for n in range(3):
+        second.StudyInstanceUID, second.SeriesInstanceUID, second.PatientID = study, series, "P1"
+        second.SOPInstanceUID = second.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        second.save_as(folder / f"mr-{n}.dcm")
+    others = [_write_study(folder, testdata_file("MR_small.dcm"), "mr", 1, p) for p in ("P2", "P3")]
+    with Collection(make_settings(tmp_path / "data", tiny_model)) as collection:
+        assert run_index(collection, [folder]).indexed == 6
+        labelled = [LabelledStudy(study, "a"), LabelledStudy(others[0], "b"), LabelledStudy(others[1], "a")]
+        study_set = load_studies(collection, labelled)
+        stored = collection.catalog.cases.find_many("study", [study])[study]
+    vectors = study_vectors(study_set)
+    np.testing.assert_allclose(vectors[0], stored, atol=1e-6)
+    rows = [study_set.image_ids.index(i) for i in study_set.studies[0].image_ids]
+    assert len(rows) == 4
+    image_mean = study_set.vectors[rows].mean(axis=0)
+    assert float(vectors[0] @ (image_mean / np.linalg.norm(image_mean))) < 0.9999  # not the image mean

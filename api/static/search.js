@@ -14,8 +14,9 @@ import { state } from "./state.js";
 export function buildRequest(query, offset, k, filters, level = "image") {
   const levels = level === "image" ? {} : { level };
   if (query.kind === "case") {
-    const params = appendFilters(new URLSearchParams({ [query.case]: query.uid, level }), { k, offset, ...filters });
-    return [`v1/cases/similar?${params}`, { method: "GET" }];
+    const params = appendFilters(new URLSearchParams({ level }), { k, offset, ...filters });
+    const route = query.case === "study" ? "studies" : "series";
+    return [`v1/${route}/${encodeURIComponent(query.uid)}/similar?${params}`, { method: "GET" }];
   }
   if (query.kind === "image") {
     const form = new FormData();
