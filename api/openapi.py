@@ -40,6 +40,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
         503,
     ),  # 404 an unknown marked or base id, 503 text needs the model
     ("get", "/v1/images/{image_id}"): (404, 422),
+    ("get", "/v1/images/by-sop"): (404, 422),  # 404: the SOP Instance UID (or that frame) is not indexed
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
