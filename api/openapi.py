@@ -40,11 +40,15 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
         503,
     ),  # 404 an unknown marked or base id, 503 text needs the model
     ("get", "/v1/images/{image_id}"): (404, 422),
+    ("get", "/v1/images/by-sop"): (404, 422),  # 404: the SOP Instance UID (or that frame) is not indexed
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
     ("post", "/v1/render"): (400, 409, 413, 415, 422),
     ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 422),
+    ("get", "/v1/series/{uid}/similar"): (400, 404, 409, 422),  # 404: no indexed series with that UID
+    ("get", "/v1/studies/{uid}/similar"): (400, 404, 409, 422),
+    ("post", "/v1/search/case"): (400, 404, 409, 413, 415, 422, 503),
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),
     ("post", "/v1/summaries"): _SUMMARY,
@@ -92,6 +96,9 @@ def _strict_forms(spec: dict[str, Any]) -> None:
                 for prop in body.get("properties", {}).values():
                     if prop.get("format") == "binary" or "contentMediaType" in prop:
                         prop["minLength"] = 1
+                    items = prop.get("items", {})
+                    if prop.get("type") == "array" and (items.get("format") == "binary" or "contentMediaType" in items):
+                        prop["minItems"], items["minLength"] = 1, 1  # several files (a case): at least one
 
 
 def describe(app: FastAPI, settings: ServiceSettings) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, MAX_WEIGHT
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
-from retrieval.vocabulary import GroupBy, SearchFilters, filter_fields
+from retrieval.vocabulary import GroupBy, Level, Rerank, SearchFilters, filter_fields
 
 
 def _not_bool(value: Any) -> Any:
@@ -23,6 +23,13 @@ Weight = Annotated[float, BeforeValidator(_not_bool)]
 _FLAGS = tuple(f["name"] for f in filter_fields() if f["kind"] == "flag")
 _DATES = tuple(f["name"] for f in filter_fields() if f["kind"] == "date")
 _NUMBERS = tuple(f["name"] for f in filter_fields() if f["kind"] == "number")
+
+
+LEVEL_HELP = "What a hit is: an image, a series (its slices' mean vector) or a study (its series' mean vector)."
+RERANK_HELP = (
+    "maxsim: re-rank the series/study level's top 50 by late interaction (mean over the query's slices of the best "
+    "cosine with the case's slices); no effect at the image level."
+)
 
 
 class FilterParams(SearchFilters):
@@ -74,6 +81,8 @@ class TextSearchRequest(JsonFilters):
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"
     show_duplicates: bool = Field(default=False, strict=True, description="Also list near-duplicate copies of a hit.")
+    level: Level = Field(default="image", description=LEVEL_HELP)
+    rerank: Rerank = Field(default="none", description=RERANK_HELP)
 
 
 def _feedback_schema(schema: dict[str, Any]) -> None:
@@ -107,6 +116,8 @@ class FeedbackSearchRequest(JsonFilters, json_schema_extra=_feedback_schema):
     offset: Count = Field(default=0, ge=0, le=10_000)
     group_by: GroupBy = "image"
     show_duplicates: bool = Field(default=False, strict=True, description="Also list near-duplicate copies of a hit.")
+    level: Level = Field(default="image", description=LEVEL_HELP)
+    rerank: Rerank = Field(default="none", description=RERANK_HELP)
 
 
 class HitModel(BaseModel):
@@ -147,15 +158,37 @@ class HitModel(BaseModel):
     preview_url: str
     viewer_url: str | None = None
     retrieve_url: str | None = Field(default=None, description="DICOMweb WADO-RS URL (MEDSEARCH_DICOMWEB_URL).")
+    level: Level = Field(
+        default="image",
+        description="image, series or study. A series or study hit's image fields (id, sop_instance_uid, source, "
+        "thumbnail_url...) are those of its key slice.",
+    )
+    key_image_id: int | None = Field(
+        default=None, description="Series/study hits: the indexed slice most similar to the query (same as id)."
+    )
+    sampled_image_ids: list[int] = Field(
+        default_factory=list,
+        description="Series/study hits: the indexed slices in slice order (a study: series after series).",
+    )
+    slices_sampled: int | None = Field(default=None, description="Series/study hits: indexed slices.")
+    slices_total: int | None = Field(default=None, description="Series/study hits: slices of the case.")
+    series_count: int | None = Field(default=None, description="Series/study hits: series of the case (1: a series).")
 
 
 class SearchResponse(BaseModel):
     """Hits, best first."""
 
-    query: str = Field(description="image, text, image+text, id, feedback, or text+report (mode=hybrid)")
+    query: str = Field(
+        description="image, text, image+text, id, feedback, series, study, case (an upload), or text+report "
+        "(mode=hybrid)"
+    )
+    level: Level = Field(default="image", description="What the hits are: images, series or studies.")
     k: int
     offset: int
-    total: int = Field(description="Indexed images the filters admit (before exclusions and grouping).")
+    total: int = Field(
+        description="Indexed images (series, studies at those levels) the filters admit (before exclusions and "
+        "grouping)."
+    )
     hits: list[HitModel]
     model: str | None
     standin_model: bool = Field(description="True when the offline stand-in model is in use (meaningless scores).")

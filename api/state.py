@@ -83,6 +83,8 @@ class ServiceState:
                     self.collection.reopen_index()
                 else:
                     index.sync(self.collection.catalog)
+                    if self.collection.case_indexes is not None:
+                        self.collection.case_indexes.catch_up()
             self._seen = seen
         finally:
             self._fresh_lock.release()

@@ -92,7 +92,15 @@ def decode_config(collection: Collection, encoder: Encoder, options: IndexOption
     settings = collection.settings
     limits = DecodeLimits.of(settings)
     frames, window, max_bytes = options.frames, settings.ct_window, settings.max_file_bytes
-    return DecodeConfig(encoder.image_processor, frames, limits, window, max_bytes, source_modules=modules())
+    return DecodeConfig(
+        encoder.image_processor,
+        frames,
+        limits,
+        window,
+        max_bytes,
+        source_modules=modules(),
+        ct_channels=settings.ct_channels,
+    )
 
 
 def apply_labels(collection: Collection, labels: Labels | None) -> None:

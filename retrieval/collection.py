@@ -18,8 +18,15 @@ from retrieval.embed_cache import CachedEmbedding, EmbedCache
 from retrieval.encoders.base import Encoder
 from retrieval.encoders.calibration import collection_frames
 from retrieval.encoders.factory import build_encoder as _build_encoder
-from retrieval.errors import IndexBusyError, ModelLoadError, SaltMismatchError, SaltRequiredError
+from retrieval.errors import (
+    IndexBusyError,
+    ModelLoadError,
+    PreprocessingMismatchError,
+    SaltMismatchError,
+    SaltRequiredError,
+)
 from retrieval.index.base import ReconcileReport, VectorIndex
+from retrieval.index.cases import CaseIndexes
 from retrieval.index.factory import build_vector_index
 from retrieval.index.slot import IndexSlot
 from retrieval.privacy import load_or_create_salt, salt_check
@@ -66,6 +73,7 @@ class Collection:
         self._model_lock = threading.Lock()
         self.embed_cache: EmbedCache[CachedEmbedding] = EmbedCache(settings.embed_cache_size)
         self.reconcile_report: ReconcileReport | None = None
+        self._cases: CaseIndexes | None = None  # the series and study indexes, opened with the image index
         self.engine = self._migrate()
         self.catalog = Catalog(session_factory(self.engine))
         # with MEDSEARCH_MODEL unset, the model this collection was built with (`model_note` says which)
@@ -124,7 +132,17 @@ class Collection:
             except BaseException:
                 index.close()
                 raise
+            cases = CaseIndexes(self.settings, width, self.catalog.cases)
+            try:
+                cases.open()
+            except BaseException:
+                index.close()
+                cases.close()
+                raise
             self._slot.swap(index)
+            old, self._cases = self._cases, cases
+            if old is not None:
+                old.close()
             self.reconcile_report = report
 
     def load_encoder(self) -> Encoder:
@@ -138,11 +156,23 @@ class Collection:
                 except ModelLoadError as exc:
                     raise with_standin_hint(exc, self.settings) from exc
                 self.catalog.check_or_record_fingerprint(fingerprint)
+                self._check_ct_channels()
                 current = self._slot.current
                 if current is None or current.width != fingerprint.width:
                     self._open_index(fingerprint.width)
                 self._encoder = encoder
             return self._encoder
+
+    def _check_ct_channels(self) -> None:
+        """A collection's CT slices are all embedded with one channel recipe: another one is refused by name."""
+        wanted = self.settings.ct_channels
+        stored = self.catalog.check_or_record_setting("ct_channels", wanted, before="window")
+        if stored != wanted:
+            raise PreprocessingMismatchError(
+                f"this collection's CT images were embedded with MEDSEARCH_CT_CHANNELS={stored}, but "
+                f"MEDSEARCH_CT_CHANNELS={wanted} is set: a collection cannot mix the two. Set "
+                f"MEDSEARCH_CT_CHANNELS={stored}, or use another MEDSEARCH_DATA_DIR for {wanted} and index there."
+            )
 
     def run_model(self, call: Callable[[], T]) -> T:
         """Run a query's model call, one at a time per collection."""
@@ -167,6 +197,11 @@ class Collection:
         call; a reader making several calls on one index takes `leased_index()` instead."""
         return self._slot.current
 
+    @property
+    def case_indexes(self) -> CaseIndexes | None:
+        """The series and study indexes (None until a model has been recorded for this collection)."""
+        return self._cases
+
     def leased_index(self) -> AbstractContextManager[VectorIndex | None]:
         """The current index, kept open for the block even if a newer one is swapped in meanwhile."""
         return self._slot.lease()
@@ -185,6 +220,8 @@ class Collection:
         if index is not None and index.dirty:
             index.maybe_upgrade(self.catalog)
             index.save()
+        if self._cases is not None:
+            self._cases.save()
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
@@ -205,6 +242,9 @@ class Collection:
     def close(self) -> None:
         """Release the vector backend (once its readers are done), the model and the database connections."""
         self._slot.swap(None)
+        if self._cases is not None:
+            self._cases.close()
+            self._cases = None
         with self._lock:
             self._encoder = None  # the model's memory goes with the last reference to it
         self.engine.dispose()

@@ -124,6 +124,13 @@ class ModelMismatchError(MedsearchError):
     title = "Index built with another model"
 
 
+class PreprocessingMismatchError(ModelMismatchError):
+    """The index was built with another CT channel recipe (MEDSEARCH_CT_CHANNELS) than the one in use."""
+
+    code = "preprocessing_mismatch"
+    title = "Index built with another preprocessing"
+
+
 class NotFoundError(MedsearchError):
     """An image id or source does not exist."""
 

@@ -80,6 +80,7 @@ def embed_labelled(collection: Collection, items: list[LabelledImage]) -> tuple[
                 frames="middle",
                 limits=DecodeLimits.of(settings),
                 ct_window=settings.ct_window,
+                ct_channels=settings.ct_channels,
             )
         except MedsearchError as exc:
             raise LabelsFileError(f"{item.path} (label {item.label!r}) could not be read: {exc}") from exc

@@ -113,6 +113,8 @@ def feedback_query(
     exclude = frozenset(like) | frozenset(unlike)
     if base is not None and base.image_id is not None:
         exclude |= {base.image_id}
+    if base is not None:
+        exclude |= base.exclude_ids  # a case base (an indexed series or study): its own images
     text_vector = None if base is None else base.vector if base.kind == "text" else base.text_vector
     return QueryVector(
         vector=vector,

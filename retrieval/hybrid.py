@@ -8,7 +8,7 @@ import numpy as np
 from retrieval.collection import Collection
 from retrieval.errors import BadQueryError
 from retrieval.findings.hook import findings_of
-from retrieval.query import Hit, QueryVector, search
+from retrieval.query import Hit, QueryVector, rows_and_vectors, search
 from retrieval.store.repo import Filters
 
 RRF_K = 60
@@ -75,12 +75,7 @@ def _hits(
     report_rank: dict[int, int],
 ) -> list[Hit]:
     missing = [i for i in chosen if i not in known]
-    rows = collection.catalog.hit_rows(missing) if missing else {}
-    vectors: dict[int, np.ndarray] = {}
-    if missing:
-        with collection.leased_index() as index:  # the index of this moment, even if a newer one is swapped in
-            if index is not None:
-                vectors = index.vectors(np.asarray(missing, np.int64))
+    rows, vectors = rows_and_vectors(collection, missing)
     found = findings_of(collection, [i for i in missing if i in rows])
     latest = collection.catalog.reports.latest([r.study_instance_uid or "" for r in rows.values()])
     hits: list[Hit] = []

@@ -11,8 +11,9 @@ from retrieval.errors import LabelsFileError
 
 PATH_KEYS = ("path", "file", "filename")
 UID_KEYS = ("sop_instance_uid", "sopinstanceuid")
+STUDY_KEYS = ("study", "study_instance_uid", "studyinstanceuid")  # `medsearch eval` labels whole studies
 # every key a JSONL row may have (a misspelt one is an error naming it, not a silently empty column)
-JSON_KEYS = frozenset({*PATH_KEYS, *UID_KEYS, "label", "report", "text", "patient", "id", "image_id"})
+JSON_KEYS = frozenset({*PATH_KEYS, *UID_KEYS, *STUDY_KEYS, "label", "report", "text", "patient", "id", "image_id"})
 
 
 @dataclass
@@ -51,6 +52,7 @@ class LabelRow:
     report: str | None
     patient: str | None
     image_id: str | None = None  # an `id` / `image_id` column: an indexed image's id (probe training sets)
+    study: str | None = None  # a `study` column: a StudyInstanceUID (`medsearch eval` at study level)
 
 
 @dataclass
@@ -125,6 +127,7 @@ def read_labels_table(path: Path) -> LabelsTable:
                 report=_pick(row, ("report", "text")),
                 patient=_pick(row, ("patient",)),
                 image_id=_pick(row, ("id", "image_id")),
+                study=_pick(row, STUDY_KEYS),
             )
         )
     return LabelsTable({c.strip().lower() for c in columns if c}, rows)

@@ -42,10 +42,13 @@ def prepare_bytes(
     frames: FramePolicy = "middle",
     limits: DecodeLimits | None = None,
     ct_window: str = "soft-tissue",
+    ct_channels: str = "window",
 ) -> PreparedImage:
     """Decode then preprocess; raises a DecodeError subclass on bad input."""
     t0 = time.perf_counter()
-    decoded: DecodedImage = decode_bytes(data, frames=frames, limits=limits, ct_window=ct_window)
+    decoded: DecodedImage = decode_bytes(
+        data, frames=frames, limits=limits, ct_window=ct_window, ct_channels=ct_channels
+    )
     t1 = time.perf_counter()
     values = preprocess([f.pixels for f in decoded.frames], processor)
     t2 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +28,27 @@ MAX_TEXT_CHARS = 2000
 
 
 @dataclass
+class CaseInfo:
+    """What a series or study hit adds to its key image's row (retrieval/query_levels.py)."""
+
+    level: Literal["series", "study"]
+    key_image_id: int  # the indexed slice most similar to the query (the hit's image row)
+    sampled_image_ids: list[int]  # its indexed slices, in slice order (a study: series after series)
+    slices_total: int
+    series_count: int  # 1 for a series
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "level": self.level,
+            "key_image_id": self.key_image_id,
+            "sampled_image_ids": list(self.sampled_image_ids),
+            "slices_sampled": len(self.sampled_image_ids),
+            "slices_total": self.slices_total,
+            "series_count": self.series_count,
+        }
+
+
+@dataclass
 class Hit:
     """One result: the image row, its cosine similarity, rank and (for text queries) calibrated score."""
 
@@ -41,6 +62,7 @@ class Hit:
     study_report: str | None = None  # the latest stored (de-identified) report of its study, if any
     embedding_rank: int | None = None  # hybrid search: its rank by the embedding (None: not in that list)
     report_rank: int | None = None  # hybrid search: its study's rank by the report match (None: no match)
+    case: CaseInfo | None = None  # a series or study hit: the case; `image` is its key slice
 
     @property
     def image_id(self) -> int:
@@ -70,6 +92,7 @@ class Hit:
             "probes": dict(self.probes),
             "embedding_rank": self.embedding_rank,
             "report_rank": self.report_rank,
+            **(self.case.as_dict() if self.case else {"level": "image"}),
         }
 
 
@@ -78,12 +101,27 @@ class QueryVector:
     """An embedded query plus what it knows about itself (for exclusions)."""
 
     vector: npt.NDArray[np.float32]
-    kind: Literal["image", "text", "image+text", "id", "feedback"]
+    kind: Literal["image", "text", "image+text", "id", "feedback", "series", "study", "case"]
     patient_hash: str | None = None
     study_uid: str | None = None
     image_id: int | None = None
     text_vector: npt.NDArray[np.float32] | None = None  # the text part of an image+text query
     exclude_ids: frozenset[int] = field(default_factory=frozenset)  # never returned (relevance feedback's marks)
+    # a case query's slice vectors (rows), for the maxsim re-ranking (retrieval/query_levels.py); None: the vector
+    slices: npt.NDArray[np.float32] | None = None
+
+
+def rows_and_vectors(
+    collection: Collection, ids: Sequence[int]
+) -> tuple[dict[int, Image], dict[int, npt.NDArray[np.float32]]]:
+    """Image rows (plain SQL) and their float vectors from the index of this moment (no vector blob is read from
+    the database on a query); ids removed meanwhile are absent from either."""
+    if not ids:
+        return {}, {}
+    rows = collection.catalog.hit_rows(ids)
+    with collection.leased_index() as index:
+        vectors = index.vectors(np.asarray(ids, np.int64)) if index is not None else {}
+    return rows, vectors
 
 
 def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -99,7 +137,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
     encoder = collection.load_encoder()
     settings = collection.settings
     fingerprint = encoder.fingerprint
-    key = content_key("image", fingerprint.key, settings.ct_window, content_hash(data))
+    key = content_key("image", fingerprint.key, settings.ct_window, settings.ct_channels, content_hash(data))
     cached = collection.embed_cache.get(key, "image")
     if cached is None:
         prepared = prepare_bytes(
@@ -108,6 +146,7 @@ def embed_image(collection: Collection, data: bytes) -> QueryVector:
             frames="middle",
             limits=DecodeLimits.of(settings),
             ct_window=settings.ct_window,
+            ct_channels=settings.ct_channels,
         )
         vector = _indexed_vector(collection, prepared, fingerprint.key)
         if vector is None:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         pattern=r"^(all|[1-9][0-9]{0,5})$",
         description="Slices sampled per CT/MR/PET volume (evenly over its extent), or 'all' (every slice).",
     )
+    ct_channels: Literal["window", "multiwindow"] = Field(
+        default="window",
+        description="CT slices as one window (window) or three HU windows as RGB (multiwindow); fixed per collection.",
+    )
     index_save_seconds: float = Field(default=30.0, ge=0, description="Save the FAISS file at least this often.")
     # -- PACS: DICOMweb pull and thumbnails of pulled images, C-STORE listener ------------------------------
     dicomweb_url: str | None = Field(default=None, description="DICOMweb base URL, e.g. http://pacs:8042/dicom-web.")

@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the CLI reads this module for its option help: keep the sto
 FilterKind = Literal["list", "date", "text", "flag", "number"]
 GroupBy = Literal["image", "study", "series"]
 GROUP_BY: tuple[GroupBy, ...] = get_args(GroupBy)
+Level = Literal["image", "series", "study"]  # what a hit is (retrieval/query_levels.py)
+LEVELS: tuple[Level, ...] = get_args(Level)
+Rerank = Literal["none", "maxsim"]  # late-interaction re-ranking of series/study hits
 # modules that define error classes (their codes register on import); tests/test_vocabulary.py checks the list
 ERROR_MODULES = (
     "retrieval.errors",
@@ -217,6 +220,7 @@ class StatsReport(CatalogStats):
     """What `medsearch stats` and `GET /v1/stats` report (the same fields in both)."""
 
     index_vectors: int
+    case_index_vectors: dict[str, int]  # vectors in the series and study indexes
     index: dict[str, object] | None
     model: str | None
     model_fingerprint: str | None
@@ -236,6 +240,7 @@ def stats_report(collection: Collection) -> StatsReport:
     return StatsReport(
         **counts,
         index_vectors=index.ntotal if index is not None else 0,
+        case_index_vectors=case_index_sizes(collection),
         index=index.describe() if index is not None else None,
         model=fingerprint.model_id if fingerprint else None,
         model_fingerprint=fingerprint.key if fingerprint else None,
@@ -243,6 +248,14 @@ def stats_report(collection: Collection) -> StatsReport:
         encoder=running_encoder(collection),
         cpu_features=sorted(cpu.cpu_features()),
     )
+
+
+def case_index_sizes(collection: Collection) -> dict[str, int]:
+    """Vectors in the series and study indexes (none before a model is recorded)."""
+    indexes = collection.case_indexes
+    if indexes is None:
+        return {"series": 0, "study": 0}
+    return {level: case.index.ntotal for level, case in indexes.levels.items()}
 
 
 def running_encoder(collection: Collection) -> str:

@@ -45,6 +45,8 @@ LAYERS: dict[str, int] = {
     "retrieval.vocabulary": 6,
     "retrieval.query": 6,
     "retrieval.hybrid": 6,
+    "retrieval.query_levels": 6,
+    "retrieval.query_cases": 6,
     "retrieval.why_empty": 6,
     "retrieval.feedback": 6,
     "retrieval.duplicates": 6,
@@ -52,6 +54,7 @@ LAYERS: dict[str, int] = {
     "retrieval.summarize": 6,
     "retrieval.evaluation": 6,
     "retrieval.eval_data": 6,
+    "retrieval.eval_studies": 6,
     "retrieval.eval_chart": 6,
     "retrieval.labels": 6,
     "retrieval.reports": 6,
@@ -198,7 +201,7 @@ DATABASE_DOORS = ("retrieval.store", "retrieval.collection")
 ONCE = {
     "2**63": "the image id check (store/models.py is_image_id)",
     "TagScore.score >=": "the tag rule (store/sql.py having_tags)",
-    ".partitions(": "the streaming reader of stored vectors (Catalog.iter_vectors)",
+    ".partitions(": "the streaming reader of stored vectors (store/sql.py stream_vectors)",
     "mkstemp(": "atomic writes (fsutil.py)",
     "PILImage.fromarray(": "rendering (render.py)",
 }

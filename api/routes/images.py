@@ -27,6 +27,31 @@ def _image(state: ServiceState, image_id: int) -> Image:
     return image
 
 
+def _by_sop(state: ServiceState, uid: str, frame: int | None) -> Image:
+    images = state.collection.catalog.images(state.collection.catalog.ids_by_sop_uid(uid))
+    if not images:
+        raise NotFoundError(f"SOP Instance UID {uid} is not indexed here: index its study first")
+    by_frame = {image.frame: image for image in images.values()}
+    if frame is None:
+        return images[min(images)]
+    if frame not in by_frame:
+        indexed = ", ".join(map(str, sorted(by_frame)))
+        raise NotFoundError(f"frame {frame} of SOP Instance UID {uid} is not indexed (indexed frames: {indexed})")
+    return by_frame[frame]
+
+
+@router.get("/by-sop", response_model=ImageModel, summary="The indexed image of a SOP Instance UID (and frame)")
+async def image_by_sop(
+    state: FreshDep,
+    uid: Annotated[str, Query(min_length=1, max_length=64, description="A SOP Instance UID.")],
+    frame: Annotated[int | None, Query(ge=1, description="A 1-based frame (default: the first indexed one).")] = None,
+) -> ImageModel:
+    """Where a viewer's deep link `/?sop=UID&frame=N` starts: the image's metadata and id, or 404 naming what is
+    missing."""
+    image = await run_in_threadpool(_by_sop, state, uid, frame)
+    return image_model(image, state.settings.viewer_url_template, state.settings.dicomweb_url)
+
+
 @router.get("/{image_id}", response_model=ImageModel, summary="Metadata of an indexed image")
 async def get_image(image_id: ImageIdDep, state: FreshDep) -> ImageModel:
     """UIDs, modality, body part, date, labels/report, source; never patient identifiers."""

@@ -1,4 +1,5 @@
-"""Search routes: by uploaded image (optionally with text), by text, and similar-to an indexed image."""
+"""Search routes: by uploaded image (optionally with text), by text, similar-to an indexed image, and by a case
+(an indexed series or study, or uploaded files of one) at the image, series or study level."""
 
 from __future__ import annotations
 
@@ -6,22 +7,24 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.audit import audit_filters
 from api.deps import FreshDep, ImageIdDep
 from api.limits import read_upload
-from api.schemas import FilterParams, SearchResponse, TextSearchRequest
+from api.schemas import LEVEL_HELP, RERANK_HELP, FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
-from retrieval.errors import BadQueryError, ModelLoadError
+from retrieval.errors import BadQueryError, ModelLoadError, TooLargeError
 from retrieval.hybrid import hybrid_search
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
-from retrieval.vocabulary import GroupBy
+from retrieval.query_cases import embed_case, embed_upload
+from retrieval.query_levels import search_level_page
+from retrieval.vocabulary import GroupBy, Level, Rerank
 from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -36,11 +39,15 @@ def _run(
     offset: int,
     group_by: GroupBy,
     show_duplicates: bool = False,
+    level: Level = "image",
+    rerank: Rerank = "none",
 ) -> SearchResponse:
     filters = params.store_filters()
-    hits, total = engine.search_page(
+    hits, total = search_level_page(
         state.collection,
         query,
+        level=level,
+        rerank=rerank,
         k=min(k + offset, MAX_K),
         filters=filters,
         exclude_same_patient=params.exclude_same_patient,
@@ -53,6 +60,7 @@ def _run(
     template = state.settings.viewer_url_template
     return SearchResponse(
         query=query.kind,
+        level=level,
         k=k,
         offset=offset,
         total=total,
@@ -130,8 +138,12 @@ async def search_text(body: TextSearchRequest, state: FreshDep, request: Request
     def work() -> SearchResponse:  # one trip to the thread pool per request
         query = _encode(state, engine.embed_text, state.collection, body.text)
         if body.mode == "hybrid":
+            if body.level != "image":
+                raise BadQueryError("mode=hybrid ranks images: leave level at image")
             return _hybrid(state, query, body)
-        return _run(state, query, body, body.k, body.offset, body.group_by, body.show_duplicates)
+        return _run(
+            state, query, body, body.k, body.offset, body.group_by, body.show_duplicates, body.level, body.rerank
+        )
 
     result = await run_in_threadpool(work)
     _audit(request, "text", body, body.k, len(result.hits))
@@ -150,8 +162,11 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
     group_by: Annotated[GroupBy, Form()] = "image",
     show_duplicates: Annotated[bool, Form()] = False,
+    level: Annotated[Level, Form(description=LEVEL_HELP)] = "image",
+    rerank: Annotated[Rerank, Form(description=RERANK_HELP)] = "none",
 ) -> Response:
-    """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
+    """Images (or series, studies) most similar to an upload, decoded exactly as indexed images are; optional
+    text blends in."""
     data = await read_upload(file, state.settings.max_upload_bytes)
 
     def embed() -> engine.QueryVector:
@@ -161,7 +176,7 @@ async def search_image(
         return query
 
     def work() -> SearchResponse:
-        return _run(state, _encode(state, embed), params, k, offset, group_by, show_duplicates)
+        return _run(state, _encode(state, embed), params, k, offset, group_by, show_duplicates, level, rerank)
 
     result = await run_in_threadpool(work)
     _audit(request, result.query, params, k, len(result.hits))
@@ -178,13 +193,99 @@ async def similar(
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
+    level: Annotated[Level, Query(description=LEVEL_HELP)] = "image",
+    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
 ) -> Response:
-    """Images most similar to an indexed image (never the image itself); no model needed."""
+    """Images (or series, studies) most similar to an indexed image (never the image itself, nor at series or
+    study level its own case); no model needed."""
 
     def work() -> SearchResponse:
         query = engine.embed_id(state.collection, image_id)
-        return _run(state, query, params, k, offset, group_by, show_duplicates)
+        return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
 
     result = await run_in_threadpool(work)
     _audit(request, "id", params, k, len(result.hits))
+    return _json(result)
+
+
+def _similar_case(
+    state: ServiceState,
+    kind: Literal["series", "study"],
+    uid: str,
+    params: FilterParams,
+    level: Level | None,
+    rerank: Rerank,
+    k: int,
+    offset: int,
+) -> SearchResponse:
+    query = embed_case(state.collection, kind, uid)
+    return _run(state, query, params, k, offset, "image", False, level or kind, rerank)
+
+
+CaseLevelQuery = Annotated[Level | None, Query(description=LEVEL_HELP + " Default: the query's own level.")]
+
+
+@router.get("/series/{uid}/similar", response_model=SearchResponse, summary="Search by an indexed series")
+async def similar_series(
+    uid: Annotated[str, Path(max_length=64, description="An indexed SeriesInstanceUID.")],
+    state: FreshDep,
+    request: Request,
+    params: Annotated[FilterParams, Query()],
+    level: CaseLevelQuery = None,
+    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> Response:
+    """Series (or studies, images) most similar to an indexed series, from its stored vectors (no model
+    needed); the series itself (its images; at study level its study) is never returned."""
+    result = await run_in_threadpool(_similar_case, state, "series", uid, params, level, rerank, k, offset)
+    _audit(request, "series", params, k, len(result.hits))
+    return _json(result)
+
+
+@router.get("/studies/{uid}/similar", response_model=SearchResponse, summary="Search by an indexed study")
+async def similar_study(
+    uid: Annotated[str, Path(max_length=64, description="An indexed StudyInstanceUID.")],
+    state: FreshDep,
+    request: Request,
+    params: Annotated[FilterParams, Query()],
+    level: CaseLevelQuery = None,
+    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+) -> Response:
+    """Studies (or series, images) most similar to an indexed study, from its stored vectors (no model needed);
+    the study itself is never returned."""
+    result = await run_in_threadpool(_similar_case, state, "study", uid, params, level, rerank, k, offset)
+    _audit(request, "study", params, k, len(result.hits))
+    return _json(result)
+
+
+@router.post("/search/case", response_model=SearchResponse, summary="Search by an uploaded case (files or a zip)")
+async def search_case(
+    state: FreshDep,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="The DICOM files of a series (or a study), or one zip.")],
+    params: Annotated[FilterParams, Form()],
+    level: Annotated[Level, Form(description=LEVEL_HELP)] = "series",
+    rerank: Annotated[Rerank, Form(description=RERANK_HELP)] = "none",
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+    offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
+) -> Response:
+    """Series (or studies, images) most similar to an uploaded case: every file is decoded and embedded as the
+    indexer would, and the case's vector is made as an indexed one's (the mean of its slices per series, then of
+    its series). MEDSEARCH_MAX_UPLOAD_BYTES bounds the whole request."""
+    limit = state.settings.max_upload_bytes
+    data: list[bytes] = []
+    for upload in files:
+        data.append(await read_upload(upload, limit))
+        if sum(map(len, data)) > limit:
+            raise TooLargeError(f"uploaded case larger than {limit} bytes (MEDSEARCH_MAX_UPLOAD_BYTES)")
+
+    def work() -> SearchResponse:
+        query = _encode(state, embed_upload, state.collection, data)
+        return _run(state, query, params, k, offset, "image", False, level, rerank)
+
+    result = await run_in_threadpool(work)
+    _audit(request, "case", params, k, len(result.hits))
     return _json(result)

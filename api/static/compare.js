@@ -1,12 +1,14 @@
-// Side-by-side compare of the query and a hit, with window presets applied by the server from the source DICOM.
+// Side-by-side compare of the query and a hit, with window presets applied by the server from the source DICOM;
+// two series or studies scroll in step by relative position (the same fraction of the way through each).
 
 import { api, apiJson } from "./api.js";
 import { $, basename, el, fmtScore } from "./dom.js";
 import { hideError, showError } from "./errors.js";
+import { indexAt, isCase, positionOf } from "./levels.js";
 import { renderUpload } from "./query.js";
 import { state } from "./state.js";
 
-const current = { hit: null, query: null, sides: null, window: "", seq: 0, urls: [] };
+const current = { hit: null, query: null, sides: null, window: "", seq: 0, urls: [], cases: null, position: 0 };
 let presets = null; // GET v1/render/windows, read once
 
 function describe(info) {
@@ -25,7 +27,7 @@ async function idInfo(id) {
 }
 
 async function queryInfo(query) {
-  if (query.kind === "similar") return idInfo(query.pivot.id);
+  if (query.kind === "similar" || query.kind === "case") return idInfo(query.pivot.id);
   if (state.queryInfo && state.file === query.file) return { ...state.queryInfo, file: query.file };
   const rendered = await renderUpload(query.file, { size: "thumbnail" });
   URL.revokeObjectURL(rendered.url);
@@ -41,6 +43,39 @@ async function picture(info, window) {
   const response = await api(path);
   const applied = response.headers.get("X-Medsearch-Window") || info.window;
   return { url: URL.createObjectURL(await response.blob()), window: applied };
+}
+
+// The slice each side shows: with two cases, the one at the current relative position of each.
+function shown(name) {
+  const info = current.sides[name];
+  if (!current.cases) return info;
+  const ids = current.cases[name];
+  return { ...info, id: ids[indexAt(current.position, ids.length)] };
+}
+
+function showPosition() {
+  if (!current.cases) return;
+  const { query, hit } = current.cases;
+  const at = (ids) => indexAt(current.position, ids.length) + 1;
+  $("compare-position").value = String(current.position);
+  $("compare-pos").textContent = `query slice ${at(query)} of ${query.length} · hit slice ${at(hit)} of ${hit.length}`;
+  $("compare").dataset.position = current.position.toFixed(4);
+}
+
+// Both cases one step (of the longer one) on or back; false when not comparing two cases or at an end.
+export function stepCompare(delta) {
+  if (!current.cases || $("compare").hidden) return false;
+  const steps = Math.max(current.cases.query.length, current.cases.hit.length) - 1;
+  const next = Math.min(1, Math.max(0, Math.round(current.position * steps + delta) / steps));
+  if (next === current.position) return false;
+  moveTo(next);
+  return true;
+}
+
+function moveTo(position) {
+  current.position = position;
+  showPosition();
+  draw(current.window);
 }
 
 function freeUrls() {
@@ -63,7 +98,7 @@ async function draw(window) {
       ["query", current.sides.query],
       ["hit", current.sides.hit],
     ];
-    const pictures = await Promise.all(sides.map(([, info]) => picture(info, eligible(info) ? window : "")));
+    const pictures = await Promise.all(sides.map(([name, info]) => picture(shown(name), eligible(info) ? window : "")));
     if (seq !== current.seq) {
       for (const p of pictures) URL.revokeObjectURL(p.url);
       return;
@@ -114,6 +149,17 @@ function renderPresets() {
   note.dataset.presets = usable.length ? "on" : "off";
 }
 
+export function wireCompareStepper() {
+  $("compare-position").addEventListener("input", (event) => current.cases && moveTo(Number(event.target.value)));
+  $("compare").querySelector(".compare-body").addEventListener(
+    "wheel",
+    (event) => {
+      if (current.cases && stepCompare(Math.sign(event.deltaY))) event.preventDefault();
+    },
+    { passive: false },
+  );
+}
+
 export async function openCompare(hit) {
   const query = state.query;
   if (!query || query.kind === "text" || query.kind === "feedback") return;
@@ -124,8 +170,16 @@ export async function openCompare(hit) {
   panel.hidden = false;
   panel.dataset.state = "loading";
   document.body.classList.add("compare-open");
+  current.cases = isCase(hit) && query.kind === "case" && isCase(query.pivot) ? { query: query.pivot.sampled_image_ids, hit: hit.sampled_image_ids } : null;
+  current.position = current.cases ? positionOf(Math.max(0, current.cases.hit.indexOf(hit.key_image_id)), current.cases.hit.length) : 0;
+  $("compare-stepper").hidden = !current.cases;
+  showPosition();
   $("compare-query-caption").textContent =
-    query.kind === "image" ? `Query · ${query.file.name}` : `Query · ${basename(query.pivot.source)} (image ${query.pivot.id})`;
+    query.kind === "image"
+      ? `Query · ${query.file.name}`
+      : query.kind === "case"
+        ? `Query ${query.case} · ${basename(query.pivot.source)}`
+        : `Query · ${basename(query.pivot.source)} (image ${query.pivot.id})`;
   $("compare-hit-caption").textContent = `Hit #${hit.rank ?? "–"} · score ${fmtScore(hit.score)} · ${basename(hit.source)}`;
   $("compare-presets").replaceChildren();
   $("compare-note").textContent = "";
@@ -149,6 +203,7 @@ export function closeCompare() {
   panel.hidden = true;
   current.seq++;
   current.hit = null;
+  current.cases = null;
   freeUrls();
   for (const side of ["query", "hit"]) $(`compare-${side}-img`).removeAttribute("src");
   document.body.classList.remove("compare-open");

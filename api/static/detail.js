@@ -5,6 +5,7 @@ import { openCompare } from "./compare.js";
 import { $, basename, el, fmtDateTime, fmtScore } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { loadImage, releaseImage } from "./images.js";
+import { caseSummary, caseUid, isCase } from "./levels.js";
 import { state } from "./state.js";
 
 // [field, title, format]; formats turn API values into what a reader expects
@@ -27,6 +28,31 @@ const META_FIELDS = [
   ["source", "Source"],
   ["indexed_at", "Indexed at", (value) => fmtDateTime(value)],
 ];
+
+// A series or study hit: its sampled slices in slice order, stepped through with the arrow keys.
+const slices = { ids: [], index: 0, key: null };
+
+function showSlice() {
+  const id = slices.ids[slices.index];
+  const preview = $("detail-preview");
+  preview.classList.remove("loaded");
+  preview.alt = `Slice ${slices.index + 1} of ${slices.ids.length} (image ${id})`;
+  loadImage(preview, `v1/images/${id}/preview`, "detail");
+  $("slice-pos").textContent = `slice ${slices.index + 1} of ${slices.ids.length}${id === slices.key ? " · key slice" : ""}`;
+  $("detail").dataset.slice = String(id);
+  $("slice-prev").disabled = slices.index === 0;
+  $("slice-next").disabled = slices.index === slices.ids.length - 1;
+}
+
+// One slice on (+1) or back (-1) in the open case; false when no case is open or the end is reached.
+export function stepSlice(delta) {
+  if ($("detail").hidden || slices.ids.length < 2) return false;
+  const next = Math.min(slices.ids.length - 1, Math.max(0, slices.index + delta));
+  if (next === slices.index) return false;
+  slices.index = next;
+  showSlice();
+  return true;
+}
 
 function detailTitle(rec) {
   const parts = [rec.modality || "unknown modality"];
@@ -56,12 +82,32 @@ export function openDetail(hit, opener) {
   preview.classList.remove("loaded");
   preview.onload = () => preview.classList.add("loaded");
   preview.alt = `Preview of image ${hit.id}`;
-  loadImage(preview, hit.preview_url || `v1/images/${hit.id}/preview`, "detail");
+  const stepper = $("slice-stepper");
+  delete panel.dataset.slice;
+  if (isCase(hit)) {
+    slices.ids = hit.sampled_image_ids;
+    slices.key = hit.key_image_id ?? hit.id;
+    slices.index = Math.max(0, slices.ids.indexOf(slices.key));
+    caption.push(`${hit.level} · ${caseSummary(hit)}`);
+    $("detail-caption").textContent = caption.join(" · ");
+    stepper.hidden = slices.ids.length < 2;
+    showSlice();
+  } else {
+    slices.ids = [];
+    stepper.hidden = true;
+    loadImage(preview, hit.preview_url || `v1/images/${hit.id}/preview`, "detail");
+  }
+  panel.dataset.level = hit.level || "image";
   renderUids(hit);
   setViewer(hit.viewer_url);
   const q = state.query;
   const compare = $("compare-open");
-  compare.hidden = !q || q.kind === "text" || q.kind === "feedback" || (q.kind === "similar" && q.pivot.id === hit.id);
+  compare.hidden =
+    !q ||
+    q.kind === "text" ||
+    q.kind === "feedback" ||
+    (q.kind === "similar" && q.pivot.id === hit.id) ||
+    (q.kind === "case" && (!q.pivot || caseUid(q.pivot) === caseUid(hit)));
   hideError($("detail-error"));
   const meta = $("detail-meta");
   meta.replaceChildren();
@@ -151,6 +197,7 @@ export function closeDetail() {
   document.body.classList.remove("detail-open");
   $("detail-preview").removeAttribute("src");
   releaseImage("detail");
+  slices.ids = [];
   state.detailHit = null;
   for (const c of document.querySelectorAll(".card.selected")) c.classList.remove("selected");
   const opener = state.opener;

@@ -1,13 +1,15 @@
 // The page's entry point: reads the vocabulary, builds the filters, wires events and keyboard.
 
 import { ApiError, saveApiKey } from "./api.js";
-import { closeCompare } from "./compare.js";
-import { closeDetail, compareDetail } from "./detail.js";
+import { closeCompare, stepCompare, wireCompareStepper } from "./compare.js";
+import { closeDetail, compareDetail, stepSlice } from "./detail.js";
+import { deepLinkQuery } from "./deeplink.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
 import { wireFeedback } from "./feedback.js";
 import { renderFilters, resetFilters, setFilterChangeHandler, setProbeFilter } from "./filters.js";
 import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
+import { caseUid, isCase } from "./levels.js";
 import { loadFindingNames, wireProbes } from "./probes.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
 import { rerun, run } from "./search.js";
@@ -21,7 +23,9 @@ function findSimilar() {
   const pivot = { ...hit };
   state.opener = null;
   closeDetail();
-  run({ kind: "similar", pivot }, 0).then(() => {
+  // a series or study: the case itself is the query (its stored vector), not its key slice
+  const query = isCase(hit) ? { kind: "case", case: hit.level, uid: caseUid(hit), pivot } : { kind: "similar", pivot };
+  run(query, 0).then(() => {
     const first = $("results").querySelector(".card");
     if (first) first.focus();
   });
@@ -56,6 +60,16 @@ function onKey(event) {
     return;
   }
   const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || "");
+  const delta = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1 }[event.key];
+  const onCard = document.activeElement?.classList.contains("card");
+  if (delta && !$("compare").hidden && document.activeElement?.type !== "range") {
+    if (stepCompare(delta)) event.preventDefault(); // both cases one step, in step
+    return;
+  }
+  if (delta && !typing && !onCard && !$("detail").hidden && stepSlice(delta)) {
+    event.preventDefault();
+    return;
+  }
   if (event.key === "/" && !typing) {
     event.preventDefault();
     $("text-input").focus();
@@ -133,6 +147,24 @@ async function start() {
   await loadStats();
   await loadFindingNames();
   document.body.dataset.vocabulary = $("filter-fields").querySelector("[data-filter]") ? "ready" : "missing";
+  if (!linked) {
+    linked = true;
+    openDeepLink();
+  }
+}
+
+let linked = false; // the page's own link is followed once, not again when a key is saved
+
+async function openDeepLink() {
+  try {
+    const query = await deepLinkQuery();
+    if (query) await run(query, 0);
+  } catch (err) {
+    if (err && err.code === "unauthorized") linked = false; // follow it again once a key is saved
+    $("intro").hidden = true;
+    showError($("error"), err);
+  }
+  document.body.dataset.deeplink = "done";
 }
 
 function init() {
@@ -164,6 +196,10 @@ function init() {
   $("find-similar").addEventListener("click", findSimilar);
   $("compare-open").addEventListener("click", compareDetail);
   $("compare-close").addEventListener("click", closeCompare);
+  wireCompareStepper();
+  $("slice-prev").addEventListener("click", () => stepSlice(-1));
+  $("slice-next").addEventListener("click", () => stepSlice(1));
+  for (const radio of document.querySelectorAll("input[name=level]")) radio.addEventListener("change", rerun);
   document.addEventListener("keydown", onKey);
   trackTopbar();
   updateKeyUi();

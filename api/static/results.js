@@ -5,6 +5,7 @@ import { openDetail } from "./detail.js";
 import { describeFeedback, withMarks } from "./feedback.js";
 import { describeFilters } from "./filters.js";
 import { loadImage } from "./images.js";
+import { caseStrip, caseSummary, isCase, noun } from "./levels.js";
 import { findingChips } from "./probes.js";
 import { state } from "./state.js";
 
@@ -43,6 +44,13 @@ export function renderQuerySummary(query) {
     box.append(kind, what);
     return;
   }
+  if (query.kind === "case") {
+    kind.textContent = `similar to ${query.case}`;
+    what.textContent = query.pivot ? `${basename(query.pivot.source)} · ${query.uid}` : query.uid;
+    box.dataset.case = query.uid;
+    box.append(kind, what);
+    return;
+  }
   if (query.kind === "text") {
     kind.textContent = "text";
     what.textContent = `“${query.text}”`;
@@ -61,12 +69,15 @@ export function renderQuerySummary(query) {
 
 function renderHeader(body, filters) {
   const n = body.hits.length;
+  const level = body.level || "image";
+  const things = noun(level, body.total);
   const page = Math.floor(body.offset / body.k) + 1;
   const total = $("results-total");
   total.textContent = n
-    ? `Results ${body.offset + 1}–${body.offset + n} of ${body.total} image${body.total === 1 ? "" : "s"}`
-    : `No results among ${body.total} image${body.total === 1 ? "" : "s"}`;
-  total.title = "indexed images the filters admit (before exclusions and grouping)";
+    ? `Results ${body.offset + 1}–${body.offset + n} of ${body.total} ${things}`
+    : `No results among ${body.total} ${things}`;
+  total.title = `indexed ${noun(level, 2)} the filters admit (before exclusions and grouping)`;
+  total.dataset.level = level;
   total.dataset.total = String(body.total);
   $("results-page").textContent = `page ${page}`;
   $("results-page").dataset.page = String(page);
@@ -103,6 +114,13 @@ function card(hit) {
     "aria-label": `Rank ${hit.rank}, score ${fmtScore(hit.score)}, ${hit.modality || "unknown modality"}, ${hit.label || name}`,
   });
   Object.assign(node.dataset, { testid: "result", id: String(hit.id), rank: String(hit.rank), score: String(hit.score), source: name });
+  node.dataset.level = hit.level || "image";
+  if (isCase(hit)) {
+    node.classList.add("case-card");
+    node.dataset.uid = hit.level === "study" ? hit.study_instance_uid : hit.series_instance_uid;
+    node.dataset.slices = hit.sampled_image_ids.join(",");
+    node.setAttribute("aria-label", `Rank ${hit.rank}, ${hit.level}, score ${fmtScore(hit.score)}, ${hit.modality || "unknown modality"}, ${caseSummary(hit)}`);
+  }
 
   const thumb = el("span", { className: "thumb" });
   const img = el("img", { alt: "", decoding: "async" });
@@ -136,7 +154,14 @@ function card(hit) {
   date.dataset.testid = "date";
   const src = el("span", { className: "src", title: `${hit.study_date || "no study date"} · ${hit.source}` });
   src.append(date, ` · ${name}${hit.frame > 1 ? ` · frame ${hit.frame}` : ""}`);
-  node.append(thumb, el("span", { className: "card-meta" }, line, label, findingChips(hit), src));
+  const parts = [thumb];
+  if (isCase(hit)) {
+    parts.push(caseStrip(hit));
+    const slices = el("span", { className: "slices", textContent: `${hit.level} · ${caseSummary(hit)}` });
+    slices.dataset.testid = "slices";
+    line.append(slices);
+  }
+  node.append(...parts, el("span", { className: "card-meta" }, line, label, findingChips(hit), src));
   node.addEventListener("click", () => openDetail(hit, node));
   return node;
 }

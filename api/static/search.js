@@ -5,11 +5,19 @@ import { $ } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { appendFilters, readFilters } from "./filters.js";
 import { setStandin } from "./header.js";
+import { readLevel } from "./levels.js";
 import { readK } from "./query.js";
 import { clearResults, renderQuerySummary, renderResults } from "./results.js";
 import { state } from "./state.js";
 
-export function buildRequest(query, offset, k, filters) {
+// `level` is sent only when it is not the default "image" (requests stay as they were at image level)
+export function buildRequest(query, offset, k, filters, level = "image") {
+  const levels = level === "image" ? {} : { level };
+  if (query.kind === "case") {
+    const params = appendFilters(new URLSearchParams({ level }), { k, offset, ...filters });
+    const route = query.case === "study" ? "studies" : "series";
+    return [`v1/${route}/${encodeURIComponent(query.uid)}/similar?${params}`, { method: "GET" }];
+  }
   if (query.kind === "image") {
     const form = new FormData();
     form.append("file", query.file, query.file.name);
@@ -18,17 +26,18 @@ export function buildRequest(query, offset, k, filters) {
       form.append("text_weight", String(query.weight));
     }
     appendFilters(form, { k, offset, ...filters });
+    if (level !== "image") form.append("level", level);
     return ["v1/search/image", { method: "POST", body: form }];
   }
   if (query.kind === "feedback") {
-    const body = JSON.stringify({ ...query.base, like: query.like, unlike: query.unlike, k, offset, ...filters });
+    const body = JSON.stringify({ ...query.base, like: query.like, unlike: query.unlike, k, offset, ...levels, ...filters });
     return ["v1/search/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
   if (query.kind === "text") {
-    const body = JSON.stringify({ text: query.text, k, offset, ...filters });
+    const body = JSON.stringify({ text: query.text, k, offset, ...levels, ...filters });
     return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
-  const params = appendFilters(new URLSearchParams(), { k, offset, ...filters });
+  const params = appendFilters(new URLSearchParams(levels), { k, offset, ...filters });
   return [`v1/images/${query.pivot.id}/similar?${params}`, { method: "GET" }];
 }
 
@@ -48,14 +57,20 @@ export async function run(query, offset) {
   document.dispatchEvent(new CustomEvent("medsearch:search", { detail: { query } }));
   const started = performance.now();
   try {
+    const level = readLevel();
     const filters = readFilters();
-    const [path, options] = buildRequest(query, offset, k, filters);
+    if (level !== "image" || query.kind === "case") {
+      delete filters.group_by; // image-level options: a case hit is already one per series or study
+      delete filters.show_duplicates;
+    }
+    const [path, options] = buildRequest(query, offset, k, filters, level);
     const body = await apiJson(path, { ...options, signal: controller.signal });
     if (seq !== state.seq) return;
     state.offset = body.offset;
     state.k = body.k;
     setStandin(Boolean(body.standin_model));
     renderResults(body, seq, filters);
+    document.body.dataset.level = body.level || "image";
     document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits, filters } }));
     const ms = Math.round(performance.now() - started);
     const n = body.hits.length;

@@ -75,7 +75,7 @@ function buildRequest(shown, hits) {
     return { method: "POST", body: form };
   }
   const body = { match_ids: ids, scores };
-  if (query.kind === "similar") body.query_id = query.pivot.id;
+  if (query.kind === "similar" || (query.kind === "case" && query.pivot)) body.query_id = query.pivot.id; // a case: its key slice
   else body.query_text = query.text;
   return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
 }

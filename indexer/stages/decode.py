@@ -37,6 +37,7 @@ class DecodeConfig:
     ct_window: str
     max_bytes: int
     source_modules: tuple[str, ...] = ()  # imported by each worker: they register the kinds it reads (registry)
+    ct_channels: str = "window"  # MEDSEARCH_CT_CHANNELS (the collection checked it matches its own)
 
 
 def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Decoded:
@@ -49,7 +50,12 @@ def decode_item(ref: SourceRef, data: bytes | None, config: DecodeConfig) -> Dec
         read_seconds = time.perf_counter() - t0
         frames = ref.frames or config.frames  # a multi-frame volume: only the frames series planning sampled
         prepared = prepare_bytes(
-            data, config.processor, frames=frames, limits=config.limits, ct_window=config.ct_window
+            data,
+            config.processor,
+            frames=frames,
+            limits=config.limits,
+            ct_window=config.ct_window,
+            ct_channels=config.ct_channels,
         )
         return Decoded(ref, prepared, read_seconds=read_seconds)
     except NonImageObjectError as exc:

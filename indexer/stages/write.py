@@ -135,6 +135,8 @@ class Writer:
         kept = [i for i, image_id in enumerate(stored) if image_id is not None]
         new_ids = np.asarray([stored[i] for i in kept], dtype=np.int64)
         self.index.add(new_ids, vectors[kept])
+        if self.collection.case_indexes is not None:  # the series that grew, and their studies (cases table)
+            self.collection.case_indexes.catch_up()
         score_new_images(self.collection, new_ids, vectors[kept])  # stored tags and applied probes, if any
         rescrub_waiting_reports(self.collection, _study_identifiers(batch.items))
         duplicates = batch.duplicates + len(stored) - len(kept)

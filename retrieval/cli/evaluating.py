@@ -11,11 +11,18 @@ from rich.table import Table
 
 from retrieval.cli.common import DataDir, app, fail, open_collection, out, standin_notice
 from retrieval.errors import BadQueryError, MedsearchError, WriteFailedError
+from retrieval.evaluation import RetrievalReport as StudyReport
 
 
 @app.command("eval")
 def evaluate(
-    labels: Annotated[Path, typer.Option(help="CSV with columns path,label[,patient]; paths relative to it.")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            help="CSV with columns path,label[,patient] (paths relative to it), or study,label[,patient] with "
+            "indexed StudyInstanceUIDs: then metrics at image and study level."
+        ),
+    ],
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Cut-off of the metrics.")] = 10,
     json_out: Annotated[Path | None, typer.Option(help="Write the full JSON report here.")] = None,
     chart: Annotated[Path | None, typer.Option(help="Write a PNG bar chart per label here.")] = None,
@@ -27,7 +34,8 @@ def evaluate(
 ) -> None:
     """Leave-one-out precision@k, recall@k, mAP@k per label (same-patient matches excluded), zero-shot accuracy and
     the cross-validated AUC of a one-vs-rest probe per label."""
-    from retrieval import eval_data, evaluation
+    from retrieval import eval_data, eval_studies, evaluation
+    from retrieval.labels import read_labels_table
 
     if "{label}" not in prompt_template:
         raise typer.BadParameter("--prompt-template must contain {label}")
@@ -37,14 +45,26 @@ def evaluate(
 
             require("matplotlib", "the evaluation chart (--chart)", "eval")
         collection = open_collection(data_dir)
-        items = eval_data.read_labels(labels)
-        vectors, from_index = eval_data.embed_labelled(collection, items)
+        table_in = read_labels_table(labels)
+        study_report = None
+        if eval_studies.is_study_table(table_in):  # labels keyed by StudyInstanceUID: image and study level
+            study_set = eval_studies.load_studies(collection, eval_studies.read_study_labels(table_in, labels))
+            items = [
+                eval_data.LabelledImage(Path(uri), label)
+                for uri, label in zip(study_set.sources, study_set.labels, strict=True)
+            ]
+            vectors, from_index, patients = study_set.vectors, len(items), study_set.groups
+            study_report = eval_studies.evaluate_studies(study_set, k)
+        else:
+            items = eval_data.read_labels(labels)
+            vectors, from_index = eval_data.embed_labelled(collection, items)
+            patients = [i.patient for i in items]
         names = sorted({i.label for i in items})
         prompts = collection.load_encoder().encode_texts([prompt_template.format(label=n) for n in names])
-        report = evaluation.evaluate(
-            vectors, [i.label for i in items], [i.patient for i in items], k, prompts, prompt_template
-        )
+        report = evaluation.evaluate(vectors, [i.label for i in items], patients, k, prompts, prompt_template)
         data = eval_data.report_dict(report, items, from_index)
+        if study_report is not None:
+            data["study_level"] = eval_studies.study_report_dict(study_report, study_set)
         if json_out is not None:
             json_out.parent.mkdir(parents=True, exist_ok=True)
             json_out.write_text(json.dumps(data, indent=2))
@@ -85,4 +105,23 @@ def evaluate(
     out.print(table)
     if report.skipped:
         out.print(f"{report.skipped} queries skipped: no other image of their label from another patient")
+    if study_report is not None:
+        print_study_table(study_report, data["study_level"]["missing_studies"], k)
     standin_notice(collection)
+
+
+def print_study_table(report: StudyReport, missing: list[str], k: int) -> None:
+    """The study-level metrics, under the image-level table."""
+    table = Table(title=f"study level: {report.images} labelled studies, k={k}")
+    for column in ("label", "studies", "scored", f"P@{k}", f"R@{k}", f"mAP@{k}"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for name, s in report.per_label.items():
+        metrics = ["-" if v is None else f"{v:.3f}" for v in (s.precision, s.recall, s.map)]
+        table.add_row(name, str(s.images), str(s.scored), *metrics)
+    total = (f"{report.precision:.3f}", f"{report.recall:.3f}", f"{report.map:.3f}")
+    table.add_row("all", str(report.images), str(report.scored), *total, style="bold")
+    out.print(table)
+    if report.skipped:
+        out.print(f"{report.skipped} study queries skipped: no other study of their label from another patient")
+    if missing:
+        out.print(f"{len(missing)} labelled studies are not indexed: {', '.join(missing[:5])}")

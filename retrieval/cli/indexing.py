@@ -267,6 +267,8 @@ def remove(
             forget(uris - still, collection.settings)  # e.g. a received CT's kept pixels go with its last image
             if collection.index is not None:
                 collection.index.remove(np.asarray(found, dtype=np.int64))
+                if collection.case_indexes is not None:  # their series and studies were recomputed by the store
+                    collection.case_indexes.catch_up()
                 collection.save_index()
     except MedsearchError as exc:
         fail(exc)
@@ -298,6 +300,9 @@ def rebuild_index(
                 out.print("nothing indexed yet")
                 return
             total = index.rebuild(collection.catalog, index_type.value if index_type else None, **overrides)
+            if collection.case_indexes is not None:  # the series and study indexes: rebuilt from the cases table
+                for case in collection.case_indexes.levels.values():
+                    case.rebuild()
             collection.save_index()
     except MedsearchError as exc:
         fail(exc)

@@ -23,7 +23,7 @@ from retrieval.cli.common import (
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
-from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
+from retrieval.vocabulary import GroupBy, Level, Rerank, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
 
 
@@ -32,6 +32,29 @@ def search(
     image: Annotated[Path | None, typer.Option(help="Query image file (DICOM, PNG, JPEG, TIFF).")] = None,
     text: Annotated[str | None, typer.Option(help="Query text, e.g. 'right lower lobe consolidation'.")] = None,
     image_id: Annotated[int | None, typer.Option("--id", help="Use an indexed image (by id) as the query.")] = None,
+    series: Annotated[
+        str | None, typer.Option("--series", help="Use an indexed series (its SeriesInstanceUID) as the query.")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Use an indexed study (its StudyInstanceUID) as the query.")
+    ] = None,
+    case: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--case", help="Use a case as the query: its DICOM files, a folder of them or one zip. Repeatable."
+        ),
+    ] = None,
+    level: Annotated[
+        Level | None,
+        typer.Option(
+            help="What a hit is: image, series (mean of its slices) or study (mean of its series). "
+            "Default: image; series for --series and --case, study for --study."
+        ),
+    ] = None,
+    rerank: Annotated[
+        Rerank,
+        typer.Option(help="maxsim: re-rank the top 50 series/studies by late interaction over their slices."),
+    ] = "none",
     like: Annotated[
         list[int] | None, typer.Option("--like", help="Relevance feedback: move towards this image id. Repeatable.")
     ] = None,
@@ -81,11 +104,17 @@ def search(
     --unlike refine that query (or, alone, make one) by relevance feedback."""
     from retrieval import query as engine
     from retrieval.feedback import Weights, feedback_query
+    from retrieval.query_cases import embed_case, embed_upload
+    from retrieval.query_levels import search_level_page
 
     if image_id is not None and (image is not None or text is not None):
         raise typer.BadParameter("--id cannot be combined with --image or --text")
-    if image is None and text is None and image_id is None and not like:
-        raise typer.BadParameter("give --image, --text, --id or --like")
+    cases = [name for name, given in (("--series", series), ("--study", study), ("--case", case)) if given]
+    if cases and (len(cases) > 1 or image is not None or text is not None or image_id is not None):
+        raise typer.BadParameter(f"{cases[0]} is a query of its own: not with --image, --text, --id or {cases[-1]}")
+    if image is None and text is None and image_id is None and not like and not cases:
+        raise typer.BadParameter("give --image, --text, --id, --series, --study, --case or --like")
+    level = level or ("study" if study else "series" if series or case else "image")
     filters = SearchFilters(
         modality=modality or [],
         body_part=body_part or [],
@@ -108,7 +137,11 @@ def search(
             service = build_summary_service(collection.settings)
             service.require()  # refuse before searching when summaries are off
         seed: engine.QueryVector | None = None
-        if image_id is not None:
+        if series or study:
+            seed = embed_case(collection, "series" if series else "study", str(series or study))
+        elif case:
+            seed = embed_upload(collection, read_case(case, collection.settings.max_file_bytes))
+        elif image_id is not None:
             seed = engine.embed_id(collection, image_id)
         elif image is not None:
             from retrieval.sources.files import read_file
@@ -127,8 +160,8 @@ def search(
         if hybrid:
             from retrieval.hybrid import hybrid_search, require_text
 
-            if group_by != "image":
-                raise BadQueryError("--hybrid ranks images: leave --group-by at image")
+            if group_by != "image" or level != "image":
+                raise BadQueryError("--hybrid ranks images: leave --group-by and --level at image")
             hits = hybrid_search(
                 collection,
                 query,
@@ -139,9 +172,11 @@ def search(
                 exclude_same_study=filters.exclude_same_study,
             )
         else:
-            hits = engine.search(
+            hits, _ = search_level_page(
                 collection,
                 query,
+                level=level,
+                rerank=rerank,
                 k=k,
                 filters=filters.store_filters(),
                 exclude_same_patient=filters.exclude_same_patient,
@@ -167,7 +202,8 @@ def search(
         out.print_json(json.dumps(answer))
         return
     if empty_reason is None:
-        table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)
+        what = {"image": "images", "series": "series", "study": "studies"}[level]
+        table = hits_table(f"{len(hits)} similar {what} ({query.kind} query)", hits, wide)
         (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
     else:
         say(f"no results: {empty_reason}")
@@ -199,6 +235,20 @@ def _summarize(
     return service.summarize(request)
 
 
+def read_case(paths: list[Path], limit: int) -> list[bytes]:
+    """The files of a case given on the command line: files, the files of folders (sorted), or one zip."""
+    from retrieval.sources.files import read_file
+
+    files: list[Path] = []
+    for path in paths:
+        files += (
+            sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if path.is_dir()
+            else [path]
+        )
+    return [read_file(p, limit) for p in files]
+
+
 def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:
     image = hit.image
     return image.study_instance_uid, image.series_instance_uid, image.sop_instance_uid
@@ -216,7 +266,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
     if as_json:
         out.print_json(json.dumps(report, default=str))
         return
-    for key in ("images", "vectors", "index_vectors", "studies", "sources", "failures", "model", "model_fingerprint"):
+    keys = ("images", "vectors", "index_vectors", "series", "studies", "sources", "failures", "model")
+    for key in (*keys, "model_fingerprint"):
         out.print(f"{key:>18}: {report[key]}")  # type: ignore[literal-required]
     out.print(
         f"{'by modality':>18}: " + ", ".join(f"{m} {n}" for m, n in sorted(report["by_modality"].items())),

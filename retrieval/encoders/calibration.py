@@ -35,6 +35,7 @@ def collection_frames(settings: Settings, processor: ImageProcessor, limit: int)
                 frames=int(frame),
                 limits=DecodeLimits.of(settings),
                 ct_window=settings.ct_window,
+                ct_channels=settings.ct_channels,
             )
         except (MedsearchError, OSError) as exc:
             log.info("calibration skips an image whose source cannot be read (%s)", type(exc).__name__)

@@ -40,8 +40,10 @@ def decode_bytes(
     frames: FramePolicy = "middle",
     limits: DecodeLimits | None = None,
     ct_window: str = "soft-tissue",
+    ct_channels: str = "window",
 ) -> DecodedImage:
-    """Decode any supported file: DICOM (with or without preamble), PNG, JPEG, TIFF, BMP."""
+    """Decode any supported file: DICOM (with or without preamble), PNG, JPEG, TIFF, BMP. `ct_channels` is
+    MEDSEARCH_CT_CHANNELS: one window per CT slice, or three HU windows as RGB ("multiwindow")."""
     if not data:
         raise DecodeError("empty file")
     if data[:2] == GZIP_MAGIC:  # one gzipped file (zipMR.gz): read like the file it contains
@@ -52,10 +54,12 @@ def decode_bytes(
             raise NotAnImageError("a tar archive compressed with gzip: name it .tar.gz or .tgz to index its members")
     digest = content_hash(data)
     if len(data) >= 132 and data[128:132] == b"DICM":
-        return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window)
+        return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, ct_channels=ct_channels)
     if looks_like_raster(data[:16]):
         return decode_raster(data, digest, limits=limits)
     if data[:4] == b"PK\x03\x04":
         raise NotAnImageError("a zip archive, not an image: name it .zip to index its members")
     # DICOM without the 128-byte preamble: parse leniently but insist on real pixel data.
-    return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, force=True)
+    return decode_dicom(
+        data, digest, frames=frames, limits=limits, ct_window=ct_window, ct_channels=ct_channels, force=True
+    )

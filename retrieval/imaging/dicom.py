@@ -25,7 +25,14 @@ from retrieval.imaging.types import (
     FramePolicy,
     ImageMeta,
 )
-from retrieval.imaging.windowing import CT_PRESETS, apply_file_voi, apply_minmax, apply_window, has_file_voi
+from retrieval.imaging.windowing import (
+    CT_PRESETS,
+    apply_file_voi,
+    apply_minmax,
+    apply_multiwindow,
+    apply_window,
+    has_file_voi,
+)
 
 
 def read_dataset(data: bytes, *, force: bool = False) -> Dataset:
@@ -149,8 +156,11 @@ def _check_limits(meta: ImageMeta, limits: DecodeLimits) -> None:
         raise TooLargeError(f"{meta.number_of_frames} frames exceed the limit of {limits.max_frames}")
 
 
-def _to_unit(arr: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str) -> tuple[FloatImage, str]:
-    """Map one decoded frame to float [0, 1]; returns the pixels and the window that was used."""
+def _to_unit(
+    arr: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str, ct_channels: str = "window"
+) -> tuple[FloatImage, str]:
+    """Map one decoded frame to float [0, 1]; returns the pixels and the window that was used. With
+    `ct_channels="multiwindow"` a grey CT frame becomes three HU windows as RGB, whatever window the file names."""
     photometric = (meta.photometric or "").upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)
@@ -163,6 +173,8 @@ def _to_unit(arr: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str) -> t
         top = float(2**bits - 1)
         return np.clip(arr.astype(np.float32) / top, 0, 1), "rgb"
     values = apply_modality_lut(arr, ds)
+    if ct_channels == "multiwindow" and meta.modality == "CT":
+        return apply_multiwindow(values), "ct:multiwindow"
     if has_file_voi(ds):
         try:
             out, window = apply_file_voi(values, ds), "file"
@@ -189,6 +201,7 @@ def decode_dicom(
     frames: FramePolicy = "middle",
     limits: DecodeLimits | None = None,
     ct_window: str = "soft-tissue",
+    ct_channels: str = "window",
     force: bool = False,
 ) -> DecodedImage:
     """Decode a DICOM file's chosen frames to [0, 1] pixels plus metadata."""
@@ -220,7 +233,7 @@ def decode_dicom(
         if arr.ndim not in (2, 3) or arr.size == 0:
             raise DecodeError(f"unexpected pixel array shape {arr.shape}")
         try:
-            pixels, window = _to_unit(arr, ds, meta, ct_window)
+            pixels, window = _to_unit(arr, ds, meta, ct_window, ct_channels)
         except Exception as exc:
             raise DecodeError(f"pixel values could not be windowed: {type(exc).__name__}: {exc}") from exc
         decoded.append(DecodedFrame(pixels=pixels, frame=index + 1))

@@ -18,6 +18,11 @@ CT_PRESETS: dict[str, tuple[float, float]] = {
 }
 
 
+# MedGemma 1.5's CT recipe: three HU windows (low, high) as the R, G and B channels (wide, soft tissue, brain).
+CT_MULTIWINDOW: tuple[tuple[float, float], ...] = ((-1024.0, 1024.0), (-135.0, 215.0), (0.0, 80.0))
+CT_CHANNELS = ("window", "multiwindow")
+
+
 def preset_range(name: str) -> tuple[float, float]:
     """The HU interval [low, high] that a named CT preset maps onto [0, 1]."""
     width, centre = CT_PRESETS[name]
@@ -95,3 +100,11 @@ def apply_minmax(arr: np.ndarray) -> FloatImage:
         return np.zeros(arr.shape, dtype=np.float32)
     low, high = float(finite.min()), float(finite.max())
     return _normalise(np.nan_to_num(arr.astype(np.float64), nan=low), low, high)
+
+
+def apply_multiwindow(hu: np.ndarray) -> FloatImage:
+    """HU (values after the modality LUT) -> (H, W, 3): channel c is clip((HU - low) / (high - low), 0, 1) for the
+    c-th of CT_MULTIWINDOW's windows, MedGemma 1.5's formula (not DICOM's linear VOI, which shifts by half a step)."""
+    values = hu.astype(np.float64)
+    channels = [np.clip((values - low) / (high - low), 0.0, 1.0) for low, high in CT_MULTIWINDOW]
+    return np.stack(channels, axis=2).astype(np.float32)

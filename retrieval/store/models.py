@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 typed models: images, vectors, processed sources, failures, index info, tags, probes, reports."""
+"""SQLAlchemy 2.0 typed models: images, vectors, cases, sources, failures, index info, tags, probes, reports."""
 
 from __future__ import annotations
 
@@ -83,6 +83,25 @@ class Vector(Base):
 
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Case(Base):
+    """A series or a study with its vector: derived data (like the FAISS index), recomputed from the stored slice
+    vectors whenever a member changes. A series vector is the normalised mean of its indexed slices' vectors; a
+    study vector the normalised mean of its series vectors, each series counting once (docs/search.md says why).
+    The id is stable per (level, uid): the case indexes are keyed by it; `revision` grows with every change."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("level", "uid", name="uq_cases_level_uid"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    level: Mapped[str] = mapped_column(String(8))  # "series" | "study"
+    uid: Mapped[str] = mapped_column(String(64))  # SeriesInstanceUID or StudyInstanceUID
+    study_uid: Mapped[str | None] = mapped_column(String(64), index=True)  # a series' study (a study: its own)
+    images: Mapped[int] = mapped_column(Integer)  # indexed slices the vector was made from
+    series: Mapped[int] = mapped_column(Integer, default=1)  # series the vector was made from (1 for a series)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # unit float32
+    revision: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class Source(Base):

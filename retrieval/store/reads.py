@@ -120,6 +120,18 @@ class QueryReads:
             cursor.execute(self._sql(f"SELECT i.id FROM images i WHERE {clauses}"), params)
             return np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64)
 
+    def case_candidate_ids(self, level: str, where: Sequence[tuple[str, Sequence[Any]]]) -> IdArray:
+        """Ids of the series or study cases holding any image that meets every condition, in id order."""
+        column = "series_instance_uid" if level == "series" else "study_instance_uid"
+        clauses = " AND ".join(f"({text})" for text, _ in where) or "1 = 1"
+        params = [level, *(self._param(p) for _, values in where for p in values)]
+        sql = (
+            f"SELECT c.id FROM cases c WHERE c.level = ? AND c.uid IN (SELECT i.{column} FROM images i WHERE {clauses})"
+        )
+        with self._cursor() as cursor:
+            cursor.execute(self._sql(sql + " ORDER BY c.id"), params)
+            return np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64)
+
 
 def _as_date(value: Any) -> date | None:
     """SQLite hands dates back as ISO text (SQLAlchemy's Date type stores them so); PostgreSQL as dates."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.errors import ModelMismatchError
+from retrieval.store.cases import CaseStore, refresh_cases
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.findings import FindingsStore
 from retrieval.store.fingerprint import ModelFingerprint
@@ -32,7 +33,7 @@ from retrieval.store.report_search import report_condition
 from retrieval.store.reports import ReportsStore
 from retrieval.store.series_plans import SeriesStore
 from retrieval.store.sql import IdArray as IdArray  # the store's id arrays (imported from here by indexes)
-from retrieval.store.sql import dialect_insert, in_chunks, unpack_vectors
+from retrieval.store.sql import dialect_insert, in_chunks, stream_vectors, unpack_vectors
 from retrieval.store.stats import CatalogStats
 
 
@@ -102,6 +103,7 @@ class Catalog:
         self.reads = QueryReads(sessions.kw["bind"])  # a search's own reads: plain SQL, no ORM
         self.reports = ReportsStore(sessions)  # de-identified reports and their full-text index
         self.series = SeriesStore(sessions)  # series plans: the K sampled per volume, what was left out
+        self.cases = CaseStore(sessions)  # series and study vectors, derived from the stored slice vectors
 
     @classmethod
     @contextmanager
@@ -146,6 +148,17 @@ class Catalog:
                 )
             self._fingerprint = stored
 
+    def check_or_record_setting(self, key: str, current: str, before: str) -> str:
+        """The collection's value of a preprocessing setting (recorded on first use; `before` for a collection that
+        holds images from before it was recorded; replaced while it holds none). Returns the value in force."""
+        with self.sessions() as session, session.begin():
+            has_images = (session.scalar(select(func.count()).select_from(Image)) or 0) > 0
+            stored = self._record_once(session, key, before if has_images else current)
+            if stored != current and not has_images:
+                session.execute(update(IndexInfo).where(IndexInfo.key == key).values(value=current))
+                return current
+            return stored
+
     def record_once(self, key: str, value: str) -> str:
         """Store `value` under `key` unless a value is there already; the stored value either way."""
         with self.sessions() as session, session.begin():
@@ -177,6 +190,8 @@ class Catalog:
             # Every writer takes row locks in one order (images, sources, failures; each sorted by key), so two
             # PostgreSQL writers meeting on the same keys wait for each other instead of deadlocking.
             ids = _insert_images(session, dialect, images)
+            # the series that grew (and their studies) get their vectors in the same transaction: never stale
+            refresh_cases(session, {image.series_instance_uid for (image, _), i in zip(images, ids, strict=True) if i})
             for src in sorted(sources, key=lambda s: s.uri):
                 _upsert_source(session, dialect, src)
             for fail in sorted(failures, key=lambda f: f.uri):
@@ -316,6 +331,26 @@ class Catalog:
                     found.append((uri, patient, np.frombuffer(blob, dtype=np.float32).copy()))
         return found
 
+    def vectors_by_study(
+        self, study_uids: Sequence[str]
+    ) -> list[tuple[str, int, str | None, str, npt.NDArray[np.float32]]]:
+        """(StudyInstanceUID, image id, patient hash, source URI, stored vector) of every image of these studies,
+        in id order."""
+        found: list[tuple[str, int, str | None, str, npt.NDArray[np.float32]]] = []
+        with self.sessions() as session:
+            for chunk in in_chunks(list(dict.fromkeys(study_uids)), 500):
+                rows = session.execute(
+                    select(Image.study_instance_uid, Image.id, Image.patient_hash, Image.source_uri, Vector.vector)
+                    .join(Vector, Vector.image_id == Image.id)
+                    .where(Image.study_instance_uid.in_(chunk))
+                    .order_by(Image.id)
+                )
+                for study, image_id, patient, uri, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32).copy()
+                    found.append((str(study), int(image_id), patient, str(uri), vector))
+        found.sort(key=lambda row: row[1])
+        return found
+
     def frame_refs(self) -> list[tuple[str, int]]:
         """(source URI, frame) of every image, in id order: where each indexed frame can be read again."""
         with self.sessions() as session:
@@ -345,10 +380,9 @@ class Catalog:
         chunks whatever the collection's size."""
         with self.sessions() as session:
             if ids is None:
-                connection = session.connection().execution_options(stream_results=True)
-                result = connection.execute(select(Vector.image_id, Vector.vector).order_by(Vector.image_id))
-                for part in result.partitions(chunk):
-                    yield unpack_vectors(part)
+                yield from stream_vectors(
+                    session, select(Vector.image_id, Vector.vector).order_by(Vector.image_id), chunk
+                )
                 return
             for part_ids in in_chunks([i for i in ids if is_image_id(i)], chunk):
                 rows = session.execute(select(Vector.image_id, Vector.vector).where(Vector.image_id.in_(part_ids)))
@@ -362,6 +396,16 @@ class Catalog:
         if filters.report:
             where.append(report_condition(self.reads.dialect, filters.report))
         return self.reads.candidate_ids(where)
+
+    def case_candidates(self, level: Literal["series", "study"], filters: Filters) -> IdArray | None:
+        """Ids of the level's cases holding any image the filters admit (any image matching is enough), or None
+        when nothing is filtered (one plain SQL statement, the same conditions as `candidate_ids`)."""
+        if filters.is_empty():
+            return None
+        where = _conditions(filters)
+        if filters.report:
+            where.append(report_condition(self.reads.dialect, filters.report))
+        return self.reads.case_candidate_ids(level, where)
 
     # -- stats and removal -----------------------------------------------------------------
     def stats(self) -> CatalogStats:
@@ -397,9 +441,11 @@ class Catalog:
                 )
             }
             studies = int(session.scalar(select(func.count(func.distinct(Image.study_instance_uid)))) or 0)
+            series = int(session.scalar(select(func.count(func.distinct(Image.series_instance_uid)))) or 0)
             return {
                 "images": count(Image),
                 "vectors": count(Vector),
+                "series": series,
                 "studies": studies,
                 "sources": count(Source),
                 "failures": count(Failure),
@@ -455,10 +501,12 @@ class Catalog:
             return 0
         with self.sessions() as session, session.begin():
             uris = set(session.scalars(select(Image.source_uri).where(Image.id.in_(list(ids)))))
+            series = set(session.scalars(select(Image.series_instance_uid).where(Image.id.in_(list(ids)))))
             session.execute(delete(Vector).where(Vector.image_id.in_(list(ids))))
             session.execute(delete(Image).where(Image.id.in_(list(ids))))
             for chunk in in_chunks(sorted(uris) if forget_sources else [], 500):
                 session.execute(delete(Source).where(Source.uri.in_(chunk)))
+            refresh_cases(session, series)
         return len(ids)
 
 

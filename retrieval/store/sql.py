@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from retrieval.store.models import Tag, TagScore
 
@@ -31,6 +32,16 @@ def having_tags(*columns: Any) -> Select[Any]:
     """`columns` of the tag scores by which an image has its tag: the score reaches the tag's threshold. The one
     tag rule: filters, counts and what hits carry all select through here."""
     return select(*columns).join(Tag, Tag.name == TagScore.tag).where(TagScore.score >= Tag.threshold)
+
+
+def stream_vectors(
+    session: Session, query: Select[int, bytes], chunk: int
+) -> Iterator[tuple[IdArray, npt.NDArray[np.float32]]]:
+    """(id, vector blob) rows of `query` streamed as plain rows (no ORM objects) into one buffer per chunk, so
+    memory stays at about two chunks whatever the number of vectors: the one streaming reader of stored vectors."""
+    connection = session.connection().execution_options(stream_results=True)
+    for part in connection.execute(query).partitions(chunk):
+        yield unpack_vectors(part)
 
 
 def unpack_vectors(rows: Sequence[Any]) -> tuple[IdArray, npt.NDArray[np.float32]]:

@@ -10,6 +10,7 @@ class CatalogStats(TypedDict):
 
     images: int
     vectors: int
+    series: int  # distinct SeriesInstanceUIDs of the indexed images
     studies: int
     sources: int
     failures: int
