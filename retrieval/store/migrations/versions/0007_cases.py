@@ -42,8 +42,10 @@ def upgrade() -> None:
             sa.UniqueConstraint("level", "uid", name="uq_cases_level_uid"),
             sqlite_autoincrement=True,
         )
-        op.create_index("ix_cases_study_uid", "cases", ["study_uid"])
-        op.create_index("ix_cases_revision", "cases", ["revision"])
+    indexes = {index["name"] for index in sa.inspect(bind).get_indexes("cases")}
+    for column in ("study_uid", "revision"):  # each on its own: a run killed between them left the first
+        if f"ix_cases_{column}" not in indexes:
+            op.create_index(f"ix_cases_{column}", "cases", [column])
     refresh_cases(Session(bind=bind), None)  # every series and study of the images already indexed
 
 
