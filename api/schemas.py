@@ -173,6 +173,8 @@ class HitModel(BaseModel):
     slices_sampled: int | None = Field(default=None, description="Series/study hits: indexed slices.")
     slices_total: int | None = Field(default=None, description="Series/study hits: slices of the case.")
     series_count: int | None = Field(default=None, description="Series/study hits: series of the case (1: a series).")
+    series_description: str | None = Field(default=None, description="Series hits: the series' description.")
+    study_description: str | None = Field(default=None, description="Series/study hits: the study's description.")
 
 
 class SearchResponse(BaseModel):

@@ -34,8 +34,10 @@ class CaseInfo:
     level: Literal["series", "study"]
     key_image_id: int  # the indexed slice most similar to the query (the hit's image row)
     sampled_image_ids: list[int]  # its indexed slices, in slice order (a study: series after series)
-    slices_total: int
+    slices_total: int  # indexed slices + those series planning did not sample
     series_count: int  # 1 for a series
+    series_description: str | None = None
+    study_description: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +47,8 @@ class CaseInfo:
             "slices_sampled": len(self.sampled_image_ids),
             "slices_total": self.slices_total,
             "series_count": self.series_count,
+            "series_description": self.series_description,
+            "study_description": self.study_description,
         }
 
 

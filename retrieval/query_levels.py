@@ -12,6 +12,7 @@ from retrieval.query import MAX_K, CaseInfo, GroupBy, Hit, QueryVector, rows_and
 from retrieval.store.cases import CaseLevel, CaseRow
 from retrieval.store.models import Image
 from retrieval.store.repo import Filters
+from retrieval.store.series_plans import CaseFacts
 from retrieval.vocabulary import LEVELS, Level, Rerank
 
 RERANK_DEPTH = 50  # centroid candidates the maxsim re-ranking re-scores (at least; k when k is larger)
@@ -85,8 +86,10 @@ def _search_cases(
         query_slices = query.slices if query.slices is not None else query.vector.reshape(1, -1)
         ranked = maxsim_rerank(query_slices, ranked, {i: _stack(members[rows[i].uid], vectors) for i, _ in ranked})
     hits: list[Hit] = []
+    facts = collection.catalog.series.case_facts(level, [rows[i].uid for i, _ in ranked[:k]])
     for case_id, score in ranked[:k]:
-        hit = _case_hit(query, rows[case_id], score, members[rows[case_id].uid], member_rows, vectors)
+        case = rows[case_id]
+        hit = _case_hit(query, case, score, members[case.uid], member_rows, vectors, facts.get(case.uid))
         if hit is not None:
             hit.rank = len(hits) + 1
             hits.append(hit)
@@ -121,9 +124,14 @@ def maxsim_rerank(
 
 
 def slice_order(images: list[Image]) -> list[int]:
-    """Image ids of one series in slice order. By id (the order they were indexed in) until the images table
-    records each slice's position along the normal (issue 19 item 1): then sort by that position here."""
-    return [image.id for image in sorted(images, key=lambda image: image.id)]
+    """Image ids of one series in slice order: by position along the slice normal (recorded by series planning),
+    images without one (single images, rows indexed before planning existed) after them by frame and id."""
+
+    def key(image: Image) -> tuple[bool, float, int, int]:
+        position = image.slice_position
+        return (position is None, position if position is not None else 0.0, image.frame, image.id)
+
+    return [image.id for image in sorted(images, key=key)]
 
 
 def _sampled(level: CaseLevel, ids: list[int], rows: dict[int, Image]) -> list[int]:
@@ -144,6 +152,7 @@ def _case_hit(
     ids: list[int],
     rows: dict[int, Image],
     vectors: dict[int, npt.NDArray[np.float32]],
+    facts: CaseFacts | None = None,
 ) -> Hit | None:
     """A case hit: its key slice (the member most similar to the query) stands as the hit's image row."""
     have = [i for i in ids if i in rows and i in vectors]
@@ -152,7 +161,17 @@ def _case_hit(
     cosines = np.stack([vectors[i] for i in have]) @ query.vector
     key = have[int(np.argmax(cosines))]
     sampled = _sampled(case.level, have, rows)  # type: ignore[arg-type]
-    info = CaseInfo(case.level, key, sampled, case.images, case.series)  # type: ignore[arg-type]
+    facts = facts or CaseFacts()
+    total = case.images + facts.unsampled
+    info = CaseInfo(
+        case.level,  # type: ignore[arg-type]
+        key,
+        sampled,
+        total,
+        case.series,
+        facts.series_description,
+        facts.study_description,
+    )
     return Hit(rank=0, image=rows[key], score=score, case=info)
 
 

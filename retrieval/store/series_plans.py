@@ -40,6 +40,15 @@ class MemberSource:
     series_instance_uid: str
 
 
+@dataclass
+class CaseFacts:
+    """A series' or study's planning facts as a search hit shows them."""
+
+    unsampled: int = 0  # volume slices not among the K sampled (slices_total = indexed + these)
+    series_description: str | None = None
+    study_description: str | None = None
+
+
 class SeriesStore:
     """Reads and writes of series plans, on the catalog's sessions."""
 
@@ -70,6 +79,22 @@ class SeriesStore:
                 stmt = dialect_insert(dialect, Series).values(**values)
                 update = {k: v for k, v in values.items() if k != "series_instance_uid"}
                 session.execute(stmt.on_conflict_do_update(index_elements=[Series.series_instance_uid], set_=update))
+
+    def case_facts(self, level: str, uids: Sequence[str]) -> dict[str, CaseFacts]:
+        """What the plans say of these series (level "series") or studies (level "study"): slices not sampled,
+        descriptions. Cases without a stored plan (single images, rows indexed before planning) are absent."""
+        column = Series.series_instance_uid if level == "series" else Series.study_instance_uid
+        wanted = select(column, Series.slices_total, Series.slices_sampled, Series.series_description)
+        found: dict[str, CaseFacts] = {}
+        with self.sessions() as session:
+            for chunk in in_chunks(sorted(set(uids)), 500):
+                query = wanted.add_columns(Series.study_description).where(column.in_(chunk))
+                for uid, total, sampled, series_text, study_text in session.execute(query):
+                    facts = found.setdefault(str(uid), CaseFacts())
+                    facts.unsampled += max(0, int(total or 0) - int(sampled or 0))
+                    facts.series_description = series_text if level == "series" else None
+                    facts.study_description = facts.study_description or study_text
+        return found
 
     def get(self, uid: str) -> Series | None:
         """One stored plan."""

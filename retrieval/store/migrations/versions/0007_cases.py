@@ -5,7 +5,7 @@ series' vectors (retrieval/store/cases.py). The case indexes (series.faiss, stud
 when a collection opens, as the image index is from `vectors`.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from retrieval.store.cases import refresh_cases
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,7 +3,7 @@ index (SQLite FTS5 external-content table + triggers; PostgreSQL GIN on to_tsvec
 `images.accession_hash` (AccessionNumber salted like PatientID, so imports keyed by it match without storing it).
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-05
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from retrieval.store.report_search import POSTGRES_DDL, SQLITE_DDL
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
