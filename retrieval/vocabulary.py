@@ -26,6 +26,7 @@ GROUP_BY: tuple[GroupBy, ...] = get_args(GroupBy)
 ERROR_MODULES = (
     "retrieval.errors",
     "retrieval.findings.errors",
+    "retrieval.export.errors",
     "retrieval.sources.dicomweb",
     "retrieval.index.milvus_index",
     "retrieval.store.db",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,15 @@ from retrieval.errors import MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
+
+
+class ExportChoice(StrEnum):
+    sr = "sr"
+
+
+class ExportVia(StrEnum):
+    cstore = "cstore"
+    stow = "stow"
 
 
 @app.command()
@@ -65,6 +75,19 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
     summarize: Annotated[
         bool, typer.Option("--summarize", help="Compare the query with its top matches (MedGemma).")
+    ] = False,
+    export: Annotated[
+        ExportChoice | None,
+        typer.Option(help="Send the results to the PACS as a DICOM SR in the query's study (DICOM queries only)."),
+    ] = None,
+    export_via: Annotated[
+        ExportVia | None, typer.Option(help="Only this export route (default: every configured one).")
+    ] = None,
+    export_without_uids: Annotated[
+        bool,
+        typer.Option(
+            "--export-without-uids", help="The SR lists rank, score, level and id only: no other patients' UIDs."
+        ),
     ] = False,
     data_dir: DataDir = None,
 ) -> None:
@@ -109,6 +132,7 @@ def search(
                 seed = engine.combine(seed, engine.embed_text(collection, text), text_weight)
         elif text is not None:
             seed = engine.embed_text(collection, text)
+        header = _export_header(collection, image_id, data) if export else None
         if like or unlike or seed is None:
             weights = Weights(alpha=alpha, beta=beta, gamma=gamma)
             query = feedback_query(collection, like or [], unlike or [], base=seed, weights=weights)
@@ -126,6 +150,13 @@ def search(
         )
         empty_reason = None if hits else why_empty(collection, filters.store_filters())
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
+        exported = None
+        if header is not None:
+            from retrieval.export.run import export_sr
+            from retrieval.export.send import Route
+
+            via: Route | None = "cstore" if export_via == ExportVia.cstore else "stow" if export_via else None
+            exported = export_sr(collection, header, hits, query.kind, include_uids=not export_without_uids, via=via)
     except MedsearchError as exc:
         fail(exc)
         return
@@ -139,6 +170,8 @@ def search(
             report["empty_reason"] = empty_reason
         if summarize:
             report["summary"] = asdict(summary) if summary is not None else None
+        if exported is not None:
+            report["export"] = asdict(exported)
         out.print_json(json.dumps(report))
         return
     if empty_reason is None:
@@ -147,6 +180,9 @@ def search(
     else:
         say(f"no results: {empty_reason}")
     standin_notice(collection)
+    if exported is not None:
+        routes = ", ".join(f"{s['route']} {s['target']}" for s in exported.sent)
+        say(f"SR {exported.sop_instance_uid} ({exported.matches} matches) stored in the query's study by {routes}")
     if summary is not None:
         ids = ", ".join(map(str, summary.compared_ids))
         out.print(f"\n[bold]Summary[/] by {summary.model} (compared images {ids}):", highlight=False)
@@ -172,6 +208,20 @@ def _summarize(
         scores=[h.score for h in hits],
     )
     return service.summarize(request)
+
+
+def _export_header(collection: Any, image_id: int | None, data: bytes | None) -> Any:
+    """The query's own DICOM header for --export sr, checked before searching (routes configured, DICOM query)."""
+    from retrieval.export.errors import ExportNeedsDicomError
+    from retrieval.export.run import PNG_HINT, header_of, indexed_header
+    from retrieval.export.send import targets
+
+    targets(collection.settings)
+    if image_id is not None:
+        return indexed_header(collection, image_id)
+    if data is not None:
+        return header_of(data)
+    raise ExportNeedsDicomError(f"a text or feedback query has no study: {PNG_HINT}")
 
 
 def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:
