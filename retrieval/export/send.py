@@ -92,8 +92,10 @@ def _cstore_has_study(settings: Settings, address: AeAddress, study_uid: str) ->
         for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):  # type: ignore[attr-defined]
             if not status or "Status" not in status:
                 raise ExportFailedError(
-                    f"C-FIND to {address.title}: no answer in {settings.export_timeout:g} s "
-                    "(MEDSEARCH_EXPORT_TIMEOUT); nothing was sent"
+                    f"C-FIND to {address.title} (the study check): aborted, or no answer in "
+                    f"{settings.export_timeout:g} s (MEDSEARCH_EXPORT_TIMEOUT); nothing was sent. Does the PACS "
+                    f"answer C-FIND from our AE title {settings.listen_ae_title}? (add it to the PACS's known "
+                    "modalities, or set MEDSEARCH_EXPORT_CHECK_STUDY=false)"
                 )
             if status.Status in (0xFF00, 0xFF01) and identifier is not None:
                 found = True
@@ -115,8 +117,9 @@ def _cstore(settings: Settings, address: AeAddress, sr: Dataset) -> None:
         assoc.release()  # type: ignore[attr-defined]
     if not status or "Status" not in status:
         raise ExportFailedError(
-            f"C-STORE to {address.title}: no answer in {settings.export_timeout:g} s (MEDSEARCH_EXPORT_TIMEOUT); "
-            "the PACS may or may not have stored it: retrying sends the same SR instance, which it keeps once"
+            f"C-STORE to {address.title}: no answer in {settings.export_timeout:g} s (MEDSEARCH_EXPORT_TIMEOUT), or "
+            "the association was aborted; the PACS may or may not have stored the SR: retrying sends the same SR "
+            "instance, which it keeps once"
         )
     if status.Status not in STORED:
         raise ExportFailedError(
