@@ -35,7 +35,9 @@ def _matches(n: int = 10) -> list[Match]:
         ds = pydicom.dcmread(testdata_file(OTHERS[rank % len(OTHERS)]), stop_before_pixels=True)
         study, series, sop = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), generate_uid()
         level = ("image", "series", "study")[rank % 3]
-        found.append(Match(rank, 0.95 - rank / 100, level, 100 + rank, study, series, sop, str(ds.SOPClassUID)))
+        frame = int(ds.get("NumberOfFrames", 1)) // 2 + 1  # the middle frame, as indexed (emri_small: MR, 10 frames)
+        match = Match(rank, 0.95 - rank / 100, level, 100 + rank, study, series, sop, str(ds.SOPClassUID), frame)
+        found.append(match)
     return found
 
 
@@ -88,6 +90,8 @@ def test_sr_is_read_without_errors_by_dcmtk_dicom3tools_and_highdicom(tmp_path: 
     assert [x["Rank"] for x in listed] == [m.rank for m in matches]
     assert [x["Similarity score"] for x in listed] == pytest.approx([m.score for m in matches])
     assert [x["Match level"] for x in listed] == [m.level for m in matches]
+    assert [x.get("Frame number", 1.0) for x in listed] == [m.frame for m in matches]
+    assert {m.frame for m in matches} > {1}  # a multi-frame match is among them
     assert [x["Similar image"] for x in listed] == [m.sop_uid for m in matches]
     assert [x["Study Instance UID"] for x in listed] == [m.study_uid for m in matches]
     assert [x["Series Instance UID"] for x in listed] == [m.series_uid for m in matches]

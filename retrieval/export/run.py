@@ -16,6 +16,7 @@ from retrieval.errors import MedsearchError, NotFoundError
 from retrieval.export.errors import ExportFailedError, ExportNeedsDicomError
 from retrieval.export.send import Route, check_study, send, targets
 from retrieval.export.sr import About, Match, build_sr
+from retrieval.privacy import shown_model
 from retrieval.query import Hit
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def export_sr(
     chosen = targets(settings, via)
     fingerprint = collection.catalog.fingerprint()
     about = About(
-        model_id=fingerprint.model_id if fingerprint else settings.model,
+        model_id=shown_model(fingerprint.model_id if fingerprint else settings.model),
         fingerprint=fingerprint.key if fingerprint else "unknown",
         query_kind=query_kind,
         region=region,

@@ -114,13 +114,16 @@ def _match_items(match: Match) -> list[hd.sr.ContentItem]:
         items.append(hd.sr.UIDRefContentItem(codes.DCM.StudyInstanceUID, match.study_uid, relationship_type=contains))
     if match.series_uid:
         items.append(hd.sr.UIDRefContentItem(codes.DCM.SeriesInstanceUID, match.series_uid, relationship_type=contains))
+    if match.frame and match.frame > 1:  # its own item: ReferencedFrameNumber is wrong for single-frame classes
+        items.append(
+            hd.sr.NumContentItem(code("SCR-FRAME", "Frame number"), match.frame, no_units, relationship_type=contains)
+        )
     if match.sop_uid and match.sop_class_uid:
         items.append(
             hd.sr.ImageContentItem(
                 code("SCR-IMAGE", "Similar image"),
                 referenced_sop_class_uid=match.sop_class_uid,
                 referenced_sop_instance_uid=match.sop_uid,
-                referenced_frame_numbers=match.frame if match.frame and match.frame > 1 else None,
                 relationship_type=contains,
             )
         )
