@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -58,6 +61,18 @@ def targets(settings: Settings, via: Route | None = None) -> list[Target]:
             "MEDSEARCH_EXPORT_DICOMWEB=URL (STOW-RS)"
         )
     return configured
+
+
+@contextmanager
+def _quiet_pynetdicom() -> Iterator[None]:
+    """pynetdicom logs a refused connection as ERROR lines of its own; our error says it once, clearly."""
+    logger = logging.getLogger("pynetdicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _association(settings: Settings, address: AeAddress, contexts: list[str]) -> object:
@@ -145,8 +160,8 @@ def check_study(settings: Settings, target: Target, study_uid: str) -> None:
     if not settings.export_check_study:
         return
     if target.route == "cstore":
-        address = AeAddress.parse(target.address)
-        found = _cstore_has_study(settings, address, study_uid)
+        with _quiet_pynetdicom():
+            found = _cstore_has_study(settings, AeAddress.parse(target.address), study_uid)
     else:
         client = _dicomweb(settings, target.address)
         try:
@@ -163,7 +178,8 @@ def check_study(settings: Settings, target: Target, study_uid: str) -> None:
 def send(settings: Settings, target: Target, sr: Dataset) -> None:
     """Store the SR at `target`; an error says whether anything may have been stored and that a retry is safe."""
     if target.route == "cstore":
-        _cstore(settings, AeAddress.parse(target.address), sr)
+        with _quiet_pynetdicom():
+            _cstore(settings, AeAddress.parse(target.address), sr)
         return
     client = _dicomweb(settings, target.address)
     try:
