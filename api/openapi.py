@@ -45,7 +45,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
     ("post", "/v1/render"): (400, 409, 413, 415, 422),
-    ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 422),
+    ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 413, 415, 422, 502, 503),  # roi: re-read, model
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),
     ("post", "/v1/summaries"): _SUMMARY,

@@ -149,6 +149,7 @@ class SearchResponse(BaseModel):
     empty_reason: str | None = Field(
         default=None, description="Why there are no hits: nothing indexed yet, or which filters match no image."
     )
+    roi: list[int] | None = Field(default=None, description="The query's region x,y,w,h, when it was one.")
 
 
 class ExportSent(BaseModel):

@@ -14,8 +14,9 @@ from api.routes.search import _audit, _encode
 from api.schemas import ExportResponse, FilterParams
 from retrieval import query as engine
 from retrieval.errors import BadQueryError
-from retrieval.export.run import export_sr, header_of, indexed_header
+from retrieval.export.run import export_sr, header_of, indexed_header, region_text
 from retrieval.export.send import targets
+from retrieval.imaging.roi import parse_roi
 from retrieval.query import MAX_K
 from retrieval.vocabulary import GroupBy
 
@@ -35,11 +36,13 @@ async def export_search_sr(
         bool, Form(description="List each match's Study/Series/SOP Instance UIDs (other patients' UIDs)")
     ] = True,
     via: Annotated[Literal["cstore", "stow"] | None, Form(description="Only this route")] = None,
+    roi: Annotated[str | None, Form(max_length=64, description="Search by a region x,y,w,h (source pixels)")] = None,
 ) -> ExportResponse:
     """The search a DICOM query makes (as /v1/search/image or /v1/images/{id}/similar), its hits stored as a
     Comprehensive SR in the query's study, in a series of its own, by C-STORE and/or STOW-RS (MEDSEARCH_EXPORT_*)."""
     if (file is None) == (image_id is None):
         raise BadQueryError("give exactly one of file (a DICOM upload) or image_id (an indexed DICOM image)")
+    region = parse_roi(roi) if roi else None
     data = await read_upload(file, state.settings.max_upload_bytes) if file is not None else None
 
     def work() -> ExportResponse:
@@ -47,11 +50,15 @@ async def export_search_sr(
         targets(collection.settings, via)  # refused before any decoding when export is off
         if data is not None:
             header = header_of(data)
-            query = _encode(state, engine.embed_image, collection, data)
+            query = _encode(state, lambda: engine.embed_image(collection, data, roi=region))
         else:
             assert image_id is not None
             header = indexed_header(collection, image_id)
-            query = engine.embed_id(collection, image_id)
+            query = (
+                engine.embed_id(collection, image_id)
+                if region is None
+                else _encode(state, engine.embed_region, collection, image_id, region)
+            )
         hits = engine.search(
             collection,
             query,
@@ -61,7 +68,9 @@ async def export_search_sr(
             exclude_same_study=params.exclude_same_study,
             group_by=group_by,
         )
-        result = export_sr(collection, header, hits, query.kind, include_uids=include_uids, via=via)
+        result = export_sr(
+            collection, header, hits, query.kind, include_uids=include_uids, via=via, region=region_text(query.region)
+        )
         return ExportResponse(**asdict(result))
 
     result = await run_in_threadpool(work)

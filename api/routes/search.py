@@ -19,11 +19,13 @@ from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
 from retrieval.errors import ModelLoadError
+from retrieval.imaging.roi import parse_roi
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy
 from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
+ROI_HELP = "Region of interest x,y,w,h in the source image's pixels (origin top left); at least 8x8"
 audit = logging.getLogger("medsearch.audit")
 
 
@@ -59,6 +61,7 @@ def _run(
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
         empty_reason=None if hits else why_empty(state.collection, filters, offset),
+        roi=list(query.region) if query.region else None,
     )
 
 
@@ -111,12 +114,16 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
     group_by: Annotated[GroupBy, Form()] = "image",
     show_duplicates: Annotated[bool, Form()] = False,
+    roi: Annotated[str | None, Form(max_length=64, description=ROI_HELP)] = None,
+    frame: Annotated[int | None, Form(ge=1, le=100_000, description="Multi-frame: this 1-based frame")] = None,
 ) -> SearchResponse:
-    """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in."""
+    """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in; `roi`
+    searches by a region of it."""
+    region = parse_roi(roi) if roi else None
     data = await read_upload(file, state.settings.max_upload_bytes)
 
     def embed() -> engine.QueryVector:
-        query = engine.embed_image(state.collection, data)
+        query = engine.embed_image(state.collection, data, roi=region, frame=frame)
         if text and text.strip():
             query = engine.combine(query, engine.embed_text(state.collection, text), text_weight)
         return query
@@ -139,10 +146,16 @@ async def similar(
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
+    roi: Annotated[str | None, Query(max_length=64, description=ROI_HELP)] = None,
 ) -> SearchResponse:
-    """Images most similar to an indexed image (never the image itself); no model needed."""
+    """Images most similar to an indexed image (never the image itself); no model needed, except for a region
+    (`roi`), which re-reads the image's source and embeds that region of its indexed frame."""
+    region = parse_roi(roi) if roi else None
 
     def work() -> SearchResponse:
+        if region is not None:
+            query = _encode(state, engine.embed_region, state.collection, image_id, region)
+            return _run(state, query, params, k, offset, group_by, show_duplicates)
         query = engine.embed_id(state.collection, image_id)
         return _run(state, query, params, k, offset, group_by, show_duplicates)
 

@@ -24,6 +24,7 @@ from retrieval.cli.common import (
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
+from retrieval.imaging.roi import parse_roi
 from retrieval.vocabulary import GroupBy, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
 
@@ -76,6 +77,10 @@ def search(
     summarize: Annotated[
         bool, typer.Option("--summarize", help="Compare the query with its top matches (MedGemma).")
     ] = False,
+    roi: Annotated[
+        str | None, typer.Option(help="Search by a region x,y,w,h of --image or --id (source pixels, >= 8x8).")
+    ] = None,
+    frame: Annotated[int | None, typer.Option(help="Multi-frame --image: use this 1-based frame.", min=1)] = None,
     export: Annotated[
         ExportChoice | None,
         typer.Option(help="Send the results to the PACS as a DICOM SR in the query's study (DICOM queries only)."),
@@ -121,13 +126,20 @@ def search(
             service = build_summary_service(collection.settings)
             service.require()  # refuse before searching when summaries are off
         seed: engine.QueryVector | None = None
+        region = parse_roi(roi) if roi else None
+        if region is not None and image_id is None and image is None:
+            raise typer.BadParameter("--roi needs --image or --id")
         if image_id is not None:
-            seed = engine.embed_id(collection, image_id)
+            seed = (
+                engine.embed_id(collection, image_id)
+                if region is None
+                else engine.embed_region(collection, image_id, region)
+            )
         elif image is not None:
             from retrieval.sources.files import read_file
 
             data = read_file(image, collection.settings.max_file_bytes)
-            seed = engine.embed_image(collection, data)
+            seed = engine.embed_image(collection, data, roi=region, frame=frame)
             if text:
                 seed = engine.combine(seed, engine.embed_text(collection, text), text_weight)
         elif text is not None:
@@ -152,11 +164,19 @@ def search(
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
         exported = None
         if header is not None:
-            from retrieval.export.run import export_sr
+            from retrieval.export.run import export_sr, region_text
             from retrieval.export.send import Route
 
             via: Route | None = "cstore" if export_via == ExportVia.cstore else "stow" if export_via else None
-            exported = export_sr(collection, header, hits, query.kind, include_uids=not export_without_uids, via=via)
+            exported = export_sr(
+                collection,
+                header,
+                hits,
+                query.kind,
+                include_uids=not export_without_uids,
+                via=via,
+                region=region_text(query.region),
+            )
     except MedsearchError as exc:
         fail(exc)
         return
@@ -166,6 +186,8 @@ def search(
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
         report: dict[str, Any] = {"query": query.kind, "hits": rows}
+        if query.region is not None:
+            report["roi"] = list(query.region)
         if empty_reason is not None:
             report["empty_reason"] = empty_reason
         if summarize:
