@@ -197,7 +197,8 @@ def search(
         out.print_json(json.dumps(report))
         return
     if empty_reason is None:
-        table = hits_table(f"{len(hits)} similar images ({query.kind} query)", hits, wide)
+        where = "" if query.region is None else ", region " + ",".join(map(str, query.region))
+        table = hits_table(f"{len(hits)} similar images ({query.kind} query{where})", hits, wide)
         (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
     else:
         say(f"no results: {empty_reason}")
