@@ -104,6 +104,13 @@ def test_sr_is_read_without_errors_by_dcmtk_dicom3tools_and_highdicom(tmp_path: 
     assert "PixelData" not in sr
 
 
+def test_a_region_query_is_recorded() -> None:
+    about = About(ABOUT.model_id, ABOUT.fingerprint, "image", region="x,y,w,h = 16,16,64,48")
+    sr = build_sr(_query(), _matches(2), about)
+    texts = {i.ConceptNameCodeSequence[0].CodeMeaning: i.get("TextValue") for i in sr.ContentSequence}
+    assert texts["Query region"] == "x,y,w,h = 16,16,64,48"
+
+
 def test_without_uids_no_other_patient_uid_is_in_the_file(tmp_path: Path) -> None:
     matches = _matches(4)
     private = [

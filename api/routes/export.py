@@ -14,7 +14,6 @@ from api.routes.search import _audit, _encode
 from api.schemas import ExportResponse, FilterParams
 from retrieval import query as engine
 from retrieval.errors import BadQueryError
-from retrieval.export.run import export_sr, header_of, indexed_header, region_text
 from retrieval.export.send import targets
 from retrieval.imaging.roi import parse_roi
 from retrieval.query import MAX_K
@@ -46,6 +45,8 @@ async def export_search_sr(
     data = await read_upload(file, state.settings.max_upload_bytes) if file is not None else None
 
     def work() -> ExportResponse:
+        from retrieval.export.run import export_sr, header_of, indexed_header, region_text  # highdicom: 1.4 s
+
         collection = state.collection
         targets(collection.settings, via)  # refused before any decoding when export is off
         if data is not None:
