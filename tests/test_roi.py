@@ -112,6 +112,10 @@ def test_upload_region_query_is_recorded_and_differs_from_the_whole_image(api: T
     )  # CT_small is 128x128
     assert (bad.status_code, bad.json()["code"]) == (400, "bad_query")
     assert "reaches outside the 128x128 image" in bad.json()["message"]
+    malformed = api.post(
+        "/v1/search/image", files={"file": ("q.dcm", testdata_file("CT_small.dcm").read_bytes())}, data={"roi": "1,2,3"}
+    )
+    assert (malformed.status_code, malformed.json()["code"]) == (422, "validation_error")
 
 
 def test_region_of_an_indexed_image_and_of_a_chosen_frame(api: TestClient) -> None:

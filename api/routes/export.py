@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep
 from api.limits import read_upload
-from api.routes.search import _audit, _encode
+from api.routes.search import ROI_HELP, ROI_PATTERN, _audit, _encode
 from api.schemas import ExportResponse, FilterParams
 from retrieval import query as engine
 from retrieval.errors import BadQueryError
@@ -35,7 +35,7 @@ async def export_search_sr(
         bool, Form(description="List each match's Study/Series/SOP Instance UIDs (other patients' UIDs)")
     ] = True,
     via: Annotated[Literal["cstore", "stow"] | None, Form(description="Only this route")] = None,
-    roi: Annotated[str | None, Form(max_length=64, description="Search by a region x,y,w,h (source pixels)")] = None,
+    roi: Annotated[str | None, Form(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = None,
 ) -> ExportResponse:
     """The search a DICOM query makes (as /v1/search/image or /v1/images/{id}/similar), its hits stored as a
     Comprehensive SR in the query's study, in a series of its own, by C-STORE and/or STOW-RS (MEDSEARCH_EXPORT_*)."""
