@@ -16,7 +16,7 @@ TITLES = {
     401: "Missing or unknown API key (send 'Authorization: Bearer <key>')",
     404: "No such image (or its source is gone), tag or probe",
     409: "Conflict: a window preset for a non-CT image; a probe not applied yet or made with another model; "
-    "an image both positive and negative; an SR export for a study the PACS does not have",
+    "an image both positive and negative; an SR export for a study the PACS does not have; a region outside the image",
     413: "Request or source file larger than the configured limit",
     415: "The file is not an image we can decode",
     422: "A parameter or body field is invalid (`validation_error`)",
@@ -33,6 +33,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/search/text"): (400, 404, 409, 422, 503),  # 404/409: an unknown tag or probe, a probe not applied
     ("post", "/v1/search/image"): (400, 404, 409, 413, 415, 422, 503),
     ("post", "/v1/export/sr"): (400, 404, 409, 413, 415, 422, 502, 503),
+    ("post", "/v1/images/{image_id}/export/sr"): (400, 404, 409, 413, 415, 422, 502, 503),
     ("post", "/v1/search/feedback"): (
         400,
         404,

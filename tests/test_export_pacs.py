@@ -128,17 +128,17 @@ def test_api_export_by_stow_with_auth_by_id_and_without_uids(orthanc: Orthanc, c
         found = api.post("/v1/search/image", files={"file": ("q.dcm", query)}, data={"k": "1"}).json()
         image_id = found["hits"][0]["id"]
         hits = api.get(f"/v1/images/{image_id}/similar", params={"k": 5}).json()["hits"]
-        answer = api.post("/v1/export/sr", data={"image_id": str(image_id), "k": "5"})
+        answer = api.post(f"/v1/images/{image_id}/export/sr", data={"k": "5"})
         assert answer.status_code == 200, answer.text
         export = answer.json()
         assert export["sent"] == [{"route": "stow", "target": orthanc.dicomweb}] and export["matches"] == 5
         sr = _sr_in_study(orthanc, str(header.StudyInstanceUID), export["sop_instance_uid"])
         assert _evidence(sr) == {h["sop_instance_uid"] for h in hits} | {str(header.SOPInstanceUID)}
         before = _instances(orthanc)
-        again = api.post("/v1/export/sr", data={"image_id": str(image_id), "k": "5"}).json()  # a retry
+        again = api.post(f"/v1/images/{image_id}/export/sr", data={"k": "5"}).json()  # a retry
         assert again["sop_instance_uid"] == export["sop_instance_uid"] and _instances(orthanc) == before
 
-        private = api.post("/v1/export/sr", data={"image_id": str(image_id), "k": "5", "include_uids": "false"})
+        private = api.post(f"/v1/images/{image_id}/export/sr", data={"k": "5", "include_uids": "false"})
         assert private.status_code == 200 and private.json()["include_uids"] is False
         sr = _sr_in_study(orthanc, str(header.StudyInstanceUID), private.json()["sop_instance_uid"])
         assert _evidence(sr) == {str(header.SOPInstanceUID)}
@@ -163,8 +163,6 @@ def test_bad_exports_are_clear_and_store_nothing(orthanc: Orthanc, corpus: dict[
         assert (refused.status_code, refused.json()["code"]) == (400, "export_needs_dicom")
         unknown = api.post("/v1/export/sr", files={"file": ("q.dcm", corpus["unknown"])}, headers=auth)
         assert (unknown.status_code, unknown.json()["code"]) == (409, "study_not_in_pacs")
-        both = api.post("/v1/export/sr", files={"file": ("q.dcm", ct)}, data={"image_id": "1"}, headers=auth)
-        assert both.status_code == 400
     down = f"ORTHANC@127.0.0.1:{free_port()}"  # nobody listens there
     with _app(corpus, export_ae=down, export_timeout=5) as api:
         failed = api.post("/v1/export/sr", files={"file": ("q.dcm", ct)})

@@ -25,7 +25,9 @@ from retrieval.vocabulary import GroupBy
 from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
-ROI_PATTERN = r"^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"  # the schema says the form; the route checks the bounds
+ROI_PATTERN = (
+    r"^$|^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"  # the schema says the form; the route checks the bounds
+)
 ROI_HELP = "Region of interest x,y,w,h in the source image's pixels (origin top left); at least 8x8"
 audit = logging.getLogger("medsearch.audit")
 
@@ -115,8 +117,10 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, le=10_000)] = 0,
     group_by: Annotated[GroupBy, Form()] = "image",
     show_duplicates: Annotated[bool, Form()] = False,
-    roi: Annotated[str | None, Form(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = None,
-    frame: Annotated[int | None, Form(ge=1, le=100_000, description="Multi-frame: this 1-based frame")] = None,
+    roi: Annotated[str, Form(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
+    frame: Annotated[
+        int, Form(ge=0, le=100_000, description="Multi-frame: this 1-based frame (0: the middle one)")
+    ] = 0,
 ) -> SearchResponse:
     """Images most similar to an upload, decoded exactly as indexed images are; optional text blends in; `roi`
     searches by a region of it."""
@@ -124,7 +128,7 @@ async def search_image(
     data = await read_upload(file, state.settings.max_upload_bytes)
 
     def embed() -> engine.QueryVector:
-        query = engine.embed_image(state.collection, data, roi=region, frame=frame)
+        query = engine.embed_image(state.collection, data, roi=region, frame=frame or None)
         if text and text.strip():
             query = engine.combine(query, engine.embed_text(state.collection, text), text_weight)
         return query
@@ -147,7 +151,7 @@ async def similar(
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
-    roi: Annotated[str | None, Query(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = None,
+    roi: Annotated[str, Query(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
 ) -> SearchResponse:
     """Images most similar to an indexed image (never the image itself); no model needed, except for a region
     (`roi`), which re-reads the image's source and embeds that region of its indexed frame."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.errors import BadQueryError
+from retrieval.errors import BadQueryError, RegionOutsideError
 from retrieval.imaging.types import FloatImage
 
 Region = tuple[int, int, int, int]
@@ -26,9 +26,9 @@ def check_roi(roi: Region, width: int, height: int) -> None:
     if w < MIN_SIDE or h < MIN_SIDE:
         raise BadQueryError(f"roi {x},{y},{w},{h} is too small: width and height must be at least {MIN_SIDE} pixels")
     if x >= width or y >= height:
-        raise BadQueryError(f"roi {x},{y},{w},{h} starts outside the {width}x{height} image")
+        raise RegionOutsideError(f"roi {x},{y},{w},{h} starts outside the {width}x{height} image")
     if x + w > width or y + h > height:
-        raise BadQueryError(
+        raise RegionOutsideError(
             f"roi {x},{y},{w},{h} reaches outside the {width}x{height} image (x + w <= {width}, y + h <= {height})"
         )
 
