@@ -16,12 +16,12 @@ TITLES = {
     401: "Missing or unknown API key (send 'Authorization: Bearer <key>')",
     404: "No such image (or its source is gone), tag or probe",
     409: "Conflict: a window preset for a non-CT image; a probe not applied yet or made with another model; "
-    "an image both positive and negative",
+    "an image both positive and negative; an SR export for a study the PACS does not have; a region outside the image",
     413: "Request or source file larger than the configured limit",
     415: "The file is not an image we can decode",
     422: "A parameter or body field is invalid (`validation_error`)",
     501: "Summaries are turned off on this server",
-    502: "The PACS or the summary backend answered wrongly",
+    502: "The PACS or the summary backend answered wrongly, or the PACS refused or did not answer an SR export",
     503: "Not ready: the model is unavailable or loading, or the index is busy",
     504: "The summary backend timed out",
 }
@@ -32,6 +32,8 @@ _SUMMARY = (400, 404, 413, 415, 422, 501, 502, 503, 504)
 STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/v1/search/text"): (400, 404, 409, 422, 503),  # 404/409: an unknown tag or probe, a probe not applied
     ("post", "/v1/search/image"): (400, 404, 409, 413, 415, 422, 503),
+    ("post", "/v1/export/sr"): (400, 404, 409, 413, 415, 422, 502, 503),
+    ("post", "/v1/images/{image_id}/export/sr"): (400, 404, 409, 413, 415, 422, 502, 503),
     ("post", "/v1/search/feedback"): (
         400,
         404,
@@ -45,7 +47,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
     ("get", "/v1/render/windows"): (),
     ("post", "/v1/render"): (400, 409, 413, 415, 422),
-    ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 422),
+    ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 413, 415, 422, 502, 503),  # roi: re-read, model
     ("get", "/v1/series/{uid}/similar"): (400, 404, 409, 422),  # 404: no indexed series with that UID
     ("get", "/v1/studies/{uid}/similar"): (400, 404, 409, 422),
     ("post", "/v1/search/case"): (400, 404, 409, 413, 415, 422, 503),

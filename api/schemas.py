@@ -197,6 +197,25 @@ class SearchResponse(BaseModel):
     empty_reason: str | None = Field(
         default=None, description="Why there are no hits: nothing indexed yet, or which filters match no image."
     )
+    roi: list[int] | None = Field(default=None, description="The query's region x,y,w,h, when it was one.")
+
+
+class ExportSent(BaseModel):
+    """One route that stored the SR."""
+
+    route: str = Field(description="cstore or stow")
+    target: str = Field(description="AET@host:port or the STOW-RS base URL")
+
+
+class ExportResponse(BaseModel):
+    """The SR stored in the PACS: its UIDs (in the query's study), how many matches it lists, where it went."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    matches: int
+    include_uids: bool = Field(description="False: the SR lists rank, score, level and id, no UIDs of matches.")
+    sent: list[ExportSent]
 
 
 class ImageModel(BaseModel):

@@ -273,3 +273,11 @@ class ListenFailedError(MedsearchError):
     code = "listen_failed"
     status = 503
     title = "Cannot listen"
+
+
+class RegionOutsideError(BadQueryError):
+    """A region of interest that does not lie inside the image it is taken from (its size is known only then)."""
+
+    code = "region_outside"
+    status = 409
+    title = "Region outside the image"

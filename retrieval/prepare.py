@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from retrieval.imaging.decode import decode_bytes
 from retrieval.imaging.preprocess import ImageProcessor, preprocess
+from retrieval.imaging.roi import Region, crop
 from retrieval.imaging.types import DecodedImage, DecodeLimits, FramePolicy, ImageMeta
 
 
@@ -43,14 +44,16 @@ def prepare_bytes(
     limits: DecodeLimits | None = None,
     ct_window: str = "soft-tissue",
     ct_channels: str = "window",
+    roi: Region | None = None,
 ) -> PreparedImage:
-    """Decode then preprocess; raises a DecodeError subclass on bad input."""
+    """Decode then preprocess; raises a DecodeError subclass on bad input. With `roi` (x,y,w,h in source pixels)
+    only that region of each frame goes on: cropped after windowing, then padded and resized like a whole image."""
     t0 = time.perf_counter()
     decoded: DecodedImage = decode_bytes(
         data, frames=frames, limits=limits, ct_window=ct_window, ct_channels=ct_channels
     )
     t1 = time.perf_counter()
-    values = preprocess([f.pixels for f in decoded.frames], processor)
+    values = preprocess([f.pixels if roi is None else crop(f.pixels, roi) for f in decoded.frames], processor)
     t2 = time.perf_counter()
     numbers = [f.frame for f in decoded.frames]
     return PreparedImage(

@@ -1,4 +1,4 @@
-"""Patient privacy: PatientID is only ever stored as a keyed hash (HMAC-SHA256); names never."""
+"""Privacy: PatientID is only ever stored as a keyed hash (HMAC-SHA256), names never; server paths never shown."""
 
 from __future__ import annotations
 
@@ -52,3 +52,12 @@ def hash_accession(accession_number: str | None, salt: bytes) -> str | None:
 def salt_check(salt: bytes) -> str:
     """A value recorded with the collection to tell whether a process uses the same key (reveals nothing of it)."""
     return hmac.new(salt, b"medsearch patient-salt check", hashlib.sha256).hexdigest()[:32]
+
+
+def shown_model(ref: str) -> str:
+    """The model as others see it (/readyz, exported SRs): a hub id as configured, a local folder by its name only
+    (the server's paths are nobody's business)."""
+    path = Path(ref).expanduser()
+    if path.is_absolute() or ref.startswith((".", "~")) or path.exists():
+        return path.resolve().name or ref
+    return ref

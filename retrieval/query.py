@@ -15,6 +15,7 @@ from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.findings.hook import check_filters, findings_of
 from retrieval.imaging.decode import content_hash
+from retrieval.imaging.roi import Region
 from retrieval.imaging.types import DecodeLimits
 from retrieval.index.base import VectorIndex
 from retrieval.prepare import PreparedImage, prepare_bytes
@@ -113,6 +114,7 @@ class QueryVector:
     exclude_ids: frozenset[int] = field(default_factory=frozenset)  # never returned (relevance feedback's marks)
     # a case query's slice vectors (rows), for the maxsim re-ranking (retrieval/query_levels.py); None: the vector
     slices: npt.NDArray[np.float32] | None = None
+    region: Region | None = None  # an ROI query's x,y,w,h in the source image's pixels
 
 
 def rows_and_vectors(
@@ -133,34 +135,57 @@ def _unit(vec: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return (vec / norm).astype(np.float32) if norm > 0 else vec.astype(np.float32)
 
 
-def embed_image(collection: Collection, data: bytes) -> QueryVector:
-    """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame).
+def embed_image(
+    collection: Collection, data: bytes, *, roi: Region | None = None, frame: int | None = None
+) -> QueryVector:
+    """Embed an uploaded file exactly as the indexer would (middle frame for multi-frame, or `frame`); with `roi`,
+    only that region (x,y,w,h in source pixels) of the frame, cropped after windowing, then padded and resized.
 
     The model runs only when needed: the same bytes embedded before come from the LRU, and pixels that are
     already indexed (the same encoder input, see `Catalog.vector_for_input`) reuse the stored vector."""
     encoder = collection.load_encoder()
     settings = collection.settings
     fingerprint = encoder.fingerprint
-    key = content_key("image", fingerprint.key, settings.ct_window, settings.ct_channels, content_hash(data))
+    where = f"{frame or 'middle'}:{roi}"
+    key = content_key("image", fingerprint.key, settings.ct_window, settings.ct_channels, content_hash(data), where)
     cached = collection.embed_cache.get(key, "image")
     if cached is None:
         prepared = prepare_bytes(
             data,
             encoder.image_processor,
-            frames="middle",
+            frames=frame or "middle",
             limits=DecodeLimits.of(settings),
             ct_window=settings.ct_window,
             ct_channels=settings.ct_channels,
+            roi=roi,
         )
-        vector = _indexed_vector(collection, prepared, fingerprint.key)
+        # a region is never an indexed input (the content-hash fallback would find the whole image)
+        vector = None if roi is not None else _indexed_vector(collection, prepared, fingerprint.key)
         if vector is None:
             vector = collection.run_model(lambda: encoder.encode_pixel_values(prepared.pixel_values)[0])
         patient = hash_patient_id(prepared.meta.patient_id, collection.salt)
         cached = CachedEmbedding(vector, patient, prepared.meta.study_instance_uid)
         collection.embed_cache.put(key, cached)
     return QueryVector(
-        vector=cached.vector.copy(), kind="image", patient_hash=cached.patient_hash, study_uid=cached.study_uid
+        vector=cached.vector.copy(),
+        kind="image",
+        patient_hash=cached.patient_hash,
+        study_uid=cached.study_uid,
+        region=roi,
     )
+
+
+def embed_region(collection: Collection, image_id: int, roi: Region) -> QueryVector:
+    """A region of an indexed image as the query: its source re-read, its indexed frame decoded and cropped."""
+    from retrieval.sources.read import read_source
+
+    image = collection.catalog.images([image_id]).get(image_id)
+    if image is None:
+        raise NotFoundError(f"no indexed image with id {image_id}")
+    data = read_source(image.source_uri, collection.settings)
+    query = embed_image(collection, data, roi=roi, frame=image.frame if image.number_of_frames > 1 else None)
+    query.kind, query.image_id = "id", image_id
+    return query
 
 
 def _indexed_vector(

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     dicomweb_backoff: float = Field(default=1.0, ge=0, description="First retry delay in seconds; doubles each time.")
     dicomweb_workers: int = Field(default=4, ge=1, le=64, description="Instances fetched at the same time.")
     listen_ae_title: str = Field(default="MEDSEARCH", min_length=1, max_length=16)
+    export_ae: str | None = Field(
+        default=None, description="Send search results as a DICOM SR by C-STORE to AET@host:port (off when unset)."
+    )
+    export_dicomweb: str | None = Field(
+        default=None, description="Send search results as a DICOM SR by STOW-RS to this DICOMweb URL (off when unset)."
+    )
+    export_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Seconds an SR export waits for the PACS (per request/association)."
+    )
+    export_check_study: bool = Field(
+        default=True, description="Refuse an SR export when the PACS does not have the query's study."
+    )
     listen_host: str = Field(default="127.0.0.1", description="Where `medsearch listen` accepts associations.")
     listen_port: int = Field(default=11112, ge=0, le=65535)
     listen_allow: str = Field(default="", description="Comma-separated calling AE titles allowed (all if empty).")

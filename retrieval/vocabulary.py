@@ -29,6 +29,7 @@ Rerank = Literal["none", "maxsim"]  # late-interaction re-ranking of series/stud
 ERROR_MODULES = (
     "retrieval.errors",
     "retrieval.findings.errors",
+    "retrieval.export.errors",
     "retrieval.sources.dicomweb",
     "retrieval.index.milvus_index",
     "retrieval.store.db",

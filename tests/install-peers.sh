@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian peers the tests start themselves on loopback; `make test` and `.ci/run` both call it.
-# Chromium (browser tests), Orthanc + its DICOMweb plugin (the PACS), PostgreSQL 15, DCMTK (a DICOM sender we did not write).
+# Chromium (browser tests), Orthanc + its DICOMweb plugin (the PACS), PostgreSQL 15, DCMTK (a DICOM sender we did not write),
+# dicom3tools (dciodvfy checks the SRs we export).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -8,6 +9,7 @@ command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
 [ -x /usr/bin/storescu ] || need+=(dcmtk)
+[ -x /usr/bin/dciodvfy ] || need+=(dicom3tools)
 [ "${#need[@]}" -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" != "0" ]; then

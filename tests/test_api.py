@@ -52,6 +52,8 @@ V1_ROUTES = {
     ("POST", "/v1/search/image"),
     ("POST", "/v1/search/text"),
     ("POST", "/v1/search/feedback"),
+    ("POST", "/v1/export/sr"),
+    ("POST", "/v1/images/{image_id}/export/sr"),
     ("GET", "/v1/images/{image_id}"),
     ("GET", "/v1/images/{image_id}/similar"),
     ("GET", "/v1/images/{image_id}/thumbnail"),
@@ -472,6 +474,9 @@ def v1_requests(image_id: int, ids: list[int]) -> dict[tuple[str, str], dict[str
         ("POST", "/v1/summaries"): {"json": {"query_id": image_id, "match_ids": [image_id + 1]}},
         ("POST", "/v1/summaries/stream"): {"json": {"query_id": image_id, "match_ids": [image_id + 1]}},
         ("POST", "/v1/render"): {"files": upload},
+        # a valid key reaches the route: SR export is off on this server (503 export_off)
+        ("POST", "/v1/export/sr"): {"files": upload, "_ok": 503},
+        ("POST", "/v1/images/{image_id}/export/sr"): {"_ok": 503},
         ("GET", "/v1/render/windows"): {},
         ("GET", "/v1/tags"): {},
         ("POST", "/v1/tags/apply"): {"json": {"tags": [{"tag": "keys-test", "prompt": "any image"}]}},

@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "retrieval.duplicates": 6,
     "retrieval.findings": 6,
     "retrieval.summarize": 6,
+    "retrieval.export": 6,
     "retrieval.evaluation": 6,
     "retrieval.eval_data": 6,
     "retrieval.eval_studies": 6,

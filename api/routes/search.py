@@ -21,6 +21,7 @@ from api.views import hit_model
 from retrieval import query as engine
 from retrieval.errors import BadQueryError, ModelLoadError, TooLargeError
 from retrieval.hybrid import hybrid_search
+from retrieval.imaging.roi import parse_roi
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.query_cases import embed_case, embed_upload
 from retrieval.query_levels import search_level_page
@@ -28,6 +29,10 @@ from retrieval.vocabulary import GroupBy, Level, Rerank
 from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
+ROI_PATTERN = (
+    r"^$|^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"  # the schema says the form; the route checks the bounds
+)
+ROI_HELP = "Region of interest x,y,w,h in the source image's pixels (origin top left); at least 8x8"
 audit = logging.getLogger("medsearch.audit")
 
 
@@ -68,6 +73,7 @@ def _run(
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
         empty_reason=None if hits else why_empty(state.collection, filters, offset),
+        roi=list(query.region) if query.region else None,
     )
 
 
@@ -164,13 +170,18 @@ async def search_image(
     show_duplicates: Annotated[bool, Form()] = False,
     level: Annotated[Level, Form(description=LEVEL_HELP)] = "image",
     rerank: Annotated[Rerank, Form(description=RERANK_HELP)] = "none",
+    roi: Annotated[str, Form(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
+    frame: Annotated[
+        int, Form(ge=0, le=100_000, description="Multi-frame: this 1-based frame (0: the middle one)")
+    ] = 0,
 ) -> Response:
     """Images (or series, studies) most similar to an upload, decoded exactly as indexed images are; optional
-    text blends in."""
+    text blends in; `roi` searches by a region of it."""
+    region = parse_roi(roi) if roi else None
     data = await read_upload(file, state.settings.max_upload_bytes)
 
     def embed() -> engine.QueryVector:
-        query = engine.embed_image(state.collection, data)
+        query = engine.embed_image(state.collection, data, roi=region, frame=frame or None)
         if text and text.strip():
             query = engine.combine(query, engine.embed_text(state.collection, text), text_weight)
         return query
@@ -195,11 +206,17 @@ async def similar(
     show_duplicates: bool = False,
     level: Annotated[Level, Query(description=LEVEL_HELP)] = "image",
     rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
+    roi: Annotated[str, Query(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
 ) -> Response:
     """Images (or series, studies) most similar to an indexed image (never the image itself, nor at series or
-    study level its own case); no model needed."""
+    study level its own case); no model needed, except for a region (`roi`), which re-reads the image's source
+    and embeds that region of its indexed frame."""
+    region = parse_roi(roi) if roi else None
 
     def work() -> SearchResponse:
+        if region is not None:
+            query = _encode(state, engine.embed_region, state.collection, image_id, region)
+            return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
         query = engine.embed_id(state.collection, image_id)
         return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
 

@@ -12,19 +12,11 @@ from api.deps import FreshDep, StateDep, metrics_access
 from api.errors import error_response
 from api.state import WITHOUT_MODEL
 from retrieval import cpu
+from retrieval.privacy import shown_model
 from retrieval.threads import thread_report
 from retrieval.vocabulary import StatsReport, running_encoder, stats_report
 
 router = APIRouter(tags=["system"])
-
-
-def shown_model(ref: str) -> str:
-    """The model as /readyz shows it to anyone: a hub id as configured, a local folder by its name only (the
-    server's paths are nobody's business)."""
-    path = Path(ref).expanduser()
-    if path.is_absolute() or ref.startswith((".", "~")) or path.exists():
-        return path.resolve().name or ref
-    return ref
 
 
 def without_model_path(message: str, ref: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +24,18 @@ from retrieval.cli.common import (
 from retrieval.cli.tables import WIDE_WIDTH, hits_table
 from retrieval.errors import BadQueryError, MedsearchError
 from retrieval.feedback import ALPHA, BETA, GAMMA
+from retrieval.imaging.roi import parse_roi
 from retrieval.vocabulary import GroupBy, Level, Rerank, SearchFilters, filter_help, stats_report
 from retrieval.why_empty import why_empty
+
+
+class ExportChoice(StrEnum):
+    sr = "sr"
+
+
+class ExportVia(StrEnum):
+    cstore = "cstore"
+    stow = "stow"
 
 
 @app.command()
@@ -98,6 +109,23 @@ def search(
     summarize: Annotated[
         bool, typer.Option("--summarize", help="Compare the query with its top matches (MedGemma).")
     ] = False,
+    roi: Annotated[
+        str | None, typer.Option(help="Search by a region x,y,w,h of --image or --id (source pixels, >= 8x8).")
+    ] = None,
+    frame: Annotated[int | None, typer.Option(help="Multi-frame --image: use this 1-based frame.", min=1)] = None,
+    export: Annotated[
+        ExportChoice | None,
+        typer.Option(help="Send the results to the PACS as a DICOM SR in the query's study (DICOM queries only)."),
+    ] = None,
+    export_via: Annotated[
+        ExportVia | None, typer.Option(help="Only this export route (default: every configured one).")
+    ] = None,
+    export_without_uids: Annotated[
+        bool,
+        typer.Option(
+            "--export-without-uids", help="The SR lists rank, score, level and id only: no other patients' UIDs."
+        ),
+    ] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Find the most similar indexed images to an image, a text, an indexed image, or image+text; --like and
@@ -137,21 +165,29 @@ def search(
             service = build_summary_service(collection.settings)
             service.require()  # refuse before searching when summaries are off
         seed: engine.QueryVector | None = None
+        region = parse_roi(roi) if roi else None
+        if region is not None and image_id is None and image is None:
+            raise typer.BadParameter("--roi needs --image or --id")
         if series or study:
             seed = embed_case(collection, "series" if series else "study", str(series or study))
         elif case:
             seed = embed_upload(collection, read_case(case, collection.settings.max_file_bytes))
         elif image_id is not None:
-            seed = engine.embed_id(collection, image_id)
+            seed = (
+                engine.embed_id(collection, image_id)
+                if region is None
+                else engine.embed_region(collection, image_id, region)
+            )
         elif image is not None:
             from retrieval.sources.files import read_file
 
             data = read_file(image, collection.settings.max_file_bytes)
-            seed = engine.embed_image(collection, data)
+            seed = engine.embed_image(collection, data, roi=region, frame=frame)
             if text:
                 seed = engine.combine(seed, engine.embed_text(collection, text), text_weight)
         elif text is not None:
             seed = engine.embed_text(collection, text)
+        header = _export_header(collection, image_id, data) if export else None
         if like or unlike or seed is None:
             weights = Weights(alpha=alpha, beta=beta, gamma=gamma)
             query = feedback_query(collection, like or [], unlike or [], base=seed, weights=weights)
@@ -186,6 +222,21 @@ def search(
             )
         empty_reason = None if hits else why_empty(collection, filters.store_filters())
         summary = _summarize(service, collection, hits, image_id, data, text) if summarize and hits else None
+        exported = None
+        if header is not None:
+            from retrieval.export.run import export_sr, region_text
+            from retrieval.export.send import Route
+
+            via: Route | None = "cstore" if export_via == ExportVia.cstore else "stow" if export_via else None
+            exported = export_sr(
+                collection,
+                header,
+                hits,
+                query.kind,
+                include_uids=not export_without_uids,
+                via=via,
+                region=region_text(query.region),
+            )
     except MedsearchError as exc:
         fail(exc)
         return
@@ -195,19 +246,27 @@ def search(
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
         answer: dict[str, Any] = {"query": query.kind, "hits": rows}
+        if query.region is not None:
+            answer["roi"] = list(query.region)
         if empty_reason is not None:
             answer["empty_reason"] = empty_reason
         if summarize:
             answer["summary"] = asdict(summary) if summary is not None else None
+        if exported is not None:
+            answer["export"] = asdict(exported)
         out.print_json(json.dumps(answer))
         return
     if empty_reason is None:
         what = {"image": "images", "series": "series", "study": "studies"}[level]
-        table = hits_table(f"{len(hits)} similar {what} ({query.kind} query)", hits, wide)
+        where = "" if query.region is None else ", region " + ",".join(map(str, query.region))
+        table = hits_table(f"{len(hits)} similar {what} ({query.kind} query{where})", hits, wide)
         (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
     else:
         say(f"no results: {empty_reason}")
     standin_notice(collection)
+    if exported is not None:
+        routes = ", ".join(f"{s['route']} {s['target']}" for s in exported.sent)
+        say(f"SR {exported.sop_instance_uid} ({exported.matches} matches) stored in the query's study by {routes}")
     if summary is not None:
         ids = ", ".join(map(str, summary.compared_ids))
         out.print(f"\n[bold]Summary[/] by {summary.model} (compared images {ids}):", highlight=False)
@@ -247,6 +306,20 @@ def read_case(paths: list[Path], limit: int) -> list[bytes]:
             else [path]
         )
     return [read_file(p, limit) for p in files]
+
+
+def _export_header(collection: Any, image_id: int | None, data: bytes | None) -> Any:
+    """The query's own DICOM header for --export sr, checked before searching (routes configured, DICOM query)."""
+    from retrieval.export.errors import ExportNeedsDicomError
+    from retrieval.export.run import PNG_HINT, header_of, indexed_header
+    from retrieval.export.send import targets
+
+    targets(collection.settings)
+    if image_id is not None:
+        return indexed_header(collection, image_id)
+    if data is not None:
+        return header_of(data)
+    raise ExportNeedsDicomError(f"a text or feedback query has no study: {PNG_HINT}")
 
 
 def _uids(hit: Any) -> tuple[str | None, str | None, str | None]:
