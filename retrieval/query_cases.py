@@ -12,7 +12,8 @@ import numpy.typing as npt
 
 from retrieval.collection import Collection
 from retrieval.errors import BadQueryError, DecodeError, NotFoundError, TooLargeError
-from retrieval.imaging.types import DecodeLimits
+from retrieval.imaging.series import parse_slices, plan_series, read_header
+from retrieval.imaging.types import DecodeLimits, FramePolicy
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.query import QueryVector, rows_and_vectors
@@ -67,10 +68,29 @@ def case_files(files: Sequence[bytes]) -> list[bytes]:
     return list(files)
 
 
-def sample_case(prepared: list[PreparedImage]) -> list[PreparedImage]:
-    """The slices of an uploaded case that are embedded: every one, for now. Once series sampling exists
-    (issue 19 item 2, the series-slices setting) it picks the same slices an indexed series keeps, here."""
-    return prepared
+def sample_case(files: Sequence[bytes], k: int | None) -> list[tuple[bytes, FramePolicy]]:
+    """The files (and frames) of an uploaded case that are embedded: the slices an indexed series keeps (K per
+    volume, evenly over its extent; localizers and other left-outs dropped; copies once), single images and
+    files that are no DICOM series as they are (their middle frame)."""
+    headers = [read_header(data, str(number)) for number, data in enumerate(files)]
+    chosen: dict[str, list[int]] = {}
+    planned: set[str] = set()
+    for plan in plan_series([h for h in headers if h is not None], k):
+        planned |= {s.key for s in plan.volume} | {s.key for s, _ in plan.excluded} | set(plan.copies)
+        planned |= set(plan.singles)
+        for piece in plan.sampled:
+            chosen.setdefault(piece.key, []).extend([piece.frame] if piece.frame is not None else [])
+        for key in plan.singles:
+            chosen.setdefault(key, [])
+    out: list[tuple[bytes, FramePolicy]] = []
+    for number, data in enumerate(files):
+        key = str(number)
+        if key in chosen:
+            frames = chosen[key]
+            out.append((data, tuple(sorted(frames)) if frames else "middle"))
+        elif key not in planned:
+            out.append((data, "middle"))
+    return out
 
 
 def embed_upload(collection: Collection, files: Sequence[bytes]) -> QueryVector:
@@ -81,22 +101,30 @@ def embed_upload(collection: Collection, files: Sequence[bytes]) -> QueryVector:
     settings = collection.settings
     limits = DecodeLimits.of(settings)
     prepared: list[PreparedImage] = []
-    for number, data in enumerate(case_files(files), start=1):
+    sampled = sample_case(case_files(files), parse_slices(settings.series_slices))
+    for number, (data, frames) in enumerate(sampled, start=1):
         try:
             prepared.append(
                 prepare_bytes(
-                    data, encoder.image_processor, frames="middle", limits=limits, ct_window=settings.ct_window
+                    data,
+                    encoder.image_processor,
+                    frames=frames,
+                    limits=limits,
+                    ct_window=settings.ct_window,
+                    ct_channels=settings.ct_channels,
                 )
             )
         except DecodeError as exc:  # the same error (and status) as for one uploaded image, naming the file
             raise type(exc)(f"file {number} of the case: {exc}") from exc
-    prepared = sample_case(prepared)
     pixels = np.concatenate([p.pixel_values for p in prepared])
     slices: npt.NDArray[np.float32] = collection.run_model(lambda: encoder.encode_pixel_values(pixels))
     slices = np.asarray(slices, np.float32)
     groups: dict[str, list[int]] = {}
-    for row, item in enumerate(prepared):
-        groups.setdefault(item.meta.series_instance_uid or f"file:{row}", []).append(row)
+    row = 0
+    for number, item in enumerate(prepared):  # a multi-frame file gives a row per sampled frame
+        count = len(item.pixel_values)
+        groups.setdefault(item.meta.series_instance_uid or f"file:{number}", []).extend(range(row, row + count))
+        row += count
     vector = unit_mean(np.stack([unit_mean(slices[rows]) for rows in groups.values()]))
     meta = prepared[0].meta
     return QueryVector(

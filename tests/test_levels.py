@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from api.app import create_app
 from api.config import ServiceSettings
+from indexer.job import IndexOptions
 from indexer.pipeline import run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
@@ -121,7 +122,11 @@ def test_a_case_hit_carries_its_key_slice_and_slices(
     assert set(row) >= HIT_FIELDS
     assert row["level"] == "series" and row["slices_sampled"] == row["slices_total"] == len(again.files)
     members = built.catalog.cases.member_ids("series", [again.series_uid])[again.series_uid]
-    assert row["sampled_image_ids"] == sorted(members)
+    rows = built.catalog.images(members)
+    positions = [rows[i].slice_position for i in row["sampled_image_ids"]]  # type: ignore[union-attr]
+    assert sorted(row["sampled_image_ids"]) == sorted(members)
+    assert None not in positions and positions == sorted(positions)  # in slice order, not in indexing order
+    assert row["sampled_image_ids"] != sorted(members)  # the files were written shuffled: id order is not anatomy
     cosines = _stored(built, members) @ query.vector
     assert row["key_image_id"] == row["id"] == members[int(np.argmax(cosines))]
     assert row["modality"] == "CT" and row["body_part"] == "CHEST" and row["study_date"] == "2024-01-02"
@@ -318,3 +323,25 @@ def test_api_levels_cases_and_uploads(api: TestClient, corpus: tuple[Path, dict[
     stats = api.get("/v1/stats").json()
     assert stats["series"] >= 10 and stats["studies"] >= 9
     assert stats["case_index_vectors"] == {"series": stats["series"], "study": stats["studies"]}
+
+
+def test_an_uploaded_volume_is_sampled_like_an_indexed_one(tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 19 item 6: an upload of a whole series embeds the K slices indexing samples (the localizer left
+    out), so its vector is the indexed series' vector: 24 slices + a localizer uploaded, 6 embedded."""
+    from tests.phantoms import volume, write_series
+
+    series = write_series(tmp_path / "ct", volume("sphere", slices=24), shape="sphere")
+    assert series.localizer is not None and len(series.files) == 25
+    col = Collection(make_settings(tmp_path / "data", tiny_model, series_slices="6"))
+    try:
+        run_index(col, [tmp_path / "ct"], IndexOptions(workers=0, batch_size=8, series_slices=6))
+        stored = col.catalog.cases.find("series", series.series_uid)
+        assert (
+            stored is not None
+            and len(col.catalog.cases.member_ids("series", [series.series_uid])[series.series_uid]) == 6
+        )
+        query = embed_upload(col, [p.read_bytes() for p in series.files])
+        assert query.slices is not None and len(query.slices) == 6
+        np.testing.assert_allclose(query.vector, stored[1], atol=1e-4)
+    finally:
+        col.close()
