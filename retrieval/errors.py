@@ -128,6 +128,7 @@ class PreprocessingMismatchError(ModelMismatchError):
     """The index was built with another CT channel recipe (MEDSEARCH_CT_CHANNELS) than the one in use."""
 
     code = "preprocessing_mismatch"
+    status = 503
     title = "Index built with another preprocessing"
 
 

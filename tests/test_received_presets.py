@@ -64,7 +64,11 @@ def test_ct_presets_render_without_a_pacs_and_nothing_identifies_the_patient(col
 @pytest.mark.backends("sqlite-faiss")
 def test_only_ct_pixels_are_kept(collection: Collection) -> None:
     _received(collection, "MR_small.dcm")
-    assert not (collection.settings.data_dir / "received").exists()
+    received = collection.settings.data_dir / "received"
+    # an MR slice leaves only its series' planning facts (received/series/*.json: UIDs and geometry), no pixels
+    kept = [p for p in received.rglob("*") if p.is_file() and p.parent != received / "series"]
+    assert kept == []
+    assert all(p.suffix == ".json" for p in received.rglob("*") if p.is_file())
 
 
 def test_re_reads_go_by_uri_scheme(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ FREE_TEXT = {
     "host",
     "api_keys",  # checked when the service starts (its own bad_settings error, tested in test_api)
     "viewer_url_template",  # checked when the service starts (unknown placeholders)
+    "export_ae",  # checked when an export runs (AET@host:port, a one-line settings error: test_export_sr)
+    "export_dicomweb",  # a URL, like dicomweb_url
 }
 
 
