@@ -83,9 +83,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that asks for the PostgreSQL server itself is a `peers` test too."""
+    """A test that asks for the PostgreSQL server itself, or for Chromium, is a `peers` test too."""
     for item in items:
-        if "postgres_server" in getattr(item, "fixturenames", ()):
+        if {"postgres_server", "chromium"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.peers)
 
 

@@ -67,6 +67,7 @@ def _items(sr: pydicom.Dataset) -> list[dict[str, object]]:
     return out
 
 
+@pytest.mark.peers  # DCMTK and dicom3tools, programs we did not write
 def test_sr_is_read_without_errors_by_dcmtk_dicom3tools_and_highdicom(tmp_path: Path) -> None:
     query, matches = _query(), _matches(10)
     path = _write(build_sr(query, matches, ABOUT), tmp_path / "sr.dcm")
