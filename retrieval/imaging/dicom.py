@@ -75,7 +75,8 @@ def _date(ds: Dataset, keyword: str) -> date | None:
         return None
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def int_tag(ds: Dataset, keyword: str) -> int | None:
+    """An integer attribute of a dataset, or None when it is absent, empty or not a number."""
     try:
         value = ds.get(keyword)
         return int(value) if value is not None and str(value).strip() != "" else None
@@ -101,10 +102,10 @@ def dicom_meta(ds: Dataset, content_hash: str) -> ImageMeta:
         sex=_text(ds, "PatientSex"),
         age=_text(ds, "PatientAge"),
         manufacturer=_text(ds, "Manufacturer"),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        rows=int_tag(ds, "Rows"),
+        columns=int_tag(ds, "Columns"),
         photometric=_text(ds, "PhotometricInterpretation"),
-        number_of_frames=max(_int(ds, "NumberOfFrames") or 1, 1),
+        number_of_frames=max(int_tag(ds, "NumberOfFrames") or 1, 1),
         transfer_syntax=tsyntax or None,
         patient_id=_text(ds, "PatientID"),
         accession_number=_text(ds, "AccessionNumber"),
@@ -169,7 +170,7 @@ def _to_unit(
             top = 255.0  # 8-bit palette entries stored in 16-bit words (a common writer quirk)
         return np.clip(rgb.astype(np.float32) / top, 0, 1), "palette"
     if arr.ndim == 3:  # RGB (YBR already converted to RGB by pydicom)
-        bits = _int(ds, "BitsStored") or arr.dtype.itemsize * 8
+        bits = int_tag(ds, "BitsStored") or arr.dtype.itemsize * 8
         top = float(2**bits - 1)
         return np.clip(arr.astype(np.float32) / top, 0, 1), "rgb"
     values = apply_modality_lut(arr, ds)

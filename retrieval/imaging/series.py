@@ -14,6 +14,8 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from retrieval.imaging.dicom import int_tag
+
 Vec3 = tuple[float, float, float]
 Orientation = tuple[float, float, float, float, float, float]
 
@@ -159,7 +161,7 @@ def _header(ds: Dataset, key: str) -> Header | None:
     series = _text(ds, "SeriesInstanceUID")
     if not series or ("Rows" not in ds and "PerFrameFunctionalGroupsSequence" not in ds):
         return None
-    frames = max(_int(ds, "NumberOfFrames") or 1, 1)
+    frames = max(int_tag(ds, "NumberOfFrames") or 1, 1)
     positions, orientations = _per_frame_geometry(ds, frames)
     image_type = ds.get("ImageType")
     return Header(
@@ -169,10 +171,10 @@ def _header(ds: Dataset, key: str) -> Header | None:
         study_instance_uid=_text(ds, "StudyInstanceUID"),
         modality=(_text(ds, "Modality") or "").upper() or None,
         image_type=tuple(str(v).upper() for v in (image_type if image_type is not None else [])),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        rows=int_tag(ds, "Rows"),
+        columns=int_tag(ds, "Columns"),
         number_of_frames=frames,
-        instance_number=_int(ds, "InstanceNumber"),
+        instance_number=int_tag(ds, "InstanceNumber"),
         position=_vector(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         orientation=_vector(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
         frame_positions=positions,
@@ -221,14 +223,6 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     value = ds.get(keyword)
     text = str(value).strip() if value is not None else ""
     return text or None
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value is not None and str(value).strip() != "" else None
-    except (TypeError, ValueError):
-        return None
 
 
 # -- geometry ------------------------------------------------------------------------------------
