@@ -56,6 +56,10 @@ V1_ROUTES = {
     ("POST", "/v1/images/{image_id}/export/sr"),
     ("GET", "/v1/images/{image_id}"),
     ("GET", "/v1/images/{image_id}/similar"),
+    ("GET", "/v1/images/by-sop"),
+    ("GET", "/v1/series/{uid}/similar"),
+    ("GET", "/v1/studies/{uid}/similar"),
+    ("POST", "/v1/search/case"),
     ("GET", "/v1/images/{image_id}/thumbnail"),
     ("GET", "/v1/images/{image_id}/preview"),
     ("GET", "/v1/stats"),
@@ -460,8 +464,14 @@ def test_sql_looking_filters(client: httpx.Client, ids: dict[str, int], main_dat
 def v1_requests(image_id: int, ids: list[int]) -> dict[tuple[str, str], dict[str, Any]]:
     """A valid request for every /v1 route (keyword arguments of httpx.Client.request; `_path` and `_ok` when the
     path or the status of an authorised request is not the default)."""
-    upload = {"file": ("q.dcm", (SAMPLES / "MR_small.dcm").read_bytes(), "application/octet-stream")}
+    mr = (SAMPLES / "MR_small.dcm").read_bytes()
+    upload = {"file": ("q.dcm", mr, "application/octet-stream")}
+    header = pydicom.dcmread(SAMPLES / "MR_small.dcm", stop_before_pixels=True)
     return {
+        ("GET", "/v1/images/by-sop"): {"params": {"uid": str(header.SOPInstanceUID)}},
+        ("GET", "/v1/series/{uid}/similar"): {"_path": f"/v1/series/{header.SeriesInstanceUID}/similar"},
+        ("GET", "/v1/studies/{uid}/similar"): {"_path": f"/v1/studies/{header.StudyInstanceUID}/similar"},
+        ("POST", "/v1/search/case"): {"files": [("files", ("q.dcm", mr, "application/octet-stream"))]},
         ("POST", "/v1/search/image"): {"files": upload, "data": {"k": "2"}},
         ("POST", "/v1/search/text"): {"json": {"text": "knee", "k": 2}},
         ("POST", "/v1/search/feedback"): {"json": {"image_id": image_id, "like": [image_id + 1], "k": 2}},
