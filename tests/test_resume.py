@@ -212,7 +212,7 @@ class Snapshot:
     schema: frozenset[str]  # tables and indexes
 
 
-VOLATILE = {"id", "indexed_at", "patient_hash"}
+VOLATILE = {"id", "indexed_at", "patient_hash", "accession_hash"}  # hashes: each folder has its own salt
 
 
 def snapshot(data_dir: Path) -> Snapshot:
