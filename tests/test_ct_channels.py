@@ -60,6 +60,7 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two collections indexed
 def test_a_collection_cannot_mix_the_two_recipes(tmp_path: Path, tiny_model: Path) -> None:
     folder = _folder(tmp_path)
     data = tmp_path / "data"
@@ -75,6 +76,7 @@ def test_a_collection_cannot_mix_the_two_recipes(tmp_path: Path, tiny_model: Pat
         assert len(engine.search(again, engine.embed_text(again, "chest"), k=2)) == 2
 
 
+@pytest.mark.slow  # indexes and searches a collection (10 s)
 def test_a_multiwindow_collection_embeds_ct_queries_with_its_recipe(tmp_path: Path, tiny_model: Path) -> None:
     folder = _folder(tmp_path)
     ct = (folder / "CT_small.dcm").read_bytes()

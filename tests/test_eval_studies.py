@@ -79,6 +79,7 @@ def _write_study(folder: Path, source: Path, label: str, copies: int, patient: s
     return study
 
 
+@pytest.mark.e2e  # the real `medsearch eval` command (31 s)
 def test_eval_cli_reports_study_level_next_to_image_level(tmp_path: Path, cli_env: dict[str, str]) -> None:
     folder = tmp_path / "studies"
     folder.mkdir()

@@ -206,6 +206,7 @@ def test_maxsim_is_the_mean_best_cosine_and_reorders_the_centroid_ranking() -> N
     assert [case for case, _ in ranked] == [8, 7]
 
 
+@pytest.mark.slow  # three indexing runs (10 s)
 def test_a_growing_series_updates_its_vector_and_indexes(tmp_path: Path, tiny_model: Path) -> None:
     studies = write_studies(tmp_path / "in", slices=6)
     first, _ = studies["bar"]
@@ -241,6 +242,7 @@ def test_a_growing_series_updates_its_vector_and_indexes(tmp_path: Path, tiny_mo
         assert int(found[0][0]) == left.id and scores[0][0] == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow  # a collection built, migrated down and up
 def test_migration_fills_the_cases_of_a_collection_indexed_before_them(tmp_path: Path, tiny_model: Path) -> None:
     """A collection as 0005 left it (no cases table, no case index files) gets its series and study vectors
     from the stored slice vectors when it is opened: the encoder is never loaded."""

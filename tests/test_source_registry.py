@@ -28,6 +28,7 @@ def memo() -> Iterator[ModuleType]:
 
 
 @pytest.mark.backends("sqlite-faiss")
+@pytest.mark.slow  # a spawned decode worker pool
 def test_a_registered_kind_is_indexed_read_by_workers_and_re_read(
     memo: ModuleType, collection: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
