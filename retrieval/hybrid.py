@@ -50,20 +50,16 @@ def hybrid_search(
             if admitted is None or image_id in admitted:
                 report_rank.setdefault(image_id, rank)
     if exclude_same_study and query.study_uid:
-        report_rank = {
-            i: r for i, r in report_rank.items() if i in embedding_rank or _other_study(collection, i, query)
-        }
+        unseen = [i for i in report_rank if i not in embedding_rank]  # the embedding search excluded its own
+        rows = collection.catalog.hit_rows(unseen) if unseen else {}  # one read, not one per image
+        same = {i for i in unseen if i not in rows or rows[i].study_instance_uid == query.study_uid}
+        report_rank = {i: r for i, r in report_rank.items() if i not in same}
     fused = {
         image_id: sum(1.0 / (RRF_K + r) for r in (embedding_rank.get(image_id), report_rank.get(image_id)) if r)
         for image_id in embedding_rank.keys() | report_rank.keys()
     }
     chosen = sorted(fused, key=lambda i: (-fused[i], embedding_rank.get(i, depth + 1), i))[:k]
     return _hits(collection, query, chosen, {h.image.id: h for h in by_vector}, embedding_rank, report_rank)
-
-
-def _other_study(collection: Collection, image_id: int, query: QueryVector) -> bool:
-    row = collection.catalog.images([image_id]).get(image_id)
-    return row is not None and row.study_instance_uid != query.study_uid
 
 
 def _hits(
