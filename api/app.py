@@ -21,7 +21,7 @@ from api.keys import KeyGateMiddleware
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
-from api.routes import export, feedback, images, probes, render, search, summaries, system, tags, vocabulary
+from api.routes import export, feedback, images, probes, render, search, summaries, system, tags, viewer, vocabulary
 from api.state import ServiceState
 from api.strict import reject_unknown_parameters
 from api.views import check_template
@@ -96,6 +96,7 @@ def create_app(
     app.include_router(export.router)
     app.include_router(feedback.router)
     app.include_router(images.router)
+    app.include_router(viewer.router)
     app.include_router(system.router)
     app.include_router(summaries.router)
     app.include_router(render.router)

@@ -50,7 +50,7 @@ def _decode_picture(
     return PILImage.fromarray(pixels), decoded.meta
 
 
-def _png(picture: PILImage.Image, size: int) -> bytes:
+def png_of(picture: PILImage.Image, size: int) -> bytes:
     """The picture scaled into size x size, as PNG."""
     picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     buf = io.BytesIO()
@@ -67,7 +67,7 @@ def render_png(image: Image, size: int, settings: Settings, data: bytes | None =
     """Decode the image's own frame from its source (or the given bytes) as a PNG no larger than size x size."""
     if data is None:
         data = read_source(image.source_uri, settings)
-    return _png(picture_from_bytes(data, settings, image.frame if image.kind == "dicom" else None), size)
+    return png_of(picture_from_bytes(data, settings, image.frame if image.kind == "dicom" else None), size)
 
 
 def cached_png(image: Image, kind: str, settings: Settings, data: bytes | None = None) -> bytes:
@@ -124,7 +124,7 @@ def render(
             raise WindowNotApplicableError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
         data = _without_file_voi(data)
     picture, meta = _decode_picture(data, settings, frame, window or settings.ct_window)
-    return Rendering(png=_png(picture, size), kind=meta.kind, modality=meta.modality, window=meta.window or "")
+    return Rendering(png=png_of(picture, size), kind=meta.kind, modality=meta.modality, window=meta.window or "")
 
 
 def render_indexed(image: Image, size: int, settings: Settings, window: str) -> Rendering:

@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     # 4 sources, and what reads images back from them
     "retrieval.sources": 4,
     "retrieval.render": 4,
+    "retrieval.viewing": 4,
     # 5 collection
     "retrieval.collection": 5,
     # 6 query, findings, reports, summaries, evaluation

@@ -14,7 +14,15 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 
-from retrieval.errors import DecodeError, NonImageObjectError, NotAnImageError, TooLargeError, UnsupportedFormatError
+from retrieval.errors import (
+    BadQueryError,
+    DecodeError,
+    NonImageObjectError,
+    NotAnImageError,
+    TooLargeError,
+    UnsupportedFormatError,
+    WindowNotApplicableError,
+)
 from retrieval.imaging.sop_classes import PIXEL_TAGS, classify_dataset
 from retrieval.imaging.sr_text import header_identifiers
 from retrieval.imaging.types import (
@@ -240,3 +248,33 @@ def decode_dicom(
         decoded.append(DecodedFrame(pixels=pixels, frame=index + 1))
     meta.window = window
     return DecodedImage(meta=meta, frames=decoded)
+
+
+def grey_frame(
+    data: bytes, frame: int | None, limits: DecodeLimits, *, force: bool = False
+) -> tuple[np.ndarray, Dataset, ImageMeta]:
+    """One grey frame (1-based; the middle one by default) after the modality LUT: HU for CT, stored values
+    (rescaled) otherwise; with the dataset and metadata. Colour images have no window to set: refused."""
+    ds = read_dataset(data, force=force)
+    if not any(tag in ds for tag in PIXEL_TAGS):
+        raise NotAnImageError(f"DICOM file without pixel data ({classify_dataset(ds).name})")
+    _ensure_transfer_syntax(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        meta = dicom_meta(ds, "")
+    _check_limits(meta, limits)
+    if frame is not None and not 1 <= frame <= meta.number_of_frames:
+        raise BadQueryError(f"frame {frame} does not exist: the image has frames 1..{meta.number_of_frames}")
+    photometric = (meta.photometric or "").upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise WindowNotApplicableError(f"window/level applies to grey images; this one is {photometric or 'colour'}")
+    index = frame - 1 if frame is not None else meta.number_of_frames // 2
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = pixel_array(ds, index=index)
+    except Exception as exc:
+        raise DecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {exc}") from exc
+    if arr.ndim != 2 or arr.size == 0:
+        raise WindowNotApplicableError(f"window/level applies to grey images; this frame has shape {arr.shape}")
+    return apply_modality_lut(arr, ds), ds, meta
