@@ -43,6 +43,8 @@ class View:
     frames: int
     window: ViewWindow | None
     inverted: bool
+    columns: int  # the source frame's size in pixels (the PNG may be scaled down to 1024)
+    rows: int
 
 
 _cache: OrderedDict[tuple[int, str, int | None], tuple[np.ndarray, Dataset, ImageMeta]] = OrderedDict()
@@ -108,7 +110,8 @@ def view_indexed(
         if invert:
             picture = PILImage.fromarray(255 - np.asarray(picture))
         frames = image.number_of_frames if image.kind == "dicom" else 1
-        return View(png_of(picture, SIZES["preview"]), wanted, frames, None, invert)
+        columns, rows = picture.size
+        return View(png_of(picture, SIZES["preview"]), wanted, frames, None, invert, columns, rows)
     values, ds, meta = _frame(image, wanted, settings)
     default = default_window(values, ds, meta, settings.ct_window)
     if centre is None and width is None:
@@ -127,4 +130,4 @@ def view_indexed(
         out = 1.0 - out
     pixels = np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
     png = png_of(PILImage.fromarray(pixels), SIZES["preview"])
-    return View(png, wanted, meta.number_of_frames, window, invert)
+    return View(png, wanted, meta.number_of_frames, window, invert, values.shape[1], values.shape[0])

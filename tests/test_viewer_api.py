@@ -69,7 +69,7 @@ def test_default_window_is_named_and_every_pixel_follows_the_formula(api: TestCl
     ct = api.get(f"/v1/images/{ids['CT_small.dcm']}/view")
     assert ct.headers["x-medsearch-window-origin"] == "ct:soft-tissue"
     assert (ct.headers["x-medsearch-window-centre"], ct.headers["x-medsearch-window-width"]) == ("40", "400")
-    assert ct.headers["x-medsearch-window-units"] == "HU"
+    assert ct.headers["x-medsearch-window-units"] == "HU" and ct.headers["x-medsearch-size"] == "128x128"
     assert np.abs(pixels(ct) - linear_voi(hu("CT_small.dcm"), 40, 400)).max() <= 1
     mr = api.get(f"/v1/images/{ids['MR_small.dcm']}/view")  # the file's own window, on stored values
     assert mr.headers["x-medsearch-window-origin"] == "file" and mr.headers["x-medsearch-window-units"] == "stored"

@@ -22,6 +22,7 @@ def view_response(view: View) -> Response:
         "X-Medsearch-Frame": str(view.frame),
         "X-Medsearch-Frames": str(view.frames),
         "X-Medsearch-Inverted": "true" if view.inverted else "false",
+        "X-Medsearch-Size": f"{view.columns}x{view.rows}",
     }
     if view.window is not None:
         headers |= {
@@ -54,8 +55,8 @@ async def view(
     the file's own, the CT preset in use, or the frame's value range). Not cached; recent frames stay decoded.
 
     Headers: X-Medsearch-Window-Centre, -Width, -Units (HU or stored), -Origin (request, file, ct:<preset> or
-    range), X-Medsearch-Frame, -Frames and -Inverted. A window on a raster picture or a colour DICOM is a 409
-    window_not_applicable; a frame the file does not have is a 400."""
+    range), X-Medsearch-Frame, -Frames, -Inverted and -Size (the source frame's columns x rows). A window on a
+    raster picture or a colour DICOM is a 409 window_not_applicable; a frame the file does not have is a 400."""
     image = await run_in_threadpool(_image, state, image_id)
     shown = await run_in_threadpool(
         lambda: view_indexed(image, state.settings, centre=wc, width=ww, frame=frame, invert=invert)

@@ -4,9 +4,10 @@ import { apiJson } from "./api.js";
 import { openCompare } from "./compare.js";
 import { $, basename, el, fmtDateTime, fmtScore } from "./dom.js";
 import { hideError, showError } from "./errors.js";
-import { loadImage, releaseImage } from "./images.js";
+import { releaseImage } from "./images.js";
 import { caseSummary, caseUid, isCase } from "./levels.js";
 import { state } from "./state.js";
+import { closeViewer, showInViewer } from "./viewer.js";
 
 // [field, title, format]; formats turn API values into what a reader expects
 const META_FIELDS = [
@@ -32,12 +33,12 @@ const META_FIELDS = [
 // A series or study hit: its sampled slices in slice order, stepped through with the arrow keys.
 const slices = { ids: [], index: 0, key: null };
 
-function showSlice() {
+function showSlice(keep) {
   const id = slices.ids[slices.index];
   const preview = $("detail-preview");
   preview.classList.remove("loaded");
   preview.alt = `Slice ${slices.index + 1} of ${slices.ids.length} (image ${id})`;
-  loadImage(preview, `v1/images/${id}/preview`, "detail");
+  showInViewer(id, { keep }); // the next slice keeps the reader's window, zoom and invert
   $("slice-pos").textContent = `slice ${slices.index + 1} of ${slices.ids.length}${id === slices.key ? " · key slice" : ""}`;
   $("detail").dataset.slice = String(id);
   $("slice-prev").disabled = slices.index === 0;
@@ -50,7 +51,7 @@ export function stepSlice(delta) {
   const next = Math.min(slices.ids.length - 1, Math.max(0, slices.index + delta));
   if (next === slices.index) return false;
   slices.index = next;
-  showSlice();
+  showSlice(true);
   return true;
 }
 
@@ -91,11 +92,11 @@ export function openDetail(hit, opener) {
     caption.push(`${hit.level} · ${caseSummary(hit)}`);
     $("detail-caption").textContent = caption.join(" · ");
     stepper.hidden = slices.ids.length < 2;
-    showSlice();
+    showSlice(false);
   } else {
     slices.ids = [];
     stepper.hidden = true;
-    loadImage(preview, hit.preview_url || `v1/images/${hit.id}/preview`, "detail");
+    showInViewer(hit.id);
   }
   panel.dataset.level = hit.level || "image";
   renderUids(hit);
@@ -195,7 +196,7 @@ export function closeDetail() {
   if (panel.hidden) return;
   panel.hidden = true;
   document.body.classList.remove("detail-open");
-  $("detail-preview").removeAttribute("src");
+  closeViewer();
   releaseImage("detail");
   slices.ids = [];
   state.detailHit = null;

@@ -14,6 +14,7 @@ import { loadFindingNames, wireProbes } from "./probes.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
 import { rerun, run } from "./search.js";
 import { state } from "./state.js";
+import { stepFrame, viewerKey, wireViewer } from "./viewer.js";
 import { loadVocabulary } from "./vocabulary.js";
 
 // Here, not in detail.js: the detail panel is opened by the results, which the search renders (no circle)
@@ -49,6 +50,17 @@ function moveFocus(event) {
   }
 }
 
+// With a result's panel open: the next (+1) or previous (-1) result in the grid opens in it.
+function stepResult(delta) {
+  const cards = [...$("results").querySelectorAll(".card")];
+  const i = cards.findIndex((c) => c.classList.contains("selected"));
+  const target = i < 0 ? null : cards[i + delta];
+  if (!target) return false;
+  target.click();
+  target.scrollIntoView({ block: "nearest" });
+  return true;
+}
+
 function onKey(event) {
   if (event.key === "Escape" && closeCompare()) {
     event.preventDefault();
@@ -66,7 +78,16 @@ function onKey(event) {
     if (stepCompare(delta)) event.preventDefault(); // both cases one step, in step
     return;
   }
-  if (delta && !typing && !onCard && !$("detail").hidden && stepSlice(delta)) {
+  const inPanel = !typing && !onCard && !$("detail").hidden;
+  if (inPanel && (event.key === "n" || event.key === "p") && stepResult(event.key === "n" ? 1 : -1)) {
+    event.preventDefault();
+    return;
+  }
+  if (inPanel && viewerKey(event)) {
+    event.preventDefault();
+    return;
+  }
+  if (delta && inPanel && (stepSlice(delta) || stepFrame(delta))) {
     event.preventDefault();
     return;
   }
@@ -199,6 +220,7 @@ function init() {
   wireCompareStepper();
   $("slice-prev").addEventListener("click", () => stepSlice(-1));
   $("slice-next").addEventListener("click", () => stepSlice(1));
+  wireViewer();
   for (const radio of document.querySelectorAll("input[name=level]")) radio.addEventListener("change", rerun);
   document.addEventListener("keydown", onKey);
   trackTopbar();
