@@ -46,8 +46,12 @@ def _decode_picture(
         limits=DecodeLimits.of(settings),
         ct_window=ct_window,
     )
-    pixels = np.rint(np.clip(decoded.frames[0].pixels, 0, 1) * 255).astype(np.uint8)
-    return PILImage.fromarray(pixels), decoded.meta
+    return picture_of(decoded.frames[0].pixels), decoded.meta
+
+
+def picture_of(pixels: np.ndarray) -> PILImage.Image:
+    """Pixels in [0, 1] (grey, or RGB as H x W x 3) as an 8-bit picture."""
+    return PILImage.fromarray(np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8))
 
 
 def png_of(picture: PILImage.Image, size: int) -> bytes:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image as PILImage
+from PIL import ImageOps
 from pydicom.dataset import Dataset
 
 from retrieval.errors import WindowNotApplicableError
@@ -15,7 +15,7 @@ from retrieval.imaging.decode import GZIP_MAGIC, gunzip
 from retrieval.imaging.dicom import grey_frame
 from retrieval.imaging.types import DecodeLimits, ImageMeta
 from retrieval.imaging.windowing import CT_PRESETS, apply_window, has_file_voi
-from retrieval.render import SIZES, picture_from_bytes, png_of
+from retrieval.render import SIZES, picture_from_bytes, picture_of, png_of
 from retrieval.settings import Settings
 from retrieval.sources.read import read_source
 from retrieval.store.models import Image
@@ -108,7 +108,7 @@ def view_indexed(
         data = read_source(image.source_uri, settings)
         picture = picture_from_bytes(data, settings, wanted if image.kind == "dicom" else None)
         if invert:
-            picture = PILImage.fromarray(255 - np.asarray(picture))
+            picture = ImageOps.invert(picture.convert("RGB" if picture.mode not in ("L", "RGB") else picture.mode))
         frames = image.number_of_frames if image.kind == "dicom" else 1
         columns, rows = picture.size
         return View(png_of(picture, SIZES["preview"]), wanted, frames, None, invert, columns, rows)
@@ -128,6 +128,5 @@ def view_indexed(
         out = 1.0 - out
     if invert:
         out = 1.0 - out
-    pixels = np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
-    png = png_of(PILImage.fromarray(pixels), SIZES["preview"])
+    png = png_of(picture_of(out), SIZES["preview"])
     return View(png, wanted, meta.number_of_frames, window, invert, values.shape[1], values.shape[0])

@@ -79,7 +79,8 @@ function onKey(event) {
     return;
   }
   const inPanel = !typing && !onCard && !$("detail").hidden;
-  if (inPanel && (event.key === "n" || event.key === "p") && stepResult(event.key === "n" ? 1 : -1)) {
+  const next = { n: 1, N: 1, p: -1, P: -1 }[event.key];
+  if (inPanel && next && !event.ctrlKey && !event.metaKey && !event.altKey && stepResult(next)) {
     event.preventDefault();
     return;
   }
