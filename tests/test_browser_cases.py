@@ -141,10 +141,19 @@ def test_series_cards_show_a_strip_and_the_detail_steps_through_the_slices(cases
     assert start in ids
     position = ids.index(start)
     step = 1 if position < len(ids) - 1 else -1
+    page.keyboard.press("1")  # the viewer's first CT preset (lung): the next slice keeps the reader's window
+    page.wait_for_function("() => document.getElementById('viewer-stage').dataset.ww === '1500'")
     page.keyboard.press("ArrowRight" if step == 1 else "ArrowLeft")
     page.wait_for_function(
         "id => document.getElementById('detail').dataset.slice === id", arg=str(ids[position + step])
     )
+    page.wait_for_function(  # the next slice is on screen
+        "id => { const s = document.getElementById('viewer-stage'); return s.dataset.image === id"
+        " && s.dataset.state === 'ready'; }",
+        arg=str(ids[position + step]),
+    )
+    assert page.get_attribute("#viewer-stage", "data-ww") == "1500"
+    assert page.get_attribute("#viewer-stage", "data-wc") == "-600"
     assert page.inner_text("[data-testid=slice-pos]").startswith(f"slice {position + step + 1} of 8")
     page.wait_for_function(
         "() => { const i = document.getElementById('detail-preview'); return i.complete && i.naturalWidth > 0; }"

@@ -146,6 +146,20 @@ def test_viewer_window_level_invert_zoom_frames_and_keys(server: str, page: Page
     save_shot(pg, "10-viewer.png")
     if os.environ.get("MEDSEARCH_UPDATE_SCREENSHOT") == "1":
         _save_for_docs(pg.locator("#detail").screenshot())
+    # Shift+drag pans (no new window), the wheel zooms about the pointer
+    centre = pg.locator("#viewer-stage").bounding_box()
+    assert centre is not None
+    cx, cy = centre["x"] + centre["width"] / 2, centre["y"] + centre["height"] / 2
+    pg.keyboard.down("Shift")
+    pg.mouse.move(cx, cy)
+    pg.mouse.down()
+    pg.mouse.move(cx + 30, cy + 20, steps=3)
+    pg.mouse.up()
+    pg.keyboard.up("Shift")
+    assert pg.eval_on_selector("#detail-preview", "i => i.style.transform") == "translate(30px, 20px) scale(1.25)"
+    assert pg.get_attribute("#viewer-stage", "data-seq") == wl["seq"]  # panning asks the server for nothing
+    pg.mouse.wheel(0, -100)
+    pg.wait_for_function("() => Number(document.getElementById('viewer-stage').dataset.zoom) > 1.25")
     # reset: the default window, no invert, no zoom
     pg.keyboard.press("r")
     wl = settled(pg, wl["seq"])

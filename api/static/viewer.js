@@ -66,7 +66,7 @@ async function render() {
   try {
     const response = await api(`v1/images/${id}/view${query ? `?${query}` : ""}`);
     const blob = await response.blob();
-    if (id === view.id) show(response.headers, blob);
+    if (id === view.id) show(response.headers, blob, id);
   } catch (err) {
     if (id === view.id) {
       stage().dataset.state = "error";
@@ -83,7 +83,7 @@ async function render() {
   }
 }
 
-function show(headers, blob) {
+function show(headers, blob, id) {
   const h = (name) => headers.get(`X-Medsearch-${name}`);
   const [columns, rows] = (h("Size") || "0x0").split("x").map(Number);
   const centre = h("Window-Centre");
@@ -108,6 +108,7 @@ function show(headers, blob) {
     Object.assign(s.dataset, {
       state: "ready",
       seq: String(view.seq),
+      image: String(id),
       wc: view.shown.wc === null ? "" : String(view.shown.wc),
       ww: view.shown.ww === null ? "" : String(view.shown.ww),
       frame: String(view.shown.frame),
