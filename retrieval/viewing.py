@@ -21,7 +21,7 @@ from retrieval.sources.read import read_source
 from retrieval.store.models import Image
 
 LEVEL_LIMIT = 1_000_000.0  # |centre| and width bound: far beyond any HU or 32-bit stored range a window needs
-CACHE_FRAMES = 8  # decoded frames kept for a drag (one CT slice of 512 x 512 is 2 MB as float64)
+CACHE_BYTES = 256 * 1024**2  # decoded frames kept for a drag, by their values and file bytes (the newest always)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class View:
     rows: int
 
 
-_cache: OrderedDict[tuple[int, str, int | None], tuple[np.ndarray, Dataset, ImageMeta]] = OrderedDict()
+_cache: OrderedDict[tuple[int, str, int | None], tuple[np.ndarray, Dataset, ImageMeta, int]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -57,17 +57,17 @@ def _frame(image: Image, frame: int | None, settings: Settings) -> tuple[np.ndar
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
+            return _cache[key][:3]
     limits = DecodeLimits.of(settings)
     data = read_source(image.source_uri, settings)
     if data[:2] == GZIP_MAGIC:
         data = gunzip(data, limits.max_bytes)
-    decoded = grey_frame(data, frame, limits, force=not (len(data) >= 132 and data[128:132] == b"DICM"))
+    values, ds, meta = grey_frame(data, frame, limits, force=not (len(data) >= 132 and data[128:132] == b"DICM"))
     with _cache_lock:
-        _cache[key] = decoded
-        while len(_cache) > CACHE_FRAMES:
+        _cache[key] = (values, ds, meta, values.nbytes + len(data))
+        while len(_cache) > 1 and sum(entry[3] for entry in _cache.values()) > CACHE_BYTES:
             _cache.popitem(last=False)
-    return decoded
+    return values, ds, meta
 
 
 def default_window(values: np.ndarray, ds: Dataset, meta: ImageMeta, ct_window: str) -> ViewWindow:
