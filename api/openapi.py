@@ -45,6 +45,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/images/by-sop"): (404, 422),  # 404: the SOP Instance UID (or that frame) is not indexed
     ("get", "/v1/images/{image_id}/thumbnail"): _PNG,
     ("get", "/v1/images/{image_id}/preview"): (400, 409, *_PNG),  # 400 unknown preset, 409 not a CT DICOM
+    ("get", "/v1/images/{image_id}/view"): (400, 409, *_PNG),  # 400 no such frame, 409 W/L on a colour/raster
     ("get", "/v1/render/windows"): (),
     ("post", "/v1/render"): (400, 409, 413, 415, 422),
     ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 413, 415, 422, 502, 503),  # roi: re-read, model

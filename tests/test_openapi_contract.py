@@ -117,7 +117,7 @@ def test_every_route_documents_its_statuses(tiny_model: Path, tmp_path: Path) ->
 
 def _probe_ids(client: httpx.Client) -> None:
     for image_id in (INT64, 2**64, -INT64 - 1, -INT64, 0, -1, 10**30):
-        for suffix in ("", "/thumbnail", "/preview", "/similar"):
+        for suffix in ("", "/thumbnail", "/preview", "/view", "/similar"):
             response = client.get(f"/v1/images/{image_id}{suffix}")
             assert response.status_code == 404 and response.json()["code"] == "not_found", (image_id, suffix)
     for suffix in ("", "/thumbnail", "/preview", "/similar"):  # the largest int64 is a valid id nobody has
