@@ -35,12 +35,13 @@ export function reportSnippet(hit) {
   return node;
 }
 
-// The detail view's report panel: every stored report of the hit's study, the latest open
+// The detail view's report panel: every stored report of the hit's study, the latest open (asked for only when
+// the hit says its study has one: no request, and no 404, for the others)
 export async function showStudyReport(hit) {
   const panel = $("detail-report");
   const body = $("detail-report-body");
   body.replaceChildren();
-  const uid = hit.study_instance_uid;
+  const uid = hit.report_versions ? hit.study_instance_uid : null;
   panel.hidden = !uid;
   panel.dataset.study = uid || "";
   panel.dataset.loaded = "false";
