@@ -21,7 +21,20 @@ from api.keys import KeyGateMiddleware
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.openapi import install_openapi
-from api.routes import export, feedback, images, probes, render, search, summaries, system, tags, viewer, vocabulary
+from api.routes import (
+    export,
+    feedback,
+    images,
+    probes,
+    render,
+    reports,
+    search,
+    summaries,
+    system,
+    tags,
+    viewer,
+    vocabulary,
+)
 from api.state import ServiceState
 from api.strict import reject_unknown_parameters
 from api.views import check_template
@@ -103,6 +116,7 @@ def create_app(
     app.include_router(vocabulary.router)
     app.include_router(tags.router)
     app.include_router(probes.router)
+    app.include_router(reports.router)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

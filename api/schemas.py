@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from api.report_schemas import ContextModel, SnippetModel
 from retrieval.feedback import ALPHA, BETA, GAMMA, MAX_MARKS, MAX_WEIGHT
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.vocabulary import GroupBy, Level, Rerank, SearchFilters, filter_fields
@@ -154,6 +155,10 @@ class HitModel(BaseModel):
     report_rank: int | None = Field(
         default=None, description="mode=hybrid: rank of the study's report match (None: its report does not match)."
     )
+    report_versions: int = Field(default=0, description="Stored reports of its study (amendments included).")
+    snippet: SnippetModel | None = Field(
+        default=None, description="Its report around the report query's words, marked (None: no report)."
+    )
     thumbnail_url: str
     preview_url: str
     viewer_url: str | None = None
@@ -198,6 +203,9 @@ class SearchResponse(BaseModel):
         default=None, description="Why there are no hits: nothing indexed yet, or which filters match no image."
     )
     roi: list[int] | None = Field(default=None, description="The query's region x,y,w,h, when it was one.")
+    context: ContextModel | None = Field(
+        default=None, description="Reference-case context of these hits (labels, tags, probes, report findings)."
+    )
 
 
 class ExportSent(BaseModel):

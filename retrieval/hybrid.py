@@ -8,8 +8,9 @@ import numpy as np
 from retrieval.collection import Collection
 from retrieval.errors import BadQueryError
 from retrieval.findings.hook import findings_of
-from retrieval.query import Hit, QueryVector, rows_and_vectors, search
+from retrieval.query import Hit, QueryVector, add_reports, report_query, rows_and_vectors, search
 from retrieval.store.repo import Filters
+from retrieval.store.report_search import any_words
 
 RRF_K = 60
 MIN_DEPTH = 50  # each list is read this deep (or 4 k): a hit may come from either
@@ -26,7 +27,8 @@ def hybrid_search(
     exclude_same_study: bool = False,
 ) -> list[Hit]:
     """Top-k images by RRF of (a) the embedding search of `query` and (b) their study's report match on any word
-    of `text`; both lists under the same filters. Image level only (several images of one study share its rank)."""
+    of `text`; both lists under the same filters. Image level only (several images of one study share its rank).
+    Snippets mark the text's words (and the report filter's)."""
     filters = filters or Filters()
     depth = max(MIN_DEPTH, 4 * k)
     by_vector = search(
@@ -59,7 +61,9 @@ def hybrid_search(
         for image_id in embedding_rank.keys() | report_rank.keys()
     }
     chosen = sorted(fused, key=lambda i: (-fused[i], embedding_rank.get(i, depth + 1), i))[:k]
-    return _hits(collection, query, chosen, {h.image.id: h for h in by_vector}, embedding_rank, report_rank)
+    hits = _hits(collection, query, chosen, {h.image.id: h for h in by_vector}, embedding_rank, report_rank)
+    add_reports(collection, hits, report_query(filters.report, any_words(text)))
+    return hits
 
 
 def _hits(
@@ -73,7 +77,6 @@ def _hits(
     missing = [i for i in chosen if i not in known]
     rows, vectors = rows_and_vectors(collection, missing)
     found = findings_of(collection, [i for i in missing if i in rows])
-    latest = collection.catalog.reports.latest([r.study_instance_uid or "" for r in rows.values()])
     hits: list[Hit] = []
     for image_id in chosen:
         hit = known.get(image_id)
@@ -83,8 +86,6 @@ def _hits(
                 continue
             score = float(np.dot(vectors[image_id], query.vector))
             hit = Hit(rank=0, image=row, score=score, tags=found[image_id].tags, probes=found[image_id].probes)
-            stored = latest.get(row.study_instance_uid or "")
-            hit.study_report = stored.text if stored else None
         hit.rank = len(hits) + 1
         hit.embedding_rank, hit.report_rank = embedding_rank.get(image_id), report_rank.get(image_id)
         hits.append(hit)

@@ -20,8 +20,11 @@ from retrieval.imaging.types import DecodeLimits
 from retrieval.index.base import VectorIndex
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
+from retrieval.reports.snippets import Snippet, make_snippet
 from retrieval.store.models import Image
 from retrieval.store.repo import Filters
+from retrieval.store.report_search import Either, Node, parse
+from retrieval.store.reports import StoredReport
 
 GroupBy = Literal["image", "study", "series"]
 MAX_K = 1000
@@ -64,7 +67,8 @@ class Hit:
     duplicates: int = 0  # near-duplicate copies folded into this hit (retrieval.duplicates)
     tags: dict[str, float] = field(default_factory=dict)  # zero-shot tags it has, with their scores
     probes: dict[str, float] = field(default_factory=dict)  # its probability under each applied probe
-    study_report: str | None = None  # the latest stored (de-identified) report of its study, if any
+    stored_report: StoredReport | None = None  # the latest stored (de-identified) report of its study, if any
+    snippet: Snippet | None = None  # of that report (else of a labels-file report): the query's words marked
     embedding_rank: int | None = None  # hybrid search: its rank by the embedding (None: not in that list)
     report_rank: int | None = None  # hybrid search: its study's rank by the report match (None: no match)
     case: CaseInfo | None = None  # a series or study hit: the case; `image` is its key slice
@@ -90,7 +94,10 @@ class Hit:
             "sop_instance_uid": img.sop_instance_uid,
             "frame": img.frame,
             "label": img.label,
-            "report": img.report or self.study_report,  # a labels-file report, else the study's stored one
+            # a labels-file report, else the study's stored one
+            "report": img.report or (self.stored_report.text if self.stored_report else None),
+            "report_versions": self.stored_report.versions if self.stored_report else 0,
+            "snippet": self.snippet.as_dict() if self.snippet else None,
             "source": img.source_uri,
             "tags": {name: round(score, 6) for name, score in self.tags.items()},
             # unrounded: the number a client may pass back as min_prob is the one the filter compares (>= is exact)
@@ -317,12 +324,30 @@ def search_page(
         hit.rank = rank
     _add_text_scores(collection, query, hits, vectors)
     found = findings_of(collection, [h.image.id for h in hits])
-    reports = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits])
     for hit in hits:
         hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
-        stored = reports.get(hit.image.study_instance_uid or "")
-        hit.study_report = stored.text if stored else None
+    add_reports(collection, hits, report_query(filters.report))
     return hits, available
+
+
+def report_query(report_filter: str | None, also: Node | None = None) -> Node | None:
+    """The words a search's snippets mark: its report filter's terms (already checked by the filter) and `also`
+    (a hybrid search's text words)."""
+    nodes = [parse(report_filter)] if report_filter and report_filter.strip() else []
+    nodes += [also] if also is not None else []
+    return None if not nodes else nodes[0] if len(nodes) == 1 else Either(tuple(nodes))
+
+
+def add_reports(collection: Collection, hits: Sequence[Hit], words: Node | None) -> None:
+    """Each hit's study report (one read for all hits) and its snippet: around the marked `words` when given,
+    else the report's first lines."""
+    latest = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits])
+    for hit in hits:
+        stored = hit.stored_report = latest.get(hit.image.study_instance_uid or "")
+        if stored is not None:
+            hit.snippet = make_snippet(stored.text, stored.negated, words)
+        elif hit.image.report:  # a labels-file report: no negation known, nothing matched it
+            hit.snippet = make_snippet(hit.image.report)
 
 
 def _add_text_scores(

@@ -8,7 +8,17 @@ import numpy.typing as npt
 from retrieval.collection import Collection
 from retrieval.errors import BadQueryError
 from retrieval.findings.hook import check_filters, findings_of
-from retrieval.query import MAX_K, CaseInfo, GroupBy, Hit, QueryVector, rows_and_vectors, search_page
+from retrieval.query import (
+    MAX_K,
+    CaseInfo,
+    GroupBy,
+    Hit,
+    QueryVector,
+    add_reports,
+    report_query,
+    rows_and_vectors,
+    search_page,
+)
 from retrieval.store.cases import CaseLevel, CaseRow
 from retrieval.store.models import Image
 from retrieval.store.repo import Filters
@@ -97,6 +107,7 @@ def _search_cases(
     found = findings_of(collection, [h.image.id for h in hits])
     for hit in hits:
         hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
+    add_reports(collection, hits, report_query(filters.report))
     return hits, available
 
 

@@ -59,6 +59,7 @@ V1_ROUTES = {
     ("GET", "/v1/images/by-sop"),
     ("GET", "/v1/series/{uid}/similar"),
     ("GET", "/v1/studies/{uid}/similar"),
+    ("GET", "/v1/studies/{uid}/reports"),
     ("POST", "/v1/search/case"),
     ("GET", "/v1/images/{image_id}/thumbnail"),
     ("GET", "/v1/images/{image_id}/preview"),
@@ -472,6 +473,8 @@ def v1_requests(image_id: int, ids: list[int]) -> dict[tuple[str, str], dict[str
         ("GET", "/v1/images/by-sop"): {"params": {"uid": str(header.SOPInstanceUID)}},
         ("GET", "/v1/series/{uid}/similar"): {"_path": f"/v1/series/{header.SeriesInstanceUID}/similar"},
         ("GET", "/v1/studies/{uid}/similar"): {"_path": f"/v1/studies/{header.StudyInstanceUID}/similar"},
+        # a valid key reaches the route: the sample study has no report (404)
+        ("GET", "/v1/studies/{uid}/reports"): {"_path": f"/v1/studies/{header.StudyInstanceUID}/reports", "_ok": 404},
         ("POST", "/v1/search/case"): {"files": [("files", ("q.dcm", mr, "application/octet-stream"))]},
         ("POST", "/v1/search/image"): {"files": upload, "data": {"k": "2"}},
         ("POST", "/v1/search/text"): {"json": {"text": "knee", "k": 2}},

@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "retrieval.eval_chart": 6,
     "retrieval.labels": 6,
     "retrieval.reports": 6,
+    "retrieval.context": 6,
     "retrieval.encoders.calibration": 5,  # the collection's own images: the collection layer (DESIGN.md)
     # 7 indexer
     "indexer": 7,

@@ -69,3 +69,22 @@ def test_hybrid_mode_answers_both_ranks(client: TestClient) -> None:
     assert (body["hits"][0]["embedding_rank"], body["hits"][0]["report_rank"]) == (1, 1)
     grouped = client.post("/v1/search/text", json={"text": "effusion", "mode": "hybrid", "group_by": "study"})
     assert grouped.status_code == 400 and grouped.json()["code"] == "bad_query"
+
+
+def test_answers_carry_context_and_marked_snippets_and_the_study_reports_route(client: TestClient) -> None:
+    found = client.post("/v1/search/text", json={"text": "chest", "report": "effus*"}).json()
+    hit = found["hits"][0]
+    snippet = hit["snippet"]
+    assert [snippet["text"][s:e] for s, e in snippet["highlights"]] == ["effusion"]
+    assert hit["report_versions"] == 1
+    context = found["context"]
+    assert context["hits"] == 1 and context["with_report"] == 1 and "Not for diagnosis" in context["notice"]
+    assert [(f["name"], f["count"], f["share"]) for f in context["findings"]] == [("pleural effusion", 1, 1.0)]
+    pivot = client.get(f"/v1/images/{hit['id']}/similar").json()  # every search kind answers a context
+    assert pivot["context"]["hits"] == len(pivot["hits"])
+    reports = client.get(f"/v1/studies/{hit['study_instance_uid']}/reports")
+    assert reports.status_code == 200, reports.text
+    body = reports.json()
+    assert body["versions"] == 1 and body["reports"][0]["latest"] and body["reports"][0]["negated"] == ["pneumothorax"]
+    missing = client.get("/v1/studies/1.2.3/reports")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"

@@ -15,10 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from api.audit import audit_filters
 from api.deps import FreshDep, ImageIdDep
 from api.limits import read_upload
+from api.report_schemas import ContextModel
 from api.schemas import LEVEL_HELP, RERANK_HELP, FilterParams, SearchResponse, TextSearchRequest
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
+from retrieval.context import reference_context
 from retrieval.errors import BadQueryError, ModelLoadError, TooLargeError
 from retrieval.hybrid import hybrid_search
 from retrieval.imaging.roi import parse_roi
@@ -74,6 +76,7 @@ def _run(
         standin_model=bool(fingerprint and fingerprint.standin),
         empty_reason=None if hits else why_empty(state.collection, filters, offset),
         roi=list(query.region) if query.region else None,
+        context=_context(hits),
     )
 
 
@@ -110,7 +113,12 @@ def _hybrid(state: ServiceState, query: engine.QueryVector, body: TextSearchRequ
         model=fingerprint.model_id if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
         empty_reason=None if hits else why_empty(state.collection, filters, body.offset),
+        context=_context(hits),
     )
+
+
+def _context(hits: list[engine.Hit]) -> ContextModel:
+    return ContextModel.model_validate(reference_context(hits).as_dict())
 
 
 def _audit(request: Request, kind: str, params: FilterParams, k: int, results: int) -> None:

@@ -6,6 +6,7 @@ import { $, basename, el, fmtDateTime, fmtScore } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { releaseImage } from "./images.js";
 import { caseSummary, caseUid, isCase } from "./levels.js";
+import { showStudyReport } from "./reports.js";
 import { state } from "./state.js";
 import { closeViewer, showInViewer } from "./viewer.js";
 
@@ -117,6 +118,7 @@ export function openDetail(hit, opener) {
   document.body.classList.add("detail-open");
   $("detail-close").focus();
   loadMeta(hit.id);
+  showStudyReport(hit);
 }
 
 async function loadMeta(id) {

@@ -91,6 +91,7 @@ export function renderFilters() {
   }
   let row = null;
   for (const field of vocabulary.filters) {
+    if (document.querySelector(`[data-filter="${field.name}"][data-home]`)) continue; // it has its own box (reports.js)
     const node = field.kind === "list" ? listField(field) : field.kind === "flag" || field.kind === "bool" ? boolField(field) : inputField(field);
     if (field.kind === "date") {
       if (!row) {

@@ -7,6 +7,7 @@ import { describeFilters } from "./filters.js";
 import { loadImage } from "./images.js";
 import { caseStrip, caseSummary, isCase, noun } from "./levels.js";
 import { findingChips } from "./probes.js";
+import { reportSnippet } from "./reports.js";
 import { state } from "./state.js";
 
 const EMPTY = "No images match this query and these filters.";
@@ -161,7 +162,7 @@ function card(hit) {
     slices.dataset.testid = "slices";
     line.append(slices);
   }
-  node.append(...parts, el("span", { className: "card-meta" }, line, label, findingChips(hit), src));
+  node.append(...parts, el("span", { className: "card-meta" }, line, label, findingChips(hit), reportSnippet(hit), src));
   node.addEventListener("click", () => openDetail(hit, node));
   return node;
 }

@@ -1,12 +1,14 @@
 // Running a search: one request per query kind built from one filter object, results rendered in order.
 
 import { apiJson } from "./api.js";
+import { renderContext } from "./context.js";
 import { $ } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { appendFilters, readFilters } from "./filters.js";
 import { setStandin } from "./header.js";
 import { readLevel } from "./levels.js";
 import { readK } from "./query.js";
+import { hybridMode } from "./reports.js";
 import { clearResults, renderQuerySummary, renderResults } from "./results.js";
 import { state } from "./state.js";
 
@@ -34,7 +36,7 @@ export function buildRequest(query, offset, k, filters, level = "image") {
     return ["v1/search/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
   if (query.kind === "text") {
-    const body = JSON.stringify({ text: query.text, k, offset, ...levels, ...filters });
+    const body = JSON.stringify({ text: query.text, k, offset, ...levels, ...filters, ...hybridMode() });
     return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
   const params = appendFilters(new URLSearchParams(levels), { k, offset, ...filters });
@@ -54,6 +56,7 @@ export async function run(query, offset) {
   $("results").setAttribute("aria-busy", "true");
   $("status").textContent = "Searching…";
   renderQuerySummary(query);
+  renderContext(null);
   document.dispatchEvent(new CustomEvent("medsearch:search", { detail: { query } }));
   const started = performance.now();
   try {
@@ -70,6 +73,7 @@ export async function run(query, offset) {
     state.k = body.k;
     setStandin(Boolean(body.standin_model));
     renderResults(body, seq, filters);
+    renderContext(body.context);
     document.body.dataset.level = body.level || "image";
     document.dispatchEvent(new CustomEvent("medsearch:results", { detail: { query, hits: body.hits, filters } }));
     const ms = Math.round(performance.now() - started);

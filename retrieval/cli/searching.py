@@ -131,6 +131,8 @@ def search(
     """Find the most similar indexed images to an image, a text, an indexed image, or image+text; --like and
     --unlike refine that query (or, alone, make one) by relevance feedback."""
     from retrieval import query as engine
+    from retrieval.cli.context_view import context_lines, snippet_lines
+    from retrieval.context import reference_context
     from retrieval.feedback import Weights, feedback_query
     from retrieval.query_cases import embed_case, embed_upload
     from retrieval.query_levels import search_level_page
@@ -245,7 +247,7 @@ def search(
 
         base = collection.settings.dicomweb_url
         rows = [{**h.as_dict(), "retrieve_url": retrieve_url(base, *_uids(h))} for h in hits]
-        answer: dict[str, Any] = {"query": query.kind, "hits": rows}
+        answer: dict[str, Any] = {"query": query.kind, "hits": rows, "context": reference_context(hits).as_dict()}
         if query.region is not None:
             answer["roi"] = list(query.region)
         if empty_reason is not None:
@@ -260,7 +262,10 @@ def search(
         what = {"image": "images", "series": "series", "study": "studies"}[level]
         where = "" if query.region is None else ", region " + ",".join(map(str, query.region))
         table = hits_table(f"{len(hits)} similar {what} ({query.kind} query{where})", hits, wide)
-        (Console(width=WIDE_WIDTH, highlight=False) if wide else out).print(table)
+        console = Console(width=WIDE_WIDTH, highlight=False) if wide else out
+        console.print(table)
+        for line in [*snippet_lines(hits), *context_lines(reference_context(hits))]:
+            console.print(line, highlight=False)
     else:
         say(f"no results: {empty_reason}")
     standin_notice(collection)

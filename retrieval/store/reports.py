@@ -48,6 +48,8 @@ class StoredReport:
     text: str
     truncated: bool
     versions: int  # how many reports the study has (amendments included)
+    affirmed: str = ""  # its words less the negated ones (what report words match)
+    negated: str = ""  # the negated phrases, one a line
 
 
 class ReportsStore:
@@ -134,6 +136,8 @@ class ReportsStore:
                         row.text,
                         row.truncated,
                         int(versions.get(row.study_instance_uid, 1)),
+                        row.affirmed,
+                        row.negated,
                     )
         return out
 
