@@ -7,6 +7,7 @@ import io
 import shutil
 import zipfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from retrieval.errors import DecodeError, NotFoundError
 from retrieval.feedback import feedback_query
 from retrieval.query_cases import embed_case, embed_upload
 from retrieval.query_levels import maxsim, maxsim_rerank, search_level_page
+from retrieval.reports.imports import import_reports
 from retrieval.store.cases import unit_mean
 from retrieval.store.repo import Filters
 from tests.conftest import make_settings, pydicom_roots
@@ -167,6 +169,56 @@ def test_filters_admit_a_case_when_any_of_its_images_matches(built: Collection) 
     assert total == len(hits)
     none, zero = search_level_page(built, query, level="series", k=5, filters=Filters(modality=["XA"]))
     assert none == [] and zero == 0
+
+
+def test_every_filter_at_series_and_study_level_keeps_the_cases_holding_an_admitted_image(
+    built: Collection, corpus: tuple[Path, dict[str, tuple[Written, Written]]], tmp_path: Path
+) -> None:
+    """Each filter the image level has, at series and study level: exactly the cases holding an image the same
+    filter admits at the image level (label and report set on one slice / one study for the test)."""
+    _, studies = corpus
+    ring, _ = studies["ring"]
+    images = built.catalog.images(built.catalog.all_ids().tolist())
+    sphere_slice = built.catalog.ids_by_sop_uid(_sop(studies["sphere"][0].files[1]))[0]
+    mr_study = next(str(im.study_instance_uid) for im in images.values() if im.modality == "MR")
+    reports = tmp_path / "reports.csv"
+    reports.write_text(f"study_instance_uid,report\n{mr_study},a small round lesion in the left lobe\n")
+    assert import_reports(built, reports).stored == 1
+    labelled = str(images[sphere_slice].sop_instance_uid)
+    built.catalog.apply_labels({labelled: ("nodule", None)}, {})
+    query = engine.embed_image(built, ring.files[0].read_bytes())  # an upload: its case is a hit unless excluded
+    assert query.patient_hash and query.study_uid == ring.study_uid and not query.exclude_ids
+    cases = {
+        "modality": (Filters(modality=["MR"]), {}),
+        "body_part": (Filters(body_part=["CHEST"]), {}),
+        "dates": (Filters(date_from=date(2003, 1, 1), date_to=date(2003, 12, 31)), {}),
+        "label": (Filters(label="nodule"), {}),
+        "report": (Filters(report="lesion"), {}),
+        "exclude_same_patient": (Filters(), {"exclude_same_patient": True}),
+        "exclude_same_study": (Filters(), {"exclude_same_study": True}),
+    }
+    try:
+        for name, (filters, flags) in cases.items():
+            image_level = Filters(**vars(filters))
+            if flags.get("exclude_same_patient"):
+                image_level.exclude_patient_hash = query.patient_hash
+            if flags.get("exclude_same_study"):
+                image_level.exclude_study_uid = query.study_uid
+            admitted = built.catalog.candidate_ids(image_level)
+            assert admitted is not None and 0 < len(admitted) < len(images), name  # the filter filters
+            for level in ("series", "study"):
+                own = {_case_uid(images[i], level) for i in query.exclude_ids}  # the query's cases: never hits
+                expected = {_case_uid(images[int(i)], level) for i in admitted} - own
+                given = Filters(**vars(filters))
+                hits, total = search_level_page(built, query, level=level, k=50, filters=given, **flags)  # type: ignore[arg-type]
+                assert {_case_uid(h.image, level) for h in hits} == expected, (name, level)
+                assert total >= len(expected) and hits, (name, level)
+    finally:
+        built.catalog.apply_labels({labelled: (None, None)}, {})
+
+
+def _case_uid(image: Any, level: str) -> str:
+    return str(image.series_instance_uid if level == "series" else image.study_instance_uid)
 
 
 def test_an_unknown_case_is_not_found(built: Collection) -> None:
@@ -347,3 +399,21 @@ def test_an_uploaded_volume_is_sampled_like_an_indexed_one(tmp_path: Path, tiny_
         np.testing.assert_allclose(query.vector, stored[1], atol=1e-4)
     finally:
         col.close()
+
+
+def test_the_wide_table_shows_a_case_hits_descriptions() -> None:
+    from rich.console import Console
+
+    from retrieval.cli.tables import hits_table
+    from retrieval.query import CaseInfo, Hit
+    from retrieval.store.models import Image
+
+    image = Image(id=7, source_uri="/in/a.dcm", modality="CT", frame=1, study_instance_uid="1.2")
+    image.series_instance_uid, image.sop_instance_uid = "1.2.3", "1.2.3.4"
+    case = CaseInfo("series", 7, [5, 7, 9], 40, 1, "AXIAL 5MM", "PHANTOM STUDY")
+    console = Console(width=300, record=True)
+    console.print(hits_table("1 similar series", [Hit(rank=1, image=image, score=0.9, case=case)], wide=True))
+    text = console.export_text()
+    assert "description" in text and "AXIAL 5MM · PHANTOM STUDY" in text and "3/40" in text
+    console.print(hits_table("1 similar image", [Hit(rank=1, image=image, score=0.9)], wide=True))
+    assert console.export_text().count("description") == 0  # image hits: no such column

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 import pytest
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from indexer.pipeline import IndexOptions, IndexSummary, run_index
 from retrieval.collection import Collection
 from retrieval.imaging.series import LOCALIZER, sample_evenly
 from retrieval.store.models import Image, Source
+from retrieval.store.models import Series as SeriesRow
 from tests.commands import index as cli_index
 from tests.conftest import make_settings
 from tests.phantoms import PhantomSeries, volume, write_enhanced, write_series
@@ -214,3 +217,62 @@ def test_copies_of_a_series_follow_their_originals(
     statuses = sorted(s.status for s in copies)
     assert statuses.count("sampled_out") == SLICES - 16 and statuses.count("excluded") == 1
     assert all(s.duplicate_of for s in copies if s.status == "indexed")
+
+
+def _variant(source: Path, target: Path, **changes: object) -> Path:
+    """A copy of one slice file as another instance of the same series (new SOP UID), with some header changed."""
+    ds = pydicom.dcmread(source)
+    sop = generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    for name, value in changes.items():
+        setattr(ds, name, value)
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+@pytest.mark.slow  # one indexing run of a few series (about 10 s)
+def test_every_bad_input_is_a_record_and_nothing_else_is_lost(collection: Collection, tmp_path: Path) -> None:
+    """Issue 19's bad-input list in one index run of real files: a good series next to a broken one (another
+    orientation, a duplicate position, another matrix, another modality and two missing slices under one series
+    UID), a one-slice series and an enhanced multi-frame CT without per-frame positions."""
+    root = tmp_path / "in"
+    good = write_series(root / "good", volume("sphere", slices=24, size=24), shape="sphere", seed=1)
+    bad = write_series(root / "bad", volume("cylinder", slices=12, size=24), shape="cylinder", seed=2, localizer=False)
+    by_z = sorted(zip(bad.positions, bad.files, strict=True))
+    first = by_z[0][1]
+    _variant(first, root / "bad" / "sagittal.dcm", ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    _variant(by_z[5][1], root / "bad" / "same-place.dcm", InstanceNumber=999)
+    big = np.zeros((48, 48), np.uint16).tobytes()
+    far = [-12.8, -12.8, 500.0]
+    _variant(first, root / "bad" / "big.dcm", Rows=48, Columns=48, PixelData=big, ImagePositionPatient=far)
+    _variant(first, root / "bad" / "pet.dcm", Modality="PT", ImagePositionPatient=[-12.8, -12.8, 600.0])
+    for _, path in by_z[7:9]:
+        path.unlink()  # two slices missing in the middle
+    one = write_series(root / "one", volume("sphere", slices=1, size=24), shape="one", seed=3, localizer=False)
+    flat = write_enhanced(root / "mf.dcm", volume("sphere", slices=6, size=24), shape="mf", per_frame_positions=False)
+    summary = run(collection, [root], 16)
+    assert summary.failed == 0, summary
+    images, sources = rows(collection)
+    by_series: dict[str, int] = {}
+    for image in images:
+        by_series[str(image.series_instance_uid)] = by_series.get(str(image.series_instance_uid), 0) + 1
+    assert by_series[good.series_uid] == 16  # nothing of the good series lost to its neighbour's faults
+    assert by_series[bad.series_uid] == 10  # the 10 slices left of its volume (K = 16 keeps them all)
+    assert by_series[one.series_uid] == 1 and by_series[flat.series_uid] == 1  # single images, as before
+    reasons = {Path(uri).name: s.reason for uri, s in sources.items() if s.status == "excluded"}
+    assert "orientation" in str(reasons.pop("sagittal.dcm"))
+    assert "matrix 48x48" in str(reasons.pop("big.dcm"))
+    assert "modality PT" in str(reasons.pop("pet.dcm"))
+    duplicate = [name for name, why in reasons.items() if "duplicate position" in str(why)]
+    assert len(duplicate) == 1 and duplicate[0] in {"same-place.dcm", by_z[5][1].name}
+    assert {name for name in reasons if name not in duplicate} == {good.localizer.name if good.localizer else ""}
+    notes = {plan.series_instance_uid: json.loads(plan.notes) for plan in _plans(collection)}
+    assert any("2 missing slice(s)?" in note for note in notes[bad.series_uid])
+    assert notes[one.series_uid] == ["one slice: indexed as a single image"]
+    assert any("without per-frame positions" in note for note in notes[flat.series_uid])
+    assert {s.status for s in sources.values()} == {"indexed", "sampled_out", "excluded"}
+
+
+def _plans(collection: Collection) -> list[SeriesRow]:
+    with collection.catalog.sessions() as session:
+        return list(session.scalars(select(SeriesRow)))

@@ -108,6 +108,7 @@ export function openDetail(hit, opener) {
     !q ||
     q.kind === "text" ||
     q.kind === "feedback" ||
+    (q.kind === "upload" && !q.file) ||
     (q.kind === "similar" && q.pivot.id === hit.id) ||
     (q.kind === "case" && (!q.pivot || caseUid(q.pivot) === caseUid(hit)));
   hideError($("detail-error"));

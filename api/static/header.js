@@ -42,6 +42,7 @@ export async function loadStats() {
     box.replaceChildren();
     for (const [n, what] of [
       [`${stats.images}`, "images"],
+      [`${stats.series}`, "series"],
       [`${stats.studies}`, "studies"],
     ]) {
       const s = document.createElement("span");
@@ -63,6 +64,7 @@ export async function loadStats() {
         .join("\n");
       box.append(skipped);
     }
+    if (stats.encoder_calls_saved > 0) box.append(samplingStat(stats)); // series planning's savings
     const m = document.createElement("span");
     m.className = "model";
     m.textContent = `model: ${model}`;
@@ -95,4 +97,18 @@ export function trackTopbar() {
   const set = () => document.documentElement.style.setProperty("--topbar-h", `${bar.offsetHeight}px`);
   set();
   if ("ResizeObserver" in window) new ResizeObserver(set).observe(bar);
+}
+
+// What series planning kept from the encoder: slices skipped by sampling, and encoder calls saved in all
+function samplingStat(stats) {
+  const span = document.createElement("span");
+  span.className = "sampling";
+  span.dataset.testid = "sampling";
+  const b = document.createElement("b");
+  b.textContent = `${stats.slices_skipped_by_sampling}`;
+  const saved = document.createElement("b");
+  saved.textContent = `${stats.encoder_calls_saved}`;
+  span.append(b, " slices skipped by sampling, ", saved, " encoder calls saved");
+  span.title = "encoder calls saved: the skipped slices and those left out of volumes (localizers, other orientations...)";
+  return span;
 }

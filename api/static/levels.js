@@ -53,6 +53,13 @@ export function caseSummary(hit) {
   return parts.join(" · ");
 }
 
+// A case's series and study descriptions as one line ("" for an image hit or a case without them)
+export function caseDescription(hit) {
+  if (!isCase(hit)) return "";
+  const parts = hit.level === "series" ? [hit.series_description, hit.study_description] : [hit.study_description];
+  return parts.filter(Boolean).join(" · ");
+}
+
 // Relative position (0 first slice, 1 last) <-> index, so two cases of different lengths step together.
 export function positionOf(index, count) {
   return count > 1 ? index / (count - 1) : 0;

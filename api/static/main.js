@@ -1,6 +1,7 @@
 // The page's entry point: reads the vocabulary, builds the filters, wires events and keyboard.
 
 import { ApiError, saveApiKey } from "./api.js";
+import { caseQuery, wireCases } from "./cases.js";
 import { closeCompare, stepCompare, wireCompareStepper } from "./compare.js";
 import { closeDetail, compareDetail, stepSlice } from "./detail.js";
 import { deepLinkQuery } from "./deeplink.js";
@@ -192,7 +193,7 @@ async function openDeepLink() {
 function init() {
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const query = queryFromForm();
+    const query = caseQuery() || queryFromForm();
     if (!query) {
       showError($("error"), new ApiError(0, "bad_query", "Choose or drop an image, or type text, then search."));
       return;
@@ -201,6 +202,7 @@ function init() {
   });
   wireDrop();
   wireKey();
+  wireCases({ search: (query) => run(query, 0), clearImage: () => setFile(null), levelChanged: rerun });
   wireFeedback({ refine: (query) => run(query, 0), current: () => state.query });
   wireProbes({ filterBy: (name) => setProbeFilter(name, 0.5) && rerun() });
   setFilterChangeHandler(rerun);

@@ -5,7 +5,7 @@ import { openDetail } from "./detail.js";
 import { describeFeedback, withMarks } from "./feedback.js";
 import { describeFilters } from "./filters.js";
 import { loadImage } from "./images.js";
-import { caseStrip, caseSummary, isCase, noun } from "./levels.js";
+import { caseDescription, caseStrip, caseSummary, isCase, noun } from "./levels.js";
 import { findingChips } from "./probes.js";
 import { reportSnippet } from "./reports.js";
 import { state } from "./state.js";
@@ -42,6 +42,12 @@ export function renderQuerySummary(query) {
   if (query.kind === "feedback") {
     kind.textContent = "refined";
     what.textContent = describeFeedback(query);
+    box.append(kind, what);
+    return;
+  }
+  if (query.kind === "upload") {
+    kind.textContent = "uploaded case";
+    what.textContent = query.name;
     box.append(kind, what);
     return;
   }
@@ -162,7 +168,13 @@ function card(hit) {
     slices.dataset.testid = "slices";
     line.append(slices);
   }
-  node.append(...parts, el("span", { className: "card-meta" }, line, label, findingChips(hit), reportSnippet(hit), src));
+  const about = caseDescription(hit);
+  const described = about ? el("span", { className: "case-desc", textContent: about, title: about }) : null;
+  if (described) described.dataset.testid = "case-description";
+  node.append(
+    ...parts,
+    el("span", { className: "card-meta" }, line, described, label, findingChips(hit), reportSnippet(hit), src),
+  );
   node.addEventListener("click", () => openDetail(hit, node));
   return node;
 }

@@ -6,17 +6,23 @@ import { $ } from "./dom.js";
 import { hideError, showError } from "./errors.js";
 import { appendFilters, readFilters } from "./filters.js";
 import { setStandin } from "./header.js";
+import { caseForm, readRerank } from "./cases.js";
 import { readLevel } from "./levels.js";
 import { readK } from "./query.js";
 import { hybridMode } from "./reports.js";
 import { clearResults, renderQuerySummary, renderResults } from "./results.js";
 import { state } from "./state.js";
 
-// `level` is sent only when it is not the default "image" (requests stay as they were at image level)
-export function buildRequest(query, offset, k, filters, level = "image") {
-  const levels = level === "image" ? {} : { level };
+// `level` (and `rerank`, series/study levels only) is sent only when it is not the default "image" (requests stay
+// as they were at image level)
+export function buildRequest(query, offset, k, filters, level = "image", rerank = "none") {
+  const levels = level === "image" ? {} : { level, ...(rerank === "none" ? {} : { rerank }) };
+  if (query.kind === "upload") {
+    const form = appendFilters(caseForm(query, level, level === "image" ? "none" : rerank), { k, offset, ...filters });
+    return ["v1/search/case", { method: "POST", body: form }];
+  }
   if (query.kind === "case") {
-    const params = appendFilters(new URLSearchParams({ level }), { k, offset, ...filters });
+    const params = appendFilters(new URLSearchParams({ level, ...levels }), { k, offset, ...filters });
     const route = query.case === "study" ? "studies" : "series";
     return [`v1/${route}/${encodeURIComponent(query.uid)}/similar?${params}`, { method: "GET" }];
   }
@@ -28,7 +34,7 @@ export function buildRequest(query, offset, k, filters, level = "image") {
       form.append("text_weight", String(query.weight));
     }
     appendFilters(form, { k, offset, ...filters });
-    if (level !== "image") form.append("level", level);
+    for (const [key, value] of Object.entries(levels)) form.append(key, value);
     return ["v1/search/image", { method: "POST", body: form }];
   }
   if (query.kind === "feedback") {
@@ -62,11 +68,11 @@ export async function run(query, offset) {
   try {
     const level = readLevel();
     const filters = readFilters();
-    if (level !== "image" || query.kind === "case") {
+    if (level !== "image" || query.kind === "case" || query.kind === "upload") {
       delete filters.group_by; // image-level options: a case hit is already one per series or study
       delete filters.show_duplicates;
     }
-    const [path, options] = buildRequest(query, offset, k, filters, level);
+    const [path, options] = buildRequest(query, offset, k, filters, level, readRerank());
     const body = await apiJson(path, { ...options, signal: controller.signal });
     if (seq !== state.seq) return;
     state.offset = body.offset;

@@ -30,6 +30,11 @@ def findings_text(tags: dict[str, float], probes: dict[str, float]) -> str:
     return ", ".join([*sorted(tags), *(f"{name} p={p:.2f}" for name, p in sorted(probes.items()))])
 
 
+def _description(row: dict[str, Any]) -> str:
+    """A case hit's series and study descriptions, as the page's card shows them."""
+    return " · ".join(str(row[key]) for key in ("series_description", "study_description") if row.get(key))
+
+
 def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole
     (print it with `WIDE_WIDTH` so that it is not squeezed into the terminal)."""
@@ -48,6 +53,7 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     columns += [("tags", False)] if findings else []
     columns += [("study UID", True)]
     columns += [("series UID", True), ("SOP UID", True), ("frame", True)] if wide else []
+    columns += [("description", False)] if wide and cases else []  # a case's series · study description
     columns += [("source", wide)]
     for name, fixed in columns:  # wide: every value whole on one line (printed at its natural width)
         table.add_column(name, no_wrap=fixed or wide, overflow="fold" if wide else "ellipsis")
@@ -65,6 +71,7 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
         cells += [uid(image.study_instance_uid)]
         if wide:
             cells += [uid(image.series_instance_uid), uid(image.sop_instance_uid), str(image.frame)]
+            cells += [_description(row)] if cases else []
         cells += [image.source_uri if wide else file_name(image.source_uri)]
         table.add_row(*cells)
     return table
