@@ -31,6 +31,25 @@ const META_FIELDS = [
 
 // A series or study hit: its sampled slices in slice order, stepped through with the arrow keys.
 const slices = { ids: [], index: 0, key: null };
+// Source sizes (columns x rows) of the images shown here, for region queries drawn on the preview.
+const sizes = new Map();
+
+async function learnSize(id) {
+  if (sizes.has(id)) return;
+  try {
+    const image = await apiJson(`v1/images/${id}`);
+    if (image.columns && image.rows) sizes.set(id, { width: image.columns, height: image.rows });
+  } catch {
+    /* no size: no region on this one (the preview still shows) */
+  }
+}
+
+// The image the preview shows (the hit, or the slice stepped to) and its source size (null until known).
+export function shownImage() {
+  if (!state.detailHit) return null;
+  const id = slices.ids.length ? slices.ids[slices.index] : state.detailHit.id;
+  return { id, size: sizes.get(id) || null };
+}
 
 function showSlice() {
   const id = slices.ids[slices.index];
@@ -38,6 +57,7 @@ function showSlice() {
   preview.classList.remove("loaded");
   preview.alt = `Slice ${slices.index + 1} of ${slices.ids.length} (image ${id})`;
   loadImage(preview, `v1/images/${id}/preview`, "detail");
+  learnSize(id);
   $("slice-pos").textContent = `slice ${slices.index + 1} of ${slices.ids.length}${id === slices.key ? " · key slice" : ""}`;
   $("detail").dataset.slice = String(id);
   $("slice-prev").disabled = slices.index === 0;
@@ -122,6 +142,7 @@ async function loadMeta(id) {
   try {
     const image = await apiJson(`v1/images/${id}`);
     if (!state.detailHit || state.detailHit.id !== id) return;
+    if (image.rows && image.columns) sizes.set(id, { width: image.columns, height: image.rows });
     image.size = image.rows && image.columns ? `${image.rows} × ${image.columns}` : null;
     image.frames = `${image.frame} of ${image.number_of_frames}`;
     const meta = $("detail-meta");

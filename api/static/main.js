@@ -2,7 +2,7 @@
 
 import { ApiError, saveApiKey } from "./api.js";
 import { closeCompare, stepCompare, wireCompareStepper } from "./compare.js";
-import { closeDetail, compareDetail, stepSlice } from "./detail.js";
+import { closeDetail, compareDetail, shownImage, stepSlice } from "./detail.js";
 import { deepLinkQuery } from "./deeplink.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
@@ -12,6 +12,7 @@ import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
 import { caseUid, isCase } from "./levels.js";
 import { loadFindingNames, wireProbes } from "./probes.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
+import { attachRoi, cancelRoi, resetRoi } from "./roi.js";
 import { rerun, run } from "./search.js";
 import { state } from "./state.js";
 import { loadVocabulary } from "./vocabulary.js";
@@ -28,6 +29,38 @@ function findSimilar() {
   run(query, 0).then(() => {
     const first = $("results").querySelector(".card");
     if (first) first.focus();
+  });
+}
+
+// Region queries: a box on the query preview searches by that region of the upload (the frame it shows); a box
+// on the detail preview, by that region of the image (or slice) shown there.
+function wireRegions() {
+  attachRoi($("query-preview-img"), {
+    name: "query",
+    size: () => (state.queryInfo && state.queryInfo.width ? { width: state.queryInfo.width, height: state.queryInfo.height } : null),
+    onSearch: (roi) => {
+      const query = queryFromForm();
+      if (!query || query.kind !== "image") return;
+      const info = state.queryInfo;
+      run({ ...query, roi, frame: info.frames > 1 ? info.frame : 0 }, 0); // multi-frame: the frame shown
+    },
+  });
+  attachRoi($("detail-preview"), {
+    name: "detail",
+    armButton: $("detail-roi"),
+    size: () => shownImage()?.size || null,
+    onSearch: (roi) => {
+      const shown = shownImage();
+      if (!shown) return;
+      const pivot = { ...state.detailHit, id: shown.id, level: "image" };
+      state.opener = null;
+      closeDetail();
+      run({ kind: "similar", pivot, roi }, 0);
+    },
+  });
+  // a query without a region (Search pressed again, another file): the box drawn for the last one goes
+  document.addEventListener("medsearch:search", (event) => {
+    if (!event.detail.query.roi) resetRoi($("query-preview-img"));
   });
 }
 
@@ -50,6 +83,10 @@ function moveFocus(event) {
 }
 
 function onKey(event) {
+  if (event.key === "Escape" && cancelRoi()) {
+    event.preventDefault();
+    return;
+  }
   if (event.key === "Escape" && closeCompare()) {
     event.preventDefault();
     return;
@@ -179,6 +216,7 @@ function init() {
   });
   wireDrop();
   wireKey();
+  wireRegions();
   wireFeedback({ refine: (query) => run(query, 0), current: () => state.query });
   wireProbes({ filterBy: (name) => setProbeFilter(name, 0.5) && rerun() });
   setFilterChangeHandler(rerun);

@@ -27,6 +27,8 @@ export function buildRequest(query, offset, k, filters, level = "image") {
     }
     appendFilters(form, { k, offset, ...filters });
     if (level !== "image") form.append("level", level);
+    if (query.roi) form.append("roi", query.roi.join(","));
+    if (query.roi && query.frame) form.append("frame", String(query.frame)); // the frame the preview showed
     return ["v1/search/image", { method: "POST", body: form }];
   }
   if (query.kind === "feedback") {
@@ -38,6 +40,7 @@ export function buildRequest(query, offset, k, filters, level = "image") {
     return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
   const params = appendFilters(new URLSearchParams(levels), { k, offset, ...filters });
+  if (query.roi) params.set("roi", query.roi.join(","));
   return [`v1/images/${query.pivot.id}/similar?${params}`, { method: "GET" }];
 }
 
