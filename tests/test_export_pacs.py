@@ -323,3 +323,24 @@ def test_a_refusing_or_slow_pacs_is_a_bounded_clear_error(corpus: dict[str, Any]
         refusing.stop()
         slow.stop()
         hanging.stop()
+
+
+def test_a_study_the_pacs_lacks_is_refused_by_cstore_too_unless_the_check_is_off(
+    orthanc: Orthanc, corpus: dict[str, Any]
+) -> None:
+    """The C-FIND study check (the STOW-RS one is above): refused, nothing stored; MEDSEARCH_EXPORT_CHECK_STUDY=false
+    sends the SR anyway (the PACS then holds a study of just the SR)."""
+    ae = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
+    study = str(
+        pydicom.dcmread(pydicom.filebase.DicomBytesIO(corpus["unknown"]), stop_before_pixels=True).StudyInstanceUID
+    )
+    before = _instances(orthanc)
+    with _app(corpus, export_ae=ae) as api:
+        refused = api.post("/v1/export/sr", files={"file": ("q.dcm", corpus["unknown"])}, data={"k": "3"})
+    assert (refused.status_code, refused.json()["code"]) == (409, "study_not_in_pacs"), refused.text
+    assert study in refused.json()["message"] and "MEDSEARCH_EXPORT_CHECK_STUDY=false" in refused.json()["message"]
+    assert _instances(orthanc) == before
+    with _app(corpus, export_ae=ae, export_check_study=False) as api:
+        sent = api.post("/v1/export/sr", files={"file": ("q.dcm", corpus["unknown"])}, data={"k": "3"})
+    assert sent.status_code == 200, sent.text
+    _sr_in_study(orthanc, study, sent.json()["sop_instance_uid"])
