@@ -156,7 +156,14 @@ def test_a_box_on_the_query_preview_searches_that_region(server: str, page: Page
     if os.environ.get("MEDSEARCH_UPDATE_SCREENSHOT") == "1":
         save_docs_png(shot, SCREENSHOT)
 
-    # the next page of a region query is still that region; Search again is the whole image
+    # Escape in a result's detail closes the detail: the box searched stays on the preview
+    pg.click("[data-testid=result]")
+    pg.wait_for_selector("#detail:not([hidden])")
+    pg.keyboard.press("Escape")
+    pg.wait_for_selector("#detail", state="hidden")
+    assert pg.is_visible("[data-testid=query-roi-box]")
+
+    # Search again is the whole image, and the box goes
     seq = pg.get_attribute("#results", "data-seq")
     pg.click("#search-button")
     wait_for_new_results(pg, seq)

@@ -72,7 +72,6 @@ function showBar(d) {
 }
 
 function clear(d) {
-  const had = Boolean(d.region || d.start);
   d.start = null;
   d.region = null;
   d.box.hidden = true;
@@ -81,13 +80,19 @@ function clear(d) {
   delete d.host.dataset.searched;
   d.host.classList.remove("roi-armed");
   if (d.armButton) d.armButton.setAttribute("aria-pressed", "false");
-  return had;
 }
 
-// Escape: the box being drawn or shown goes away (true when there was one, so Escape does nothing else).
+// Escape: a box being drawn or waiting for its search goes away, and an armed picture disarms (true when there was
+// one, so Escape does nothing else). A box already searched stays: it shows what the results are of.
 export function cancelRoi() {
   let any = false;
-  for (const d of drawers) if (!d.img.closest("[hidden]") && clear(d)) any = true;
+  for (const d of drawers) {
+    const pending = d.start || (d.region && !d.host.dataset.searched) || d.host.classList.contains("roi-armed");
+    if (pending && !d.img.closest("[hidden]")) {
+      clear(d);
+      any = true;
+    }
+  }
   return any;
 }
 
