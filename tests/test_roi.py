@@ -141,6 +141,28 @@ def test_region_of_an_indexed_image_and_of_a_chosen_frame(api: TestClient) -> No
     assert 400 <= beyond.status_code < 500 and "frame" in beyond.json()["message"].lower(), beyond.text
 
 
+def test_a_region_of_another_frame_of_an_indexed_multi_frame_image(api: TestClient) -> None:
+    """By id, `frame` picks the frame a viewer shows (the indexed one is the middle): the same region and frame as
+    an upload gives the same scores; a frame the file lacks, or a frame without a region, is a clear 4xx."""
+    indexed = _search(api, "emri_small.dcm")["hits"][0]  # type: ignore[index]
+    assert indexed["source"].endswith("emri_small.dcm")
+    image_id = indexed["id"]
+
+    def by_id(**params: object) -> dict[int, float]:
+        answer = api.get(f"/v1/images/{image_id}/similar", params={"k": 10, "roi": "8,8,48,48", **params})
+        assert answer.status_code == 200, answer.text
+        return _scores(answer.json())
+
+    third, eighth, own = by_id(frame=3), by_id(frame=8), by_id()
+    assert third != pytest.approx(eighth) and third != pytest.approx(own)
+    upload = _scores(_search(api, "emri_small.dcm", roi="8,8,48,48", frame="3"))
+    assert third == pytest.approx({i: s for i, s in upload.items() if i != image_id})
+    beyond = api.get(f"/v1/images/{image_id}/similar", params={"roi": "8,8,48,48", "frame": 11})
+    assert 400 <= beyond.status_code < 500 and "frame" in beyond.json()["message"].lower(), beyond.text
+    alone = api.get(f"/v1/images/{image_id}/similar", params={"frame": 3})
+    assert (alone.status_code, alone.json()["code"]) == (400, "bad_query") and "roi" in alone.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("roi", "status", "code", "problem"),
     [

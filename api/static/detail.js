@@ -44,11 +44,12 @@ async function learnSize(id) {
   }
 }
 
-// The image the preview shows (the hit, or the slice stepped to) and its source size (null until known).
+// The image the preview shows (the hit, or the slice stepped to), its source size (null until known) and frame
+// (0: the image's indexed frame, the one the preview renders; a viewer stepping through frames says which).
 export function shownImage() {
   if (!state.detailHit) return null;
   const id = slices.ids.length ? slices.ids[slices.index] : state.detailHit.id;
-  return { id, size: sizes.get(id) || null };
+  return { id, size: sizes.get(id) || null, frame: 0 };
 }
 
 function showSlice() {

@@ -55,7 +55,7 @@ function wireRegions() {
       const pivot = { ...state.detailHit, id: shown.id, level: "image" };
       state.opener = null;
       closeDetail();
-      run({ kind: "similar", pivot, roi }, 0);
+      run({ kind: "similar", pivot, roi, frame: shown.frame }, 0);
     },
   });
   // a query without a region (Search pressed again, another file): the box drawn for the last one goes

@@ -62,7 +62,7 @@ export function renderQuerySummary(query) {
   kind.textContent = "similar to";
   const p = query.pivot;
   what.textContent = `${basename(p.source)}${p.label ? ` · ${p.label}` : ""} (image ${p.id})`;
-  if (query.roi) what.textContent += ` · ${describeRegion(query.roi)}`;
+  if (query.roi) what.textContent += ` · ${describeRegion(query.roi)}${query.frame ? ` of frame ${query.frame}` : ""}`;
   const back = el("button", { type: "button", className: "link", textContent: "show it" });
   back.dataset.testid = "pivot-open";
   back.addEventListener("click", () => openDetail({ ...p, rank: undefined, score: undefined, text_score: null }, back));

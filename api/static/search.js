@@ -41,6 +41,7 @@ export function buildRequest(query, offset, k, filters, level = "image") {
   }
   const params = appendFilters(new URLSearchParams(levels), { k, offset, ...filters });
   if (query.roi) params.set("roi", query.roi.join(","));
+  if (query.roi && query.frame) params.set("frame", String(query.frame)); // another frame than the indexed one
   return [`v1/images/${query.pivot.id}/similar?${params}`, { method: "GET" }];
 }
 
