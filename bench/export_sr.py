@@ -37,6 +37,8 @@ FILES = [
     "MR_small_jp2klossless.dcm",
 ]
 ROI = (16, 16, 64, 48)  # of CT_small's 128 x 128
+LARGE = "RG1_J2KI.dcm"  # data/samples: a 1841 x 1955 chest radiograph (JPEG 2000), the region a quarter of it
+LARGE_ROI = (460, 490, 921, 681)  # the box of docs/region-query.png
 
 
 def p50(fn: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -63,7 +65,7 @@ def main() -> None:
     from retrieval.collection import Collection
     from retrieval.export.run import export_sr, header_of
     from retrieval.settings import Settings
-    from tests.conftest import testdata_file
+    from tests.conftest import SAMPLES, testdata_file
     from tests.orthanc import encode, start_orthanc, with_new_uids
 
     root = Path(tempfile.mkdtemp(prefix="bench-export-"))
@@ -108,9 +110,19 @@ def main() -> None:
             def region() -> object:
                 return engine.search(collection, engine.embed_image(collection, query, roi=ROI), k=10)
 
+            large = (SAMPLES / LARGE).read_bytes()
+
+            def whole_large() -> object:
+                return engine.search(collection, engine.embed_image(collection, large), k=10)
+
+            def region_large() -> object:
+                return engine.search(collection, engine.embed_image(collection, large, roi=LARGE_ROI), k=10)
+
             for _ in range(2):  # interleaved, twice: the same run, the same load
                 results["query_whole_ms"] = p50(whole, args.runs)
                 results["query_roi_ms"] = p50(region, args.runs)
+                results["query_whole_large_ms"] = p50(whole_large, args.runs)
+                results["query_roi_large_ms"] = p50(region_large, args.runs)
             stored = len(orthanc.client().get("/instances").json())
         finally:
             collection.close()

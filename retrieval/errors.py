@@ -280,5 +280,5 @@ class RegionOutsideError(BadQueryError):
     """A region of interest that does not lie inside the image it is taken from (its size is known only then)."""
 
     code = "region_outside"
-    status = 409
+    status = 400  # a bad region, like an empty or tiny one (issue 20): the request, not the image, is wrong
     title = "Region outside the image"

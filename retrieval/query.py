@@ -182,15 +182,18 @@ def embed_image(
     )
 
 
-def embed_region(collection: Collection, image_id: int, roi: Region) -> QueryVector:
-    """A region of an indexed image as the query: its source re-read, its indexed frame decoded and cropped."""
+def embed_region(collection: Collection, image_id: int, roi: Region, frame: int | None = None) -> QueryVector:
+    """A region of an indexed image as the query: its source re-read, its indexed frame (or `frame`, another
+    1-based frame of the same multi-frame file: the one a viewer shows) decoded and cropped."""
     from retrieval.sources.read import read_source
 
     image = collection.catalog.images([image_id]).get(image_id)
     if image is None:
         raise NotFoundError(f"no indexed image with id {image_id}")
     data = read_source(image.source_uri, collection.settings)
-    query = embed_image(collection, data, roi=roi, frame=image.frame if image.number_of_frames > 1 else None)
+    if frame is None and image.number_of_frames > 1:
+        frame = image.frame
+    query = embed_image(collection, data, roi=roi, frame=frame)
     query.kind, query.image_id = "id", image_id
     return query
 

@@ -28,25 +28,31 @@ _FILE_VOI = ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOI
 
 @dataclass(frozen=True)
 class Rendering:
-    """A PNG and what it shows: file kind, modality and the window that was applied (as in metadata)."""
+    """A PNG and what it shows: file kind, modality, the window applied (as in metadata), and the source frame's
+    size and number (the page maps a region drawn on the PNG back to source pixels, and searches that frame)."""
 
     png: bytes
     kind: str
     modality: str | None
     window: str
+    width: int = 0  # the decoded frame's columns and rows, before scaling
+    height: int = 0
+    frame: int = 1  # 1-based
+    frames: int = 1  # the file's number of frames
 
 
 def _decode_picture(
     data: bytes, settings: Settings, frame: int | None, ct_window: str
-) -> tuple[PILImage.Image, ImageMeta]:
-    """Decode like the indexer (the middle frame unless one is named) to an 8-bit picture and its metadata."""
+) -> tuple[PILImage.Image, ImageMeta, int]:
+    """Decode like the indexer (the middle frame unless one is named) to an 8-bit picture, its metadata and the
+    (1-based) frame it shows."""
     decoded = decode_bytes(
         data,
         frames=frame if frame is not None else "middle",
         limits=DecodeLimits.of(settings),
         ct_window=ct_window,
     )
-    return picture_of(decoded.frames[0].pixels), decoded.meta
+    return picture_of(decoded.frames[0].pixels), decoded.meta, decoded.frames[0].frame
 
 
 def picture_of(pixels: np.ndarray) -> PILImage.Image:
@@ -127,8 +133,18 @@ def render(
         if not _has_dicm(data) and looks_like_raster(data[:16]):
             raise WindowNotApplicableError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
         data = _without_file_voi(data)
-    picture, meta = _decode_picture(data, settings, frame, window or settings.ct_window)
-    return Rendering(png=png_of(picture, size), kind=meta.kind, modality=meta.modality, window=meta.window or "")
+    picture, meta, shown = _decode_picture(data, settings, frame, window or settings.ct_window)
+    width, height = picture.size  # before png_of scales it down in place
+    return Rendering(
+        png=png_of(picture, size),
+        kind=meta.kind,
+        modality=meta.modality,
+        window=meta.window or "",
+        width=width,
+        height=height,
+        frame=shown,
+        frames=meta.number_of_frames,
+    )
 
 
 def render_indexed(image: Image, size: int, settings: Settings, window: str) -> Rendering:

@@ -19,28 +19,21 @@ from pydicom.data import get_testdata_file
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
-from tests.browser import KEY, VIEWER, open_page, save_shot, serve_samples, thumbs_loaded, wait_for_new_results
+from tests.browser import (
+    KEY,
+    VIEWER,
+    open_page,
+    save_docs_png,
+    save_shot,
+    serve_samples,
+    thumbs_loaded,
+    wait_for_new_results,
+)
 from tests.conftest import REPO, SAMPLES, make_settings
 
 pytestmark = pytest.mark.peers  # starts Debian's Chromium (not in `make test-fast`)
 
 SCREENSHOT = REPO / "docs" / "screenshot.png"
-
-
-def _save_for_readme(shot: Path) -> None:
-    """docs/screenshot.png for the README: the results grid as a 256-colour PNG (well under 300 kB)."""
-    from PIL import Image
-
-    ui_colours = [(76, 195, 138), (245, 196, 81), (90, 169, 255), (47, 111, 184), (255, 138, 138), (227, 232, 239)]
-    with Image.open(shot) as image:
-        rgb = image.convert("RGB")
-    # median cut keeps the greys of the images; the few UI accent colours are added so they survive
-    base = rgb.quantize(colors=256 - len(ui_colours), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    palette = base.getpalette()[: 3 * (256 - len(ui_colours))] + [c for colour in ui_colours for c in colour]
-    holder = Image.new("P", (1, 1))
-    holder.putpalette(palette)
-    rgb.quantize(palette=holder, dither=Image.Dither.NONE).save(SCREENSHOT, optimize=True)
-    assert SCREENSHOT.stat().st_size < 300_000
 
 
 @pytest.mark.timeout(300)
@@ -76,7 +69,7 @@ def test_page_upload_detail_similar_and_text_search(server: str, page: Page) -> 
     pg.mouse.move(0, 0)
     shot = save_shot(pg, "01-image-results.png")
     if os.environ.get("MEDSEARCH_UPDATE_SCREENSHOT") == "1":
-        _save_for_readme(shot)
+        save_docs_png(shot, SCREENSHOT)
 
     # keyboard: Tab reaches the result cards; Enter opens the detail panel; Escape closes it
     pg.focus("#search-button")

@@ -237,6 +237,68 @@ class _HangingDicomweb:
         self.server.server_close()
 
 
+class _RefusingStow:
+    """A DICOMweb server that has every study (QIDO-RS answers) but refuses every STOW-RS (409)."""
+
+    def __init__(self) -> None:
+        self.stows = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                study = self.path.partition("StudyInstanceUID=")[2].partition("&")[0] or "1.2.3"
+                self._answer(200, json.dumps([{"0020000D": {"vr": "UI", "Value": [study]}}]).encode())
+
+            def do_POST(self) -> None:
+                outer.stows += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(409, b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_export_stored_by_one_route_only_says_so_and_a_retry_stores_it_once(
+    orthanc: Orthanc, corpus: dict[str, Any]
+) -> None:
+    """Both routes configured, C-STORE stores, STOW-RS is refused: the error names the route that stored the SR
+    (nothing reported as sent that was not); the retry, once STOW-RS works, sends the same instance, kept once."""
+    ct = (corpus["folder"] / "CT_small.dcm").read_bytes()
+    ae = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
+    refusing = _RefusingStow()
+    before = _instances(orthanc)
+    try:
+        with _app(corpus, export_ae=ae, export_dicomweb=refusing.url, dicomweb_retries=0, export_timeout=5) as api:
+            half = api.post("/v1/export/sr", files={"file": ("q.dcm", ct)}, data={"k": "3"})
+        assert (half.status_code, half.json()["code"]) == (502, "export_failed"), half.text
+        assert f"the SR was stored by cstore {ae}, but not by stow" in half.json()["message"]
+        assert refusing.stows == 1
+        stored = _instances(orthanc) - before
+        assert len(stored) == 1  # C-STORE did store it: the message says so
+    finally:
+        refusing.stop()
+    with _app(corpus, **_stow(orthanc, export_ae=ae)) as api:
+        retry = api.post("/v1/export/sr", files={"file": ("q.dcm", ct)}, data={"k": "3"})
+    assert retry.status_code == 200, retry.text
+    assert [s["route"] for s in retry.json()["sent"]] == ["cstore", "stow"]
+    assert _instances(orthanc) - before == stored  # both routes, the same instance: stored once
+
+
 def test_a_refusing_or_slow_pacs_is_a_bounded_clear_error(corpus: dict[str, Any]) -> None:
     ct = (corpus["folder"] / "CT_small.dcm").read_bytes()
     refusing, slow, hanging = _Scp("refuse"), _Scp("slow"), _HangingDicomweb()
@@ -261,3 +323,24 @@ def test_a_refusing_or_slow_pacs_is_a_bounded_clear_error(corpus: dict[str, Any]
         refusing.stop()
         slow.stop()
         hanging.stop()
+
+
+def test_a_study_the_pacs_lacks_is_refused_by_cstore_too_unless_the_check_is_off(
+    orthanc: Orthanc, corpus: dict[str, Any]
+) -> None:
+    """The C-FIND study check (the STOW-RS one is above): refused, nothing stored; MEDSEARCH_EXPORT_CHECK_STUDY=false
+    sends the SR anyway (the PACS then holds a study of just the SR)."""
+    ae = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
+    study = str(
+        pydicom.dcmread(pydicom.filebase.DicomBytesIO(corpus["unknown"]), stop_before_pixels=True).StudyInstanceUID
+    )
+    before = _instances(orthanc)
+    with _app(corpus, export_ae=ae) as api:
+        refused = api.post("/v1/export/sr", files={"file": ("q.dcm", corpus["unknown"])}, data={"k": "3"})
+    assert (refused.status_code, refused.json()["code"]) == (409, "study_not_in_pacs"), refused.text
+    assert study in refused.json()["message"] and "MEDSEARCH_EXPORT_CHECK_STUDY=false" in refused.json()["message"]
+    assert _instances(orthanc) == before
+    with _app(corpus, export_ae=ae, export_check_study=False) as api:
+        sent = api.post("/v1/export/sr", files={"file": ("q.dcm", corpus["unknown"])}, data={"k": "3"})
+    assert sent.status_code == 200, sent.text
+    _sr_in_study(orthanc, study, sent.json()["sop_instance_uid"])

@@ -90,10 +90,15 @@ def test_upload_renders_like_the_indexed_preview(client: httpx.Client, ids: dict
     assert uploaded.headers["x-medsearch-kind"] == "dicom"
     assert uploaded.headers["x-medsearch-modality"] == (meta["modality"] or "")
     assert uploaded.headers["x-medsearch-window"] == meta["window"]
+    # the source frame's size and number: the page maps a region drawn on the (scaled) picture back to them
+    assert uploaded.headers["x-medsearch-size"] == f"{meta['columns']}x{meta['rows']}"
+    assert uploaded.headers["x-medsearch-frame"] == str(meta["frame"])
+    assert uploaded.headers["x-medsearch-frames"] == str(meta["number_of_frames"])
     indexed = pixels(client.get(f"/v1/images/{ids[name]}/preview"))
     assert np.array_equal(pixels(uploaded), indexed)
-    thumb = pixels(render(client, name, size="thumbnail"))
-    assert max(thumb.shape) <= 256
+    small = render(client, name, size="thumbnail")
+    thumb = pixels(small)
+    assert max(thumb.shape) <= 256 and small.headers["x-medsearch-size"] == uploaded.headers["x-medsearch-size"]
 
 
 def test_ct_presets_apply_known_numbers(client: httpx.Client, ids: dict[str, int]) -> None:

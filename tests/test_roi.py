@@ -110,7 +110,7 @@ def test_upload_region_query_is_recorded_and_differs_from_the_whole_image(api: T
         files={"file": ("q.dcm", testdata_file("CT_small.dcm").read_bytes())},
         data={"roi": "100,100,64,64"},
     )  # CT_small is 128x128
-    assert (bad.status_code, bad.json()["code"]) == (409, "region_outside")
+    assert (bad.status_code, bad.json()["code"]) == (400, "region_outside")
     assert "reaches outside the 128x128 image" in bad.json()["message"]
     malformed = api.post(
         "/v1/search/image", files={"file": ("q.dcm", testdata_file("CT_small.dcm").read_bytes())}, data={"roi": "1,2,3"}
@@ -139,6 +139,52 @@ def test_region_of_an_indexed_image_and_of_a_chosen_frame(api: TestClient) -> No
         data={"roi": "8,8,48,48", "frame": "11"},
     )
     assert 400 <= beyond.status_code < 500 and "frame" in beyond.json()["message"].lower(), beyond.text
+
+
+def test_a_region_of_another_frame_of_an_indexed_multi_frame_image(api: TestClient) -> None:
+    """By id, `frame` picks the frame a viewer shows (the indexed one is the middle): the same region and frame as
+    an upload gives the same scores; a frame the file lacks, or a frame without a region, is a clear 4xx."""
+    indexed = _search(api, "emri_small.dcm")["hits"][0]  # type: ignore[index]
+    assert indexed["source"].endswith("emri_small.dcm")
+    image_id = indexed["id"]
+
+    def by_id(**params: object) -> dict[int, float]:
+        answer = api.get(f"/v1/images/{image_id}/similar", params={"k": 10, "roi": "8,8,48,48", **params})
+        assert answer.status_code == 200, answer.text
+        return _scores(answer.json())
+
+    third, eighth, own = by_id(frame=3), by_id(frame=8), by_id()
+    assert third != pytest.approx(eighth) and third != pytest.approx(own)
+    upload = _scores(_search(api, "emri_small.dcm", roi="8,8,48,48", frame="3"))
+    assert third == pytest.approx({i: s for i, s in upload.items() if i != image_id})
+    beyond = api.get(f"/v1/images/{image_id}/similar", params={"roi": "8,8,48,48", "frame": 11})
+    assert 400 <= beyond.status_code < 500 and "frame" in beyond.json()["message"].lower(), beyond.text
+    alone = api.get(f"/v1/images/{image_id}/similar", params={"frame": 3})
+    assert (alone.status_code, alone.json()["code"]) == (400, "bad_query") and "roi" in alone.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("roi", "status", "code", "problem"),
+    [
+        ("0,0,0,9", 400, "bad_query", "is empty"),
+        ("0,0,4,40", 400, "bad_query", "too small: width and height must be at least 8"),
+        ("128,0,16,16", 400, "region_outside", "starts outside the 128x128 image"),
+        ("100,100,64,64", 400, "region_outside", "reaches outside the 128x128 image"),
+    ],
+)
+def test_bad_regions_are_a_400_naming_the_problem_by_upload_and_by_id(
+    api: TestClient, roi: str, status: int, code: str, problem: str
+) -> None:
+    """Issue 20: a region outside the image, empty or tiny is a 400 whose message says which (CT_small: 128x128)."""
+    ct = testdata_file("CT_small.dcm").read_bytes()
+    self_id = _search(api, "CT_small.dcm")["hits"][0]["id"]  # type: ignore[index]
+    for answer in (
+        api.post("/v1/search/image", files={"file": ("q.dcm", ct)}, data={"roi": roi}),
+        api.get(f"/v1/images/{self_id}/similar", params={"roi": roi}),
+    ):
+        body = answer.json()
+        assert (answer.status_code, body["code"]) == (status, code), answer.text
+        assert problem in body["message"] and "Traceback" not in answer.text
 
 
 @pytest.mark.e2e

@@ -37,12 +37,17 @@ class WindowPresets(BaseModel):
 
 
 def png_response(rendering: Rendering) -> Response:
-    """The PNG, with what it shows in headers (kind, modality, window) so the page can offer presets or not."""
+    """The PNG, with what it shows in headers (kind, modality, window) so the page can offer presets or not, and
+    the source frame's size (`WxH`), number and the file's frame count, so a region drawn on the picture maps
+    back to source pixels of that frame."""
     headers = {
         "Cache-Control": "private, max-age=3600",
         "X-Medsearch-Kind": rendering.kind,
         "X-Medsearch-Modality": rendering.modality or "",
         "X-Medsearch-Window": rendering.window,
+        "X-Medsearch-Size": f"{rendering.width}x{rendering.height}",
+        "X-Medsearch-Frame": str(rendering.frame),
+        "X-Medsearch-Frames": str(rendering.frames),
     }
     return Response(rendering.png, media_type="image/png", headers=headers)
 
@@ -71,7 +76,8 @@ async def render_upload(
 ) -> Response:
     """The upload decoded exactly as the indexer decodes (middle frame, same windowing), or under a CT preset.
 
-    Nothing is stored. Headers say what the picture shows: X-Medsearch-Kind, -Modality and -Window.
+    Nothing is stored. Headers say what the picture shows: X-Medsearch-Kind, -Modality and -Window, and
+    -Size (the source frame's columns x rows, before scaling), -Frame (its 1-based number) and -Frames (of how many).
     """
     data = await read_upload(file, state.settings.max_upload_bytes)
     rendering = await run_in_threadpool(render, data, SIZES[size], state.settings, window=window)  # "": 400

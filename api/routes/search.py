@@ -215,15 +215,20 @@ async def similar(
     level: Annotated[Level, Query(description=LEVEL_HELP)] = "image",
     rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
     roi: Annotated[str, Query(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
+    frame: Annotated[
+        int, Query(ge=0, le=100_000, description="With roi, multi-frame: this 1-based frame (0: the indexed one)")
+    ] = 0,
 ) -> Response:
     """Images (or series, studies) most similar to an indexed image (never the image itself, nor at series or
     study level its own case); no model needed, except for a region (`roi`), which re-reads the image's source
-    and embeds that region of its indexed frame."""
+    and embeds that region of its indexed frame (or of `frame`: the frame a viewer shows)."""
     region = parse_roi(roi) if roi else None
+    if frame and region is None:
+        raise BadQueryError("frame goes with roi: a whole-image query by id uses the image's indexed vector")
 
     def work() -> SearchResponse:
         if region is not None:
-            query = _encode(state, engine.embed_region, state.collection, image_id, region)
+            query = _encode(state, engine.embed_region, state.collection, image_id, region, frame or None)
             return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
         query = engine.embed_id(state.collection, image_id)
         return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)

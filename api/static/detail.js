@@ -8,7 +8,7 @@ import { releaseImage } from "./images.js";
 import { caseSummary, caseUid, isCase } from "./levels.js";
 import { showStudyReport } from "./reports.js";
 import { state } from "./state.js";
-import { closeViewer, showInViewer } from "./viewer.js";
+import { closeViewer, showInViewer, shownPicture } from "./viewer.js";
 
 // [field, title, format]; formats turn API values into what a reader expects
 const META_FIELDS = [
@@ -33,6 +33,14 @@ const META_FIELDS = [
 
 // A series or study hit: its sampled slices in slice order, stepped through with the arrow keys.
 const slices = { ids: [], index: 0, key: null };
+// The image the viewer shows (the hit, or the slice stepped to): its source frame's size (null until the first
+// picture arrives) and frame (0: the image's indexed frame; N: the frame the reader stepped to).
+export function shownImage() {
+  if (!state.detailHit) return null;
+  const id = slices.ids.length ? slices.ids[slices.index] : state.detailHit.id;
+  const picture = shownPicture();
+  return { id, size: picture ? picture.size : null, frame: picture ? picture.frame : 0 };
+}
 
 function showSlice(keep) {
   const id = slices.ids[slices.index];

@@ -3,7 +3,7 @@
 import { ApiError, saveApiKey } from "./api.js";
 import { caseQuery, wireCases } from "./cases.js";
 import { closeCompare, stepCompare, wireCompareStepper } from "./compare.js";
-import { closeDetail, compareDetail, stepSlice } from "./detail.js";
+import { closeDetail, compareDetail, shownImage, stepSlice } from "./detail.js";
 import { deepLinkQuery } from "./deeplink.js";
 import { $ } from "./dom.js";
 import { showError } from "./errors.js";
@@ -13,9 +13,10 @@ import { loadStats, refreshReady, trackTopbar, updateKeyUi } from "./header.js";
 import { caseUid, isCase } from "./levels.js";
 import { loadFindingNames, wireProbes } from "./probes.js";
 import { queryFromForm, setFile, updateWeight } from "./query.js";
+import { attachRoi, cancelRoi, resetRoi } from "./roi.js";
 import { rerun, run } from "./search.js";
 import { state } from "./state.js";
-import { stepFrame, viewerKey, wireViewer } from "./viewer.js";
+import { imageToScreen, screenToImage, stepFrame, viewerKey, wireViewer } from "./viewer.js";
 import { loadVocabulary } from "./vocabulary.js";
 
 // Here, not in detail.js: the detail panel is opened by the results, which the search renders (no circle)
@@ -30,6 +31,39 @@ function findSimilar() {
   run(query, 0).then(() => {
     const first = $("results").querySelector(".card");
     if (first) first.focus();
+  });
+}
+
+// Region queries: a box on the query preview searches by that region of the upload (the frame it shows); a box
+// on the detail preview, by that region of the image (or slice) shown there.
+function wireRegions() {
+  attachRoi($("query-preview-img"), {
+    name: "query",
+    size: () => (state.queryInfo && state.queryInfo.width ? { width: state.queryInfo.width, height: state.queryInfo.height } : null),
+    onSearch: (roi) => {
+      const query = queryFromForm();
+      if (!query || query.kind !== "image") return;
+      const info = state.queryInfo;
+      run({ ...query, roi, frame: info.frames > 1 ? info.frame : 0 }, 0); // multi-frame: the frame shown
+    },
+  });
+  attachRoi($("detail-preview"), {
+    name: "detail",
+    armButton: $("detail-roi"),
+    mapping: { toImage: screenToImage, fromImage: imageToScreen }, // the viewer's zoom and pan
+    size: () => shownImage()?.size || null,
+    onSearch: (roi) => {
+      const shown = shownImage();
+      if (!shown) return;
+      const pivot = { ...state.detailHit, id: shown.id, level: "image" };
+      state.opener = null;
+      closeDetail();
+      run({ kind: "similar", pivot, roi, frame: shown.frame }, 0);
+    },
+  });
+  // a query without a region (Search pressed again, another file): the box drawn for the last one goes
+  document.addEventListener("medsearch:search", (event) => {
+    if (!event.detail.query.roi) resetRoi($("query-preview-img"));
   });
 }
 
@@ -63,6 +97,10 @@ function stepResult(delta) {
 }
 
 function onKey(event) {
+  if (event.key === "Escape" && cancelRoi()) {
+    event.preventDefault();
+    return;
+  }
   if (event.key === "Escape" && closeCompare()) {
     event.preventDefault();
     return;
@@ -203,6 +241,7 @@ function init() {
   wireDrop();
   wireKey();
   wireCases({ search: (query) => run(query, 0), clearImage: () => setFile(null), levelChanged: rerun });
+  wireRegions();
   wireFeedback({ refine: (query) => run(query, 0), current: () => state.query });
   wireProbes({ filterBy: (name) => setProbeFilter(name, 0.5) && rerun() });
   setFilterChangeHandler(rerun);

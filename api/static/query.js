@@ -12,11 +12,16 @@ export async function renderUpload(file, { size = "preview", window = null, sign
   if (window) form.append("window", window);
   const response = await api("v1/render", { method: "POST", body: form, signal });
   const blob = await response.blob();
+  const [width, height] = (response.headers.get("X-Medsearch-Size") || "").split("x").map(Number);
   return {
     url: URL.createObjectURL(blob),
     kind: response.headers.get("X-Medsearch-Kind") || "",
     modality: response.headers.get("X-Medsearch-Modality") || "",
     window: response.headers.get("X-Medsearch-Window") || "",
+    width: width || 0, // the source frame (the picture may be scaled down) and its number: a region's frame
+    height: height || 0,
+    frame: Number(response.headers.get("X-Medsearch-Frame")) || 0,
+    frames: Number(response.headers.get("X-Medsearch-Frames")) || 1,
   };
 }
 
@@ -37,6 +42,8 @@ function showThumb(url, source) {
   thumb.hidden = false;
   $("file-icon").hidden = true;
   for (const img of document.querySelectorAll("[data-testid=query-thumb]")) img.src = url;
+  $("query-preview-img").src = url;
+  $("query-preview").hidden = false;
 }
 
 async function previewFromServer(file) {
@@ -47,7 +54,9 @@ async function previewFromServer(file) {
       return;
     }
     state.fileUrl = rendered.url;
-    state.queryInfo = { kind: rendered.kind, modality: rendered.modality, window: rendered.window };
+    const { kind, modality, window, width, height, frame, frames } = rendered;
+    state.queryInfo = { kind, modality, window, width, height, frame, frames };
+    $("query-preview").dataset.frame = String(frame);
     $("file-thumb").dataset.window = rendered.window;
     showThumb(rendered.url, "server");
   } catch (err) {
@@ -63,6 +72,9 @@ export function setFile(file) {
   const thumb = $("file-thumb");
   thumb.onerror = () => file && showIcon(file, "the browser cannot show this picture");
   delete thumb.dataset.window;
+  $("query-preview").hidden = true;
+  delete $("query-preview").dataset.frame;
+  $("query-preview-img").removeAttribute("src");
   if (!file) {
     $("drop-empty").hidden = false;
     $("drop-file").hidden = true;
@@ -79,7 +91,9 @@ export function setFile(file) {
   $("file-size").textContent = formatBytes(file.size);
   if (/^image\/(png|jpeg|gif|webp)$/.test(file.type)) {
     state.fileUrl = URL.createObjectURL(file);
-    state.queryInfo = { kind: "raster", modality: "", window: "" };
+    const info = (state.queryInfo = { kind: "raster", modality: "", window: "", width: 0, height: 0, frame: 0, frames: 1 });
+    const preview = $("query-preview-img");
+    preview.addEventListener("load", () => Object.assign(info, { width: preview.naturalWidth, height: preview.naturalHeight }), { once: true }); // decoded by the browser at full size
     showThumb(state.fileUrl, "browser");
   } else {
     showIcon(file, "rendering…");

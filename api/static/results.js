@@ -8,6 +8,7 @@ import { loadImage } from "./images.js";
 import { caseDescription, caseStrip, caseSummary, isCase, noun } from "./levels.js";
 import { findingChips } from "./probes.js";
 import { reportSnippet } from "./reports.js";
+import { describeRegion } from "./roi.js";
 import { state } from "./state.js";
 
 const EMPTY = "No images match this query and these filters.";
@@ -33,6 +34,7 @@ export function renderQuerySummary(query) {
   if (query.kind === "image") {
     kind.textContent = query.text ? "image + text" : "image";
     what.textContent = query.text ? `${query.file.name} + “${query.text}”` : query.file.name;
+    if (query.roi) what.textContent += ` · ${describeRegion(query.roi)}${query.frame ? ` of frame ${query.frame}` : ""}`;
     const thumb = el("img", { className: "query-thumb", alt: `Query ${query.file.name}` });
     thumb.dataset.testid = "query-thumb";
     if (state.fileUrl) thumb.src = state.fileUrl;
@@ -67,6 +69,7 @@ export function renderQuerySummary(query) {
   kind.textContent = "similar to";
   const p = query.pivot;
   what.textContent = `${basename(p.source)}${p.label ? ` · ${p.label}` : ""} (image ${p.id})`;
+  if (query.roi) what.textContent += ` · ${describeRegion(query.roi)}${query.frame ? ` of frame ${query.frame}` : ""}`;
   const back = el("button", { type: "button", className: "link", textContent: "show it" });
   back.dataset.testid = "pivot-open";
   back.addEventListener("click", () => openDetail({ ...p, rank: undefined, score: undefined, text_score: null }, back));
@@ -88,6 +91,9 @@ function renderHeader(body, filters) {
   total.dataset.total = String(body.total);
   $("results-page").textContent = `page ${page}`;
   $("results-page").dataset.page = String(page);
+  const region = $("results-region"); // as the API recorded it, not as the page asked
+  region.textContent = body.roi ? describeRegion(body.roi) : "";
+  region.hidden = !body.roi;
   const box = $("results-filters");
   const parts = describeFilters(filters);
   box.replaceChildren(...parts.map((text) => el("span", { className: "filter-chip", textContent: text })));

@@ -35,6 +35,8 @@ export function buildRequest(query, offset, k, filters, level = "image", rerank 
     }
     appendFilters(form, { k, offset, ...filters });
     for (const [key, value] of Object.entries(levels)) form.append(key, value);
+    if (query.roi) form.append("roi", query.roi.join(","));
+    if (query.roi && query.frame) form.append("frame", String(query.frame)); // the frame the preview showed
     return ["v1/search/image", { method: "POST", body: form }];
   }
   if (query.kind === "feedback") {
@@ -46,6 +48,8 @@ export function buildRequest(query, offset, k, filters, level = "image", rerank 
     return ["v1/search/text", { method: "POST", headers: { "Content-Type": "application/json" }, body }];
   }
   const params = appendFilters(new URLSearchParams(levels), { k, offset, ...filters });
+  if (query.roi) params.set("roi", query.roi.join(","));
+  if (query.roi && query.frame) params.set("frame", String(query.frame)); // another frame than the indexed one
   return [`v1/images/${query.pivot.id}/similar?${params}`, { method: "GET" }];
 }
 

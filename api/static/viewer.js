@@ -277,6 +277,26 @@ export function screenToImage(clientX, clientY) {
   return { x, y, inside: x >= 0 && y >= 0 && x < s.columns && y < s.rows };
 }
 
+// The inverse of screenToImage (source pixels to a point on the page), for drawing over the picture; null with none.
+export function imageToScreen(x, y) {
+  const picture = img();
+  const s = view.shown;
+  if (!s || !picture.naturalWidth || !s.columns) return null;
+  const r = picture.getBoundingClientRect();
+  const fit = Math.min(r.width / picture.naturalWidth, r.height / picture.naturalHeight);
+  const left = r.left + (r.width - picture.naturalWidth * fit) / 2;
+  const top = r.top + (r.height - picture.naturalHeight * fit) / 2;
+  return { x: left + (x / s.columns) * picture.naturalWidth * fit, y: top + (y / s.rows) * picture.naturalHeight * fit };
+}
+
+// What the picture on screen is of: the source frame's {width, height} and the frame the reader stepped to (0: the
+// image's own frame); null before the first picture.
+export function shownPicture() {
+  const s = view.shown;
+  if (!s || !s.columns) return null;
+  return { size: { width: s.columns, height: s.rows }, frame: view.frame ?? 0 };
+}
+
 // The viewer's keys while the panel is open (not typing): true when the key was the viewer's.
 export function viewerKey(event) {
   if (view.id === null || event.ctrlKey || event.metaKey || event.altKey) return false;
