@@ -54,12 +54,19 @@ def hybrid_search(
         rows = collection.catalog.hit_rows(unseen) if unseen else {}  # one read, not one per image
         same = {i for i in unseen if i not in rows or rows[i].study_instance_uid == query.study_uid}
         report_rank = {i: r for i, r in report_rank.items() if i not in same}
-    fused = {
-        image_id: sum(1.0 / (RRF_K + r) for r in (embedding_rank.get(image_id), report_rank.get(image_id)) if r)
-        for image_id in embedding_rank.keys() | report_rank.keys()
-    }
-    chosen = sorted(fused, key=lambda i: (-fused[i], embedding_rank.get(i, depth + 1), i))[:k]
+    chosen = fuse(embedding_rank, report_rank)[:k]
     return _hits(collection, query, chosen, {h.image.id: h for h in by_vector}, embedding_rank, report_rank)
+
+
+def fuse(embedding_rank: dict[int, int], report_rank: dict[int, int]) -> list[int]:
+    """Ids of either list by their reciprocal rank fusion score, best first; equal scores by embedding rank (ids
+    only in the report list after), then by id."""
+    fused = {
+        item: sum(1.0 / (RRF_K + r) for r in (embedding_rank.get(item), report_rank.get(item)) if r)
+        for item in embedding_rank.keys() | report_rank.keys()
+    }
+    last = max(embedding_rank.values(), default=0) + 1
+    return sorted(fused, key=lambda i: (-fused[i], embedding_rank.get(i, last), i))
 
 
 def _hits(
