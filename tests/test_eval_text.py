@@ -92,3 +92,9 @@ def test_eval_cli_scores_text_queries_with_reports(tmp_path: Path, cli_env: dict
     shown = run(args, cli_env).stdout
     assert "text queries (image level), k=2" in shown and "text queries (study level), k=2" in shown
     assert "P@2 hybrid" in shown
+    # the same collection through `search --hybrid` at each case level
+    for level, count in (("series", 4), ("study", 4)):
+        found = json.loads(run(["search", "--text", "nodule", "--hybrid", "--level", level, "--json"], cli_env).stdout)
+        hits = found["hits"]
+        assert len(hits) == count and {h["report_rank"] for h in hits[:2]} == {1, 2}, level
+        assert {h["study_instance_uid"] for h in hits[:2]} == ct_studies and hits[2]["report_rank"] is None
