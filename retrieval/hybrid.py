@@ -118,6 +118,10 @@ def hybrid_cases(
         hit.rank = len(hits) + 1
         hit.embedding_rank, hit.report_rank = embedding_rank.get(uid), report_rank.get(uid)
         hits.append(hit)
+    latest = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits])
+    for hit in hits:  # the report its rank came from, shown with the case
+        stored = latest.get(hit.image.study_instance_uid or "")
+        hit.study_report = hit.study_report or (stored.text if stored else None)
     return hits, total
 
 
