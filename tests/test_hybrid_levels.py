@@ -61,6 +61,7 @@ def test_fusion_keys_may_be_case_uids() -> None:
     assert fuse({"a": 1, "b": 2, "c": 3}, {"b": 1, "z": 2}) == ["b", "a", "z", "c"]
 
 
+@pytest.mark.slow  # indexes a collection (make test-fast is at its budget)
 def test_study_level_hybrid_ranks_a_study_by_its_report(collection: Collection, studies: dict[str, str]) -> None:
     for words, first in (("pleural effusion", "effusion"), ("lobe consolidation", "consolidation")):
         query = engine.embed_text(collection, words)
@@ -78,6 +79,7 @@ def test_study_level_hybrid_ranks_a_study_by_its_report(collection: Collection, 
     assert [(h.image.study_instance_uid, h.report_rank) for h in mr_only[0]] == [(studies["consolidation"], None)]
 
 
+@pytest.mark.slow  # indexes a collection (make test-fast is at its budget)
 def test_series_level_hybrid_series_share_their_studys_report_rank(
     collection: Collection, studies: dict[str, str]
 ) -> None:
@@ -96,6 +98,7 @@ def test_series_level_hybrid_series_share_their_studys_report_rank(
     assert [(h.image.study_instance_uid, h.report_rank) for h in kept] == [(studies["consolidation"], None)]
 
 
+@pytest.mark.slow  # indexes a collection and starts the app
 @pytest.mark.backends("sqlite-faiss")  # the service opens its data folder's own database
 def test_the_api_answers_hybrid_at_each_level(collection: Collection, studies: dict[str, str], tmp_path: Path) -> None:
     from fastapi.testclient import TestClient

@@ -271,6 +271,7 @@ def test_hybrid_fuses_the_embedding_rank_and_the_report_match(collection: Collec
     assert filtered == []  # the same filters bound both lists
 
 
+@pytest.mark.slow  # indexes twice (make test-fast is at its budget)
 def test_an_sr_whose_study_is_never_indexed_waits_and_matches_nothing(collection: Collection, tmp_path: Path) -> None:
     from retrieval.hybrid import hybrid_search
 
