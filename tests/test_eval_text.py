@@ -92,6 +92,15 @@ def test_eval_cli_scores_text_queries_with_reports(tmp_path: Path, cli_env: dict
     shown = run(args, cli_env).stdout
     assert "text queries (image level), k=2" in shown and "text queries (study level), k=2" in shown
     assert "P@2 hybrid" in shown
+    # labels by path: the images' studies (and so their reports) are found through the index
+    by_path = tmp_path / "paths.csv"
+    files = sorted(folder.glob("*.dcm"))
+    rows_by_path = [f"{f},{'nodule' if f.name.startswith('ct') else 'normal'}\n" for f in files]
+    by_path.write_text("path,label\n" + "".join(rows_by_path))
+    paths = json.loads(run(["eval", "--labels", str(by_path), "-k", "2", "--text-queries", "--json"], cli_env).stdout)
+    per_label = paths["text_queries"]["image_level"]["per_label"]
+    assert per_label["nodule"]["relevant"] == 4 and per_label["nodule"]["report"]["precision_at_k"] == 1.0
+    assert all(Path(p).name.startswith("ct") for p in per_label["nodule"]["report"]["top_k"])
     # the same collection through `search --hybrid` at each case level
     for level, count in (("series", 4), ("study", 4)):
         found = json.loads(run(["search", "--text", "nodule", "--hybrid", "--level", level, "--json"], cli_env).stdout)

@@ -64,6 +64,7 @@ def evaluate(
         table_in = read_labels_table(labels)
         study_report = None
         texts: dict[str, eval_text.TextQueryResults] = {}
+        studies: list[str | None] = []  # per image: its study (--text-queries: where its report is)
         if eval_studies.is_study_table(table_in):  # labels keyed by StudyInstanceUID: image and study level
             study_set = eval_studies.load_studies(collection, eval_studies.read_study_labels(table_in, labels))
             items = [
@@ -74,7 +75,7 @@ def evaluate(
             study_report = eval_studies.evaluate_studies(study_set, k)
             if text_queries:
                 owner = {i: s.uid for s in study_set.studies for i in s.image_ids}
-                studies: list[str | None] = [owner[i] for i in study_set.image_ids]
+                studies = [owner[i] for i in study_set.image_ids]
                 uids = [s.uid for s in study_set.studies]
                 texts["study_level"] = eval_text.run_text_queries(
                     collection,
@@ -88,7 +89,8 @@ def evaluate(
             items = eval_data.read_labels(labels)
             vectors, from_index = eval_data.embed_labelled(collection, items)
             patients = [i.patient for i in items]
-            studies = eval_text.studies_of_sources(collection, [str(i.path) for i in items]) if text_queries else []
+            if text_queries:
+                studies = eval_text.studies_of_sources(collection, [str(i.path) for i in items])
         if text_queries:
             image_labels = [i.label for i in items]
             texts = {
