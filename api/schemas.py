@@ -76,7 +76,8 @@ class TextSearchRequest(JsonFilters):
     mode: Literal["vector", "hybrid"] = Field(
         default="vector",
         description="hybrid: rank by the embedding and by the text's words in the studies' reports, fused by "
-        "reciprocal rank fusion (image level); hits carry embedding_rank and report_rank.",
+        "reciprocal rank fusion, at any level (a series or study ranks by its study's report); hits carry "
+        "embedding_rank and report_rank.",
     )
     k: Count = Field(default=10, ge=1, le=MAX_K)
     offset: Count = Field(default=0, ge=0, le=10_000)

@@ -73,22 +73,27 @@ class RetrievalReport:
 
 def query_metrics(ranking: Sequence[int], labels: Sequence[str], query: int, relevant: int, k: int) -> QueryResult:
     """precision@k, recall@k and AP@k of one ranking (indices into `labels`), as defined above."""
-    top = list(ranking[:k])
-    rel = [1 if labels[i] == labels[query] else 0 for i in top]
     result = QueryResult(query, labels[query], list(ranking), relevant)
-    if relevant == 0:
-        return result
-    hits = sum(rel)
-    result.precision = hits / k
-    result.recall = hits / relevant
+    if relevant:
+        result.precision, result.recall, result.average_precision = ranking_metrics(
+            ranking, labels, labels[query], relevant, k
+        )
+    return result
+
+
+def ranking_metrics(
+    ranking: Sequence[int], labels: Sequence[str], target: str, relevant: int, k: int
+) -> tuple[float, float, float]:
+    """(precision@k, recall@k, AP@k) of a ranking for `target` (`relevant` > 0 items carry it); a ranking shorter
+    than k (a filter admitted fewer) counts its empty places as misses."""
+    rel = [1 if labels[i] == target else 0 for i in ranking[:k]]
     running = 0
     total = 0.0
     for position, is_rel in enumerate(rel, start=1):
         if is_rel:
             running += 1
             total += running / position
-    result.average_precision = total / min(k, relevant)
-    return result
+    return running / k, running / relevant, total / min(k, relevant)
 
 
 def eligible(query: int, patients: Sequence[str | None]) -> list[int]:

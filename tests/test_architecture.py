@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "retrieval.eval_data": 6,
     "retrieval.eval_studies": 6,
     "retrieval.eval_chart": 6,
+    "retrieval.eval_text": 6,
     "retrieval.labels": 6,
     "retrieval.reports": 6,
     "retrieval.context": 6,

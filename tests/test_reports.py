@@ -269,3 +269,24 @@ def test_hybrid_fuses_the_embedding_rank_and_the_report_match(collection: Collec
         assert hits[0].as_dict()["report_rank"] == 1
     filtered = hybrid_search(collection, query, "consolidation", k=5, filters=Filters(modality=["MR"]))
     assert filtered == []  # the same filters bound both lists
+
+
+@pytest.mark.slow  # indexes twice (make test-fast is at its budget)
+def test_an_sr_whose_study_is_never_indexed_waits_and_matches_nothing(collection: Collection, tmp_path: Path) -> None:
+    from retrieval.hybrid import hybrid_search
+
+    study = _study_files(tmp_path / "both")
+    (tmp_path / "sr-only").mkdir()
+    (tmp_path / "both" / "sr.dcm").rename(tmp_path / "sr-only" / "sr.dcm")
+    summary = run_index(collection, [tmp_path / "sr-only"], IndexOptions(workers=0, batch_size=8))
+    assert (summary.reports, summary.failed) == (1, 0)  # a report, not a failure
+    stats = collection.catalog.stats()
+    assert (stats["reports"], stats["reports_waiting"], stats["images"]) == (1, 1, 0)
+    assert _leaks(_stored_text(collection)) == []  # the SR's own headers name the patient: scrubbed already
+    vector = engine.embed_text(collection, "chest")
+    assert engine.search(collection, vector, k=5, filters=Filters(report="effusion")) == []
+    assert hybrid_search(collection, vector, "pleural effusion", k=5) == []  # a report without images is no hit
+    run_index(collection, [tmp_path / "both"], IndexOptions(workers=0, batch_size=8))  # its images come after all
+    assert collection.catalog.stats()["reports_waiting"] == 0
+    hits = engine.search(collection, vector, k=5, filters=Filters(report="effusion"))
+    assert [h.image.study_instance_uid for h in hits] == [study]

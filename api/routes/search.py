@@ -22,7 +22,7 @@ from api.views import hit_model
 from retrieval import query as engine
 from retrieval.context import reference_context
 from retrieval.errors import BadQueryError, ModelLoadError, TooLargeError
-from retrieval.hybrid import hybrid_search
+from retrieval.hybrid import hybrid_cases, hybrid_search
 from retrieval.imaging.roi import parse_roi
 from retrieval.query import MAX_K, MAX_TEXT_CHARS
 from retrieval.query_cases import embed_case, embed_upload
@@ -87,25 +87,39 @@ def _json(result: SearchResponse) -> Response:
 
 
 def _hybrid(state: ServiceState, query: engine.QueryVector, body: TextSearchRequest) -> SearchResponse:
-    if body.group_by != "image":
-        raise BadQueryError("mode=hybrid ranks images: leave group_by at image")
+    if body.group_by != "image" or body.rerank != "none":
+        raise BadQueryError("mode=hybrid ranks images or cases (level): leave group_by and rerank out")
     filters = body.store_filters()
-    hits = hybrid_search(
-        state.collection,
-        query,
-        body.text,
-        k=min(body.k + body.offset, MAX_K),
-        filters=filters,
-        exclude_same_patient=body.exclude_same_patient,
-        exclude_same_study=body.exclude_same_study,
-    )[body.offset :]
+    if body.level != "image":
+        hits, total = hybrid_cases(
+            state.collection,
+            query,
+            body.text,
+            level=body.level,
+            k=min(body.k + body.offset, MAX_K),
+            filters=filters,
+            exclude_same_patient=body.exclude_same_patient,
+            exclude_same_study=body.exclude_same_study,
+        )
+        hits = hits[body.offset :]
+    else:
+        hits = hybrid_search(
+            state.collection,
+            query,
+            body.text,
+            k=min(body.k + body.offset, MAX_K),
+            filters=filters,
+            exclude_same_patient=body.exclude_same_patient,
+            exclude_same_study=body.exclude_same_study,
+        )[body.offset :]
+        candidates = state.collection.catalog.candidate_ids(filters)
+        index = state.collection.index
+        total = len(candidates) if candidates is not None else (index.ntotal if index is not None else 0)
     fingerprint = state.collection.catalog.fingerprint()
-    candidates = state.collection.catalog.candidate_ids(filters)
-    index = state.collection.index
-    total = len(candidates) if candidates is not None else (index.ntotal if index is not None else 0)
     template = state.settings.viewer_url_template
     return SearchResponse(
         query="text+report",
+        level=body.level,
         k=body.k,
         offset=body.offset,
         total=total,
@@ -152,8 +166,6 @@ async def search_text(body: TextSearchRequest, state: FreshDep, request: Request
     def work() -> SearchResponse:  # one trip to the thread pool per request
         query = _encode(state, engine.embed_text, state.collection, body.text)
         if body.mode == "hybrid":
-            if body.level != "image":
-                raise BadQueryError("mode=hybrid ranks images: leave level at image")
             return _hybrid(state, query, body)
         return _run(
             state, query, body, body.k, body.offset, body.group_by, body.show_duplicates, body.level, body.rerank

@@ -98,7 +98,7 @@ def search(
         typer.Option(
             "--hybrid",
             help="Rank by the embedding and by the --text words in the studies' reports, fused by reciprocal rank "
-            "fusion (image level; hits show both ranks).",
+            "fusion, at any --level (a series or study ranks by its study's report); hits show both ranks.",
         ),
     ] = False,
     show_duplicates: Annotated[
@@ -196,19 +196,31 @@ def search(
         else:
             query = seed
         if hybrid:
-            from retrieval.hybrid import hybrid_search, require_text
+            from retrieval.hybrid import hybrid_cases, hybrid_search, require_text
 
-            if group_by != "image" or level != "image":
-                raise BadQueryError("--hybrid ranks images: leave --group-by and --level at image")
-            hits = hybrid_search(
-                collection,
-                query,
-                require_text(text),
-                k=k,
-                filters=filters.store_filters(),
-                exclude_same_patient=filters.exclude_same_patient,
-                exclude_same_study=filters.exclude_same_study,
-            )
+            if group_by != "image" or rerank != "none":
+                raise BadQueryError("--hybrid ranks images or cases (--level): leave --group-by and --rerank out")
+            if level == "image":
+                hits = hybrid_search(
+                    collection,
+                    query,
+                    require_text(text),
+                    k=k,
+                    filters=filters.store_filters(),
+                    exclude_same_patient=filters.exclude_same_patient,
+                    exclude_same_study=filters.exclude_same_study,
+                )
+            else:
+                hits, _ = hybrid_cases(
+                    collection,
+                    query,
+                    require_text(text),
+                    level=level,
+                    k=k,
+                    filters=filters.store_filters(),
+                    exclude_same_patient=filters.exclude_same_patient,
+                    exclude_same_study=filters.exclude_same_study,
+                )
         else:
             hits, _ = search_level_page(
                 collection,

@@ -215,6 +215,13 @@ def any_words(text_query: str) -> Node:
     return terms[0] if len(terms) == 1 else Either(terms)
 
 
+def any_words_query(text_query: str) -> str:
+    """`any_words` written in the report query syntax (for the `report` filter): "word" OR "word" ..."""
+    node = any_words(text_query)
+    terms = node.parts if isinstance(node, Either) else (node,)
+    return " OR ".join('"' + " ".join(term.words) + '"' for term in terms if isinstance(term, Term))
+
+
 def ranked_studies(dialect: str, node: Node, limit: int) -> TextClause:
     """Study UIDs whose latest report matches, most relevant first (FTS5 bm25; PostgreSQL ts_rank_cd)."""
     if dialect == "postgresql":

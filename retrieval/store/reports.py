@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Image, Report
-from retrieval.store.report_search import any_words, ranked_studies
+from retrieval.store.report_search import any_words, matching_studies, ranked_studies
 from retrieval.store.sql import dialect_insert, in_chunks
 
 
@@ -146,6 +146,12 @@ class ReportsStore:
         with self.sessions() as session:
             dialect = session.get_bind().dialect.name
             return [str(s) for s in session.scalars(ranked_studies(dialect, any_words(text_query), limit))]
+
+    def matching(self, query: str) -> set[str]:
+        """Studies whose latest report matches a report query (the `--report` filter's syntax and meaning)."""
+        with self.sessions() as session:
+            dialect = session.get_bind().dialect.name
+            return {str(s) for s in session.scalars(matching_studies(dialect, query))}
 
     def images_of_studies(self, studies: Sequence[str]) -> dict[str, list[int]]:
         """The image ids of each study, in id order."""
