@@ -214,3 +214,28 @@ def test_copies_of_a_series_follow_their_originals(
     statuses = sorted(s.status for s in copies)
     assert statuses.count("sampled_out") == SLICES - 16 and statuses.count("excluded") == 1
     assert all(s.duplicate_of for s in copies if s.status == "indexed")
+
+
+def test_series_slices_precedence_option_then_setting_then_16(tmp_path: Path, tiny_model: Path) -> None:
+    """The CLI passes --series-slices as the option; a library caller who leaves it out gets the setting."""
+    default = make_settings(tmp_path / "a", tiny_model)
+    every = make_settings(tmp_path / "b", tiny_model, series_slices="all")
+    assert IndexOptions().slices(default) == 16
+    assert IndexOptions().slices(every) is None
+    assert IndexOptions(series_slices=3).slices(every) == 3
+    assert IndexOptions(series_slices=None).slices(default) is None
+
+
+@pytest.mark.slow  # two indexing runs
+def test_a_library_caller_samples_k_from_the_setting(
+    tmp_path: Path, tiny_model: Path, phantoms: list[PhantomSeries], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDSEARCH_SERIES_SLICES", "4")
+    folder = phantoms[0].files[0].parent
+    with Collection(make_settings(tmp_path / "data", tiny_model)) as col:
+        counting = Counting(col)
+        summary = run_index(col, [folder], IndexOptions(workers=0, batch_size=8))  # no series_slices given
+        assert (summary.indexed, summary.sampled_out, counting.frames) == (4, SLICES - 4, 4)
+        again = run_index(col, [folder], IndexOptions(workers=0, batch_size=8, series_slices=6))  # the option wins
+        plan = col.catalog.series.get(phantoms[0].series_uid)
+        assert again.failed == 0 and plan is not None and (plan.requested, plan.slices_sampled) == (6, 6)
