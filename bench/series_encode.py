@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in built in this folder")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--sampled-only", action="store_true", help="only the K run (the all-slices run can take an hour under load)"
+    )
     args = parser.parse_args(argv)
     print(cpu_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="medsearch-series-encode-") as tmp:
@@ -101,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         warm = Settings(data_dir=work / "warm", model=str(model), workers=1)
         with Collection(warm) as collection:  # converts (or finds) the OpenVINO model once, outside the timings
             collection.load_encoder()
-        runs = [index_once(model, work / f"k{k}", series, k, args.batch) for k in (args.k, None)]
+        runs = []  # each run's figures are printed as soon as it ends: the all-slices run may take an hour
+        for k in (args.k,) if args.sampled_only else (args.k, None):
+            runs.append(index_once(model, work / f"k{k}", series, k, args.batch))
+            print(json.dumps(runs[-1]), flush=True)
+    if args.sampled_only:
+        return 0
     sampled, every = runs
     ratio = every["encode_seconds"] / sampled["encode_seconds"] if sampled["encode_seconds"] else float("inf")
     cpu_ratio = every["cpu_seconds"] / sampled["cpu_seconds"] if sampled["cpu_seconds"] else float("inf")
