@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -68,11 +70,29 @@ def _memory(index: FaissIndex) -> int:
     return index.path.stat().st_size
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (VmRSS), 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_resident_bytes() -> int:
+    """The process's peak resident memory so far (ru_maxrss, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
+        before = resident_bytes()
         image, series, study, centres = build(args, Path(tmp))
         built = time.perf_counter() - started
+        after = resident_bytes()  # the three indexes plus the study centres (studies x width float32)
         rng = np.random.default_rng(args.seed + 7)
         asked = rng.choice(args.studies, size=args.queries, replace=False)
         again = slices_of(centres[asked], args.slices, args.seed + 99)  # re-acquisitions of the asked studies
@@ -113,6 +133,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "p50_ms_study_level": round(statistics.median(study_ms), 2),
             "p50_ms_maxsim_rerank_top50": round(statistics.median(rerank_ms), 2),
             "index_bytes": {"image": _memory(image), "series": _memory(series), "study": _memory(study)},
+            "resident_bytes": {
+                "before_build": before,
+                "after_build": after,
+                "growth_in_build": after - before,
+                "centres": int(centres.nbytes),
+                "peak": peak_resident_bytes(),
+            },
+            "load_average": os.getloadavg(),
             "own_study_first": {
                 "image_level_slice_query": first_image / args.queries,
                 "study_level_centroid": first_centroid / args.queries,

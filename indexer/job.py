@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from indexer.stages.decode import DecodeConfig
 from retrieval.collection import Collection
 from retrieval.encoders.base import Encoder
-from retrieval.imaging.series import DEFAULT_SLICES
+from retrieval.imaging.series import parse_slices
 from retrieval.imaging.types import FramePolicy
 from retrieval.labels import Labels
+from retrieval.settings import Settings
 from retrieval.store.repo import FailureRecord
 
 STAGES = ("read", "decode", "preprocess", "encode", "write")
@@ -26,6 +28,15 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
+class FromSettings(enum.Enum):
+    """An option left to the collection's settings (MEDSEARCH_*), for a library caller who does not pass it."""
+
+    SETTING = "setting"
+
+
+FROM_SETTINGS = FromSettings.SETTING
+
+
 @dataclass
 class IndexOptions:
     """How to run an indexing job."""
@@ -34,7 +45,14 @@ class IndexOptions:
     workers: int = 2
     batch_size: int = 16
     labels: Labels | None = None
-    series_slices: int | None = DEFAULT_SLICES  # K slices sampled per volume; None: every slice
+    # K slices sampled per volume; None: every slice; FROM_SETTINGS: MEDSEARCH_SERIES_SLICES (16 unless set)
+    series_slices: int | FromSettings | None = FROM_SETTINGS
+
+    def slices(self, settings: Settings) -> int | None:
+        """The K this run samples: the option when given (the CLI's --series-slices), else the setting."""
+        if isinstance(self.series_slices, FromSettings):
+            return parse_slices(settings.series_slices)
+        return self.series_slices
 
 
 @dataclass

@@ -74,7 +74,9 @@ def plan(
 ) -> list[Planned]:
     """What this run must process, series by series (sources already done, and those planning settled without
     decoding, are counted and shown as progress). The plan's records and removals are stored before decoding."""
-    planned = plan_stage(source, collection.catalog, options.series_slices, collection.settings.max_file_bytes)
+    planned = plan_stage(
+        source, collection.catalog, options.slices(collection.settings), collection.settings.max_file_bytes
+    )
     summary.skipped = planned.skipped
     summary.sampled_out, summary.excluded = planned.sampled_out, planned.excluded
     summary.removed = writer.apply_plan(planned)

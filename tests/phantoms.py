@@ -13,10 +13,14 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian
 
 SHAPES = ("sphere", "cylinder", "two_spheres", "cube")
+# High-contrast shapes for the level tests' tiny studies (a few slices of 32x32): a random stand-in model tells
+# them apart, where 60 HU tissue in water is too faint for it.
+CASE_SHAPES = ("cylinder", "bar", "ring", "corner")
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 INTERCEPT = -1024.0  # stored value 0 is -1024 HU
 AIR, FAT, WATER, TISSUE, BONE = -1000.0, -100.0, 0.0, 60.0, 700.0
+LUNG, DENSE = -700.0, 400.0
 
 
 def uid(*parts: object) -> str:
@@ -44,8 +48,15 @@ def volume(shape: str, slices: int = 40, size: int = 32, shift: float = 0.0) -> 
         hu[(x + 0.35 - s) ** 2 + y**2 + (z + 0.3) ** 2 < 0.25**2] = BONE
     elif shape == "cube":
         hu[(np.abs(x - s) < 0.4) & (np.abs(y) < 0.4) & (np.abs(z) < 0.4)] = TISSUE
+    elif shape == "bar":
+        hu[(np.abs(x - s) < 0.2) & (np.abs(y - 0.2 * z) < 0.7)] = BONE
+    elif shape == "ring":
+        r = np.sqrt((x - s) ** 2 + y**2)
+        hu[(r > 0.4) & (r < 0.6)] = LUNG
+    elif shape == "corner":
+        hu[(x - s > 0.1) & (y > 0.1 - 0.3 * z)] = DENSE
     else:
-        raise ValueError(f"unknown phantom shape {shape!r}: one of {SHAPES}")
+        raise ValueError(f"unknown phantom shape {shape!r}: one of {SHAPES + CASE_SHAPES[1:]}")
     return hu
 
 
@@ -255,16 +266,24 @@ def reacquire(
 
 
 def write_studies(
-    root: Path, shapes: tuple[str, ...] = SHAPES, slices: int = 40, size: int = 32, localizer: bool = True
+    root: Path,
+    shapes: tuple[str, ...] = SHAPES,
+    slices: int = 40,
+    size: int = 32,
+    localizer: bool = True,
+    moved: bool = True,
 ) -> dict[str, tuple[PhantomSeries, PhantomSeries]]:
-    """Each shape as a study, plus its noisy re-acquisition (other UIDs and patient, noise, a small shift)."""
+    """Each shape as a study, plus its noisy re-acquisition (other UIDs and patient, noise, a small shift).
+    moved=False keeps the table still (noise only): for studies of a few slices, where a one-slice shift
+    would change a sixth of the volume."""
     out: dict[str, tuple[PhantomSeries, PhantomSeries]] = {}
+    shift = 1.0 if moved else 0.0
     for n, shape in enumerate(shapes):
         hu = volume(shape, slices, size)
         first = write_series(root / shape, hu, shape=shape, patient=f"PHANTOM-{n}", localizer=localizer, seed=n)
         again = write_series(
             root / f"{shape}-again",
-            reacquire(volume(shape, slices, size, shift=1.0), seed=100 + n),
+            reacquire(volume(shape, slices, size, shift=shift), seed=100 + n, shift_slices=int(shift)),
             shape=shape,
             patient=f"PHANTOM-{n}-AGAIN",
             origin=(-12.0, -12.8, -97.5),

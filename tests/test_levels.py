@@ -30,9 +30,10 @@ from retrieval.reports.imports import import_reports
 from retrieval.store.cases import unit_mean
 from retrieval.store.repo import Filters
 from tests.conftest import make_settings, pydicom_roots
-from tests.level_series import Written, write_studies
+from tests.phantoms import CASE_SHAPES, PhantomSeries, write_studies
 
 LEVELS = ("image", "series", "study")
+Corpus = tuple[Path, dict[str, tuple[PhantomSeries, PhantomSeries]]]  # the folder, each shape's two studies
 HIT_FIELDS = {"level", "series_instance_uid", "study_instance_uid", "score", "key_image_id", "sampled_image_ids"}
 HIT_FIELDS |= {"slices_sampled", "slices_total", "modality", "body_part", "study_date"}
 
@@ -43,17 +44,15 @@ def real_mr_study() -> Path:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[Written, Written]]]:
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("cases")
-    studies = write_studies(root / "phantoms")
+    studies = write_studies(root / "phantoms", slices=6, shapes=CASE_SHAPES, localizer=False, moved=False)
     shutil.copytree(real_mr_study(), root / "mr")
     return root, studies
 
 
 @pytest.fixture(scope="module")
-def built(
-    corpus: tuple[Path, dict[str, tuple[Written, Written]]], tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Collection]:
+def built(corpus: Corpus, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collection]:
     root, _ = corpus
     col = Collection(make_settings(tmp_path_factory.mktemp("data"), tiny_model))
     run_index(col, [root])
@@ -96,9 +95,7 @@ def test_case_vectors_are_the_means_of_their_slices_and_series(built: Collection
     np.testing.assert_allclose(study_case[1], unit_mean(np.stack(series_vectors)), atol=1e-5)
 
 
-def test_each_study_finds_its_reacquisition_first(
-    built: Collection, corpus: tuple[Path, dict[str, tuple[Written, Written]]]
-) -> None:
+def test_each_study_finds_its_reacquisition_first(built: Collection, corpus: Corpus) -> None:
     _, studies = corpus
     for first, again in studies.values():
         for query_uid, expected in ((first.study_uid, again.study_uid), (again.study_uid, first.study_uid)):
@@ -110,11 +107,9 @@ def test_each_study_finds_its_reacquisition_first(
             assert reranked[0].image.study_instance_uid == expected
 
 
-def test_a_case_hit_carries_its_key_slice_and_slices(
-    built: Collection, corpus: tuple[Path, dict[str, tuple[Written, Written]]]
-) -> None:
+def test_a_case_hit_carries_its_key_slice_and_slices(built: Collection, corpus: Corpus) -> None:
     _, studies = corpus
-    first, again = studies["sphere"]
+    first, again = studies["cylinder"]
     query = engine.embed_id(built, built.catalog.ids_by_sop_uid(_sop(first.files[2]))[0])
     hits, total = search_level_page(built, query, level="series", k=20)
     assert total == built.catalog.cases.counts()["series"]
@@ -131,7 +126,7 @@ def test_a_case_hit_carries_its_key_slice_and_slices(
     assert row["sampled_image_ids"] != sorted(members)  # the files were written shuffled: id order is not anatomy
     cosines = _stored(built, members) @ query.vector
     assert row["key_image_id"] == row["id"] == members[int(np.argmax(cosines))]
-    assert row["modality"] == "CT" and row["body_part"] == "CHEST" and row["study_date"] == "2024-01-02"
+    assert row["modality"] == "CT" and row["body_part"] == "CHEST" and row["study_date"] == "2026-01-01"
 
 
 def test_every_query_kind_at_every_level(built: Collection, tiny_model: Path) -> None:
@@ -172,7 +167,7 @@ def test_filters_admit_a_case_when_any_of_its_images_matches(built: Collection) 
 
 
 def test_every_filter_at_series_and_study_level_keeps_the_cases_holding_an_admitted_image(
-    built: Collection, corpus: tuple[Path, dict[str, tuple[Written, Written]]], tmp_path: Path
+    built: Collection, corpus: tuple[Path, dict[str, tuple[PhantomSeries, PhantomSeries]]], tmp_path: Path
 ) -> None:
     """Each filter the image level has, at series and study level: exactly the cases holding an image the same
     filter admits at the image level (label and report set on one slice / one study for the test)."""
@@ -226,9 +221,7 @@ def test_an_unknown_case_is_not_found(built: Collection) -> None:
         embed_case(built, "study", "1.2.3.404")
 
 
-def test_an_uploaded_case_is_embedded_like_the_indexed_one(
-    built: Collection, corpus: tuple[Path, dict[str, tuple[Written, Written]]]
-) -> None:
+def test_an_uploaded_case_is_embedded_like_the_indexed_one(built: Collection, corpus: Corpus) -> None:
     _, studies = corpus
     first, again = studies["ring"]
     query = embed_upload(built, [p.read_bytes() for p in first.files])
@@ -260,7 +253,7 @@ def test_maxsim_is_the_mean_best_cosine_and_reorders_the_centroid_ranking() -> N
 
 @pytest.mark.slow  # three indexing runs (10 s)
 def test_a_growing_series_updates_its_vector_and_indexes(tmp_path: Path, tiny_model: Path) -> None:
-    studies = write_studies(tmp_path / "in", slices=6)
+    studies = write_studies(tmp_path / "in", slices=6, shapes=CASE_SHAPES, localizer=False, moved=False)
     first, _ = studies["bar"]
     part = tmp_path / "part"
     part.mkdir()
@@ -298,7 +291,7 @@ def test_a_growing_series_updates_its_vector_and_indexes(tmp_path: Path, tiny_mo
 def test_migration_fills_the_cases_of_a_collection_indexed_before_them(tmp_path: Path, tiny_model: Path) -> None:
     """A collection as 0005 left it (no cases table, no case index files) gets its series and study vectors
     from the stored slice vectors when it is opened: the encoder is never loaded."""
-    studies = write_studies(tmp_path / "in", slices=4)
+    studies = write_studies(tmp_path / "in", slices=4, shapes=CASE_SHAPES, localizer=False, moved=False)
     settings = make_settings(tmp_path / "data", tiny_model)
     with Collection(settings) as col:
         run_index(col, [tmp_path / "in"])
@@ -351,9 +344,9 @@ def api(built: Collection, tiny_model: Path) -> Iterator[TestClient]:
         yield client
 
 
-def test_api_levels_cases_and_uploads(api: TestClient, corpus: tuple[Path, dict[str, tuple[Written, Written]]]) -> None:
+def test_api_levels_cases_and_uploads(api: TestClient, corpus: Corpus) -> None:
     _, studies = corpus
-    first, again = studies["sphere"]
+    first, again = studies["cylinder"]
     text_hits = api.post("/v1/search/text", json={"text": "a sphere", "level": "study", "k": 3})
     assert text_hits.status_code == 200, text_hits.text
     body = text_hits.json()

@@ -276,3 +276,26 @@ def test_every_bad_input_is_a_record_and_nothing_else_is_lost(collection: Collec
 def _plans(collection: Collection) -> list[SeriesRow]:
     with collection.catalog.sessions() as session:
         return list(session.scalars(select(SeriesRow)))
+def test_series_slices_precedence_option_then_setting_then_16(tmp_path: Path, tiny_model: Path) -> None:
+    """The CLI passes --series-slices as the option; a library caller who leaves it out gets the setting."""
+    default = make_settings(tmp_path / "a", tiny_model)
+    every = make_settings(tmp_path / "b", tiny_model, series_slices="all")
+    assert IndexOptions().slices(default) == 16
+    assert IndexOptions().slices(every) is None
+    assert IndexOptions(series_slices=3).slices(every) == 3
+    assert IndexOptions(series_slices=None).slices(default) is None
+
+
+@pytest.mark.slow  # two indexing runs
+def test_a_library_caller_samples_k_from_the_setting(
+    tmp_path: Path, tiny_model: Path, phantoms: list[PhantomSeries], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDSEARCH_SERIES_SLICES", "4")
+    folder = phantoms[0].files[0].parent
+    with Collection(make_settings(tmp_path / "data", tiny_model)) as col:
+        counting = Counting(col)
+        summary = run_index(col, [folder], IndexOptions(workers=0, batch_size=8))  # no series_slices given
+        assert (summary.indexed, summary.sampled_out, counting.frames) == (4, SLICES - 4, 4)
+        again = run_index(col, [folder], IndexOptions(workers=0, batch_size=8, series_slices=6))  # the option wins
+        plan = col.catalog.series.get(phantoms[0].series_uid)
+        assert again.failed == 0 and plan is not None and (plan.requested, plan.slices_sampled) == (6, 6)
