@@ -276,6 +276,8 @@ def test_every_bad_input_is_a_record_and_nothing_else_is_lost(collection: Collec
 def _plans(collection: Collection) -> list[SeriesRow]:
     with collection.catalog.sessions() as session:
         return list(session.scalars(select(SeriesRow)))
+
+
 def test_series_slices_precedence_option_then_setting_then_16(tmp_path: Path, tiny_model: Path) -> None:
     """The CLI passes --series-slices as the option; a library caller who leaves it out gets the setting."""
     default = make_settings(tmp_path / "a", tiny_model)
