@@ -51,6 +51,10 @@ function wireRegions() {
     name: "detail",
     armButton: $("detail-roi"),
     mapping: { toImage: screenToImage, fromImage: imageToScreen }, // the viewer's zoom and pan
+    identity: () => {
+      const shown = shownImage();
+      return shown ? `${shown.id}:${shown.frame}` : null;
+    },
     size: () => shownImage()?.size || null,
     onSearch: (roi) => {
       const shown = shownImage();

@@ -147,7 +147,7 @@ function onUp(d, event) {
 
 // Make `img` (inside a .roi-host) a place to draw a region. size(): the source frame's {width, height} or null;
 // onSearch(region): run the region query. With `armButton`, a drag draws only after that button is pressed.
-export function attachRoi(img, { name, size, onSearch, armButton = null, mapping = null }) {
+export function attachRoi(img, { name, size, onSearch, armButton = null, mapping = null, identity = null }) {
   if (mapping) mappers.set(img, mapping);
   const host = img.parentElement;
   const box = el("div", { className: "roi-box", hidden: true, "aria-hidden": "true" });
@@ -161,12 +161,19 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
   host.append(box);
   host.after(bar);
   img.draggable = false;
-  const d = { img, host, box, bar, label, go, size, armButton, start: null, region: null, sizeNow: null };
+  const d = { img, host, box, bar, label, go, size, armButton, start: null, region: null, sizeNow: null, seen: null };
   drawers.push(d);
   img.addEventListener("pointerdown", (event) => onDown(d, event));
   img.addEventListener("pointermove", (event) => onMove(d, event));
   img.addEventListener("pointerup", (event) => onUp(d, event));
-  img.addEventListener("load", () => clear(d)); // another picture: the box belonged to the last one
+  img.addEventListener("load", () => {
+    // another picture: the box (and an armed "Search a region") belonged to the last one; the same image
+    // re-rendered (the viewer's window/level or invert) keeps them, even while the box is being drawn
+    const now = identity ? identity() : null;
+    if (now !== null && now === d.seen) draw(d);
+    else clear(d);
+    d.seen = now;
+  });
   cancel.addEventListener("click", () => clear(d));
   go.addEventListener("click", () => {
     host.dataset.searched = "true";
