@@ -34,10 +34,12 @@ _IMAGE_SELECT = ", ".join(f'i."{name}"' for name in IMAGE_FIELDS)
 # The one tag rule (retrieval.store.sql.having_tags) as SQL text: an image has a tag when its score reaches the
 # tag's threshold.
 TAG_RULE = "FROM tag_scores ts JOIN tags t ON t.name = ts.tag WHERE ts.score >= t.threshold"
+# (study UID, report id, origin, written at, text, truncated, versions, affirmed, negated)
+LatestReportRow = tuple[str, int, str, datetime | None, str, bool, int, str, str]
 
 
 class QueryReads:
-    """The reads one search makes, each one statement on a pooled raw connection of `engine`."""
+    """The reads one search makes, each one statement on a raw connection of `engine` (SQLite: this thread's own)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -132,21 +134,26 @@ class QueryReads:
             row = cursor.fetchone()
         return None if row is None else (row[0], row[1])
 
-    def latest_reports(self, studies: Sequence[str]) -> list[tuple[str, int, str, datetime | None, str, bool, int]]:
-        """(study UID, id, origin, written at, text, truncated, how many reports the study has) of the latest
-        report of each of these studies that has one, in one statement."""
+    def latest_reports(
+        self, studies: Sequence[str]
+    ) -> list[tuple[str, int, str, datetime | None, str, bool, int, str, str]]:
+        """(study UID, id, origin, written at, text, truncated, how many reports the study has, affirmed text,
+        negated phrases) of the latest report of each of these studies that has one, in one statement."""
         if not studies:
             return []
         clause, params = self._in("r.study_instance_uid", studies)
         sql = (
             "SELECT r.study_instance_uid, r.id, r.origin, r.written_at, r.text, r.truncated, "
-            "(SELECT count(*) FROM reports v WHERE v.study_instance_uid = r.study_instance_uid) "
+            "(SELECT count(*) FROM reports v WHERE v.study_instance_uid = r.study_instance_uid), r.affirmed, r.negated "
             f"FROM reports r WHERE r.latest AND {clause}"
         )
         with self._cursor() as cursor:
             cursor.execute(self._sql(sql), params)
             rows = cursor.fetchall()
-        return [(str(s), int(i), str(o), _as_datetime(w), str(t), bool(c), int(n)) for s, i, o, w, t, c, n in rows]
+        return [
+            (str(s), int(i), str(o), _as_datetime(w), str(t), bool(c), int(n), str(a), str(g))
+            for s, i, o, w, t, c, n, a, g in rows
+        ]
 
     def images(self, ids: Sequence[int]) -> dict[int, Image]:
         """Image rows by id, as detached Image objects filled straight from the driver's rows (what the ORM

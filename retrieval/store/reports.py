@@ -49,6 +49,8 @@ class StoredReport:
     text: str
     truncated: bool
     versions: int  # how many reports the study has (amendments included)
+    affirmed: str = ""  # its words less the negated ones (what report words match)
+    negated: str = ""  # the negated phrases, one a line
 
 
 class ReportsStore:
@@ -118,8 +120,11 @@ class ReportsStore:
         """The latest report of each of these studies that has one (plain SQL: every search's hits ask)."""
         out: dict[str, StoredReport] = {}
         for chunk in in_chunks(sorted({s for s in studies if s}), 500):
-            for study, report_id, origin, written_at, text, truncated, versions in self._reads.latest_reports(chunk):
-                out[study] = StoredReport(report_id, study, origin, written_at, text, truncated, versions)
+            for row in self._reads.latest_reports(chunk):
+                study, report_id, origin, written_at, text, truncated, versions, affirmed, negated = row
+                out[study] = StoredReport(
+                    report_id, study, origin, written_at, text, truncated, versions, affirmed, negated
+                )
         return out
 
     def ranked_studies(self, text_query: str, limit: int) -> list[str]:
