@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from retrieval import library_warnings
 from retrieval.threads import thread_report
@@ -110,16 +111,33 @@ class Metrics:
 
     def install(self, app: FastAPI) -> None:
         """Time every request, labelled by its method and route template from fixed sets (bounded series)."""
+        app.add_middleware(MeasureMiddleware, metrics=self)
 
-        @app.middleware("http")
-        async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            start = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                method, template = method_label(request.method), route_label(request.scope.get("route"))
-                self.requests.labels(method, template, str(status)).inc()
-                self.latency.labels(method, template).observe(time.perf_counter() - start)
+
+class MeasureMiddleware:
+    """Counts and times every HTTP request (a plain ASGI middleware: Starlette's `@app.middleware("http")` ran each
+    request through a task group and memory streams, ~0.2 ms of CPU per request for two numbers)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # an exception before the response started is a 500 (the error middleware answers it)
+
+        async def measured_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, measured_send)
+        finally:
+            method, template = method_label(scope["method"]), route_label(scope.get("route"))
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)

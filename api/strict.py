@@ -30,8 +30,20 @@ def _names(field: Any) -> list[str]:
     return [field.alias]
 
 
+# a route's dependencies never change: walked once per route, not on every request (routes are unhashable: by id,
+# the route kept beside its answer so its id cannot be reused)
+_DECLARED: dict[int, tuple[APIRoute, Declared]] = {}
+
+
 def declared(route: APIRoute) -> Declared:
     """What `route` (and its dependencies) take from the query string and from a form body."""
+    known = _DECLARED.get(id(route))
+    if known is None or known[0] is not route:
+        known = _DECLARED[id(route)] = (route, _walk(route))
+    return known[1]
+
+
+def _walk(route: APIRoute) -> Declared:
     query: list[str] = []
     form: list[str] = []
     takes_form = False

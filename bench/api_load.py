@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from alembic import command
 from api_load_queries import ROUTE_NAMES, SAMPLE, Route, make_routes
 from machine import cpu_facts, cpu_line
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from synthetic import cluster_centres, synthetic_rows
 
 from indexer.pipeline import IndexOptions, run_index
@@ -467,16 +468,24 @@ def select_routes(wanted: list[str], parser: argparse.ArgumentParser) -> list[st
     return [name for name in ROUTE_NAMES if name in chosen]
 
 
-def copy_for_old_tree(data_dir: Path, target: Path) -> Path:
-    """A copy of the data folder at schema revision 0001, for a server of a tree that predates 0003."""
+def copy_for_old_tree(data_dir: Path, target: Path, old_tree: Path) -> Path:
+    """A copy of the data folder for a server of another tree: migrated down to the newest revision that tree
+    knows (none when it knows this one: the copy then keeps its cases and float vectors as they are; a tree
+    before 0003 gets 0001)."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(data_dir, target, ignore=shutil.ignore_patterns("*.lock", "*-shm"))
+    versions = old_tree / "retrieval" / "store" / "migrations" / "versions"
+    known = {
+        m.group(1) for f in versions.glob("*.py") if (m := re.search(r'^revision: str = "(\w+)"', f.read_text(), re.M))
+    }
     engine = make_engine(f"sqlite:///{target / 'medsearch.db'}")
     try:
         with engine.begin() as connection:
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0001")
+            current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+            if current not in known:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                command.downgrade(config, max((r for r in known if r < current), default="0001"))
     finally:
         engine.dispose()
     return target
@@ -488,7 +497,7 @@ def servers_for(data_dir: Path, model_dir: Path, work: Path, args: argparse.Name
     with ExitStack() as stack:
         servers: list[Server] = []
         if args.compare:
-            copy = copy_for_old_tree(data_dir, work / "data-before")
+            copy = copy_for_old_tree(data_dir, work / "data-before", args.compare)
             env = {"PYTHONPATH": str(args.compare.resolve())}
             base, pid = stack.enter_context(running_server(copy, model_dir, work / "server-before.log", extra_env=env))
             servers.append(("before", base, pid))

@@ -49,6 +49,8 @@ def collapse(hits: Sequence[H], vectors: dict[int, npt.NDArray[np.float32]], thr
         return list(hits)
     matrix = np.stack([vectors[i] for i in rows])
     gram = matrix @ matrix.T
+    if not np.triu(gram >= threshold, 1).any():  # no two hits are copies (most pages): nothing to fold
+        return list(hits)
     kept: list[H] = []
     kept_rows: list[int] = []  # row in `gram` of each kept hit that has a vector
     kept_at: list[int] = []  # its position in `kept`

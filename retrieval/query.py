@@ -230,12 +230,21 @@ def embed_text(collection: Collection, text: str) -> QueryVector:
 
 
 def embed_id(collection: Collection, image_id: int) -> QueryVector:
-    """Use an indexed image's stored vector as the query (no model needed; one database round trip)."""
-    row = collection.catalog.query_row(image_id)
-    if row is None:
+    """Use an indexed image's vector as the query (no model needed): its row's patient and study from the store,
+    its vector from the index's float vectors (the stored vector itself, read from the database only when the
+    index does not hold it)."""
+    meta = collection.catalog.query_meta(image_id)
+    if meta is None:
         raise NotFoundError(f"no indexed image with id {image_id}")
-    vector, patient_hash, study_uid = row
-    return QueryVector(vector=vector, kind="id", patient_hash=patient_hash, study_uid=study_uid, image_id=image_id)
+    with collection.leased_index() as index:
+        vector = index.vectors(np.asarray([image_id], np.int64)).get(image_id) if index is not None else None
+    if vector is None:
+        row = collection.catalog.query_row(image_id)
+        if row is None:
+            raise NotFoundError(f"no indexed image with id {image_id}")
+        vector = row[0]
+    patient, study = meta
+    return QueryVector(np.array(vector, np.float32), "id", patient_hash=patient, study_uid=study, image_id=image_id)
 
 
 def combine(image: QueryVector, text: QueryVector, text_weight: float) -> QueryVector:

@@ -69,7 +69,8 @@ def test_study_level_hybrid_ranks_a_study_by_its_report(collection: Collection, 
         assert total == 3 and len(hits) == 3, words
         assert hits[0].image.study_instance_uid == studies[first] and hits[0].case is not None
         assert hits[0].case.level == "study" and hits[0].report_rank == 1
-        assert hits[0].stored_report is not None and hits[0].stored_report.text == REPORTS[first]  # the report its rank came from, shown with the case
+        stored = hits[0].stored_report  # the report its rank came from, shown with the case
+        assert stored is not None and stored.text == REPORTS[first]
         assert [h.report_rank for h in hits[1:]] == [None, None]  # no other report has these words
         assert sorted(h.embedding_rank for h in hits) == [1, 2, 3]  # every study was in the embedding list
         assert [h.rank for h in hits] == [1, 2, 3]

@@ -3,14 +3,18 @@ would; folding near-duplicates needs no second search."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event, update
 
 from indexer.pipeline import IndexOptions, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
+from retrieval.store.models import Image
 from retrieval.store.reads import IMAGE_FIELDS
 from retrieval.store.repo import Filters
 from tests.conftest import SAMPLES
@@ -32,6 +36,8 @@ def test_a_search_reads_the_store_without_the_orm(
     dated = sorted(row.study_date for row in through_orm.values() if row.study_date)
     monkeypatch.setattr(collection.catalog, "sessions", _no_session)
     monkeypatch.setattr(collection.catalog.findings, "sessions", _no_session)
+    monkeypatch.setattr(collection.catalog.reports, "sessions", _no_session)  # the hits' reports too
+    monkeypatch.setattr(collection.catalog, "query_row", _no_session)  # the query's vector: from the index
     query = engine.embed_id(collection, ids[0])
     hits, available = engine.search_page(collection, query, k=len(ids))
     assert available == len(ids) and len(hits) == len(ids) - 1
@@ -64,3 +70,39 @@ def test_folding_copies_needs_one_search(
     hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
     assert len(hits) == 10 and hits[0].duplicates == 2
     assert len(searches) == 1  # the margin fetched the copies' places in the same search
+
+
+@pytest.mark.backends("sqlite-faiss")  # PostgreSQL keeps the pool
+def test_sqlite_reads_keep_one_connection_per_thread_and_see_every_commit(
+    collection: Collection, sample_dir: Path
+) -> None:
+    run_index(collection, [sample_dir], IndexOptions(workers=0))
+    ids = collection.catalog.all_ids().tolist()
+    query = engine.embed_id(collection, ids[0])
+    engine.search_page(collection, query, k=5)  # this thread's connection is open from here on
+    checkouts: list[object] = []
+
+    def checked_out(*args: object) -> None:
+        checkouts.append(args)
+
+    event.listen(collection.engine, "checkout", checked_out)
+    try:
+        engine.search_page(collection, query, k=5)
+        assert checkouts == []  # no statement of a search took a connection out of the pool
+        with collection.catalog.sessions() as session, session.begin():  # a write on another connection
+            session.execute(update(Image).where(Image.id == ids[1]).values(label="relabelled"))
+        assert collection.catalog.hit_rows([ids[1]])[ids[1]].label == "relabelled"  # seen at the next statement
+        seen: list[object] = []
+        reader = threading.Thread(target=lambda: seen.append(collection.catalog.hit_rows([ids[1]])[ids[1]].label))
+        reader.start()
+        reader.join()
+        assert seen == ["relabelled"]  # another thread opens its own and sees it too
+    finally:
+        event.remove(collection.engine, "checkout", checked_out)
+    held = [connection for connection, _ in collection.catalog.reads._held]
+    assert len(held) == 2
+    collection.close()
+    assert collection.catalog.reads._held == []
+    for connection in held:  # closed with the engine
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            connection.execute("SELECT 1")

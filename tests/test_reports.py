@@ -173,6 +173,15 @@ def test_an_import_keyed_by_accession_or_study_is_scrubbed_and_deduplicated(
     assert len(everything) == 3  # the SR and two imported: all kept
     latest = collection.catalog.reports.latest([study])[study]
     assert "Amended" in latest.text and latest.versions == 3  # latest by its own date wins
+    through_orm = next(r for r in everything if r.id == latest.id)  # the plain-SQL read gives the ORM's values
+    assert (latest.origin, latest.written_at, latest.text, latest.truncated, latest.affirmed, latest.negated) == (
+        through_orm.origin,
+        through_orm.written_at,
+        through_orm.text,
+        through_orm.truncated,
+        through_orm.affirmed,
+        through_orm.negated,
+    )
     assert _leaks(_stored_text(collection)) == []
 
 

@@ -3,11 +3,20 @@
 A search by id took 2.1 ms in four ORM statements and 0.26 ms as prepared sqlite3 statements (issue 22): the
 session, the statement compilation and the ORM's row loading cost more than the data. These statements are
 fixed texts (one per IN-list length on SQLite, whose driver caches 128 prepared statements per connection;
-`= ANY(%s)` on PostgreSQL, which psycopg prepares after a few executions), run on a pooled DBAPI connection.
+`= ANY(%s)` on PostgreSQL, which psycopg prepares after a few executions).
+
+On SQLite each thread keeps one connection of its own, taken out of SQLAlchemy's pool once (checking one out and
+back per statement, with the rollback on return, cost more than the statement). It runs in autocommit mode and
+only reads: every statement is its own WAL read transaction, which ends when the statement is reset (its rows
+fetched, its cursor closed), so each statement sees every write committed before it began, as a pooled
+connection would. The connections close when the engine is disposed; a forked child opens its own. PostgreSQL
+keeps the pool (a server connection per thread would be a resource the operator did not size for).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -15,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from retrieval.store.models import Image, is_image_id
 from retrieval.store.sql import IdArray
@@ -25,10 +34,12 @@ _IMAGE_SELECT = ", ".join(f'i."{name}"' for name in IMAGE_FIELDS)
 # The one tag rule (retrieval.store.sql.having_tags) as SQL text: an image has a tag when its score reaches the
 # tag's threshold.
 TAG_RULE = "FROM tag_scores ts JOIN tags t ON t.name = ts.tag WHERE ts.score >= t.threshold"
+# (study UID, report id, origin, written at, text, truncated, versions, affirmed, negated)
+LatestReportRow = tuple[str, int, str, datetime | None, str, bool, int, str, str]
 
 
 class QueryReads:
-    """The reads one search makes, each one statement on a pooled raw connection of `engine`."""
+    """The reads one search makes, each one statement on a raw connection of `engine` (SQLite: this thread's own)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -36,9 +47,46 @@ class QueryReads:
         self._postgres = self.dialect == "postgresql"
         self._manager = Image._sa_class_manager  # type: ignore[attr-defined]
         self._dates = {"study_date": _as_date, "indexed_at": _as_datetime}
+        self._local = threading.local()  # SQLite: this thread's own connection, with the pid that opened it
+        self._held: list[Any] = []  # every thread's connection, closed with the engine's pool
+        self._held_lock = threading.Lock()
+        if not self._postgres:
+            event.listen(engine, "engine_disposed", self._close_held)
+
+    def _close_held(self, _engine: Engine) -> None:
+        """Close every thread's connection (the engine was disposed: the collection is closing)."""
+        with self._held_lock:
+            held, self._held = self._held, []
+            self._local = threading.local()
+        for connection in held:
+            if connection[1] == os.getpid():
+                connection[0].close()
+
+    def _own_connection(self) -> Any:
+        """This thread's SQLite connection (opened through the engine, so its pragmas apply), in autocommit."""
+        pid = os.getpid()
+        held = getattr(self._local, "connection", None)
+        if held is not None and held[1] == pid:
+            return held[0]
+        pooled = self._engine.raw_connection()
+        pooled.detach()  # ours from now on: the pool opens another in its place
+        connection: Any = pooled.dbapi_connection
+        connection.isolation_level = None  # autocommit: no transaction outlives a statement
+        held = (connection, pid)
+        with self._held_lock:
+            self._held.append(held)
+            self._local.connection = held
+        return connection
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
+        if not self._postgres:
+            cursor = self._own_connection().cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()  # resets the statement: its read transaction ends here
+            return
         connection = self._engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -56,7 +104,7 @@ class QueryReads:
         """Dates as SQLite holds them (ISO text, as SQLAlchemy's Date type writes them); psycopg adapts its own."""
         return value.isoformat() if isinstance(value, date) and not self._postgres else value
 
-    def _in(self, column: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
+    def _in(self, column: str, ids: Sequence[int] | Sequence[str]) -> tuple[str, list[Any]]:
         """`column IN (...)` for `ids`: one array parameter on PostgreSQL, one placeholder per id on SQLite."""
         if self._postgres:
             return f"{column} = ANY(%s)", [list(ids)]
@@ -76,6 +124,36 @@ class QueryReads:
         if row is None:
             return None
         return np.frombuffer(bytes(row[0]), dtype=np.float32).copy(), row[1], row[2]
+
+    def query_meta(self, image_id: int) -> tuple[str | None, str | None] | None:
+        """(patient hash, Study Instance UID) of one image (a search by id takes its vector from the index)."""
+        if not is_image_id(image_id):
+            return None
+        with self._cursor() as cursor:
+            cursor.execute(self._sql("SELECT patient_hash, study_instance_uid FROM images WHERE id = ?"), (image_id,))
+            row = cursor.fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def latest_reports(
+        self, studies: Sequence[str]
+    ) -> list[tuple[str, int, str, datetime | None, str, bool, int, str, str]]:
+        """(study UID, id, origin, written at, text, truncated, how many reports the study has, affirmed text,
+        negated phrases) of the latest report of each of these studies that has one, in one statement."""
+        if not studies:
+            return []
+        clause, params = self._in("r.study_instance_uid", studies)
+        sql = (
+            "SELECT r.study_instance_uid, r.id, r.origin, r.written_at, r.text, r.truncated, "
+            "(SELECT count(*) FROM reports v WHERE v.study_instance_uid = r.study_instance_uid), r.affirmed, r.negated "
+            f"FROM reports r WHERE r.latest AND {clause}"
+        )
+        with self._cursor() as cursor:
+            cursor.execute(self._sql(sql), params)
+            rows = cursor.fetchall()
+        return [
+            (str(s), int(i), str(o), _as_datetime(w), str(t), bool(c), int(n), str(a), str(g))
+            for s, i, o, w, t, c, n, a, g in rows
+        ]
 
     def images(self, ids: Sequence[int]) -> dict[int, Image]:
         """Image rows by id, as detached Image objects filled straight from the driver's rows (what the ORM

@@ -101,7 +101,7 @@ class Catalog:
         self._fingerprint: ModelFingerprint | None = None
         self.findings = FindingsStore(sessions)  # tags, probes and their scores: same database and sessions
         self.reads = QueryReads(sessions.kw["bind"])  # a search's own reads: plain SQL, no ORM
-        self.reports = ReportsStore(sessions)  # de-identified reports and their full-text index
+        self.reports = ReportsStore(sessions, self.reads)  # de-identified reports and their full-text index
         self.series = SeriesStore(sessions)  # series plans: the K sampled per volume, what was left out
         self.cases = CaseStore(sessions)  # series and study vectors, derived from the stored slice vectors
 
@@ -284,6 +284,10 @@ class Catalog:
     def query_row(self, image_id: int) -> tuple[npt.NDArray[np.float32], str | None, str | None] | None:
         """(stored vector, patient hash, Study Instance UID) of one image, in one round trip (search by id)."""
         return self.reads.query_row(image_id)
+
+    def query_meta(self, image_id: int) -> tuple[str | None, str | None] | None:
+        """(patient hash, Study Instance UID) of one image, or None when it is not indexed (search by id)."""
+        return self.reads.query_meta(image_id)
 
     def hit_rows(self, ids: Sequence[int]) -> dict[int, Image]:
         """Image rows of search hits by id (detached objects read without the ORM; absent ids are left out)."""

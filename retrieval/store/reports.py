@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from retrieval.store.models import Image, Report
+from retrieval.store.reads import QueryReads
 from retrieval.store.report_search import any_words, matching_studies, ranked_studies
 from retrieval.store.sql import dialect_insert, in_chunks
 
@@ -55,8 +56,9 @@ class StoredReport:
 class ReportsStore:
     """Every read and write of reports goes through here (reached as `Catalog.reports`)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], reads: QueryReads) -> None:
         self.sessions = sessions
+        self._reads = reads
 
     def add(self, reports: Sequence[NewReport]) -> int:
         """Store reports (one transaction); one already stored for its study is not stored again. Returns how many
@@ -115,30 +117,14 @@ class ReportsStore:
         return out
 
     def latest(self, studies: Sequence[str]) -> dict[str, StoredReport]:
-        """The latest report of each of these studies that has one."""
+        """The latest report of each of these studies that has one (plain SQL: every search's hits ask)."""
         out: dict[str, StoredReport] = {}
-        with self.sessions() as session:
-            for chunk in in_chunks(sorted({s for s in studies if s}), 500):
-                versions = dict(
-                    session.execute(  # type: ignore[arg-type]
-                        select(Report.study_instance_uid, func.count())
-                        .where(Report.study_instance_uid.in_(chunk))
-                        .group_by(Report.study_instance_uid)
-                    ).all()
+        for chunk in in_chunks(sorted({s for s in studies if s}), 500):
+            for row in self._reads.latest_reports(chunk):
+                study, report_id, origin, written_at, text, truncated, versions, affirmed, negated = row
+                out[study] = StoredReport(
+                    report_id, study, origin, written_at, text, truncated, versions, affirmed, negated
                 )
-                rows = session.scalars(select(Report).where(Report.study_instance_uid.in_(chunk), Report.latest))
-                for row in rows:
-                    out[row.study_instance_uid] = StoredReport(
-                        row.id,
-                        row.study_instance_uid,
-                        row.origin,
-                        row.written_at,
-                        row.text,
-                        row.truncated,
-                        int(versions.get(row.study_instance_uid, 1)),
-                        row.affirmed,
-                        row.negated,
-                    )
         return out
 
     def ranked_studies(self, text_query: str, limit: int) -> list[str]:
