@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ingest.py: the
 
 import numpy as np
 import numpy.typing as npt
-from ingest import FULL, FULL_ARCH, _short, corpus, spread  # type: ignore[import-not-found]
+from ingest import FULL, _short, corpus, spread  # type: ignore[import-not-found]
 from machine import cpu_facts, cpu_line  # type: ignore[import-not-found]
 
 from retrieval.encoders.factory import cpu_has_bf16
@@ -46,6 +46,16 @@ ISA_CAPS = {
 }
 BASELINE = "torch-eager"  # speed reference: the issue's "torch fp32 eager"
 REFERENCE = "torch-sdpa"  # cosine reference: the product's torch fp32 (eager attention gives the same to ~1e-6)
+
+
+def architecture(model_dir: Path) -> str:
+    """The vision tower measured, from the model's own config (a --full-model folder may be any size)."""
+    vision = json.loads((model_dir / "config.json").read_text())["vision_config"]
+    return (
+        f"random SigLIP vision tower: width {vision['hidden_size']}, {vision['num_hidden_layers']} layers, "
+        f"{vision['num_attention_heads']} heads, MLP {vision['intermediate_size']}, patch {vision['patch_size']}, "
+        f"{vision['image_size']} px"
+    )
 
 
 def frames_of(paths: list[Path], processor: Any) -> npt.NDArray[np.float32]:
@@ -239,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))
 
     print()
-    print(f"{FULL_ARCH}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
+    print(f"{architecture(model_dir)}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
     print(cpu_line())
     print(f"ISA cap: {info['isa_cap'] or 'none'}; load average at the start {info['load_average']}")
     print(f"speed-up: vs {baseline} in the same round (median); cosine: vs {reference} over all images")
