@@ -81,6 +81,15 @@ def convert_towers(model: Any, folder: Path) -> dict[str, object]:
     return {"convert_seconds": round(seconds, 2), "image_size": side}
 
 
+def outside_encoder_layers(model: Any) -> list[str]:
+    """The matrix products outside the transformer blocks (patch embedding, pooling head): left at fp32."""
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in ("MatMul", "Convolution") and ENCODER_LAYERS not in op.get_friendly_name()
+    ]
+
+
 def quantize_image_tower(
     fp32_xml: Path,
     folder: Path,
@@ -104,11 +113,7 @@ def quantize_image_tower(
     if not calibration:
         raise ModelLoadError("int8 calibration needs at least one image")
     model = ov.Core().read_model(fp32_xml)
-    outside = [
-        op.get_friendly_name()
-        for op in model.get_ordered_ops()
-        if op.get_type_name() in ("MatMul", "Convolution") and ENCODER_LAYERS not in op.get_friendly_name()
-    ]
+    outside = outside_encoder_layers(model)
     frames = np.stack(calibration).astype(np.float32)
     batches = [frames[i : i + batch] for i in range(0, len(frames), batch)]
     t0 = time.perf_counter()
@@ -160,11 +165,7 @@ def compress_image_tower_weights(fp32_xml: Path, folder: Path) -> dict[str, obje
     nncf = require("nncf", "The int8-weights encoder precision (NNCF weight compression)", "openvino-int8")
 
     model = ov.Core().read_model(fp32_xml)
-    outside = [
-        op.get_friendly_name()
-        for op in model.get_ordered_ops()
-        if op.get_type_name() in ("MatMul", "Convolution") and ENCODER_LAYERS not in op.get_friendly_name()
-    ]
+    outside = outside_encoder_layers(model)
     t0 = time.perf_counter()
     compressed = nncf.compress_weights(
         model,
