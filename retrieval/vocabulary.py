@@ -277,18 +277,17 @@ def encoder_facts(collection: Collection) -> EncoderFacts:
     a requested precision it does not run; before loading, what the settings pick on this CPU."""
     from retrieval.encoders.factory import choose_encoder
 
+    encoder = collection.loaded_encoder
+    if encoder is not None:  # what it runs, read back; the warning it was built (or loaded) with
+        runs = getattr(encoder, "runs", None)
+        warning = getattr(encoder, "warning", None)
+        return EncoderFacts(encoder=encoder.encoded_by, encoder_runs=str(runs or "unknown"), encoder_warning=warning)
     try:
         choice = choose_encoder(collection.settings)
     except MedsearchError as exc:
-        refused = f"refused: {exc}"
-        return EncoderFacts(encoder=refused, encoder_runs=NOT_LOADED, encoder_warning=None)
-    encoder = collection.loaded_encoder
-    if encoder is None:
-        name = f"{choice.backend}-{choice.precision}"
-        return EncoderFacts(encoder=name, encoder_runs=NOT_LOADED, encoder_warning=choice.warning)
-    runs = getattr(encoder, "runs", None)
-    warning = getattr(encoder, "warning", None) or choice.warning
-    return EncoderFacts(encoder=encoder.encoded_by, encoder_runs=str(runs or "unknown"), encoder_warning=warning)
+        return EncoderFacts(encoder=f"refused: {exc}", encoder_runs=NOT_LOADED, encoder_warning=None)
+    name = f"{choice.backend}-{choice.precision}"
+    return EncoderFacts(encoder=name, encoder_runs=NOT_LOADED, encoder_warning=choice.warning)
 
 
 def running_encoder(collection: Collection) -> str:

@@ -102,7 +102,7 @@ def test_a_precision_the_cpu_cannot_run_is_said_once_and_in_stats(
     with caplog.at_level(logging.WARNING, logger="retrieval.encoders.factory"):
         for _ in range(3):  # each process build (indexing, serving, stats) would log it again without the guard
             encoder = build_encoder(settings)
-    assert isinstance(encoder, OpenVINOEncoder) and encoder.precision == "fp32"
+    assert isinstance(encoder, OpenVINOEncoder) and encoder.precision == "fp32" and encoder.warning == choice.warning
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [choice.warning]
     collection = Collection(settings)
     try:

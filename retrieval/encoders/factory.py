@@ -128,7 +128,7 @@ def build_encoder(settings: Settings, calibration: CalibrationSource | None = No
     from retrieval.encoders.ov_encoder import OpenVINOEncoder
 
     import_openvino("The OpenVINO encoder back end")
-    return OpenVINOEncoder(
+    encoder = OpenVINOEncoder(
         settings.model,
         settings.data_dir,
         choice.precision,
@@ -137,3 +137,5 @@ def build_encoder(settings: Settings, calibration: CalibrationSource | None = No
         calibration=calibration,
         calibration_images=settings.encoder_calibration_images,
     )
+    encoder.warning = choice.warning  # kept for stats and /readyz (int8 refused at load replaces it)
+    return encoder

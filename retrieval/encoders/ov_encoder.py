@@ -84,7 +84,7 @@ class OpenVINOEncoder:
         self._image: _Tower | None = None
         self._text: _Tower | None = None
         self.runtime: RuntimeFacts | None = None  # what the compiled image tower runs, read back at load
-        self.warning: str | None = None  # a requested precision not kept, said once (log) and kept for stats
+        self.warning: str | None = None  # a requested precision not run here, said once (log) and kept for stats
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
