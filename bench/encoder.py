@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ingest.py: the
 
 import numpy as np
 import numpy.typing as npt
-from ingest import FULL, FULL_ARCH, _short, corpus, spread  # type: ignore[import-not-found]
+from ingest import FULL, _short, corpus, spread  # type: ignore[import-not-found]
 from machine import cpu_facts, cpu_line  # type: ignore[import-not-found]
 
 from retrieval.encoders.factory import cpu_has_bf16
@@ -31,9 +31,31 @@ from retrieval.prepare import prepare_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
-BACKENDS = ("torch-eager", "torch-sdpa", "openvino-fp32", "openvino-bf16", "openvino-int8")
+BACKENDS = ("torch-eager", "torch-sdpa", "openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-weights")
+# --isa avx2: every library's kernels capped at AVX2, to measure here what an AVX2-only server runs. oneDNN (torch's
+# and OpenVINO's) honours ONEDNN_MAX_CPU_ISA; OpenVINO's own kernels and choices (bf16, weight decompression) honour
+# OV_CPU_MAX_ISA (both must be set together); MKL honours MKL_ENABLE_INSTRUCTIONS; ATen's own vectorised code
+# ATEN_CPU_CAPABILITY. Each row's kernels are read back to show the cap held.
+ISA_CAPS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "OV_CPU_MAX_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+    }
+}
 BASELINE = "torch-eager"  # speed reference: the issue's "torch fp32 eager"
 REFERENCE = "torch-sdpa"  # cosine reference: the product's torch fp32 (eager attention gives the same to ~1e-6)
+
+
+def architecture(model_dir: Path) -> str:
+    """The vision tower measured, from the model's own config (a --full-model folder may be any size)."""
+    vision = json.loads((model_dir / "config.json").read_text())["vision_config"]
+    return (
+        f"random SigLIP vision tower: width {vision['hidden_size']}, {vision['num_hidden_layers']} layers, "
+        f"{vision['num_attention_heads']} heads, MLP {vision['intermediate_size']}, patch {vision['patch_size']}, "
+        f"{vision['image_size']} px"
+    )
 
 
 def frames_of(paths: list[Path], processor: Any) -> npt.NDArray[np.float32]:
@@ -54,6 +76,15 @@ class TorchRunner:
 
 
 _TORCH: dict[Path, MedSigLIPEncoder] = {}  # eager and sdpa share one loaded model
+RUNS: dict[str, str] = {}  # back end -> what it runs, read back after loading
+
+
+def torch_runs(encoder: MedSigLIPEncoder) -> str:
+    """The torch model's dtype and the instruction set ATen dispatches to (MKL and oneDNN follow the caps set)."""
+    import torch
+
+    dtype = str(next(encoder.torch_model.parameters()).dtype).removeprefix("torch.")
+    return f"{dtype} on {torch.backends.cpu.get_cpu_capability().lower()} (ATen)"
 
 
 def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | None) -> Any:
@@ -62,6 +93,7 @@ def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | 
         if model_dir not in _TORCH:
             _TORCH[model_dir] = MedSigLIPEncoder(str(model_dir), "cpu", "fp32")
             _TORCH[model_dir].load()
+        RUNS[name] = torch_runs(_TORCH[model_dir])
         return TorchRunner(_TORCH[model_dir], name.removeprefix("torch-"))
     precision = name.removeprefix("openvino-")
     source = None
@@ -73,6 +105,8 @@ def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | 
     hint = precision == "int8" and cpu_has_bf16()
     encoder = OpenVINOEncoder(str(model_dir), data_dir, precision, calibration=source, bf16_hint=hint)
     encoder.load()
+    assert encoder.runtime is not None
+    RUNS[name] = f"{encoder.runtime.summary}: {', '.join(f'{k} x{n}' for k, n in encoder.runtime.kernels.items())}"
     return encoder.encode_pixel_values
 
 
@@ -125,11 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset")
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in built in this folder")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every library's kernels at this instruction set")
     parser.add_argument("--skip-loads", action="store_true", help="no child-process load measurements")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--calibration", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    caps = ISA_CAPS.get(args.isa or "", {})
+    if caps and any(os.environ.get(k) != v for k, v in caps.items()):  # set before any library loads: run again
+        again = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])]
+        os.execve(sys.executable, again, {**os.environ, **caps})
     if args.child:
         print(json.dumps(measure_load(args.child, args.full_model, args.data, args.calibration)))
         return 0
@@ -149,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "openvino": ov.get_version(),
         "python": platform.python_version(),
         "load_average": os.getloadavg(),
+        "isa_cap": {k: os.environ[k] for k in ISA_CAPS["avx2"] if k in os.environ},
     }
     print(cpu_line(), flush=True)
     print(f"machine: {info}", file=sys.stderr, flush=True)
@@ -209,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.with_suffix(".raw.json").write_text(json.dumps(raw, indent=2))
 
     print()
-    print(f"{FULL_ARCH}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
+    print(f"{architecture(model_dir)}; {len(frames)} real images; {args.rounds} rounds interleaved; {info['date']}")
     print(cpu_line())
+    print(f"ISA cap: {info['isa_cap'] or 'none'}; load average at the start {info['load_average']}")
     print(f"speed-up: vs {baseline} in the same round (median); cosine: vs {reference} over all images")
     head = f"| back end | batch 1 s/img | x {baseline} | batch 8 s/img | x {baseline} | min cosine | mean cosine |"
     print(head + " first load s | convert s | peak RSS GB |")
@@ -229,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         cells += [f"{cosines[name].min():.6f}", f"{cosines[name].mean():.6f}"]
         cells += [f"{load['load_seconds']:.1f}", convert.get(name, "-"), f"{load['peak_rss_gb']:.2f}"]
         row["cosines"] = cosines[name].tolist()
+        row["runs"] = RUNS.get(name, "")
         payload["rows"].append(row)
         print("| " + " | ".join(cells) + " |")
+    print()
+    print("what each back end runs (read back after loading: dtype, or the compiled model's heavy kernels):")
+    for name in names:
+        print(f"- {name}: {RUNS.get(name, '?')}")
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2))
     return 0

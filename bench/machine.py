@@ -8,6 +8,7 @@ from pathlib import Path
 
 from retrieval.cpu import CPUINFO, RELEVANT, read_cpu_features
 
+CAPS = ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")  # ISA caps in force
 FLAGS = RELEVANT  # what FAISS, OpenVINO and torch pick their kernels by, the encoder's choices included
 
 
@@ -34,7 +35,9 @@ def cpu_line(cpuinfo: Path = CPUINFO) -> str:
     flags = cpu_flags(cpuinfo)
     amx = "" if any(f.startswith("amx") for f in flags) else " (no amx)"
     listed = " ".join(flags) if flags else "none of " + "/".join(FLAGS)
-    return f"CPU: {cpu_model(cpuinfo)}, {os.cpu_count()} cores, flags {listed}{amx}"
+    caps = [f"{name}={os.environ[name]}" for name in CAPS if name in os.environ]
+    capped = f"; kernels capped by {' '.join(caps)}" if caps else ""
+    return f"CPU: {cpu_model(cpuinfo)}, {os.cpu_count()} cores, flags {listed}{amx}{capped}"
 
 
 def cpu_facts(cpuinfo: Path = CPUINFO) -> dict[str, object]:

@@ -17,6 +17,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub; models are built from config
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/machine.py
+from machine import cpu_line  # type: ignore[import-not-found]
+
 FAKE_SOURCE = Path(__file__).resolve().parent.parent / "tests" / "fake_dicomweb.py"  # by path: also to measure
 # another checkout's code (PYTHONPATH=/work/main python bench/ray_pull_memory.py) with this fake source
 
@@ -90,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             rows.append(row)
             shutil.rmtree(work, ignore_errors=True)
-    print("\n| instances | MB fetched | fetched ahead of writes (max) | driver peak RSS MB (before run) | run s |")
+    print()
+    print(cpu_line())
+    print(f"load average: {os.getloadavg()}")
+    print("| instances | MB fetched | fetched ahead of writes (max) | driver peak RSS MB (before run) | run s |")
     print("|---|---|---|---|---|")
     for r in rows:
         mb = int(r["bytes_fetched"]) / 1e6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from retrieval.optional import import_openvino
@@ -14,6 +15,15 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # int8 dot products without the 16-bit saturation of AVX2's vpmaddubsw: without them OpenVINO's int8 kernels drift
 # (min cosine 0.945 against fp32 measured on an AVX2-only AMD EPYC, against 0.99+ with AVX-512 VNNI)
 INT8_FLAGS = frozenset({"avx512_vnni", "amx_int8"})
+# what an instruction-set cap leaves of RELEVANT: OV_CPU_MAX_ISA (OpenVINO's kernels) and ONEDNN_MAX_CPU_ISA (oneDNN's)
+# set together make OpenVINO run here as on a smaller CPU (bench/encoder.py --isa avx2): the product follows them
+ISA_CAPS = {
+    "AVX2": frozenset({"avx2"}),
+    "AVX2_VNNI": frozenset({"avx2", "avx_vnni"}),
+    "AVX512_CORE": frozenset({"avx2", "avx512f"}),
+    "AVX512_CORE_VNNI": frozenset({"avx2", "avx512f", "avx512_vnni"}),
+    "AVX512_CORE_BF16": frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}),
+}
 # OpenVINO's names, for a system without /proc/cpuinfo
 _OPENVINO_NAMES = {"BF16": "avx512_bf16"}  # its "INT8" does not tell VNNI apart: int8 stays refused
 
@@ -27,12 +37,22 @@ def read_cpu_features(cpuinfo: Path) -> frozenset[str] | None:
     return frozenset(flag for flag in RELEVANT if flag in flags)
 
 
+def capped(features: frozenset[str], environ: dict[str, str] | os._Environ[str] = os.environ) -> frozenset[str]:
+    """`features` less what OV_CPU_MAX_ISA / ONEDNN_MAX_CPU_ISA forbid (the lower of the two when both are set)."""
+    for name in ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA"):
+        allowed = ISA_CAPS.get(environ.get(name, "").upper())
+        if allowed is not None:
+            features = features & allowed
+    return features
+
+
 @functools.cache
 def cpu_features() -> frozenset[str]:
-    """The relevant flags of this machine's CPU (read once); elsewhere than Linux, what OpenVINO reports."""
+    """The relevant flags of this machine's CPU (read once), less an instruction-set cap; elsewhere than Linux,
+    what OpenVINO reports."""
     features = read_cpu_features(CPUINFO)
     if features is not None:
-        return features
+        return capped(features)
     try:
         ov = import_openvino("Reading the CPU's features from OpenVINO")
         capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

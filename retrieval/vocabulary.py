@@ -227,6 +227,8 @@ class StatsReport(CatalogStats):
     model_fingerprint: str | None
     standin_model: bool
     encoder: str  # back end and precision that encode queries and new images here, e.g. "openvino-bf16"
+    encoder_runs: str  # what computes them, read back from the loaded model (or "not loaded yet")
+    encoder_warning: str | None  # a requested precision this CPU or collection cannot keep, and what runs instead
     cpu_features: list[str]  # the CPU flags that choice depends on (AVX-512 BF16/VNNI, AMX)
 
 
@@ -246,7 +248,7 @@ def stats_report(collection: Collection) -> StatsReport:
         model=fingerprint.model_id if fingerprint else None,
         model_fingerprint=fingerprint.key if fingerprint else None,
         standin_model=bool(fingerprint and fingerprint.standin),
-        encoder=running_encoder(collection),
+        **encoder_facts(collection),
         cpu_features=sorted(cpu.cpu_features()),
     )
 
@@ -259,17 +261,38 @@ def case_index_sizes(collection: Collection) -> dict[str, int]:
     return {level: case.index.ntotal for level, case in indexes.levels.items()}
 
 
-def running_encoder(collection: Collection) -> str:
-    """The loaded encoder's back end and precision, else what the settings pick on this CPU (without loading)."""
+class EncoderFacts(TypedDict):
+    """The encoder fields of the stats and /readyz."""
+
+    encoder: str
+    encoder_runs: str
+    encoder_warning: str | None
+
+
+NOT_LOADED = "not loaded yet (read back from the model once it loads)"
+
+
+def encoder_facts(collection: Collection) -> EncoderFacts:
+    """The loaded encoder's back end and precision, what it runs (read back from the model) and the warning about
+    a requested precision it does not run; before loading, what the settings pick on this CPU."""
     from retrieval.encoders.factory import choose_encoder
 
-    if collection.loaded_encoder is not None:
-        return collection.loaded_encoder.encoded_by
+    encoder = collection.loaded_encoder
+    if encoder is not None:  # what it runs, read back; the warning it was built (or loaded) with
+        runs = getattr(encoder, "runs", None)
+        warning = getattr(encoder, "warning", None)
+        return EncoderFacts(encoder=encoder.encoded_by, encoder_runs=str(runs or "unknown"), encoder_warning=warning)
     try:
         choice = choose_encoder(collection.settings)
     except MedsearchError as exc:
-        return f"refused: {exc}"
-    return f"{choice.backend}-{choice.precision}"
+        return EncoderFacts(encoder=f"refused: {exc}", encoder_runs=NOT_LOADED, encoder_warning=None)
+    name = f"{choice.backend}-{choice.precision}"
+    return EncoderFacts(encoder=name, encoder_runs=NOT_LOADED, encoder_warning=choice.warning)
+
+
+def running_encoder(collection: Collection) -> str:
+    """The loaded encoder's back end and precision, else what the settings pick on this CPU (without loading)."""
+    return encoder_facts(collection)["encoder"]
 
 
 def library_errors() -> dict[str, type[MedsearchError]]:

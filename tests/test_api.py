@@ -93,8 +93,10 @@ def test_system_routes(client: httpx.Client, tiny_model: Path) -> None:
     assert body["ready"] is True and body["model_loaded"] is True and body["index_loaded"] is True
     assert body["vectors"] == N_IMAGES and body["model"] == tiny_model.name and body["standin_model"] is True
     assert str(tiny_model.parent) not in ready.text  # public: the folder's name, never the server's path
+    assert "read back" in body["encoder_runs"] and body["encoder_warning"] is None, body  # what runs, not assumed
 
     stats = client.get("/v1/stats").json()
+    assert stats["encoder_runs"] == body["encoder_runs"] and stats["encoder"] == body["encoder"]
     assert stats["images"] == stats["vectors"] == stats["index_vectors"] == N_IMAGES
     assert stats["by_modality"]["CR"] == 2 and stats["by_modality"]["RTDOSE"] == 1 and stats["by_modality"]["CT"] == 4
     assert stats["failures"] == 0 and stats["model"] == str(tiny_model)

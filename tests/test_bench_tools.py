@@ -91,3 +91,25 @@ def test_cpu_line_names_the_model_and_the_relevant_flags(tmp_path: Path) -> None
     cpuinfo.write_text("model name\t: AMD EPYC\nflags\t: fpu avx2\n")
     assert machine.cpu_line(cpuinfo).endswith("flags avx2 (no amx)")
     assert machine.cpu_flags(tmp_path / "missing") == []
+
+
+def test_the_cpu_line_names_an_instruction_set_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/encoder.py --isa avx2 measures an AVX2-only server here: the line says the kernels were capped."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t: fpu avx2 avx512f avx512_bf16\n")
+    for name in machine.CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert "capped" not in machine.cpu_line(cpuinfo)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("OV_CPU_MAX_ISA", "AVX2")
+    line = machine.cpu_line(cpuinfo)
+    assert line.endswith(
+        "flags avx2 avx512f avx512_bf16 (no amx); kernels capped by ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2"
+    )
+
+
+def test_every_benchmark_prints_the_cpu_line() -> None:
+    """Figures without the CPU they ran on cannot be compared (issue 22): every runnable bench script prints it."""
+    scripts = [p for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text()]
+    assert len(scripts) >= 15
+    assert [p.name for p in scripts if "cpu_line(" not in p.read_text()] == []

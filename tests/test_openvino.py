@@ -182,6 +182,8 @@ def test_index_with_one_back_end_and_query_with_the_other(tmp_path: Path, model_
             report = stats_report(collection)
             bf16 = "bf16" if cpu_has_bf16() else "fp32"
             assert report["by_encoder"] == {"torch-fp32-cpu": half, f"openvino-{bf16}": len(SAMPLE_FILES) - half}
+            runs = "fp32 on cpu (torch" if backend == "torch" else f"{bf16}"  # read back from the loaded model
+            assert report["encoder_runs"].startswith(runs) and report["encoder_warning"] is None, report
             by_uri = {
                 Path(img.source_uri).name: img.id
                 for img in collection.catalog.images_by_source([str(p) for p in SAMPLE_FILES])
@@ -201,12 +203,13 @@ def test_index_with_one_back_end_and_query_with_the_other(tmp_path: Path, model_
 def test_int8_is_calibrated_on_the_collection_and_cached_there(
     tmp_path: Path, model_dir: Path, torch_encoder: MedSigLIPEncoder
 ) -> None:
-    """What int8 promises on this CPU: with AVX-512 VNNI or AMX, vectors within 0.99 of fp32 on the stand-in;
-    without (e.g. an AVX2-only EPYC, min cosine 0.945), int8 is refused (`test_int8_and_auto_per_kind_of_cpu`)."""
+    """What int8 promises on this CPU: with AVX-512 VNNI or AMX, vectors within 0.99 of torch fp32 on the stand-in
+    and the agreement with fp32 measured at quantisation, recorded and >= 0.999 (else fp32 runs); without VNNI (an
+    AVX2-only EPYC: min cosine 0.930 at full size) fp32 runs, said once (`test_encoder_precision.py`)."""
     data = tmp_path / "data"
     if not cpu.has_exact_int8(cpu.cpu_features()):
-        with pytest.raises(SettingsError, match="needs a CPU with AVX-512 VNNI"):
-            collection_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
+        fallback = collection_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
+        assert isinstance(fallback, OpenVINOEncoder) and fallback.precision == "fp32"
         return
     empty = collection_encoder(_settings(data, model_dir, encoder_backend="openvino", encoder_precision="int8"))
     with pytest.raises(Exception, match="index first"):  # nothing to calibrate on yet: a clear error
@@ -222,7 +225,16 @@ def test_int8_is_calibrated_on_the_collection_and_cached_there(
     assert "int8" in encoder.converted
     int8_dir = next(d for d in encoder.cache_dirs if "-int8-" in d.name)
     assert int8_dir.parent == data / DATA_CACHE  # calibrated on this collection: kept with it
-    assert json.loads((int8_dir / MANIFEST).read_text())["calibration_images"] == len(SAMPLE_FILES)
+    manifest = json.loads((int8_dir / MANIFEST).read_text())
+    assert manifest["calibration_images"] == manifest["validation_images"] == len(SAMPLE_FILES)
+    # measured on the collection's images as int8 would run; the random 32-wide stand-in gives 0.994 here (AVX-512
+    # VNNI + BF16), below the bar: fp32 runs, said; the full-size model passes (BENCHMARKS.md)
+    worst = manifest["min_cosine_vs_fp32"]
+    assert 0.9 < worst <= 1.0
+    kept = worst >= 0.999
+    assert encoder.runtime is not None and (encoder.runtime.precision == "int8") == kept  # read back from kernels
+    assert encoder.encoded_by == ("openvino-int8" if kept else "openvino-fp32")
+    assert (encoder.warning is None) == kept
     frames = _frames(torch_encoder.image_processor)
     reference, ours = torch_encoder.encode_pixel_values(frames), encoder.encode_pixel_values(frames)
     assert np.sum(reference * ours, axis=1).min() >= MIN_COSINE["int8"]
@@ -269,7 +281,7 @@ HOSTS = {  # the relevant flags of three kinds of host
 
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_int8_and_auto_per_kind_of_cpu(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto is bf16 only where bf16 is native, else fp32; int8 is offered only where it keeps its promise."""
+    """auto is bf16 only where bf16 is native, else fp32; int8 runs only where it keeps its promise."""
     features = HOSTS[host]
     monkeypatch.setattr(cpu, "cpu_features", lambda: features)
     auto = choose_encoder(_settings(tmp_path, tmp_path, device="cpu", encoder_backend="openvino"))
@@ -280,12 +292,11 @@ def test_int8_and_auto_per_kind_of_cpu(host: str, tmp_path: Path, monkeypatch: p
         encoder = build_encoder(int8)
         assert isinstance(encoder, OpenVINOEncoder)
         assert encoder.bf16_hint == ("avx512_bf16" in features)  # unquantised parts in bf16 only where native
-    else:
-        with pytest.raises(SettingsError) as info:
-            choose_encoder(int8)
-        message = str(info.value)
-        assert "AVX-512 VNNI" in message and "this one has: avx2)" in message
-        assert "MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)" in message
+    else:  # said (once: test_encoder_precision.py), not refused, not silently replaced
+        choice = choose_encoder(int8)
+        assert choice.precision == "fp32" and choice.warning is not None
+        assert "AVX-512 VNNI" in choice.warning and "this one has: avx2)" in choice.warning
+        assert "MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)" in choice.warning
 
 
 def test_bf16_torch_weights_keep_the_fingerprint_and_the_text_scores(

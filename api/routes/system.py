@@ -14,7 +14,7 @@ from api.state import WITHOUT_MODEL
 from retrieval import cpu
 from retrieval.privacy import shown_model
 from retrieval.threads import thread_report
-from retrieval.vocabulary import StatsReport, running_encoder, stats_report
+from retrieval.vocabulary import StatsReport, encoder_facts, stats_report
 
 router = APIRouter(tags=["system"])
 
@@ -50,7 +50,7 @@ async def readyz(state: StateDep) -> JSONResponse:
             "ready": state.model_ready and state.model_error is None,
             "model_loaded": state.model_ready,
             "model": shown_model(state.collection.settings.model),  # MEDSEARCH_MODEL, else the collection's own
-            "encoder": running_encoder(state.collection),
+            **encoder_facts(state.collection),  # encoder, encoder_runs (read back), encoder_warning
             "cpu_features": sorted(cpu.cpu_features()),
             "index_loaded": index is not None,
             "vectors": index.ntotal if index is not None else 0,

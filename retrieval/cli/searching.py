@@ -368,6 +368,9 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False, data_dir: Da
         highlight=False,
     )
     out.print(f"{'encoder':>18}: {report['encoder']} (CPU: {', '.join(report['cpu_features']) or 'none of note'})")
+    out.print(f"{'encoder runs':>18}: {report['encoder_runs']}", highlight=False)
+    if report["encoder_warning"]:
+        out.print(f"{'encoder warning':>18}: {report['encoder_warning']}", highlight=False)
     if report["index"]:
         info = report["index"]
         described = info["params"]

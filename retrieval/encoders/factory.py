@@ -25,9 +25,10 @@ class EncoderChoice:
     """What `build_encoder` will run, and why."""
 
     backend: str  # "torch" | "openvino"
-    precision: str  # "fp32" | "bf16" | "int8" ("auto" only for torch, resolved at load by device)
+    precision: str  # "fp32" | "bf16" | "int8" | "int8-weights" ("auto" only for torch, resolved at load by device)
     device: str  # as requested: "auto" | "cpu" | "cuda"
     reason: str
+    warning: str | None = None  # the requested precision this CPU cannot run, and what runs instead
 
 
 def cpu_has_bf16(cpuinfo: Path | None = None) -> bool:
@@ -36,16 +37,35 @@ def cpu_has_bf16(cpuinfo: Path | None = None) -> bool:
     return cpu.has_bf16(features or frozenset())
 
 
-def check_int8_cpu(features: frozenset[str]) -> None:
-    """int8 is offered only where it keeps its promise (vectors within 0.99 cosine of fp32): refused elsewhere."""
-    if cpu.has_exact_int8(features):
-        return
+def cpu_precision(requested: str, features: frozenset[str]) -> tuple[str, str | None]:
+    """The OpenVINO precision that runs for `requested` on a CPU with `features`, and a warning when it is not the
+    one requested: bf16 only where it is native (elsewhere OpenVINO compiles the bf16 hint to fp32 anyway); int8
+    only with AVX-512 VNNI or AMX (elsewhere its kernels saturate: min cosine 0.930 to fp32 measured, full size)."""
     has = ", ".join(sorted(features)) or "none of them"
-    raise SettingsError(
-        "MEDSEARCH_ENCODER_PRECISION=int8 needs a CPU with AVX-512 VNNI or AMX int8 instructions (this one has: "
-        f"{has}); without them OpenVINO's int8 vectors drift from fp32 (min cosine 0.945 measured on an "
-        "AVX2-only CPU). Use MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)"
-    )
+    if requested == "auto":
+        return ("bf16" if cpu.has_bf16(features) else "fp32"), None
+    if requested == "bf16" and not cpu.has_bf16(features):
+        return "fp32", (
+            "MEDSEARCH_ENCODER_PRECISION=bf16 needs a CPU with AVX-512 BF16 or AMX (this one has: "
+            f"{has}); OpenVINO would compile it to fp32, so fp32 runs. Set MEDSEARCH_ENCODER_PRECISION=auto"
+        )
+    if requested == "int8" and not cpu.has_exact_int8(features):
+        return "fp32", (
+            "MEDSEARCH_ENCODER_PRECISION=int8 needs a CPU with AVX-512 VNNI or AMX int8 instructions (this one has: "
+            f"{has}); without them OpenVINO's int8 vectors drift from fp32 (min cosine 0.930 measured on an "
+            "AVX2-only CPU), so fp32 runs. Set MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)"
+        )
+    return requested, None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """One warning log line per message and process (not one per batch, query or stats call)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def openvino_installed() -> bool:
@@ -72,7 +92,7 @@ def choose_encoder(settings: Settings) -> EncoderChoice:
         on_gpu = device == "cuda" or (device == "auto" and _cuda_available())
         if on_gpu:
             backend, reason = "torch", "a CUDA device is used"
-        elif precision == "int8" or openvino_installed():
+        elif precision in ("int8", "int8-weights") or openvino_installed():
             backend, reason = "openvino", "CPU with OpenVINO installed"
         else:
             backend, reason = "torch", "OpenVINO is not installed"
@@ -84,15 +104,12 @@ def choose_encoder(settings: Settings) -> EncoderChoice:
                 "MEDSEARCH_ENCODER_BACKEND=openvino runs on the CPU but MEDSEARCH_DEVICE=cuda: use "
                 "MEDSEARCH_ENCODER_BACKEND=torch (or auto) on a GPU, or MEDSEARCH_DEVICE=cpu"
             )
-        if precision == "auto":
-            precision = "bf16" if cpu_has_bf16() else "fp32"
-        elif precision == "int8":
-            check_int8_cpu(cpu.cpu_features())
-        return EncoderChoice("openvino", precision, "cpu", reason)
-    if precision == "int8":
+        runs, warning = cpu_precision(precision, cpu.cpu_features())
+        return EncoderChoice("openvino", runs, "cpu", reason, warning)
+    if precision in ("int8", "int8-weights"):
         raise SettingsError(
-            "MEDSEARCH_ENCODER_PRECISION=int8 needs the OpenVINO back end: set MEDSEARCH_ENCODER_BACKEND=openvino "
-            'or auto, and pip install "medsearch[openvino-int8]"'
+            f"MEDSEARCH_ENCODER_PRECISION={precision} needs the OpenVINO back end: set "
+            'MEDSEARCH_ENCODER_BACKEND=openvino or auto, and pip install "medsearch[openvino-int8]"'
         )
     return EncoderChoice("torch", precision, device, reason)
 
@@ -102,6 +119,8 @@ def build_encoder(settings: Settings, calibration: CalibrationSource | None = No
     its frames (the collection layer passes the collection's own images: encoders sit below it)."""
     choice = choose_encoder(settings)
     log.info("encoder back end %s, precision %s (%s)", choice.backend, choice.precision, choice.reason)
+    if choice.warning:
+        warn_once(choice.warning)
     if choice.backend == "torch":
         from retrieval.encoders.medsiglip import MedSigLIPEncoder
 
@@ -109,7 +128,7 @@ def build_encoder(settings: Settings, calibration: CalibrationSource | None = No
     from retrieval.encoders.ov_encoder import OpenVINOEncoder
 
     import_openvino("The OpenVINO encoder back end")
-    return OpenVINOEncoder(
+    encoder = OpenVINOEncoder(
         settings.model,
         settings.data_dir,
         choice.precision,
@@ -118,3 +137,5 @@ def build_encoder(settings: Settings, calibration: CalibrationSource | None = No
         calibration=calibration,
         calibration_images=settings.encoder_calibration_images,
     )
+    encoder.warning = choice.warning  # kept for stats and /readyz (int8 refused at load replaces it)
+    return encoder

@@ -81,6 +81,7 @@ class MedSigLIPEncoder:
         self._fingerprint: ModelFingerprint | None = None
         self._device = "cpu"
         self._precision = "fp32"
+        self._runs = "not loaded"
         self._scale_bias = (1.0, 0.0)
 
     # -- loading -------------------------------------------------------------------------
@@ -121,6 +122,7 @@ class MedSigLIPEncoder:
             self._model = model.to(device)
             self._device = device
             self._precision = precision
+            self._runs = f"{self._dtype_of(self._model)} on {device} (torch, read back from the weights)"
             self._processor = processor
             self._fingerprint = fingerprint
             log.info("loaded %s on %s, %s (width %d)", self.model_ref, device, precision, fingerprint.width)
@@ -175,6 +177,18 @@ class MedSigLIPEncoder:
         """Back end, precision and device, e.g. "torch-fp32-cpu" (recorded with every vector written)."""
         self.load()
         return f"torch-{self._precision}-{self._device}"
+
+    @property
+    def runs(self) -> str:
+        """What computes the vectors, read back from the loaded weights, e.g. "fp32 on cpu (torch, ...)"."""
+        self.load()
+        return self._runs
+
+    @staticmethod
+    def _dtype_of(model: Any) -> str:
+        names = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        return names.get(dtype, dtype)
 
     @property
     def torch_model(self) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -13,8 +14,17 @@ import numpy.typing as npt
 
 from retrieval.encoders.base import ModelFingerprint, Vectors
 from retrieval.encoders.medsiglip import MedSigLIPEncoder, normalise
-from retrieval.encoders.ov_cache import cache_key, cache_root, manifest_for, publish, read_valid
-from retrieval.encoders.ov_convert import IMAGE_XML, TEXT_XML, convert_towers, quantize_image_tower
+from retrieval.encoders.ov_cache import MANIFEST, cache_key, cache_root, manifest_for, publish, read_valid
+from retrieval.encoders.ov_convert import (
+    IMAGE_XML,
+    MIN_INT8_COSINE,
+    TEXT_XML,
+    compress_image_tower_weights,
+    convert_towers,
+    image_size,
+    quantize_image_tower,
+)
+from retrieval.encoders.ov_runtime import RuntimeFacts, read_back
 from retrieval.errors import MedsearchError, ModelLoadError
 from retrieval.imaging.preprocess import ImageProcessor
 from retrieval.optional import import_openvino
@@ -22,7 +32,7 @@ from retrieval.optional import import_openvino
 log = logging.getLogger(__name__)
 # (processor, at most this many) -> frames preprocessed exactly as the collection indexed them
 CalibrationSource = Callable[[ImageProcessor, int], list[npt.NDArray[np.float32]]]
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-weights")
 
 
 class _Tower:
@@ -73,6 +83,8 @@ class OpenVINOEncoder:
         self._lock = threading.Lock()
         self._image: _Tower | None = None
         self._text: _Tower | None = None
+        self.runtime: RuntimeFacts | None = None  # what the compiled image tower runs, read back at load
+        self.warning: str | None = None  # a requested precision not run here, said once (log) and kept for stats
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -110,16 +122,55 @@ class OpenVINOEncoder:
                 / cache_key(fingerprint, "int8", version),
                 manifest_for(fingerprint, "int8", version),
                 (IMAGE_XML,),
-                lambda tmp: quantize_image_tower(fp32_dir / IMAGE_XML, tmp, self._calibration_frames()),
+                lambda tmp: quantize_image_tower(
+                    fp32_dir / IMAGE_XML, tmp, self._calibration_frames(), config=self.compile_config()
+                ),
                 "int8",
             )
-            image_xml = int8_dir / IMAGE_XML
+            image_xml = self._int8_if_agreeing(int8_dir, image_xml)
+        elif self.precision == "int8-weights":
+            image_xml = (
+                self._ensure(
+                    cache_root(self.model_ref, self.data_dir) / cache_key(fingerprint, "int8w", version),
+                    manifest_for(fingerprint, "int8-weights", version),
+                    (IMAGE_XML,),
+                    lambda tmp: compress_image_tower_weights(fp32_dir / IMAGE_XML, tmp),
+                    "int8-weights",
+                )
+                / IMAGE_XML
+            )
         core = ov.Core()
         config = self.compile_config()
         self._image = _Tower(core.compile_model(core.read_model(image_xml), "CPU", config))
         self._text = _Tower(core.compile_model(core.read_model(fp32_dir / TEXT_XML), "CPU", config))
+        side = image_size(model)
+        self._image(np.zeros((1, 3, side, side), np.float32))  # the kernels are chosen at the first inference
+        self.runtime = read_back(self._image.compiled)
         self.source.release_weights()  # the IR has its own copy: do not keep two
-        log.info("OpenVINO encoder ready: %s (%s)", self.encoded_by, ", ".join(map(str, self.cache_dirs)))
+        log.info(
+            "OpenVINO encoder ready: %s, runs %s (%s)",
+            f"openvino-{self.precision}",
+            self.runtime.summary,
+            ", ".join(map(str, self.cache_dirs)),
+        )
+
+    def _int8_if_agreeing(self, int8_dir: Path, fp32_xml: Path) -> Path:
+        """The int8 model when its recorded agreement with fp32 (measured at quantisation on the collection's own
+        images) reaches MIN_INT8_COSINE; else fp32, said once (the refusal is recorded: not measured again)."""
+        facts = json.loads((int8_dir / MANIFEST).read_text())
+        worst = facts.get("min_cosine_vs_fp32")
+        if isinstance(worst, int | float) and worst >= MIN_INT8_COSINE:
+            return int8_dir / IMAGE_XML
+        measured = f"min cosine {worst:.4f}" if isinstance(worst, int | float) else "agreement not measured"
+        self.warning = (
+            f"MEDSEARCH_ENCODER_PRECISION=int8 was refused for this collection: int8 vectors reached {measured} "
+            f"against fp32 on {facts.get('validation_images', 0)} of its own images (at least {MIN_INT8_COSINE} "
+            "is required), so fp32 runs; set MEDSEARCH_ENCODER_PRECISION=auto to silence this"
+        )
+        log.warning("%s", self.warning)
+        self.precision = "fp32"
+        self.bf16_hint = False
+        return fp32_xml
 
     def _ensure(
         self,
@@ -167,8 +218,18 @@ class OpenVINOEncoder:
 
     @property
     def encoded_by(self) -> str:
-        """ "openvino-fp32", "openvino-bf16" or "openvino-int8"."""
+        """ "openvino-fp32", "openvino-bf16", "openvino-int8" or "openvino-int8-weights": after loading, as int8 may
+        have been refused for the collection (recorded with every vector written, like torch's)."""
+        self.load()
         return f"openvino-{self.precision}"
+
+    @property
+    def runs(self) -> str:
+        """What computes the image vectors, read back from the compiled model, e.g. "fp32 on avx2 (OpenVINO, ...)"."""
+        self.load()
+        assert self.runtime is not None
+        kernels = ", ".join(f"{name} x{count}" for name, count in self.runtime.kernels.items())
+        return f"{self.runtime.summary} (OpenVINO, read back from the compiled model: {kernels})"
 
     def encode_pixel_values(self, pixel_values: npt.NDArray[np.float32]) -> Vectors:
         """Embed a (N, 3, H, W) batch from `preprocess`; returns (N, width) unit vectors."""
