@@ -51,6 +51,7 @@ STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/v1/images/{image_id}/similar"): (400, 404, 409, 413, 415, 422, 502, 503),  # roi: re-read, model
     ("get", "/v1/series/{uid}/similar"): (400, 404, 409, 422),  # 404: no indexed series with that UID
     ("get", "/v1/studies/{uid}/similar"): (400, 404, 409, 422),
+    ("get", "/v1/studies/{uid}/reports"): (404, 422),  # 404: no report stored for that study
     ("post", "/v1/search/case"): (400, 404, 409, 413, 415, 422, 503),
     ("get", "/v1/stats"): (),
     ("get", "/v1/summaries/status"): (),

@@ -174,12 +174,12 @@ def test_every_filter_at_series_and_study_level_keeps_the_cases_holding_an_admit
     _, studies = corpus
     ring, _ = studies["ring"]
     images = built.catalog.images(built.catalog.all_ids().tolist())
-    sphere_slice = built.catalog.ids_by_sop_uid(_sop(studies["sphere"][0].files[1]))[0]
+    labelled_slice = built.catalog.ids_by_sop_uid(_sop(studies["cylinder"][0].files[1]))[0]
     mr_study = next(str(im.study_instance_uid) for im in images.values() if im.modality == "MR")
     reports = tmp_path / "reports.csv"
     reports.write_text(f"study_instance_uid,report\n{mr_study},a small round lesion in the left lobe\n")
     assert import_reports(built, reports).stored == 1
-    labelled = str(images[sphere_slice].sop_instance_uid)
+    labelled = str(images[labelled_slice].sop_instance_uid)
     built.catalog.apply_labels({labelled: ("nodule", None)}, {})
     query = engine.embed_image(built, ring.files[0].read_bytes())  # an upload: its case is a hit unless excluded
     assert query.patient_hash and query.study_uid == ring.study_uid and not query.exclude_ids
