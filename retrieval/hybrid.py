@@ -47,6 +47,7 @@ def hybrid_search(
         exclude_same_patient=exclude_same_patient,
         exclude_same_study=exclude_same_study,
         show_duplicates=True,
+        with_reports=False,  # read deep; the fused top k's reports are read once below
     )
     embedding_rank = {hit.image.id: hit.rank for hit in by_vector}
     reports = collection.catalog.reports
@@ -99,6 +100,7 @@ def hybrid_cases(
             filters=replace(filters, report=report),
             exclude_same_patient=exclude_same_patient,
             exclude_same_study=exclude_same_study,
+            with_reports=False,  # read deep; the fused top k's reports are read once below
         )
 
     by_vector, total = level_search(filters.report)

@@ -271,6 +271,7 @@ def search(
     exclude_same_study: bool = False,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
+    with_reports: bool = True,
 ) -> list[Hit]:
     """Top-k hits for an embedded query; filters restrict candidates in SQL before the vector search.
 
@@ -286,6 +287,7 @@ def search(
         exclude_same_study=exclude_same_study,
         group_by=group_by,
         show_duplicates=show_duplicates,
+        with_reports=with_reports,
     )
     return hits
 
@@ -300,9 +302,11 @@ def search_page(
     exclude_same_study: bool = False,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
+    with_reports: bool = True,
 ) -> tuple[list[Hit], int]:
     """`search`, plus how many images the filters admit (the index size when nothing is filtered), from the
-    same candidate lookup (so a results page never runs the filter query twice)."""
+    same candidate lookup (so a results page never runs the filter query twice). Without `with_reports` the hits'
+    study reports and snippets are not read (a caller that keeps only some of them reads those itself)."""
     if not 1 <= k <= MAX_K:
         raise BadQueryError(f"k must be between 1 and {MAX_K}")
     filters = filters or Filters()
@@ -338,7 +342,8 @@ def search_page(
     found = findings_of(collection, [h.image.id for h in hits])
     for hit in hits:
         hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
-    add_reports(collection, hits, report_query(filters.report))
+    if with_reports:
+        add_reports(collection, hits, report_query(filters.report))
     return hits, available
 
 

@@ -40,6 +40,7 @@ def search_level_page(
     exclude_same_study: bool = False,
     group_by: GroupBy = "image",
     show_duplicates: bool = False,
+    with_reports: bool = True,
 ) -> tuple[list[Hit], int]:
     """`query.search_page` at the image level; at series or study level the best cases and how many the filters
     admit. A case matches the filters when any of its images does; a query made from indexed images (an id, a
@@ -55,6 +56,7 @@ def search_level_page(
             exclude_same_study=exclude_same_study,
             group_by=group_by,
             show_duplicates=show_duplicates,
+            with_reports=with_reports,
         )
     if level not in LEVELS:
         raise BadQueryError(f"level must be one of {', '.join(LEVELS)}")
@@ -66,11 +68,17 @@ def search_level_page(
     if exclude_same_study and query.study_uid:
         filters.exclude_study_uid = query.study_uid
     check_filters(collection, filters)
-    return _search_cases(collection, query, level, rerank, k, filters)
+    return _search_cases(collection, query, level, rerank, k, filters, with_reports)
 
 
 def _search_cases(
-    collection: Collection, query: QueryVector, level: CaseLevel, rerank: Rerank, k: int, filters: Filters
+    collection: Collection,
+    query: QueryVector,
+    level: CaseLevel,
+    rerank: Rerank,
+    k: int,
+    filters: Filters,
+    with_reports: bool,
 ) -> tuple[list[Hit], int]:
     indexes = collection.case_indexes
     if indexes is None:
@@ -107,7 +115,8 @@ def _search_cases(
     found = findings_of(collection, [h.image.id for h in hits])
     for hit in hits:
         hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
-    add_reports(collection, hits, report_query(filters.report))
+    if with_reports:
+        add_reports(collection, hits, report_query(filters.report))
     return hits, available
 
 

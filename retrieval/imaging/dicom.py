@@ -233,12 +233,7 @@ def decode_dicom(
     decoded: list[DecodedFrame] = []
     window = ""
     for index in frame_indices(meta.number_of_frames, frames):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arr = pixel_array(ds, index=index)
-        except Exception as exc:
-            raise DecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {exc}") from exc
+        arr = _frame_pixels(ds, index)
         if arr.ndim not in (2, 3) or arr.size == 0:
             raise DecodeError(f"unexpected pixel array shape {arr.shape}")
         try:
@@ -248,6 +243,16 @@ def decode_dicom(
         decoded.append(DecodedFrame(pixels=pixels, frame=index + 1))
     meta.window = window
     return DecodedImage(meta=meta, frames=decoded)
+
+
+def _frame_pixels(ds: Dataset, index: int) -> np.ndarray:
+    """The stored pixels of one frame (0-based), pydicom's warnings silenced; a DecodeError when they cannot be."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pixel_array(ds, index=index)
+    except Exception as exc:
+        raise DecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {exc}") from exc
 
 
 def grey_frame(
@@ -269,12 +274,7 @@ def grey_frame(
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise WindowNotApplicableError(f"window/level applies to grey images; this one is {photometric or 'colour'}")
     index = frame - 1 if frame is not None else meta.number_of_frames // 2
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = pixel_array(ds, index=index)
-    except Exception as exc:
-        raise DecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {exc}") from exc
+    arr = _frame_pixels(ds, index)
     if arr.ndim != 2 or arr.size == 0:
         raise WindowNotApplicableError(f"window/level applies to grey images; this frame has shape {arr.shape}")
     return apply_modality_lut(arr, ds), ds, meta
