@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from retrieval.errors import BadQueryError, DecodeError, WindowNotApplicableError
 from retrieval.fsutil import atomic_write_bytes
-from retrieval.imaging.decode import decode_bytes
+from retrieval.imaging.decode import decode_bytes, has_dicom_preamble
 from retrieval.imaging.dicom import read_dataset
 from retrieval.imaging.raster import looks_like_raster
 from retrieval.imaging.types import DecodeLimits, ImageMeta
@@ -97,14 +97,9 @@ def check_window(name: str) -> str:
     return name
 
 
-def _has_dicm(data: bytes) -> bool:
-    """A DICOM file with its preamble (the preamble itself may look like a TIFF header)."""
-    return len(data) >= 132 and data[128:132] == b"DICM"
-
-
 def _without_file_voi(data: bytes) -> bytes:
     """The file re-written without its own window/VOI LUT, so the decoder applies the CT preset instead."""
-    ds: Dataset = read_dataset(data, force=not _has_dicm(data))
+    ds: Dataset = read_dataset(data, force=not has_dicom_preamble(data))
     modality = str(ds.get("Modality") or "").upper() or "no modality"
     if modality != PRESET_MODALITY:
         raise WindowNotApplicableError(f"window presets apply to CT images only; this image is {modality}")
@@ -130,7 +125,7 @@ def render(
     """
     if window is not None:
         check_window(window)
-        if not _has_dicm(data) and looks_like_raster(data[:16]):
+        if not has_dicom_preamble(data) and looks_like_raster(data[:16]):
             raise WindowNotApplicableError("window presets apply to CT DICOM images; this is a PNG/JPEG/TIFF picture")
         data = _without_file_voi(data)
     picture, meta, shown = _decode_picture(data, settings, frame, window or settings.ct_window)

@@ -11,7 +11,7 @@ from PIL import ImageOps
 from pydicom.dataset import Dataset
 
 from retrieval.errors import WindowNotApplicableError
-from retrieval.imaging.decode import GZIP_MAGIC, gunzip
+from retrieval.imaging.decode import GZIP_MAGIC, gunzip, has_dicom_preamble
 from retrieval.imaging.dicom import grey_frame
 from retrieval.imaging.types import DecodeLimits, ImageMeta
 from retrieval.imaging.windowing import CT_PRESETS, apply_window, has_file_voi
@@ -62,7 +62,7 @@ def _frame(image: Image, frame: int | None, settings: Settings) -> tuple[np.ndar
     data = read_source(image.source_uri, settings)
     if data[:2] == GZIP_MAGIC:
         data = gunzip(data, limits.max_bytes)
-    values, ds, meta = grey_frame(data, frame, limits, force=not (len(data) >= 132 and data[128:132] == b"DICM"))
+    values, ds, meta = grey_frame(data, frame, limits, force=not has_dicom_preamble(data))
     with _cache_lock:
         _cache[key] = (values, ds, meta, values.nbytes + len(data))
         while len(_cache) > 1 and sum(entry[3] for entry in _cache.values()) > CACHE_BYTES:

@@ -34,6 +34,11 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def has_dicom_preamble(data: bytes) -> bool:
+    """A DICOM file with its 128-byte preamble and "DICM" (the preamble itself may look like a TIFF header)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
 def decode_bytes(
     data: bytes,
     *,
@@ -53,7 +58,7 @@ def decode_bytes(
         if len(data) >= 262 and data[257:262] == b"ustar":
             raise NotAnImageError("a tar archive compressed with gzip: name it .tar.gz or .tgz to index its members")
     digest = content_hash(data)
-    if len(data) >= 132 and data[128:132] == b"DICM":
+    if has_dicom_preamble(data):
         return decode_dicom(data, digest, frames=frames, limits=limits, ct_window=ct_window, ct_channels=ct_channels)
     if looks_like_raster(data[:16]):
         return decode_raster(data, digest, limits=limits)
