@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.executors.ray_start import start_local
 from indexer.pipeline import IndexOptions, Progress, run_index
 from indexer.ray_ingest import RayIndexSummary, RayOptions, run_index_ray  # imports no Ray until a run starts
 from indexer.stages.decode import TEST_CRASH_ON
@@ -62,7 +63,7 @@ def cluster() -> Iterator[Cluster]:
     saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "HOME", TEST_CRASH_ON)}
     os.environ.update(RAY_TMPDIR=str(root), HOME=str(root), **{TEST_CRASH_ON: CRASHER})
     try:
-        ray.init(num_cpus=ACTORS + 1, include_dashboard=False, log_to_driver=False)
+        start_local(ACTORS + 1, log_to_driver=False)
         address = ray.get_runtime_context().gcs_address
         env = {**os.environ}
         yield Cluster(address, root, env)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from indexer.executors.ray_start import start_local
 from indexer.job import IndexSummary, Job
 from indexer.stages.batch import Decoded, Outcome, PreparedBatch
 from indexer.stages.encode import kept_vectors
@@ -197,8 +198,7 @@ def _connect(options: RayOptions) -> bool:
             ray.init(address=address, **quiet)
         else:
             cpus = os.cpu_count() or 1
-            slots = max(cpus, (options.actors or CPU_ACTORS_DEFAULT) + 1)
-            ray.init(num_cpus=slots, include_dashboard=False, **quiet)
+            start_local(max(cpus, (options.actors or CPU_ACTORS_DEFAULT) + 1), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterError(f"could not start or join {where}: {exc}") from exc
