@@ -187,9 +187,7 @@ def embed_region(collection: Collection, image_id: int, roi: Region, frame: int 
     1-based frame of the same multi-frame file: the one a viewer shows) decoded and cropped."""
     from retrieval.sources.read import read_source
 
-    image = collection.catalog.images([image_id]).get(image_id)
-    if image is None:
-        raise NotFoundError(f"no indexed image with id {image_id}")
+    image = collection.catalog.image(image_id)
     data = read_source(image.source_uri, collection.settings)
     if frame is None and image.number_of_frames > 1:
         frame = image.frame

@@ -122,3 +122,25 @@ def test_the_api_answers_hybrid_at_each_level(collection: Collection, studies: d
             assert data["hits"][0]["study_instance_uid"] == studies["effusion"]
         reranked = client.post("/v1/search/text", json={**body, "rerank": "maxsim"})
         assert reranked.status_code == 400 and reranked.json()["code"] == "bad_query"
+
+
+def test_the_human_table_shows_both_ranks_of_a_hybrid_hit() -> None:
+    from rich.console import Console
+
+    from retrieval.cli.tables import hits_table
+    from retrieval.query import Hit
+    from retrieval.store.models import Image
+
+    image = Image(id=7, source_uri="/in/a.dcm", modality="CT", frame=1, study_instance_uid="1.2")
+    hits = [
+        Hit(rank=1, image=image, score=0.03, embedding_rank=3, report_rank=1),
+        Hit(rank=2, image=image, score=0.02, embedding_rank=None, report_rank=2),
+        Hit(rank=3, image=image, score=0.01, embedding_rank=5, report_rank=None),
+    ]
+    console = Console(width=200, record=True)
+    console.print(hits_table("3 similar images", hits))
+    rows = [line.split() for line in console.export_text().splitlines()]
+    assert any("e/r" in line for line in rows)
+    assert [row[3] for row in rows if row[1:2] == ["7"]] == ["3/1", "-/2", "5/-"]
+    console.print(hits_table("1 similar image", [Hit(rank=1, image=image, score=0.9)]))
+    assert "e/r" not in console.export_text()  # no fused ranks: no such column

@@ -20,13 +20,6 @@ from retrieval.store.models import Image
 router = APIRouter(prefix="/v1/images", tags=["images"])
 
 
-def _image(state: ServiceState, image_id: int) -> Image:
-    image = state.collection.catalog.images([image_id]).get(image_id)
-    if image is None:
-        raise NotFoundError(f"no indexed image with id {image_id}")
-    return image
-
-
 def _by_sop(state: ServiceState, uid: str, frame: int | None) -> Image:
     images = state.collection.catalog.images(state.collection.catalog.ids_by_sop_uid(uid))
     if not images:
@@ -55,12 +48,12 @@ async def image_by_sop(
 @router.get("/{image_id}", response_model=ImageModel, summary="Metadata of an indexed image")
 async def get_image(image_id: ImageIdDep, state: FreshDep) -> ImageModel:
     """UIDs, modality, body part, date, labels/report, source; never patient identifiers."""
-    image = await run_in_threadpool(_image, state, image_id)
+    image = await run_in_threadpool(state.collection.catalog.image, image_id)
     return image_model(image, state.settings.viewer_url_template, state.settings.dicomweb_url)
 
 
 async def _png(state: ServiceState, image_id: int, kind: str) -> Response:
-    image = await run_in_threadpool(_image, state, image_id)
+    image = await run_in_threadpool(state.collection.catalog.image, image_id)
     png = await run_in_threadpool(cached_png, image, kind, state.settings)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
@@ -91,6 +84,6 @@ async def preview(
 ) -> Response:
     """The image's own frame, windowed as at indexing time (or under a CT `window` preset), at most 1024 x 1024."""
     if window is not None:  # an empty `window=` is no preset (400), not "as indexed"
-        image = await run_in_threadpool(_image, state, image_id)
+        image = await run_in_threadpool(state.collection.catalog.image, image_id)
         return png_response(await run_in_threadpool(render_indexed, image, SIZES["preview"], state.settings, window))
     return await _png(state, image_id, "preview")

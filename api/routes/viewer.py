@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import FreshDep, ImageIdDep
-from api.routes.images import _image
 from retrieval.viewing import LEVEL_LIMIT, View, view_indexed
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -57,7 +56,7 @@ async def view(
     Headers: X-Medsearch-Window-Centre, -Width, -Units (HU or stored), -Origin (request, file, ct:<preset> or
     range), X-Medsearch-Frame, -Frames, -Inverted and -Size (the source frame's columns x rows). A window on a
     raster picture or a colour DICOM is a 409 window_not_applicable; a frame the file does not have is a 400."""
-    image = await run_in_threadpool(_image, state, image_id)
+    image = await run_in_threadpool(state.collection.catalog.image, image_id)
     shown = await run_in_threadpool(
         lambda: view_indexed(image, state.settings, centre=wc, width=ww, frame=frame, invert=invert)
     )

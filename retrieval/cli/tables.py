@@ -35,6 +35,11 @@ def _description(row: dict[str, Any]) -> str:
     return " · ".join(str(row[key]) for key in ("series_description", "study_description") if row.get(key))
 
 
+def _rank(rank: int | None) -> str:
+    """A hybrid hit's rank in one of the fused lists, '-' when it is not in that list."""
+    return "-" if rank is None else str(rank)
+
+
 def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     """One row per hit; `wide` adds body part, series/SOP UIDs and frame, and prints UIDs and sources whole
     (print it with `WIDE_WIDTH` so that it is not squeezed into the terminal)."""
@@ -46,6 +51,8 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
     findings = any(h.tags or h.probes for h in hits)  # zero-shot tags and probe probabilities (retrieval/findings)
     columns: list[tuple[str, bool]] = [("#", True), ("id", True), ("score", True)]  # (name, never shortened)
     columns += [("p", True)] if texts else []
+    fused = any(h.embedding_rank is not None or h.report_rank is not None for h in hits)  # hybrid: both ranks
+    columns += [("ranks e/r", True)] if fused else []
     cases = any(h.case for h in hits)  # series/study hits: the id is the key slice's; slices indexed / of the case
     columns += [("slices", True)] if cases else []
     columns += [("mod", True)] + ([("body part", False)] if wide else []) + [("date", True), ("label", False)]
@@ -62,6 +69,7 @@ def hits_table(title: str, hits: list[Any], wide: bool = False) -> Table:
         image = hit.image
         cells = [str(hit.rank), str(image.id), f"{hit.score:.4f}"]
         cells += [f"{hit.text_score:.3f}" if hit.text_score is not None else ""] if texts else []
+        cells += [f"{_rank(hit.embedding_rank)}/{_rank(hit.report_rank)}"] if fused else []
         cells += [f"{row['slices_sampled']}/{row['slices_total']}" if hit.case else ""] if cases else []
         cells += [str(row["modality"] or "")] + ([str(row["body_part"] or "")] if wide else [])
         cells += [str(row["study_date"] or ""), str(row["label"] or "")]

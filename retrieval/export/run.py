@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from retrieval.collection import Collection
-from retrieval.errors import MedsearchError, NotFoundError
+from retrieval.errors import MedsearchError
 from retrieval.export.errors import ExportFailedError, ExportNeedsDicomError
 from retrieval.export.send import Route, check_study, send, targets
 from retrieval.export.sr import About, Match, build_sr
@@ -47,9 +47,7 @@ def indexed_header(collection: Collection, image_id: int) -> Dataset:
     """The header of an indexed image, read from its source now (patient names are never in the database)."""
     from retrieval.sources.read import read_source
 
-    image = collection.catalog.images([image_id]).get(image_id)
-    if image is None:
-        raise NotFoundError(f"no indexed image with id {image_id}")
+    image = collection.catalog.image(image_id)
     if image.kind != "dicom" or not image.study_instance_uid:
         raise ExportNeedsDicomError(f"image {image_id} is not a DICOM instance: {PNG_HINT}")
     return header_of(read_source(image.source_uri, collection.settings))

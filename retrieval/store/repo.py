@@ -14,7 +14,7 @@ import numpy.typing as npt
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from retrieval.errors import ModelMismatchError
+from retrieval.errors import ModelMismatchError, NotFoundError
 from retrieval.store.cases import CaseStore, refresh_cases
 from retrieval.store.db import make_engine, session_factory
 from retrieval.store.findings import FindingsStore
@@ -269,6 +269,13 @@ class Catalog:
             for chunk in in_chunks([i for i in ids if is_image_id(i)], 500):
                 rows.update({img.id: img for img in session.scalars(select(Image).where(Image.id.in_(chunk)))})
             return rows
+
+    def image(self, image_id: int) -> Image:
+        """One image row by id; NotFoundError (404 at the API) when it is not indexed."""
+        image = self.images([image_id]).get(image_id)
+        if image is None:
+            raise NotFoundError(f"no indexed image with id {image_id}")
+        return image
 
     def vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
         """The stored vector of one image."""
