@@ -255,3 +255,52 @@ def test_a_box_on_a_results_detail_image_searches_that_region_of_it(server: str,
     assert pg.is_hidden("[data-testid=detail-roi-box]") and pg.is_visible("#detail")
     pg.keyboard.press("Escape")
     pg.wait_for_selector("#detail", state="hidden")
+
+
+def _box_vs_region(pg: Page, size: tuple[int, int]) -> list[float]:
+    """|screen position - where the region's corners are on the zoomed picture| for the box's 4 edges (px)."""
+    return list(
+        pg.evaluate(
+            """([cols, rows]) => {
+      const img = document.getElementById('detail-preview');
+      const [x, y, w, h] = document.querySelector('#detail .roi-host').dataset.roi.split(',').map(Number);
+      const r = img.getBoundingClientRect();  // with the viewer's zoom and pan
+      const fit = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+      const left = r.left + (r.width - img.naturalWidth * fit) / 2;
+      const top = r.top + (r.height - img.naturalHeight * fit) / 2;
+      const sx = img.naturalWidth * fit / cols, sy = img.naturalHeight * fit / rows;
+      const b = document.querySelector('[data-testid=detail-roi-box]').getBoundingClientRect();
+      return [b.left - (left + x * sx), b.top - (top + y * sy), b.right - (left + (x + w) * sx),
+              b.bottom - (top + (y + h) * sy)].map(Math.abs);
+    }""",
+            list(size),
+        )
+    )
+
+
+def test_a_drawn_box_follows_the_viewers_zoom_and_pan(server: str, page: Page) -> None:
+    pg = page
+    open_page(pg, server)
+    seq = pg.get_attribute("#results", "data-seq")
+    pg.fill("#text-input", "chest radiograph")
+    pg.press("#text-input", "Enter")
+    wait_for_new_results(pg, seq)
+    pg.click("[data-testid=result][data-source='JPEG-LL.dcm']")
+    pg.wait_for_selector("#detail-meta[data-loaded=true]")
+    pg.wait_for_function(
+        "() => { const i = document.getElementById('detail-preview'); return i.complete && i.naturalWidth > 0; }"
+    )
+    size = _source_size("JPEG-LL.dcm")
+    pg.click("#detail-roi")
+    _drag(pg, "#detail-preview", size, (60.5, 300.5), (180.5, 600.5))
+    assert pg.is_visible("[data-testid=detail-roi-box]")
+    assert max(_box_vs_region(pg, size)) < 1.5
+    before = pg.eval_on_selector("[data-testid=detail-roi-box]", "e => e.getBoundingClientRect().width")
+    box = _layout(pg, "#detail-preview")
+    pg.mouse.move(box["left"] + box["width"] * 0.3, box["top"] + box["height"] * 0.4)
+    pg.mouse.wheel(0, -100)  # the viewer zooms about the pointer
+    pg.wait_for_function("() => Number(document.getElementById('viewer-stage').dataset.zoom) > 1")
+    zoom = float(pg.get_attribute("#viewer-stage", "data-zoom") or 1)
+    after = pg.eval_on_selector("[data-testid=detail-roi-box]", "e => e.getBoundingClientRect().width")
+    assert abs(after / before - zoom) < 0.02, (before, after, zoom)
+    assert max(_box_vs_region(pg, size)) < 1.5

@@ -191,5 +191,7 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
     });
   }
   window.addEventListener("resize", () => draw(d));
+  // the viewer zooms and pans by the picture's CSS transform: a box already drawn follows the picture
+  if (mapping) new MutationObserver(() => draw(d)).observe(img, { attributes: true, attributeFilter: ["style"] });
   return d;
 }
