@@ -1,4 +1,5 @@
-"""uvicorn's access log without query strings: filter values typed by users may carry patient identifiers."""
+"""The service's logs: uvicorn's access log without query strings (filter values typed by users may carry patient
+identifiers) and the audit log as one bare JSON object per line."""
 
 from __future__ import annotations
 
@@ -25,3 +26,17 @@ def log_config() -> dict[str, Any]:
     config.setdefault("filters", {})["drop_query"] = {"()": DropQueryString}
     config["handlers"]["access"].setdefault("filters", []).append("drop_query")
     return config
+
+
+def configure_service_logs() -> None:
+    """medsearch's INFO lines on, the audit log as bare JSON lines for log shippers (once per process: `serve`
+    itself, or each worker process of `serve --workers N`)."""
+    logging.getLogger("medsearch").setLevel(logging.INFO)
+    audit = logging.getLogger("medsearch.audit")
+    if any(getattr(h, "medsearch_audit", False) for h in audit.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.medsearch_audit = True  # type: ignore[attr-defined]
+    audit.addHandler(handler)
+    audit.propagate = False

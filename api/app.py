@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from api.access_log import configure_service_logs
 from api.config import ServiceSettings
 from api.docs_pages import install_docs
 from api.errors import install_error_handlers
@@ -125,3 +126,10 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of `serve --workers N` (uvicorn's factory): settings from MEDSEARCH_*, as the
+    parent checked them; each worker opens the collection itself in its lifespan."""
+    configure_service_logs()
+    return create_app(ServiceSettings())

@@ -37,6 +37,37 @@ class FilterParams(SearchFilters):
     """Candidate filters as form fields or query parameters (fields from retrieval/vocabulary.py)."""
 
 
+ROI_PATTERN = (
+    r"^$|^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"  # the schema says the form; the route checks the bounds
+)
+ROI_HELP = "Region of interest x,y,w,h in the source image's pixels (origin top left); at least 8x8"
+
+
+class SimilarQuery(FilterParams):
+    """The query parameters of a search by an indexed image id (`GET /v1/images/{id}/similar`), read in one pass
+    (api/query_model.py); field for field what the route declared as separate parameters before."""
+
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    offset: int = Field(default=0, ge=0, le=10_000)
+    group_by: GroupBy = "image"
+    show_duplicates: bool = False
+    level: Level = Field(default="image", description=LEVEL_HELP)
+    rerank: Rerank = Field(default="none", description=RERANK_HELP)
+    roi: str = Field(default="", max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)
+    frame: int = Field(
+        default=0, ge=0, le=100_000, description="With roi, multi-frame: this 1-based frame (0: the indexed one)"
+    )
+
+
+class CaseQuery(FilterParams):
+    """The query parameters of a search by an indexed series or study (`GET /v1/series/{uid}/similar`, ...)."""
+
+    level: Level | None = Field(default=None, description=LEVEL_HELP + " Default: the query's own level.")
+    rerank: Rerank = Field(default="none", description=RERANK_HELP)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    offset: int = Field(default=0, ge=0, le=10_000)
+
+
 def _dates_may_be_null(schema: dict[str, Any]) -> None:
     for name in (*_DATES, *_NUMBERS):
         prop = schema["properties"][name]

@@ -12,6 +12,8 @@ from fastapi.params import Form, Query
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from api.query_model import declared_names
+
 
 @dataclass(frozen=True)
 class Declared:
@@ -52,6 +54,7 @@ def _walk(route: APIRoute) -> Declared:
         dependant = pending.pop()
         for field in dependant.query_params:
             query.extend(_names(field))
+        query.extend(declared_names(dependant.call))  # a model read in one pass (api/query_model.py)
         for field in dependant.body_params:
             if isinstance(field.field_info, Form):  # File() is a Form() too
                 takes_form = True

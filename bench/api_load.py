@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from alembic import command
 from api_load_queries import ROUTE_NAMES, SAMPLE, Route, make_routes
+from lean_http import LeanClients
 from machine import cpu_facts, cpu_line
 from sqlalchemy import func, insert, select, text
 from synthetic import cluster_centres, synthetic_rows
@@ -61,6 +62,7 @@ class Stats:
     mean_ms: float
     rps: float
     cpu_ms: float = 0.0  # CPU time per request of the process doing the work (server, or library caller)
+    client_cpu_ms: float = 0.0  # CPU time per request of this benchmark process (the HTTP client, for API loops)
 
 
 @dataclass
@@ -78,7 +80,9 @@ class Scenario:
     checked: int = 0
 
 
-def summarise(latencies: list[float], errors: int, seconds: float, cpu_seconds: float = 0.0) -> Stats:
+def summarise(
+    latencies: list[float], errors: int, seconds: float, cpu_seconds: float = 0.0, client_cpu_seconds: float = 0.0
+) -> Stats:
     """p50/p99/mean in ms and throughput from per-request latencies in seconds."""
     arr = np.asarray(latencies, dtype=np.float64) * 1000.0 if latencies else np.zeros(1)
     return Stats(
@@ -90,6 +94,7 @@ def summarise(latencies: list[float], errors: int, seconds: float, cpu_seconds: 
         mean_ms=round(float(arr.mean()), 3),
         rps=round(len(latencies) / seconds, 1) if seconds > 0 else 0.0,
         cpu_ms=round(1000.0 * cpu_seconds / len(latencies), 3) if latencies else 0.0,
+        client_cpu_ms=round(1000.0 * client_cpu_seconds / len(latencies), 3) if latencies else 0.0,
     )
 
 
@@ -159,9 +164,15 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    data_dir: Path, model_dir: Path, log_path: Path, timeout: float = 180.0, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    model_dir: Path,
+    log_path: Path,
+    timeout: float = 180.0,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[str, int]]:
-    """`medsearch serve` on a free loopback port until the block ends; always terminated by PID."""
+    """`medsearch serve` on a free loopback port until the block ends; always terminated by PID (its worker
+    processes, with `workers` > 1, end with it)."""
     port = free_port()
     exe = Path(sys.executable).parent / "medsearch"
     env = {
@@ -173,7 +184,8 @@ def running_server(
     }
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        command = [str(exe), "serve", "--port", str(port), *(["--workers", str(workers)] if workers > 1 else [])]
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -216,7 +228,7 @@ def timed_loop(
     errors = 0
     lock = threading.Lock()
     counter = iter(range(offset, offset + max_requests))
-    cpu_start = cpu()
+    cpu_start, client_start = cpu(), time.process_time()
     start = time.perf_counter()
     deadline = start + seconds
 
@@ -244,23 +256,37 @@ def timed_loop(
         thread.start()
     for thread in threads:
         thread.join()
-    return summarise(latencies, errors, time.perf_counter() - start, cpu() - cpu_start), latencies
+    seconds, used = time.perf_counter() - start, cpu() - cpu_start
+    return summarise(latencies, errors, seconds, used, time.process_time() - client_start), latencies
 
 
 def merge(parts: list[tuple[Stats, list[float]]]) -> Stats:
     """Combine rounds of the same loop (percentiles over all latencies)."""
     latencies = [x for _, raw in parts for x in raw]
     cpu_seconds = sum(p.cpu_ms * p.requests for p, _ in parts) / 1000.0
-    return summarise(latencies, sum(p.errors for p, _ in parts), sum(p.seconds for p, _ in parts), cpu_seconds)
+    client_seconds = sum(p.client_cpu_ms * p.requests for p, _ in parts) / 1000.0
+    errors, seconds = sum(p.errors for p, _ in parts), sum(p.seconds for p, _ in parts)
+    return summarise(latencies, errors, seconds, cpu_seconds, client_seconds)
 
 
 def process_cpu(pid: int) -> Callable[[], float]:
-    """Reads another process's user+system CPU seconds (Linux /proc)."""
+    """Reads another process's user+system CPU seconds, with its live child processes' (`serve --workers N`: the
+    workers answer, the parent only watches them) (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
 
+    def one(p: int) -> int:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0
+        return int(fields[11]) + int(fields[12])
+
     def read() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            children = []
+        return (one(pid) + sum(one(int(c)) for c in children)) / tick
 
     return read
 
@@ -297,7 +323,7 @@ CHECK_AT, WARMUP_AT, TIMED_AT = 0, 100, 1000  # disjoint request numbers: every 
 def http_floor(server: Server, args: argparse.Namespace) -> Stats:
     """GET /healthz: a route that does no work at all."""
     name, base, pid = server
-    clients = ThreadClients(base)
+    clients = LeanClients(base)
     try:
         for _ in range(args.warmup):
             clients.get().get("/healthz").raise_for_status()
@@ -324,10 +350,10 @@ def bench_size(
     for route in make_routes(collection, ids, args.k):
         if args.route and route.name not in args.route:
             continue
-        clients = {name: ThreadClients(base) for name, base, _ in servers}
+        clients = {name: LeanClients(base) for name, base, _ in servers}  # lean: the client must not be the bottleneck
 
         def api_call(
-            name: str, route: Route = route, clients: dict[str, ThreadClients] = clients
+            name: str, route: Route = route, clients: dict[str, LeanClients] = clients
         ) -> Callable[[object], list[int]]:
             pool = clients[name]
             return lambda q: route.api(pool.get(), q)
@@ -383,7 +409,8 @@ def print_scenario(s: Scenario) -> None:
     for label, st in s.api.items():
         print(
             f"  {'':22s} {'':11s}  {label:12s}: p50 {st.p50_ms:8.2f} ms  p99 {st.p99_ms:8.2f} ms  "
-            f"{st.rps:7.1f} req/s  CPU {st.cpu_ms:6.2f} ms/req  ({st.requests} req, {st.errors} err)"
+            f"{st.rps:7.1f} req/s  CPU {st.cpu_ms:6.2f} ms/req, client {st.client_cpu_ms:5.2f}  "
+            f"({st.requests} req, {st.errors} err)"
         )
     for name, bad in s.mismatches.items():
         if bad:
@@ -393,25 +420,26 @@ def print_scenario(s: Scenario) -> None:
 def markdown(results: list[Scenario], floors: dict[int, dict[str, Stats]]) -> str:
     """The results as a Markdown table (one row per size, route, server and concurrency)."""
     lines = [
-        "| vectors | route | client | p50 ms | p99 ms | req/s | CPU ms/req | p50 / library | req/s / library |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        "| vectors | route | client | p50 ms | p99 ms | req/s | CPU ms/req | client CPU ms/req | p50 / library | "
+        "req/s / library |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in results:
         lib = s.library
         lines.append(
             f"| {s.size:,} | {s.route} | library, 1 thread | {lib.p50_ms:.2f} | {lib.p99_ms:.2f} | {lib.rps:.1f} | "
-            f"{lib.cpu_ms:.2f} | 1.00 | 1.00 |"
+            f"{lib.cpu_ms:.2f} | | 1.00 | 1.00 |"
         )
         for label, st in s.api.items():
             lines.append(
                 f"| {s.size:,} | {s.route} | API {label} | {st.p50_ms:.2f} | {st.p99_ms:.2f} | {st.rps:.1f} | "
-                f"{st.cpu_ms:.2f} | {s.ratio_p50[label]:.2f} | {s.ratio_rps[label]:.2f} |"
+                f"{st.cpu_ms:.2f} | {st.client_cpu_ms:.2f} | {s.ratio_p50[label]:.2f} | {s.ratio_rps[label]:.2f} |"
             )
     for size, by_server in floors.items():
         for name, fl in by_server.items():
             lines.append(
                 f"| {size:,} | GET /healthz (HTTP floor) | API {name} c=1 | {fl.p50_ms:.2f} | {fl.p99_ms:.2f} | "
-                f"{fl.rps:.1f} | {fl.cpu_ms:.2f} | | |"
+                f"{fl.rps:.1f} | {fl.cpu_ms:.2f} | {fl.client_cpu_ms:.2f} | | |"
             )
     return "\n".join(lines)
 
@@ -441,6 +469,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Another source tree (e.g. `git worktree add /tmp/before HEAD~1`): its server runs beside this "
         "tree's, on a copy of the data migrated down to revision 0001, in the same rounds.",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="`serve --workers N` for this tree's server (the other tree's: 1)."
     )
     p.add_argument("--work-dir", type=Path, default=None, help="Where to build the model and data (temp if unset).")
     p.add_argument("--keep", action="store_true", help="Keep the work dir.")
@@ -502,7 +533,8 @@ def servers_for(data_dir: Path, model_dir: Path, work: Path, args: argparse.Name
             base, pid = stack.enter_context(running_server(copy, model_dir, work / "server-before.log", extra_env=env))
             servers.append(("before", base, pid))
         env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        base, pid = stack.enter_context(running_server(data_dir, model_dir, work / "server.log", extra_env=env))
+        after = running_server(data_dir, model_dir, work / "server.log", extra_env=env, workers=args.workers)
+        base, pid = stack.enter_context(after)
         servers.append(("after", base, pid))
         yield servers
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import pydicom
@@ -40,7 +40,7 @@ class Route:
     name: str
     payload: Callable[[int], object]
     library: Callable[[object], list[int]]
-    api: Callable[[httpx.Client, object], list[int]]
+    api: Callable[[Any, object], list[int]]  # an httpx.Client or bench/lean_http.py's LeanClient
 
 
 @lru_cache(maxsize=1)
@@ -85,27 +85,27 @@ def make_routes(collection: Collection, ids: npt.NDArray[np.int64], k: int) -> l
     def hit_ids(hits: list[engine.Hit]) -> list[int]:
         return [h.image.id for h in hits]
 
-    def json_ids(resp: httpx.Response) -> list[int]:
+    def json_ids(resp: Any) -> list[int]:
         resp.raise_for_status()
         return [h["id"] for h in resp.json()["hits"]]
 
     def lib_id(image_id: object) -> list[int]:
         return hit_ids(engine.search(collection, engine.embed_id(collection, int(image_id)), k=k))  # type: ignore[call-overload]
 
-    def api_id(client: httpx.Client, image_id: object) -> list[int]:
+    def api_id(client: Any, image_id: object) -> list[int]:
         return json_ids(client.get(f"/v1/images/{image_id}/similar", params={"k": k}))
 
     def lib_text(text: object) -> list[int]:
         return hit_ids(engine.search(collection, engine.embed_text(collection, str(text)), k=k))
 
-    def api_text(client: httpx.Client, text: object) -> list[int]:
+    def api_text(client: Any, text: object) -> list[int]:
         return json_ids(client.post("/v1/search/text", json={"text": text, "k": k}))
 
     def lib_upload(data: object) -> list[int]:
         assert isinstance(data, bytes)
         return hit_ids(engine.search(collection, engine.embed_image(collection, data), k=k))
 
-    def api_upload(client: httpx.Client, data: object) -> list[int]:
+    def api_upload(client: Any, data: object) -> list[int]:
         assert isinstance(data, bytes)
         return json_ids(client.post("/v1/search/image", files={"file": ("q.dcm", data)}, data={"k": str(k)}))
 

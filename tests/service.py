@@ -115,14 +115,18 @@ def make_client(url: str, key: str | None = None, timeout: float = 120.0) -> htt
 
 @contextmanager
 def running_server(
-    env: dict[str, str], logs: Path, ready: Callable[[httpx.Response], bool], timeout: float = 120.0
+    env: dict[str, str],
+    logs: Path,
+    ready: Callable[[httpx.Response], bool],
+    timeout: float = 120.0,
+    args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """Start `medsearch serve`, wait until `ready(GET /readyz)`, always stop it by its PID afterwards."""
+    """Start `medsearch serve` (with `args`), wait until `ready(GET /readyz)`, always stop it by its PID afterwards."""
     port = free_port()
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
         proc = subprocess.Popen(
-            [MEDSEARCH, "serve", "--port", str(port)],
+            [MEDSEARCH, "serve", "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=err,

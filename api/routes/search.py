@@ -9,14 +9,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.audit import audit_filters
 from api.deps import FreshDep, ImageIdDep
 from api.limits import read_upload
+from api.query_model import openapi_extra, query_dependency
 from api.report_schemas import ContextModel
-from api.schemas import LEVEL_HELP, RERANK_HELP, FilterParams, SearchResponse, TextSearchRequest
+from api.schemas import (
+    LEVEL_HELP,
+    RERANK_HELP,
+    ROI_HELP,
+    ROI_PATTERN,
+    CaseQuery,
+    FilterParams,
+    SearchResponse,
+    SimilarQuery,
+    TextSearchRequest,
+)
 from api.state import ServiceState
 from api.views import hit_model
 from retrieval import query as engine
@@ -31,10 +42,10 @@ from retrieval.vocabulary import GroupBy, Level, Rerank
 from retrieval.why_empty import why_empty
 
 router = APIRouter(prefix="/v1", tags=["search"])
-ROI_PATTERN = (
-    r"^$|^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"  # the schema says the form; the route checks the bounds
-)
-ROI_HELP = "Region of interest x,y,w,h in the source image's pixels (origin top left); at least 8x8"
+__all__ = ["ROI_HELP", "ROI_PATTERN", "router"]  # the region form field's pattern and help (export.py uses them)
+# the GET searches' query parameters, read in one pass (api/query_model.py) and declared in OpenAPI as before
+SimilarQueryDep = Annotated[SimilarQuery, Depends(query_dependency(SimilarQuery))]
+CaseQueryDep = Annotated[CaseQuery, Depends(query_dependency(CaseQuery))]
 audit = logging.getLogger("medsearch.audit")
 
 
@@ -214,39 +225,30 @@ async def search_image(
     return _json(result)
 
 
-@router.get("/images/{image_id}/similar", response_model=SearchResponse, summary="Pivot from a result")
-async def similar(
-    image_id: ImageIdDep,
-    state: FreshDep,
-    request: Request,
-    params: Annotated[FilterParams, Query()],
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
-    group_by: GroupBy = "image",
-    show_duplicates: bool = False,
-    level: Annotated[Level, Query(description=LEVEL_HELP)] = "image",
-    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
-    roi: Annotated[str, Query(max_length=64, pattern=ROI_PATTERN, description=ROI_HELP)] = "",
-    frame: Annotated[
-        int, Query(ge=0, le=100_000, description="With roi, multi-frame: this 1-based frame (0: the indexed one)")
-    ] = 0,
-) -> Response:
+@router.get(
+    "/images/{image_id}/similar",
+    response_model=SearchResponse,
+    summary="Pivot from a result",
+    openapi_extra=openapi_extra(SimilarQuery),
+)
+async def similar(image_id: ImageIdDep, state: FreshDep, request: Request, query: SimilarQueryDep) -> Response:
     """Images (or series, studies) most similar to an indexed image (never the image itself, nor at series or
     study level its own case); no model needed, except for a region (`roi`), which re-reads the image's source
     and embeds that region of its indexed frame (or of `frame`: the frame a viewer shows)."""
-    region = parse_roi(roi) if roi else None
-    if frame and region is None:
+    region = parse_roi(query.roi) if query.roi else None
+    if query.frame and region is None:
         raise BadQueryError("frame goes with roi: a whole-image query by id uses the image's indexed vector")
+    q = query
 
     def work() -> SearchResponse:
         if region is not None:
-            query = _encode(state, engine.embed_region, state.collection, image_id, region, frame or None)
-            return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
-        query = engine.embed_id(state.collection, image_id)
-        return _run(state, query, params, k, offset, group_by, show_duplicates, level, rerank)
+            vector = _encode(state, engine.embed_region, state.collection, image_id, region, q.frame or None)
+        else:
+            vector = engine.embed_id(state.collection, image_id)
+        return _run(state, vector, q, q.k, q.offset, q.group_by, q.show_duplicates, q.level, q.rerank)
 
     result = await run_in_threadpool(work)
-    _audit(request, "id", params, k, len(result.hits))
+    _audit(request, "id", query, query.k, len(result.hits))
     return _json(result)
 
 
@@ -264,42 +266,43 @@ def _similar_case(
     return _run(state, query, params, k, offset, "image", False, level or kind, rerank)
 
 
-CaseLevelQuery = Annotated[Level | None, Query(description=LEVEL_HELP + " Default: the query's own level.")]
-
-
-@router.get("/series/{uid}/similar", response_model=SearchResponse, summary="Search by an indexed series")
+@router.get(
+    "/series/{uid}/similar",
+    response_model=SearchResponse,
+    summary="Search by an indexed series",
+    openapi_extra=openapi_extra(CaseQuery),
+)
 async def similar_series(
     uid: Annotated[str, Path(max_length=64, description="An indexed SeriesInstanceUID.")],
     state: FreshDep,
     request: Request,
-    params: Annotated[FilterParams, Query()],
-    level: CaseLevelQuery = None,
-    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    query: CaseQueryDep,
 ) -> Response:
     """Series (or studies, images) most similar to an indexed series, from its stored vectors (no model
     needed); the series itself (its images; at study level its study) is never returned."""
-    result = await run_in_threadpool(_similar_case, state, "series", uid, params, level, rerank, k, offset)
-    _audit(request, "series", params, k, len(result.hits))
+    q = query
+    result = await run_in_threadpool(_similar_case, state, "series", uid, q, q.level, q.rerank, q.k, q.offset)
+    _audit(request, "series", query, query.k, len(result.hits))
     return _json(result)
 
 
-@router.get("/studies/{uid}/similar", response_model=SearchResponse, summary="Search by an indexed study")
+@router.get(
+    "/studies/{uid}/similar",
+    response_model=SearchResponse,
+    summary="Search by an indexed study",
+    openapi_extra=openapi_extra(CaseQuery),
+)
 async def similar_study(
     uid: Annotated[str, Path(max_length=64, description="An indexed StudyInstanceUID.")],
     state: FreshDep,
     request: Request,
-    params: Annotated[FilterParams, Query()],
-    level: CaseLevelQuery = None,
-    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    query: CaseQueryDep,
 ) -> Response:
     """Studies (or series, images) most similar to an indexed study, from its stored vectors (no model needed);
     the study itself is never returned."""
-    result = await run_in_threadpool(_similar_case, state, "study", uid, params, level, rerank, k, offset)
-    _audit(request, "study", params, k, len(result.hits))
+    q = query
+    result = await run_in_threadpool(_similar_case, state, "study", uid, q, q.level, q.rerank, q.k, q.offset)
+    _audit(request, "study", query, query.k, len(result.hits))
     return _json(result)
 
 

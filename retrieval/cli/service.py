@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 import typer
@@ -10,17 +9,26 @@ import typer
 from retrieval.cli.common import DataDir, app, fail, key_app, require_existing, say
 from retrieval.errors import MedsearchError, SettingsError
 
+WORKER_PING_SECONDS = 60
+WORKERS_HELP = (
+    "Worker processes answering on the one port (one per core for several users at once). Each opens the "
+    "collection itself: set MEDSEARCH_INDEX_MMAP=1 to share the index and vectors' pages (docs/deployment.md)."
+)
+
 
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default $MEDSEARCH_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default $MEDSEARCH_PORT, 8000).")] = None,
     data_dir: DataDir = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help=WORKERS_HELP)] = 1,
 ) -> None:
     """Run the REST API and the web page (uvicorn); refuses to bind beyond loopback without API keys."""
+    import os
+
     import uvicorn
 
-    from api.access_log import log_config
+    from api.access_log import configure_service_logs, log_config
     from api.app import create_app
     from api.config import ServiceSettings
 
@@ -34,12 +42,24 @@ def serve(
     except (MedsearchError, ValueError) as exc:
         fail(exc if isinstance(exc, MedsearchError) else SettingsError(str(exc)))
         return
-    logging.getLogger("medsearch").setLevel(logging.INFO)
-    audit = logging.getLogger("medsearch.audit")  # one bare JSON object per line, for log shippers
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    audit.addHandler(handler)
-    audit.propagate = False
+    if workers > 1:  # uvicorn starts the processes; each builds its app from the environment
+        if data_dir:
+            os.environ["MEDSEARCH_DATA_DIR"] = str(data_dir)
+        target = "api.app:app_from_environment"
+        uvicorn.run(
+            target,
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            log_config=log_config(),
+            # a worker answers uvicorn's ping from a thread that needs the GIL: importing the model's libraries at
+            # start, or a long encode, can hold it past the default 5 s, and the worker would be killed as hung
+            timeout_worker_healthcheck=WORKER_PING_SECONDS,
+        )
+        return
+    configure_service_logs()
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info", log_config=log_config())
 
 
