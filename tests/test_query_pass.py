@@ -84,3 +84,23 @@ def test_folding_uses_the_vectors_the_search_ranked_with(
     hits = engine.search(collection, engine.QueryVector(query.vector, "image"), k=10)
     assert not lookups  # no second lookup of the hits' vectors
     assert len(hits) == 10 and sum(h.duplicates for h in hits) == 2 and len(copies) == 11
+
+
+@pytest.mark.backends("sqlite-faiss")
+def test_the_hits_reports_are_read_by_study_never_by_the_latest_flag(collection: Collection, sample_dir: Path) -> None:
+    """The 460 ms vector-only search of bench/reports.py (1M reports, issue 22): the hits' reports were read with
+    `latest = 1`, and SQLite answered it from the index on that flag, true for almost every report, so each search
+    walked every latest report. The statement must look reports up by study."""
+    run_index(collection, [sample_dir], IndexOptions(workers=0))
+    ids = collection.catalog.all_ids().tolist()
+    studies = {row.study_instance_uid for row in collection.catalog.images(ids).values() if row.study_instance_uid}
+    collection.catalog.reports.add([_report(study) for study in sorted(studies)])
+    collection.catalog.reports.add([_report(f"1.2.3.{n}") for n in range(300)])  # reports whose images never came
+    engine.search_page(collection, engine.embed_id(collection, ids[0]), k=5)
+    seen = _statements(collection)
+    hits, _ = engine.search_page(collection, engine.embed_id(collection, ids[0]), k=5)
+    assert any(h.stored_report is not None for h in hits)
+    [statement] = [s for s in seen if "FROM reports r WHERE" in s]
+    connection = collection.catalog.reads._own_connection()
+    plan = " | ".join(str(row[-1]) for row in connection.execute("EXPLAIN QUERY PLAN " + statement).fetchall())
+    assert "ix_reports_study_instance_uid" in plan and "ix_reports_latest" not in plan, plan
