@@ -188,14 +188,16 @@ class QueryReads:
         if not rows:
             return {}, False, False
         width = len(IMAGE_FIELDS)
-        return self._as_images([row[:width] for row in rows]), bool(rows[0][width]), bool(rows[0][width + 1])
+        return self._as_images(rows), bool(rows[0][width]), bool(rows[0][width + 1])
 
     def _as_images(self, rows: Sequence[Sequence[Any]]) -> dict[int, Image]:
+        """Detached Image objects from rows whose first columns are IMAGE_FIELDS (any further ones are ignored)."""
         found: dict[int, Image] = {}
+        new_instance, dates = self._manager.new_instance, self._dates.items()
         for row in rows:
-            image = self._manager.new_instance()
-            values = dict(zip(IMAGE_FIELDS, row, strict=True))
-            for name, convert in self._dates.items():
+            image = new_instance()
+            values = dict(zip(IMAGE_FIELDS, row, strict=False))
+            for name, convert in dates:
                 values[name] = convert(values[name])
             image.__dict__.update(values)
             found[int(values["id"])] = image
