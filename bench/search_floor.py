@@ -13,6 +13,9 @@ Wall-clock p50s and the calling thread's CPU time p50s are both reported: on a m
 wall clock mostly measures waiting for a core, the CPU time what the call itself costs.
 
     python bench/search_floor.py DATA_DIR MODEL_DIR --compare /tmp/main-tree --rounds 3 --json out.json
+
+At 1M, `--by-id-only` times the search by id alone and reads only the pivots' vectors (the filtered floor holds
+every stored vector in memory twice: 9 GB at 1M).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from machine import cpu_line
 K = 10
 
 
-def child(data_dir: Path, model_dir: Path, queries: int, seed: int) -> dict[str, Any]:
-    """One tree's figures: per-query seconds of each kind, and the filtered searches' recall."""
+def child(data_dir: Path, model_dir: Path, queries: int, seed: int, by_id_only: bool = False) -> dict[str, Any]:
+    """One tree's figures: per-query seconds of each kind, and the filtered searches' recall (`by_id_only`: the
+    search by id alone, no stored vector read beyond the pivots': what a 1M collection allows in memory)."""
     import faiss
     from search_filtered import date_windows
 
@@ -48,13 +52,18 @@ def child(data_dir: Path, model_dir: Path, queries: int, seed: int) -> dict[str,
     faiss.omp_set_num_threads(1)
     raw = index._index  # the bare FAISS index the library searches
     ids = collection.catalog.all_ids()
-    parts = list(collection.catalog.iter_vectors())
-    all_ids = np.concatenate([p[0] for p in parts])
-    all_vecs = np.concatenate([p[1] for p in parts])
-    row_of = {int(i): n for n, i in enumerate(all_ids)}
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"ntotal": int(index.ntotal), "index": index.describe()["params"]}
     pivots = [int(i) for i in rng.choice(ids, size=queries, replace=False)]
+    if by_id_only:
+        all_ids = np.asarray(pivots, np.int64)
+        held = index.vectors(all_ids)
+        all_vecs = np.stack([held[i] for i in pivots])
+    else:
+        parts = list(collection.catalog.iter_vectors())
+        all_ids = np.concatenate([p[0] for p in parts])
+        all_vecs = np.concatenate([p[1] for p in parts])
+    row_of = {int(i): n for n, i in enumerate(all_ids)}
     times: dict[str, list[float]] = {"by-id library": [], "by-id faiss": []}
     cpu: dict[str, list[float]] = {"by-id library": [], "by-id faiss": []}  # this thread's CPU seconds
     for warm in pivots[:20]:
@@ -71,7 +80,7 @@ def child(data_dir: Path, model_dir: Path, queries: int, seed: int) -> dict[str,
         cpu["by-id library"].append(c1 - c0)
         cpu["by-id faiss"].append(c2 - c1)
     nlist = int(getattr(raw, "nlist", 0) or 0)
-    for share in (0.01, 0.001):
+    for share in () if by_id_only else (0.01, 0.001):
         label = f"filtered {share:.1%}"
         lib_t, floor_t, recalls, lib_c, floor_c = [], [], [], [], []
         for filters in date_windows(collection, share, queries // 2, rng):
@@ -124,6 +133,7 @@ def run_tree(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One child on `tree`'s code (PYTHONPATH), its JSON result."""
     env = {**os.environ, "PYTHONPATH": f"{tree}:{Path(__file__).resolve().parent}", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, __file__, str(args.data_dir), str(args.model_dir), "--child", "--queries", str(args.queries)]
+    cmd += ["--by-id-only"] if args.by_id_only else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"child on {tree} failed:\n{done.stderr[-3000:]}")
@@ -138,10 +148,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--by-id-only", action="store_true", help="only the search by id (no filtered searches)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.data_dir, args.model_dir, args.queries, 0)))
+        print(json.dumps(child(args.data_dir, args.model_dir, args.queries, 0, args.by_id_only)))
         return
     print(cpu_line(), flush=True)
     trees = {"after": Path(__file__).resolve().parent.parent}

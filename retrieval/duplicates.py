@@ -44,29 +44,49 @@ def collapse(hits: Sequence[H], vectors: dict[int, npt.NDArray[np.float32]], thr
     """Keep the best hit of every set of near-duplicates (order kept); each kept hit counts the copies folded in.
 
     All cosines between the hits come from one small matrix product (a 20-hit page: 20 x 20)."""
-    rows = {h.image_id: n for n, h in enumerate(h for h in hits if vectors.get(h.image_id) is not None)}
-    if len(rows) < 2:
+    rows = [vectors.get(h.image_id) for h in hits]
+    have = np.array([v is not None for v in rows], bool)
+    if int(have.sum()) < 2:
         return list(hits)
-    matrix = np.stack([vectors[i] for i in rows])
-    gram = matrix @ matrix.T
-    if not np.triu(gram >= threshold, 1).any():  # no two hits are copies (most pages): nothing to fold
-        return list(hits)
-    kept: list[H] = []
-    kept_rows: list[int] = []  # row in `gram` of each kept hit that has a vector
-    kept_at: list[int] = []  # its position in `kept`
-    for hit in hits:
-        row = rows.get(hit.image_id)  # None: removed meanwhile, never folded
-        if row is not None and kept_rows:
-            cosines = gram[row, kept_rows]
+    width = len(next(v for v in rows if v is not None))
+    matrix = np.stack([v if v is not None else np.zeros(width, np.float32) for v in rows])
+    kept, copies = fold(matrix, have, threshold)
+    for position, count in zip(kept, copies, strict=True):
+        hits[position].duplicates += count
+    return [hits[position] for position in kept]
+
+
+def fold(
+    vectors: npt.NDArray[np.float32], have: npt.NDArray[np.bool_], threshold: float
+) -> tuple[list[int], list[int]]:
+    """Near-duplicate folding over ranked rows: (positions kept, in order; copies folded into each). A row folds
+    into the kept row it is most similar to when that cosine reaches `threshold`; rows without a vector
+    (`have` False) are kept and never folded. One Gram matrix; the loop runs only when some pair folds."""
+    n = len(vectors)
+    if int(have.sum()) < 2:
+        return list(range(n)), [0] * n
+    gram = vectors @ vectors.T
+    close = gram >= threshold
+    close &= have[:, None] & have[None, :]
+    if not np.triu(close, 1).any():  # no two hits are copies (most pages): nothing to fold
+        return list(range(n)), [0] * n
+    kept: list[int] = []
+    copies: list[int] = []
+    kept_rows: list[int] = []  # kept positions that have a vector
+    kept_at: list[int] = []  # their place in `kept`
+    for position in range(n):
+        if have[position] and kept_rows:
+            cosines = gram[position, kept_rows]
             best = int(np.argmax(cosines))
             if float(cosines[best]) >= threshold:
-                kept[kept_at[best]].duplicates += 1
+                copies[kept_at[best]] += 1
                 continue
-        if row is not None:
-            kept_rows.append(row)
+        if have[position]:
+            kept_rows.append(position)
             kept_at.append(len(kept))
-        kept.append(hit)
-    return kept
+        kept.append(position)
+        copies.append(0)
+    return kept, copies
 
 
 def distinct_from_query(

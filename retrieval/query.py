@@ -9,15 +9,16 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from retrieval import duplicates
 from retrieval.collection import Collection
-from retrieval.duplicates import collapse, fold_margin
+from retrieval.duplicates import fold_margin
 from retrieval.embed_cache import CachedEmbedding, content_key
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.findings.hook import check_filters, findings_of
 from retrieval.imaging.decode import content_hash
 from retrieval.imaging.roi import Region
 from retrieval.imaging.types import DecodeLimits
-from retrieval.index.base import VectorIndex
+from retrieval.index.base import Found
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.reports.snippets import Snippet, make_snippet
@@ -326,22 +327,22 @@ def search_page(
         if not show_duplicates:  # folding may drop some: ask for a margin more in the same search
             fetch += fold_margin(k)
         while True:
-            scores, ids = index.search(query.vector, min(fetch, available), candidates)
-            hits, vectors = _rank(collection, index, scores[0], ids[0], group_by, fetch, skip, needed)
-            if not show_duplicates:
-                hits = collapse(hits, vectors, collection.settings.duplicate_threshold)
-            if len(hits) >= k or fetch >= available:
+            found = index.search_vectors(query.vector, min(fetch, available), candidates, with_vectors=needed)
+            page = _rank(collection, found, group_by, k, skip, fold=not show_duplicates)
+            if page.kept >= k or fetch >= available:
                 break
             fetch *= 4  # more copies than the margin: the rare second search
-    hits = hits[:k]
+    hits = page.hits
     for rank, hit in enumerate(hits, start=1):
         hit.rank = rank
+    vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if found.have[p]}
     _add_text_scores(collection, query, hits, vectors)
-    found = findings_of(collection, [h.image.id for h in hits])
-    for hit in hits:
-        hit.tags, hit.probes = found[hit.image.id].tags, found[hit.image.id].probes
+    if page.any_findings:  # read with the hits' rows: a collection without tags or probes costs no statement
+        found_tags = findings_of(collection, [h.image.id for h in hits])
+        for hit in hits:
+            hit.tags, hit.probes = found_tags[hit.image.id].tags, found_tags[hit.image.id].probes
     if with_reports:
-        add_reports(collection, hits, report_query(filters.report))
+        add_reports(collection, hits, report_query(filters.report), any_stored=page.any_reports)
     return hits, available
 
 
@@ -353,10 +354,10 @@ def report_query(report_filter: str | None, also: Node | None = None) -> Node | 
     return None if not nodes else nodes[0] if len(nodes) == 1 else Either(tuple(nodes))
 
 
-def add_reports(collection: Collection, hits: Sequence[Hit], words: Node | None) -> None:
-    """Each hit's study report (one read for all hits) and its snippet: around the marked `words` when given,
-    else the report's first lines."""
-    latest = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits])
+def add_reports(collection: Collection, hits: Sequence[Hit], words: Node | None, any_stored: bool = True) -> None:
+    """Each hit's study report (one read for all hits; none when the caller knows none is stored: not
+    `any_stored`) and its snippet: around the marked `words` when given, else the report's first lines."""
+    latest = collection.catalog.reports.latest([h.image.study_instance_uid or "" for h in hits]) if any_stored else {}
     for hit in hits:
         stored = hit.stored_report = latest.get(hit.image.study_instance_uid or "")
         if stored is not None:
@@ -381,34 +382,70 @@ def _add_text_scores(
         hit.text_score = float(value)
 
 
-def _rank(
-    collection: Collection,
-    index: VectorIndex,
-    scores: npt.NDArray[np.float32],
-    ids: npt.NDArray[np.int64],
-    group_by: GroupBy,
-    k: int,
-    skip: Container[int] = (),
-    with_vectors: bool = False,
-) -> tuple[list[Hit], dict[int, npt.NDArray[np.float32]]]:
-    """The hits' rows (grouped, at most k; one store lookup), and their float vectors from the index when asked."""
-    valid = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0 and int(i) not in skip]
-    wanted = [i for i, _ in valid]
-    rows = collection.catalog.hit_rows(wanted)
-    vectors = index.vectors(np.asarray(wanted, np.int64)) if with_vectors else {}
-    hits: list[Hit] = []
+@dataclass
+class _Page:
+    """A search's hits (at most k, grouped and folded), where each sits in the search's result, how many hits
+    folding kept in all (fewer than k: search again, deeper), and whether the collection holds any findings and
+    stored reports."""
+
+    hits: list[Hit]
+    positions: list[int]
+    kept: int
+    any_findings: bool
+    any_reports: bool
+
+
+def _rank(collection: Collection, found: Found, group_by: GroupBy, k: int, skip: Container[int], fold: bool) -> _Page:
+    """One pass over the search's hits: near-duplicates folded on the vectors the search handed over, then the
+    rows of only the k kept (one statement). Grouping, or a hit removed from the store since the search (its row
+    gone), takes the rows of every hit first, as grouping needs them."""
+    threshold = collection.settings.duplicate_threshold
+    at = np.asarray([n for n, i in enumerate(found.ids.tolist()) if i not in skip], np.intp)
+    if group_by == "image":
+        kept, copies = _fold(found, at, fold, threshold)
+        first = at[kept[:k]]
+        rows, any_findings, any_reports = collection.catalog.search_rows(found.ids[first].tolist())
+        if len(rows) == len(first):
+            return _page(found, first, copies, rows, len(kept), any_findings, any_reports)
+    rows, any_findings, any_reports = collection.catalog.search_rows(found.ids[at].tolist())
+    present: list[int] = []
     seen: set[str] = set()
-    for image_id, score in valid:
-        image = rows.get(image_id)
+    for n in at.tolist():
+        image = rows.get(int(found.ids[n]))
         if image is None:  # removed between search and lookup
             continue
         if group_by != "image":
             group = image.study_instance_uid if group_by == "study" else image.series_instance_uid
-            group_key = group or f"image:{image_id}"
+            group_key = group or f"image:{image.id}"
             if group_key in seen:
                 continue
             seen.add(group_key)
-        hits.append(Hit(rank=len(hits) + 1, image=image, score=score))
-        if len(hits) == k:
-            break
-    return hits, vectors
+        present.append(n)
+    at = np.asarray(present, np.intp)
+    kept, copies = _fold(found, at, fold, threshold)
+    return _page(found, at[kept[:k]], copies, rows, len(kept), any_findings, any_reports)
+
+
+def _fold(found: Found, at: npt.NDArray[np.intp], fold: bool, threshold: float) -> tuple[list[int], list[int]]:
+    """Folding over the hits at these positions: (which of them are kept, copies folded into each kept one)."""
+    if not fold:
+        return list(range(len(at))), [0] * len(at)
+    return duplicates.fold(found.vectors[at], found.have[at], threshold)
+
+
+def _page(
+    found: Found,
+    positions: npt.NDArray[np.intp],
+    copies: list[int],
+    rows: dict[int, Image],
+    kept: int,
+    any_findings: bool,
+    any_reports: bool,
+) -> _Page:
+    hits = [
+        Hit(rank=n + 1, image=rows[image_id], score=score, duplicates=count)
+        for n, (image_id, score, count) in enumerate(
+            zip(found.ids[positions].tolist(), found.scores[positions].tolist(), copies, strict=False)
+        )
+    ]
+    return _Page(hits, positions.tolist(), kept, any_findings, any_reports)

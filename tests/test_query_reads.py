@@ -52,6 +52,7 @@ def test_a_search_reads_the_store_without_the_orm(
     assert available == len(expected) and {h.image.id for h in filtered} == expected
 
 
+@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
 def test_folding_copies_needs_one_search(
     collection: Collection, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,13 +61,13 @@ def test_folding_copies_needs_one_search(
     index = collection.index
     assert index is not None
     searches: list[int] = []
-    real = index.search
+    real = index.search_vectors
 
-    def counted(query: Any, k: int, candidates: Any = None) -> Any:
+    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True) -> Any:
         searches.append(k)
-        return real(query, k, candidates)
+        return real(query, k, candidates, with_vectors)
 
-    monkeypatch.setattr(index, "search", counted)
+    monkeypatch.setattr(index, "search_vectors", counted)
     hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
     assert len(hits) == 10 and hits[0].duplicates == 2
     assert len(searches) == 1  # the margin fetched the copies' places in the same search

@@ -13,6 +13,34 @@ from retrieval.store.repo import Catalog, IdArray
 
 
 @dataclass
+class Found:
+    """One query's hits with their float vectors, in rank order: what a search hands to folding and re-scoring
+    without a second lookup. `have[n]` is False for a hit whose vector the back end does not hold (its row of
+    `vectors` is zeros)."""
+
+    scores: npt.NDArray[np.float32]
+    ids: IdArray
+    vectors: npt.NDArray[np.float32]
+    have: npt.NDArray[np.bool_]
+
+
+def found_with_vectors(index: VectorIndex, scores: npt.NDArray[np.float32], ids: IdArray, with_vectors: bool) -> Found:
+    """`Found` for one query row of a search result, its vectors looked up in `index` (when asked)."""
+    keep = ids >= 0
+    scores, ids = scores[keep], ids[keep]
+    if not with_vectors or len(ids) == 0:
+        return Found(scores, ids, np.zeros((len(ids), index.width), np.float32), np.zeros(len(ids), bool))
+    held = index.vectors(ids)
+    vectors = np.zeros((len(ids), index.width), np.float32)
+    have = np.zeros(len(ids), bool)
+    for n, image_id in enumerate(ids.tolist()):
+        vector = held.get(image_id)
+        if vector is not None:
+            vectors[n], have[n] = vector, True
+    return Found(scores, ids, vectors, have)
+
+
+@dataclass
 class ReconcileReport:
     """What opening the index had to do to agree with the store."""
 
@@ -49,6 +77,13 @@ class VectorIndex(Protocol):
     def search(
         self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
     ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
+
+    def search_vectors(
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+    ) -> Found:
+        """`search` for one query vector, its hits' float vectors alongside (those it re-scored with, when it
+        re-scores): one pass for what folding near-duplicates needs."""
+        ...
 
     def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
         """The float vectors of these ids as the back end re-scores with them (ids it lacks are absent): what

@@ -28,14 +28,34 @@ def top_k(
     out_scores = np.empty((len(queries), k), np.float32)
     out_ids = np.empty((len(queries), k), np.int64)
     for row, row_scores in enumerate(scores):
-        if k < len(ids):  # every score tying the k-th takes part, so the lowest ids among equals win
-            kth = row_scores[np.argpartition(-row_scores, k - 1)[k - 1]]
-            best = np.flatnonzero(row_scores >= kth)
-        else:
-            best = np.arange(len(ids))
-        order = best[np.lexsort((ids[best], -row_scores[best]))][:k]
+        order = _best(row_scores, ids, k)
         out_scores[row], out_ids[row] = row_scores[order], ids[order]
     return out_scores, out_ids
+
+
+def top_k_rows(
+    query: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """`top_k` for one query vector, also giving where each of the best sits in `ids`/`vectors` (so their
+    vectors need no second lookup)."""
+    k = min(k, len(ids))
+    if k == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.intp)
+    # the same product as `top_k` (a 1 x n matrix product, not a matrix-vector one): the very same scores
+    row_scores = (query.reshape(1, -1) @ np.ascontiguousarray(vectors, dtype=np.float32).T)[0]
+    order = _best(row_scores, ids, k)
+    return row_scores[order].astype(np.float32), ids[order], order
+
+
+def _best(row_scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.intp]:
+    """Positions of the best k scores, by score then by id (every score tying the k-th takes part, so the lowest
+    ids among equals win)."""
+    if k < len(ids):
+        kth = row_scores[np.argpartition(-row_scores, k - 1)[k - 1]]
+        best = np.flatnonzero(row_scores >= kth)
+    else:
+        best = np.arange(len(ids))
+    return best[np.lexsort((ids[best], -row_scores[best]))][:k]
 
 
 class VectorStore(Protocol):

@@ -106,6 +106,8 @@ class ExactVectors:
         ids = np.asarray(ids, np.int64)
         at = np.minimum(np.searchsorted(self._base_ids, ids), max(0, len(self._base_ids) - 1))
         in_base = (self._base_ids[at] == ids) if len(self._base_ids) else np.zeros(len(ids), bool)
+        if not self._removed and not self._added and in_base.all():  # a search's hits, usually: one gather
+            return ids, np.asarray(self._base[at], np.float32)
         if self._removed:
             in_base &= ~np.isin(ids, np.fromiter(self._removed, np.int64, len(self._removed)))
         out = np.empty((len(ids), self.width), np.float32)

@@ -18,8 +18,8 @@ import numpy.typing as npt
 
 from retrieval.fsutil import atomic_write, atomic_write_text
 from retrieval.index import faiss_types as types
-from retrieval.index.base import ReconcileReport, apply_delta, store_delta
-from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k
+from retrieval.index.base import Found, ReconcileReport, apply_delta, found_with_vectors, store_delta
+from retrieval.index.exact import Scored, StoredScorer, empty_result, top_k, top_k_rows
 from retrieval.index.exact_vectors import ExactVectors
 from retrieval.index.filtered import bitmap_selector, exact_from_proposals
 from retrieval.index.rwlock import SharedLock
@@ -224,9 +224,23 @@ class FaissIndex:
 
     def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
         """The index's own search, widened until it yields k hits, then exact as the last resort."""
-        rerank = not self.params.lossless and (
-            self._exact is not None or (cand is not None and self._stored is not None)
-        )
+        rerank = self._reranks(cand)
+        scores, ids, enough = self._proposals(q, k, selector, cand, rerank)
+        if not enough and cand is not None:
+            return self._exact_reconstructed(q, k, cand) if self.params.lossless else self._exact_stored(q, k, cand)
+        if rerank:
+            return self._rerank(q, k, ids)
+        return scores[:, :k].astype(np.float32), ids[:, :k].astype(np.int64)
+
+    def _reranks(self, cand: IdArray | None) -> bool:
+        """Whether the codes' proposals are re-scored exactly (a lossy index with float vectors to do it)."""
+        return not self.params.lossless and (self._exact is not None or (cand is not None and self._stored is not None))
+
+    def _proposals(
+        self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None, rerank: bool
+    ) -> tuple[npt.NDArray[np.float32], IdArray, bool]:
+        """The index's own best (k, or k x REFINE_FACTOR to re-rank), widened until every query row has k; and
+        whether they did."""
         if rerank and cand is not None:
             fetch = min(max(4 * k, k + 32), len(cand))  # extra hits to re-rank
         else:
@@ -236,13 +250,29 @@ class FaissIndex:
             params = types.search_parameters(self.params, selector, fetch, widen)
             scores, ids = self._index.search(q, fetch, params=params) if params else self._index.search(q, fetch)
             if int((ids >= 0).sum(axis=1).min()) >= k:
-                break
-        else:
-            if cand is not None:
-                return self._exact_reconstructed(q, k, cand) if self.params.lossless else self._exact_stored(q, k, cand)
-        if rerank:
-            return self._rerank(q, k, ids)
-        return scores[:, :k].astype(np.float32), ids[:, :k].astype(np.int64)
+                return scores, ids, True
+        return scores, ids, False
+
+    def search_vectors(
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+    ) -> Found:
+        """`search` for one query with the hits' float vectors. Unfiltered on a lossy index (a search by id, a
+        text query): the vectors the re-rank scored with are handed on, no second lookup."""
+        if candidates is not None or not with_vectors or self.params.lossless or self._exact is None:
+            scores, ids = self.search(query, k, candidates)
+            return found_with_vectors(self, scores[0], ids[0], with_vectors)
+        q = np.ascontiguousarray(query.reshape(1, self.width), dtype=np.float32)
+        use_search_threads(self.options.search_threads)
+        self.threads_used = int(faiss.omp_get_max_threads())
+        with self._lock.shared():
+            k = max(1, min(k, self.ntotal))
+            if self.ntotal == 0:
+                scores, ids = empty_result(1)
+                return found_with_vectors(self, scores[0], ids[0], False)
+            _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True)
+            ids, vectors = self._exact.get(np.unique(proposed[proposed >= 0]))
+            scores, best, at = top_k_rows(q[0], ids, vectors, k)
+            return Found(scores, best, vectors[at], np.ones(len(best), bool))
 
     def _all_lists(self, q: npt.NDArray[np.float32], k: int, cand: IdArray) -> Scored:
         """In-filter top-k for a quantised IVF: every list is scanned for the candidates (an ID selector, nprobe =

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from retrieval.errors import BadQueryError, IndexBusyError, MedsearchError
-from retrieval.index.base import ReconcileReport, apply_delta, store_delta
+from retrieval.index.base import Found, ReconcileReport, apply_delta, found_with_vectors, store_delta
 from retrieval.index.exact import StoredScorer
 from retrieval.optional import require
 from retrieval.store.repo import Catalog, IdArray
@@ -288,6 +288,13 @@ class MilvusIndex:
                 ids[row, col] = int(hit["id"])
                 scores[row, col] = float(hit["distance"])
         return scores, ids
+
+    def search_vectors(
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+    ) -> Found:
+        """`search` for one query, the hits' vectors then looked up (`vectors`)."""
+        scores, ids = self.search(query, k, candidates)
+        return found_with_vectors(self, scores[0], ids[0], with_vectors)
 
     def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
         """The float vectors of these ids (from the store when one is attached, else from Milvus)."""

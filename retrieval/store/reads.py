@@ -34,6 +34,10 @@ _IMAGE_SELECT = ", ".join(f'i."{name}"' for name in IMAGE_FIELDS)
 # The one tag rule (retrieval.store.sql.having_tags) as SQL text: an image has a tag when its score reaches the
 # tag's threshold.
 TAG_RULE = "FROM tag_scores ts JOIN tags t ON t.name = ts.tag WHERE ts.score >= t.threshold"
+READ_MMAP_BYTES = 1 << 40
+# Evaluated once per statement (uncorrelated): one index probe each, whatever the rows
+_ANY_FINDINGS = "(SELECT EXISTS (SELECT 1 FROM tag_scores) OR EXISTS (SELECT 1 FROM probe_scores))"
+_ANY_REPORTS = "(SELECT EXISTS (SELECT 1 FROM reports))"
 # (study UID, report id, origin, written at, text, truncated, versions, affirmed, negated)
 LatestReportRow = tuple[str, int, str, datetime | None, str, bool, int, str, str]
 
@@ -72,6 +76,9 @@ class QueryReads:
         pooled.detach()  # ours from now on: the pool opens another in its place
         connection: Any = pooled.dbapi_connection
         connection.isolation_level = None  # autocommit: no transaction outlives a statement
+        # the hits' rows lie on pages scattered over the file: mapped, each is read without a system call and a copy
+        # (SQLite caps the size at what it was built for)
+        connection.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
         held = (connection, pid)
         with self._held_lock:
             self._held.append(held)
@@ -164,12 +171,33 @@ class QueryReads:
         clause, params = self._in("i.id", wanted)
         with self._cursor() as cursor:
             cursor.execute(self._sql(f"SELECT {_IMAGE_SELECT} FROM images i WHERE {clause}"), params)
+            return self._as_images(cursor.fetchall())
+
+    def hit_rows(self, ids: Sequence[int]) -> tuple[dict[int, Image], bool, bool]:
+        """`images`, and in the same statement whether the collection holds any findings (tag scores or probe
+        probabilities) and any stored report: a search reads those for its hits only when there are some. Read
+        with the rows, never cached, so a write by any process is seen at the next search."""
+        wanted = [i for i in dict.fromkeys(ids) if is_image_id(i)]
+        if not wanted:
+            return {}, False, False
+        clause, params = self._in("i.id", wanted)
+        sql = f"SELECT {_IMAGE_SELECT}, {_ANY_FINDINGS}, {_ANY_REPORTS} FROM images i WHERE {clause}"
+        with self._cursor() as cursor:
+            cursor.execute(self._sql(sql), params)
             rows = cursor.fetchall()
+        if not rows:
+            return {}, False, False
+        width = len(IMAGE_FIELDS)
+        return self._as_images(rows), bool(rows[0][width]), bool(rows[0][width + 1])
+
+    def _as_images(self, rows: Sequence[Sequence[Any]]) -> dict[int, Image]:
+        """Detached Image objects from rows whose first columns are IMAGE_FIELDS (any further ones are ignored)."""
         found: dict[int, Image] = {}
+        new_instance, dates = self._manager.new_instance, self._dates.items()
         for row in rows:
-            image = self._manager.new_instance()
-            values = dict(zip(IMAGE_FIELDS, row, strict=True))
-            for name, convert in self._dates.items():
+            image = new_instance()
+            values = dict(zip(IMAGE_FIELDS, row, strict=False))
+            for name, convert in dates:
                 values[name] = convert(values[name])
             image.__dict__.update(values)
             found[int(values["id"])] = image

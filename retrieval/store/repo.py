@@ -300,6 +300,11 @@ class Catalog:
         """Image rows of search hits by id (detached objects read without the ORM; absent ids are left out)."""
         return self.reads.images(ids)
 
+    def search_rows(self, ids: Sequence[int]) -> tuple[dict[int, Image], bool, bool]:
+        """`hit_rows`, and whether the collection holds any findings and any stored report (read in the same
+        statement, so a search skips those reads when there are none)."""
+        return self.reads.hit_rows(ids)
+
     def vector_for_input(
         self, pixel_hash: str, content_hash: str, frame: int, window: str | None
     ) -> npt.NDArray[np.float32] | None:
