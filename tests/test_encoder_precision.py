@@ -124,6 +124,9 @@ def test_native_precisions_run_without_a_warning(tmp_path: Path, monkeypatch: py
     assert (auto.precision, auto.warning, auto.automatic) == ("int8-reduced", None, True)
     reduced = choose_encoder(_settings(tmp_path, encoder_backend="openvino", encoder_precision="int8-reduced"))
     assert (reduced.precision, reduced.warning, reduced.automatic) == ("int8-reduced", None, False)
+    # nobody asked auto for the one-off quantisation: it calibrates on fewer images than an explicit request
+    built = {p: build_encoder(_settings(tmp_path, encoder_precision=p)) for p in ("auto", "int8-reduced")}
+    assert [(e.automatic, e.calibration_images) for e in built.values()] == [(True, 32), (False, 300)]  # type: ignore[attr-defined]
     monkeypatch.setattr(factory, "nncf_installed", lambda: False)  # no quantiser: fp32
     assert choose_encoder(_settings(tmp_path, encoder_backend="openvino")).precision == "fp32"
 
