@@ -235,9 +235,9 @@ class OpenVINOEncoder:
         self._frames = []  # read for one quantisation: not kept in memory
         if not frames:
             raise ModelLoadError(
-                "MEDSEARCH_ENCODER_PRECISION=int8 is calibrated on the collection's own images, and this collection "
-                "has none yet (or none could be read): index first with precision auto, bf16 or fp32 (the vectors "
-                "are interchangeable), then switch to int8"
+                f"MEDSEARCH_ENCODER_PRECISION={self.precision} is calibrated on the collection's own images, and this "
+                "collection has none yet (or none could be read): index first with precision auto, bf16 or fp32 (the "
+                f"vectors are interchangeable), then switch to {self.precision}"
             )
         return frames
 
