@@ -23,6 +23,7 @@ import numpy.typing as npt
 from ingest import FULL, _short, corpus, spread  # type: ignore[import-not-found]
 from machine import cpu_facts, cpu_line  # type: ignore[import-not-found]
 
+from retrieval.encoders import ov_encoder
 from retrieval.encoders.factory import cpu_has_bf16
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
 from retrieval.encoders.ov_encoder import OpenVINOEncoder
@@ -31,7 +32,15 @@ from retrieval.prepare import prepare_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
-BACKENDS = ("torch-eager", "torch-sdpa", "openvino-fp32", "openvino-bf16", "openvino-int8", "openvino-int8-weights")
+BACKENDS = (
+    "torch-eager",
+    "torch-sdpa",
+    "openvino-fp32",
+    "openvino-bf16",
+    "openvino-int8",
+    "openvino-int8-reduced",
+    "openvino-int8-weights",
+)
 # --isa avx2: every library's kernels capped at AVX2, to measure here what an AVX2-only server runs. oneDNN (torch's
 # and OpenVINO's) honours ONEDNN_MAX_CPU_ISA; OpenVINO's own kernels and choices (bf16, weight decompression) honour
 # OV_CPU_MAX_ISA (both must be set together); MKL honours MKL_ENABLE_INSTRUCTIONS; ATen's own vectorised code
@@ -97,7 +106,7 @@ def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | 
         return TorchRunner(_TORCH[model_dir], name.removeprefix("torch-"))
     precision = name.removeprefix("openvino-")
     source = None
-    if precision == "int8":
+    if precision in ("int8", "int8-reduced"):
         assert calibration is not None
         frames = list(np.load(calibration))
         source = lambda _processor, limit: frames[:limit]  # noqa: E731
@@ -107,6 +116,12 @@ def make_runner(name: str, model_dir: Path, data_dir: Path, calibration: Path | 
     encoder.load()
     assert encoder.runtime is not None
     RUNS[name] = f"{encoder.runtime.summary}: {', '.join(f'{k} x{n}' for k, n in encoder.runtime.kernels.items())}"
+    if source is not None:  # what the product's gate measured at quantisation, on the calibration images
+        facts = json.loads((encoder.cache_dirs[-1] / "manifest.json").read_text())
+        worst, count = facts.get("min_cosine_vs_fp32"), facts.get("validation_images")
+        verdict = "kept" if encoder.precision == precision else "refused: fp32 runs"
+        verdict = "not applied (--ungated)" if ov_encoder.MIN_INT8_COSINE < 0 else verdict
+        RUNS[name] += f"; the gate measured min cosine {worst} on {count} calibration images, {verdict}"
     return encoder.encode_pixel_values
 
 
@@ -160,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-model", type=Path, help="reuse a full-size stand-in built in this folder")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every library's kernels at this instruction set")
+    parser.add_argument("--ungated", action="store_true", help="time int8 schemes even where the gate refuses them")
     parser.add_argument("--skip-loads", action="store_true", help="no child-process load measurements")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -169,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if caps and any(os.environ.get(k) != v for k, v in caps.items()):  # set before any library loads: run again
         again = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])]
         os.execve(sys.executable, again, {**os.environ, **caps})
+    if args.ungated:  # the product keeps an int8 scheme only at MIN_INT8_COSINE; here every scheme is measured
+        ov_encoder.MIN_INT8_COSINE = -1.0
     if args.child:
         print(json.dumps(measure_load(args.child, args.full_model, args.data, args.calibration)))
         return 0
@@ -222,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
 
         runners = {name: make_runner(name, model_dir, data_dir, calibration) for name in names}
         vectors = {}
-        for name, run in runners.items():  # cosines over every evaluated image, batch 8 (eager: see below)
+        # when the first round's batch-8 pass covers every evaluated image, its vectors give the cosines (no
+        # separate pass: at full size on an AVX2-capped CPU each pass over 16 images takes minutes per back end)
+        one_pass = args.timed_images >= len(frames)
+        for name, run in [] if one_pass else runners.items():  # cosines over every image, batch 8 (eager: below)
             if name != baseline or baseline == reference:
                 vectors[name] = np.concatenate([run(frames[i : i + 8]) for i in range(0, len(frames), 8)])
                 print(f"  embedded {len(frames)} with {name}", file=sys.stderr, flush=True)
@@ -235,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     seconds, out = timed(runners[name], frames[:count], batch)
                     per_image[(name, batch)].append(seconds)
+                    if one_pass and batch == 8 and round_no == 0:
+                        vectors[name] = out
                     if name == baseline and batch == 8:
                         eager_out = out
             print(f"  round {round_no + 1}/{args.rounds} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr)

@@ -69,3 +69,8 @@ def has_bf16(features: frozenset[str]) -> bool:
 def has_exact_int8(features: frozenset[str]) -> bool:
     """int8 dot products that keep the int8 model's promise (AVX-512 VNNI or AMX)."""
     return bool(features & INT8_FLAGS)
+
+
+def avx2_only(features: frozenset[str]) -> bool:
+    """AVX2 but no AVX-512, bf16 or VNNI int8: the CPUs int8-reduced is measured on (issue 22)."""
+    return "avx2" in features and not features & (BF16_FLAGS | INT8_FLAGS | {"avx512f", "avx_vnni"})

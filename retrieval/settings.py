@@ -24,8 +24,10 @@ class Settings(BaseSettings):
     encoder_backend: Literal["auto", "torch", "openvino"] = Field(
         default="auto", description="Encoder runtime: auto (OpenVINO on a CPU when installed, torch on CUDA)."
     )
-    encoder_precision: Literal["auto", "fp32", "bf16", "int8", "int8-weights"] = Field(
-        default="auto", description="auto: bf16 on CUDA or AVX-512 BF16/AMX, else fp32; int8, int8-weights opt-in."
+    encoder_precision: Literal["auto", "fp32", "bf16", "int8", "int8-reduced", "int8-weights"] = Field(
+        default="auto",
+        description="auto: bf16 on CUDA or AVX-512 BF16/AMX; int8-reduced on AVX2-only CPUs where it keeps min "
+        "cosine 0.999 to fp32 on the collection's images; else fp32. int8, int8-reduced, int8-weights opt-in.",
     )
     encoder_threads: int = Field(
         default=0, ge=0, le=1024, description="Encoder threads (torch or OpenVINO inference; 0: the runtime's default)."

@@ -120,7 +120,15 @@ def test_native_precisions_run_without_a_warning(tmp_path: Path, monkeypatch: py
         assert (choice.precision, choice.warning) == (runs, None)
     monkeypatch.setattr(cpu, "cpu_features", lambda: AVX2_ONLY)
     auto = choose_encoder(_settings(tmp_path, encoder_backend="openvino"))
-    assert (auto.precision, auto.warning) == ("fp32", None)
+    # int8 with reduced-range weights, gated on the collection's images (tests/test_int8_reduced.py); no warning
+    assert (auto.precision, auto.warning, auto.automatic) == ("int8-reduced", None, True)
+    reduced = choose_encoder(_settings(tmp_path, encoder_backend="openvino", encoder_precision="int8-reduced"))
+    assert (reduced.precision, reduced.warning, reduced.automatic) == ("int8-reduced", None, False)
+    # nobody asked auto for the one-off quantisation: it calibrates on fewer images than an explicit request
+    built = {p: build_encoder(_settings(tmp_path, encoder_precision=p)) for p in ("auto", "int8-reduced")}
+    assert [(e.automatic, e.calibration_images) for e in built.values()] == [(True, 32), (False, 300)]  # type: ignore[attr-defined]
+    monkeypatch.setattr(factory, "nncf_installed", lambda: False)  # no quantiser: fp32
+    assert choose_encoder(_settings(tmp_path, encoder_backend="openvino")).precision == "fp32"
 
 
 @pytest.mark.parametrize("worst", [0.9995, 0.9302, None])

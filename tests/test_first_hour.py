@@ -14,6 +14,7 @@ import pytest
 from indexer.pipeline import IndexOptions, run_index
 from retrieval import cpu
 from retrieval.collection import Collection
+from retrieval.encoders.factory import auto_precision
 from retrieval.encoders.standin import build_standin_model
 from retrieval.settings import Settings
 from tests.conftest import SAMPLES
@@ -59,7 +60,7 @@ def test_search_and_stats_use_the_model_the_collection_was_built_with(built: tup
     report = json.loads(stats.stdout)
     assert report["model"] == str(model)
     # the precision that runs on this CPU, and the CPU flags it depends on
-    assert report["encoder"] == ("openvino-bf16" if cpu.has_bf16(cpu.cpu_features()) else "openvino-fp32")
+    assert report["encoder"] == f"openvino-{auto_precision(cpu.cpu_features())}"  # bf16, int8-reduced or fp32
     assert report["cpu_features"] == sorted(cpu.cpu_features())
 
 

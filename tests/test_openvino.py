@@ -281,11 +281,13 @@ HOSTS = {  # the relevant flags of three kinds of host
 
 @pytest.mark.parametrize("host", list(HOSTS))
 def test_int8_and_auto_per_kind_of_cpu(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto is bf16 only where bf16 is native, else fp32; int8 runs only where it keeps its promise."""
+    """auto is bf16 only where bf16 is native, int8-reduced (gated) on AVX2-only CPUs, else fp32; int8 runs only
+    where it keeps its promise."""
     features = HOSTS[host]
     monkeypatch.setattr(cpu, "cpu_features", lambda: features)
     auto = choose_encoder(_settings(tmp_path, tmp_path, device="cpu", encoder_backend="openvino"))
-    assert auto.precision == ("bf16" if "avx512_bf16" in features else "fp32")
+    expected = {"avx2-only": "int8-reduced", "avx512-vnni,": "fp32", "avx512-bf16": "bf16"}[host.split(" ")[0]]
+    assert auto.precision == expected
     int8 = _settings(tmp_path, tmp_path, device="cpu", encoder_backend="openvino", encoder_precision="int8")
     if "avx512_vnni" in features:
         assert choose_encoder(int8).precision == "int8"
@@ -296,7 +298,7 @@ def test_int8_and_auto_per_kind_of_cpu(host: str, tmp_path: Path, monkeypatch: p
         choice = choose_encoder(int8)
         assert choice.precision == "fp32" and choice.warning is not None
         assert "AVX-512 VNNI" in choice.warning and "this one has: avx2)" in choice.warning
-        assert "MEDSEARCH_ENCODER_PRECISION=auto (fp32 here)" in choice.warning
+        assert "MEDSEARCH_ENCODER_PRECISION=int8-reduced" in choice.warning
 
 
 def test_bf16_torch_weights_keep_the_fingerprint_and_the_text_scores(

@@ -96,9 +96,15 @@ def quantize_image_tower(
     calibration: Sequence[npt.NDArray[np.float32]],
     batch: int = 1,
     config: dict[str, object] | None = None,
+    reduced_range: bool = False,
 ) -> dict[str, object]:
     """NNCF post-training int8 of the transformer blocks' linear layers (SmoothQuant off), calibrated on
     `calibration` frames preprocessed as indexed; the patch embedding and the pooling head stay fp32.
+
+    `reduced_range` quantises every weight to half the int8 range (NNCF's overflow fix): CPUs without VNNI (AVX2,
+    AVX-512 without VNNI) sum pairs of u8 x s8 products in 16 bits (vpmaddubsw), which saturates with full-range
+    weights; with 7-bit weights it cannot (min cosine to fp32 0.949 -> 0.9996 on a 2-layer full-width tower
+    capped at AVX2, issue 22).
 
     One image per calibration step: NNCF keeps statistics of every quantised activation, and at batch 8 on the
     full-size tower that went past 15 GB (killed by the OOM killer here); at batch 1 it stays a fraction.
@@ -108,7 +114,11 @@ def quantize_image_tower(
     keeps int8 only at MIN_INT8_COSINE or above."""
     ov = import_openvino("The OpenVINO encoder back end")
     nncf = require("nncf", "The int8 encoder precision (NNCF quantisation)", "openvino-int8")
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
 
     if not calibration:
         raise ModelLoadError("int8 calibration needs at least one image")
@@ -125,7 +135,8 @@ def quantize_image_tower(
         ignored_scope=nncf.IgnoredScope(names=outside, validate=False),
         # SmoothQuant off: with it, min cosine to fp32 fell to 0.983 on MedSigLIP's architecture (issue 13)
         advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1),
+            overflow_fix=OverflowFix.ENABLE if reduced_range else None,  # None: NNCF's default (first layer)
         ),
     )
     ov.save_model(quantized, folder / IMAGE_XML, compress_to_fp16=False)
@@ -136,6 +147,7 @@ def quantize_image_tower(
     worst = min_cosine(ov.Core().read_model(fp32_xml), quantized, checked, config or {})
     log.info("int8 against fp32 on %d of the collection's images: min cosine %.5f", len(checked), worst)
     return {
+        "reduced_range": reduced_range,
         "calibration_images": len(frames),
         "quantize_seconds": round(seconds, 2),
         "validation_images": len(checked),

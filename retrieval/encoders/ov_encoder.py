@@ -32,7 +32,8 @@ from retrieval.optional import import_openvino
 log = logging.getLogger(__name__)
 # (processor, at most this many) -> frames preprocessed exactly as the collection indexed them
 CalibrationSource = Callable[[ImageProcessor, int], list[npt.NDArray[np.float32]]]
-PRECISIONS = ("fp32", "bf16", "int8", "int8-weights")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-reduced", "int8-weights")
+QUANTISED = ("int8", "int8-reduced")  # calibrated on the collection, kept only where they agree with fp32
 
 
 class _Tower:
@@ -67,6 +68,7 @@ class OpenVINOEncoder:
         bf16_hint: bool = False,
         calibration: CalibrationSource | None = None,
         calibration_images: int = 300,
+        automatic: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown OpenVINO precision {precision!r}")
@@ -77,14 +79,17 @@ class OpenVINOEncoder:
         self.bf16_hint = bf16_hint or precision == "bf16"
         self.calibration = calibration
         self.calibration_images = calibration_images
+        self.automatic = automatic  # int8-reduced chosen by auto: without images, or refused, fp32 runs quietly
         self.source = MedSigLIPEncoder(model_ref, "cpu", "fp32")
         self.converted: list[str] = []  # what this load had to convert (empty when the disk cache served it)
         self.cache_dirs: list[Path] = []
         self._lock = threading.Lock()
         self._image: _Tower | None = None
+        self._frames: list[npt.NDArray[np.float32]] = []  # calibration frames read before quantising (auto)
         self._text: _Tower | None = None
         self.runtime: RuntimeFacts | None = None  # what the compiled image tower runs, read back at load
         self.warning: str | None = None  # a requested precision not run here, said once (log) and kept for stats
+        self.note: str | None = None  # why auto's quantised scheme does not run (stats and /readyz, with `runs`)
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -116,16 +121,25 @@ class OpenVINOEncoder:
             "fp32",
         )
         image_xml = fp32_dir / IMAGE_XML
-        if self.precision == "int8":
+        if self.precision in QUANTISED and self.automatic and not self._int8_possible(fingerprint, version):
+            self._run_fp32(
+                f"auto runs fp32 until the collection has images to calibrate {self.precision} on (and check it "
+                "against fp32 with)"
+            )
+        if self.precision in QUANTISED:
+            reduced = self.precision == "int8-reduced"
             int8_dir = self._ensure(
-                cache_root(self.model_ref, self.data_dir, per_collection=True)
-                / cache_key(fingerprint, "int8", version),
-                manifest_for(fingerprint, "int8", version),
+                self._int8_dir(fingerprint, version),
+                manifest_for(fingerprint, self.precision, version),
                 (IMAGE_XML,),
                 lambda tmp: quantize_image_tower(
-                    fp32_dir / IMAGE_XML, tmp, self._calibration_frames(), config=self.compile_config()
+                    fp32_dir / IMAGE_XML,
+                    tmp,
+                    self._calibration_frames(),
+                    config=self.compile_config(),
+                    reduced_range=reduced,
                 ),
-                "int8",
+                self.precision,
             )
             image_xml = self._int8_if_agreeing(int8_dir, image_xml)
         elif self.precision == "int8-weights":
@@ -154,6 +168,27 @@ class OpenVINOEncoder:
             ", ".join(map(str, self.cache_dirs)),
         )
 
+    def _int8_dir(self, fingerprint: ModelFingerprint, version: str) -> Path:
+        kind = "int8r" if self.precision == "int8-reduced" else "int8"
+        return cache_root(self.model_ref, self.data_dir, per_collection=True) / cache_key(fingerprint, kind, version)
+
+    def _int8_possible(self, fingerprint: ModelFingerprint, version: str) -> bool:
+        """The quantised model is cached, or the collection has frames to calibrate it on (read them once)."""
+        expected = manifest_for(fingerprint, self.precision, version)
+        if read_valid(self._int8_dir(fingerprint, version), expected, (IMAGE_XML,)):
+            return True
+        frames = self.calibration(self.source.image_processor, self.calibration_images) if self.calibration else []
+        self._frames = frames
+        return bool(frames)
+
+    def _run_fp32(self, note: str) -> None:
+        """auto's quantised scheme does not run: fp32 does, with the reason kept for stats (a log line, no warning:
+        nothing the user asked for is refused)."""
+        log.info("%s", note)
+        self.note = note
+        self.precision = "fp32"
+        self.bf16_hint = False
+
     def _int8_if_agreeing(self, int8_dir: Path, fp32_xml: Path) -> Path:
         """The int8 model when its recorded agreement with fp32 (measured at quantisation on the collection's own
         images) reaches MIN_INT8_COSINE; else fp32, said once (the refusal is recorded: not measured again)."""
@@ -162,10 +197,16 @@ class OpenVINOEncoder:
         if isinstance(worst, int | float) and worst >= MIN_INT8_COSINE:
             return int8_dir / IMAGE_XML
         measured = f"min cosine {worst:.4f}" if isinstance(worst, int | float) else "agreement not measured"
+        if self.automatic:
+            self._run_fp32(
+                f"auto tried {self.precision} and runs fp32: its vectors reached {measured} against fp32 on "
+                f"{facts.get('validation_images', 0)} of the collection's images (at least {MIN_INT8_COSINE} kept)"
+            )
+            return fp32_xml
         self.warning = (
-            f"MEDSEARCH_ENCODER_PRECISION=int8 was refused for this collection: int8 vectors reached {measured} "
-            f"against fp32 on {facts.get('validation_images', 0)} of its own images (at least {MIN_INT8_COSINE} "
-            "is required), so fp32 runs; set MEDSEARCH_ENCODER_PRECISION=auto to silence this"
+            f"MEDSEARCH_ENCODER_PRECISION={self.precision} was refused for this collection: its vectors reached "
+            f"{measured} against fp32 on {facts.get('validation_images', 0)} of its own images (at least "
+            f"{MIN_INT8_COSINE} is required), so fp32 runs; set MEDSEARCH_ENCODER_PRECISION=auto to silence this"
         )
         log.warning("%s", self.warning)
         self.precision = "fp32"
@@ -188,12 +229,15 @@ class OpenVINOEncoder:
         return folder
 
     def _calibration_frames(self) -> list[npt.NDArray[np.float32]]:
-        frames = self.calibration(self.source.image_processor, self.calibration_images) if self.calibration else []
+        frames = self._frames or (
+            self.calibration(self.source.image_processor, self.calibration_images) if self.calibration else []
+        )
+        self._frames = []  # read for one quantisation: not kept in memory
         if not frames:
             raise ModelLoadError(
-                "MEDSEARCH_ENCODER_PRECISION=int8 is calibrated on the collection's own images, and this collection "
-                "has none yet (or none could be read): index first with precision auto, bf16 or fp32 (the vectors "
-                "are interchangeable), then switch to int8"
+                f"MEDSEARCH_ENCODER_PRECISION={self.precision} is calibrated on the collection's own images, and this "
+                "collection has none yet (or none could be read): index first with precision auto, bf16 or fp32 (the "
+                f"vectors are interchangeable), then switch to {self.precision}"
             )
         return frames
 
@@ -229,7 +273,8 @@ class OpenVINOEncoder:
         self.load()
         assert self.runtime is not None
         kernels = ", ".join(f"{name} x{count}" for name, count in self.runtime.kernels.items())
-        return f"{self.runtime.summary} (OpenVINO, read back from the compiled model: {kernels})"
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.runtime.summary} (OpenVINO, read back from the compiled model: {kernels}){note}"
 
     def encode_pixel_values(self, pixel_values: npt.NDArray[np.float32]) -> Vectors:
         """Embed a (N, 3, H, W) batch from `preprocess`; returns (N, width) unit vectors."""
