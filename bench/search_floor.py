@@ -48,9 +48,13 @@ def child(data_dir: Path, model_dir: Path, queries: int, seed: int) -> dict[str,
     faiss.omp_set_num_threads(1)
     raw = index._index  # the bare FAISS index the library searches
     ids = collection.catalog.all_ids()
-    parts = list(collection.catalog.iter_vectors())
-    all_ids = np.concatenate([p[0] for p in parts])
-    all_vecs = np.concatenate([p[1] for p in parts])
+    all_ids = np.empty(len(ids), np.int64)  # filled in place: at 1M a list of parts plus its concatenation
+    all_vecs = np.empty((len(ids), index.width), np.float32)  # would hold the 4.6 GB of stored vectors twice
+    filled = 0
+    for part_ids, part_vecs in collection.catalog.iter_vectors():
+        all_ids[filled : filled + len(part_ids)], all_vecs[filled : filled + len(part_ids)] = part_ids, part_vecs
+        filled += len(part_ids)
+    all_ids, all_vecs = all_ids[:filled], all_vecs[:filled]
     row_of = {int(i): n for n, i in enumerate(all_ids)}
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"ntotal": int(index.ntotal), "index": index.describe()["params"]}
