@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--nprobe", default="", help="lists visited, comma-separated (default: the saved index's)")
     parser.add_argument("--refine", default="1,2,4,8,16", help="refine factors R, comma-separated")
+    parser.add_argument("--seed", type=int, default=3, help="of the picked images and the text vectors' noise")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print(cpu_line())
@@ -75,7 +76,7 @@ def main() -> None:
     saved_nprobe = int(index.nprobe)
     probes = [int(x) for x in args.nprobe.split(",") if x.strip()] or [saved_nprobe]
     refines = [int(x) for x in args.refine.split(",") if x.strip()]
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(args.seed)
     picks = np.sort(rng.choice(len(ids), size=args.queries, replace=False))
     width = vectors.shape[1]
     noise = rng.standard_normal((args.queries, width)).astype(np.float32)
