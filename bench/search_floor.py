@@ -60,9 +60,13 @@ def child(data_dir: Path, model_dir: Path, queries: int, seed: int, by_id_only: 
         held = index.vectors(all_ids)
         all_vecs = np.stack([held[i] for i in pivots])
     else:
-        parts = list(collection.catalog.iter_vectors())
-        all_ids = np.concatenate([p[0] for p in parts])
-        all_vecs = np.concatenate([p[1] for p in parts])
+        all_ids = np.empty(len(ids), np.int64)  # filled in place: at 1M a list of parts plus its concatenation
+        all_vecs = np.empty((len(ids), index.width), np.float32)  # would hold the 4.6 GB of stored vectors twice
+        filled = 0
+        for part_ids, part_vecs in collection.catalog.iter_vectors():
+            all_ids[filled : filled + len(part_ids)], all_vecs[filled : filled + len(part_ids)] = part_ids, part_vecs
+            filled += len(part_ids)
+        all_ids, all_vecs = all_ids[:filled], all_vecs[:filled]
     row_of = {int(i): n for n, i in enumerate(all_ids)}
     times: dict[str, list[float]] = {"by-id library": [], "by-id faiss": []}
     cpu: dict[str, list[float]] = {"by-id library": [], "by-id faiss": []}  # this thread's CPU seconds

@@ -114,3 +114,69 @@ def test_lossy_float_vectors_are_saved_and_reconciled(tmp_path: Path, data, mmap
     written = opened.vectors_path.stat().st_mtime_ns
     opened.save()  # nothing changed since: the 4.6 KB-per-image file is not written again
     assert opened.vectors_path.stat().st_mtime_ns == written
+
+
+def brute_force_by_id(
+    query: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Brute force written apart from the product's `top_k`: every score in float64, one row at a time in the same
+    summation order (so copies of a vector score exactly alike), best score first and the lowest id among equals;
+    the best k + 1 (scores, ids), the last to see whether the k-th place is a tie."""
+    scores = (vectors.astype(np.float64) * query.astype(np.float64)).sum(axis=1)
+    order = np.lexsort((ids, -scores))[: k + 1]
+    return scores[order], ids[order]
+
+
+@pytest.fixture(scope="module")
+def million() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """1,000,000 clustered unit vectors of the tiny model's width, 60,000 of them copies: 2,000 groups of 31 equal
+    vectors (a source and 30 copies, ids scattered), so in-filter top-k can be a run of exact ties."""
+    n, width = 1_000_000, WIDTH
+    rng = np.random.default_rng(22)
+    centres = rng.standard_normal((64, width)).astype(np.float32)
+    vectors = centres[rng.integers(0, 64, n)] + 0.7 * rng.standard_normal((n, width), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = rng.permutation(n)[: 2000 * 31].reshape(2000, 31)
+    vectors[rows[:, 1:]] = vectors[rows[:, :1]]
+    return np.arange(1, n + 1, dtype=np.int64), vectors, rows + 1  # groups' ids, the source first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("share", [0.01, 0.001])  # the bitmap + re-score path, the in-memory exact path
+def test_filtered_top_k_is_brute_force_at_a_million(tmp_path: Path, million, share: float) -> None:  # type: ignore[no-untyped-def]
+    """The product's filtered path over 1M vectors (`auto`: ivf-sq8 with its default lists and probes) returns
+    brute force's top-k, ties included: a query equal to a tied group (the top-k is a run of 31 ties, lowest
+    ids win), a query between two groups (some hits above a run of ties at the k-th place), and a near-copy query."""
+    ids, vectors, groups = million
+    store = FakeStore(ids, vectors)
+    index = FaissIndex(tmp_path / "index.faiss", WIDTH, FaissOptions())
+    index.rebuild(store)  # type: ignore[arg-type]
+    assert index.params.type == "ivf-sq8" and index.params.nlist == 1000
+    store.reads_by_id = 0
+    rng = np.random.default_rng(5)
+    size = int(share * len(ids))
+    sources = vectors[groups[:, 0] - 1]
+    assert (size > LOSSY_EXACT_MAX) is (share == 0.01)
+    for n in range(9):
+        first = groups[n]
+        one = vectors[first[0] - 1]
+        near = sources @ one
+        near[n] = -2.0
+        second = groups[int(np.argmax(near))]  # the group nearest to the first: both above every other vector
+        two = vectors[second[0] - 1]
+        if n % 3 == 0:  # the top-k: 10 of a group's 31 equal vectors
+            query, tied = one, first
+        elif n % 3 == 1:  # above the k-th place: 4 copies of one group; at it: 6 of the other's 31 ties
+            query, tied = 0.8 * one + 0.6 * two, np.concatenate([first[:4], second])
+        else:  # no ties at the top: a stored vector plus noise
+            query, tied = vectors[int(rng.integers(0, len(ids)))] + 0.05 * rng.standard_normal(WIDTH), first[:0]
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        cand = np.union1d(rng.choice(ids, size=size - len(tied), replace=False), tied)
+        _, found = index.search(query, K, cand)
+        scores, best = brute_force_by_id(query, cand, vectors[cand - 1], K)
+        assert found[0].tolist() == best[:K].tolist(), f"query {n} ({share:.1%} filter)"
+        if n % 3 == 0:  # the case is what it says: one run of ties through the k-th place and past it
+            assert scores[0] == scores[K]
+        elif n % 3 == 1:  # better hits, then a run of ties through the k-th place and past it
+            assert scores[0] > scores[K - 1] == scores[K]
+    assert store.reads_by_id == 0  # the float vectors in memory, never the store's blobs

@@ -25,3 +25,32 @@ def test_a_loaded_set_searches_contiguous_ids(tmp_path: Path, mmap: bool) -> Non
     found, got = loaded.get(wanted)
     assert found.tolist() == [ids[7], ids[3]]
     assert np.array_equal(got, vectors[[7, 3]])
+
+
+def mapped_kb(path: Path) -> int:
+    """This process's resident KB of `path`'s memory maps (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # a mapping's header line
+            inside = head[-1] == str(path)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+def test_a_memory_mapped_set_leaves_only_read_vectors_resident(tmp_path: Path) -> None:
+    """Loading copies the ids out of every record, which touches every page of the file; the mapped pages are then
+    released, so the process holds only the pages of the vectors it reads (MEDSEARCH_INDEX_MMAP's promise)."""
+    width, count = 1152, 8000  # records of 4.6 KB, larger than a page, as the real model's: 36 MB in all
+    rng = np.random.default_rng(1)
+    path = tmp_path / "vectors.npy"
+    ids = np.arange(count, dtype=np.int64) * 3
+    ExactVectors.of(width, ids, rng.standard_normal((count, width)).astype(np.float32)).save(path, "vectors")
+    loaded = ExactVectors.load(path, width, mmap=True)
+    assert loaded is not None and loaded.mapped
+    file_kb = path.stat().st_size // 1024
+    assert mapped_kb(path) < file_kb // 10
+    found, _ = loaded.get(ids[:40])
+    assert len(found) == 40
+    assert 40 * 4 <= mapped_kb(path) < file_kb // 10  # the 40 vectors read (a page or two each), not the file
