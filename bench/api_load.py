@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from alembic import command
 from api_load_queries import ROUTE_NAMES, SAMPLE, Route, make_routes
-from lean_http import LeanClients
+from lean_http import LeanClients, PerThread
 from machine import cpu_facts, cpu_line
 from sqlalchemy import func, insert, select, text
 from synthetic import cluster_centres, synthetic_rows
@@ -291,29 +291,12 @@ def process_cpu(pid: int) -> Callable[[], float]:
     return read
 
 
-class ThreadClients:
+class ThreadClients(PerThread[httpx.Client]):
     """One keep-alive httpx client per thread, as a real client would hold one."""
 
     def __init__(self, base: str) -> None:
+        super().__init__(lambda: httpx.Client(base_url=base, timeout=60.0))
         self.base = base
-        self._local = threading.local()
-        self._all: list[httpx.Client] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> httpx.Client:
-        """This thread's client."""
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(base_url=self.base, timeout=60.0)
-            self._local.client = client
-            with self._lock:
-                self._all.append(client)
-        return client
-
-    def close(self) -> None:
-        """Close every client made."""
-        for client in self._all:
-            client.close()
 
 
 Server = tuple[str, str, int]  # (name, base URL, PID)

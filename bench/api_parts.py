@@ -75,16 +75,7 @@ async def measure(app: Any, image_id: int, n: int, warmup: int) -> dict[str, dic
         while not (state.model_ready or state.model_error):  # the model loads in the background: not measured
             await asyncio.sleep(0.1)
         for name, request in kinds.items():
-            for _ in range(warmup):
-                status = await call(app, request)
-                assert status == 200, (name, status)
-            loop, process = [], []
-            for _ in range(n):
-                t0, p0 = time.thread_time(), time.process_time()
-                await call(app, request)
-                loop.append(time.thread_time() - t0)
-                process.append(time.process_time() - p0)
-            out[name] = {"loop_ms": 1000 * statistics.median(loop), "process_ms": 1000 * statistics.median(process)}
+            out[name] = await timed(app, request, n, warmup, name)
         out["search by id, search stubbed"] = await stubbed(app, kinds["search by id"], n, warmup)
         library = []
         for _ in range(n):
@@ -115,16 +106,22 @@ async def stubbed(app: Any, request: Request, n: int, warmup: int) -> dict[str, 
 
     route._run, engine.embed_id = ready_run, ready_embed  # type: ignore[assignment]
     try:
-        for _ in range(warmup):
-            await call(app, request)
-        loop, process = [], []
-        for _ in range(n):
-            t0, p0 = time.thread_time(), time.process_time()
-            await call(app, request)
-            loop.append(time.thread_time() - t0)
-            process.append(time.process_time() - p0)
+        return await timed(app, request, n, warmup, "search by id, search stubbed")
     finally:
         route._run, engine.embed_id = real_run, real_embed  # type: ignore[assignment]
+
+
+async def timed(app: Any, request: Request, n: int, warmup: int, name: str) -> dict[str, float]:
+    """`warmup` requests (each must answer 200), then median CPU ms of `n`: event-loop thread and whole process."""
+    for _ in range(warmup):
+        status = await call(app, request)
+        assert status == 200, (name, status)
+    loop, process = [], []
+    for _ in range(n):
+        t0, p0 = time.thread_time(), time.process_time()
+        await call(app, request)
+        loop.append(time.thread_time() - t0)
+        process.append(time.process_time() - p0)
     return {"loop_ms": 1000 * statistics.median(loop), "process_ms": 1000 * statistics.median(process)}
 
 

@@ -11,7 +11,8 @@ import http.client
 import json
 import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 
@@ -100,20 +101,30 @@ def _dumps(value: Any) -> str:
     return json.dumps(value)
 
 
-class LeanClients:
-    """One lean client per thread, as a real client would hold one connection."""
+class Closable(Protocol):
+    """A client that can be closed."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+
+class PerThread(Generic[C]):
+    """One client per thread, made by `factory` on the thread's first call (a keep-alive connection each, as a
+    real client would hold one); `close` closes them all."""
+
+    def __init__(self, factory: Callable[[], C]) -> None:
+        self.factory = factory
         self._local = threading.local()
-        self._all: list[LeanClient] = []
+        self._all: list[C] = []
         self._lock = threading.Lock()
 
-    def get(self) -> LeanClient:
+    def get(self) -> C:
         """This thread's client."""
-        client: LeanClient | None = getattr(self._local, "client", None)
+        client: C | None = getattr(self._local, "client", None)
         if client is None:
-            client = LeanClient(self.base)
+            client = self.factory()
             self._local.client = client
             with self._lock:
                 self._all.append(client)
@@ -123,3 +134,11 @@ class LeanClients:
         """Close every client made."""
         for client in self._all:
             client.close()
+
+
+class LeanClients(PerThread[LeanClient]):
+    """One lean keep-alive client per thread."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(lambda: LeanClient(base))
+        self.base = base
