@@ -44,7 +44,7 @@ docs: install
 docs-serve: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
-# Everything, as CI runs it (.ci/run): about 37-39 minutes on 2 cores (docs/testing.md).
+# Everything, as CI runs it (.ci/run): about 40-42 minutes on 2 cores (docs/testing.md).
 test: lint docs peers
 	sh tests/isolated.sh $(BIN)/pytest $(PYTEST_ARGS)
 
