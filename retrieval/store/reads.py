@@ -165,30 +165,27 @@ class QueryReads:
     def images(self, ids: Sequence[int]) -> dict[int, Image]:
         """Image rows by id, as detached Image objects filled straight from the driver's rows (what the ORM
         does when it loads one, without the session)."""
-        wanted = [i for i in dict.fromkeys(ids) if is_image_id(i)]
-        if not wanted:
-            return {}
-        clause, params = self._in("i.id", wanted)
-        with self._cursor() as cursor:
-            cursor.execute(self._sql(f"SELECT {_IMAGE_SELECT} FROM images i WHERE {clause}"), params)
-            return self._as_images(cursor.fetchall())
+        return self._as_images(self._image_rows(ids, ""))
 
     def hit_rows(self, ids: Sequence[int]) -> tuple[dict[int, Image], bool, bool]:
         """`images`, and in the same statement whether the collection holds any findings (tag scores or probe
         probabilities) and any stored report: a search reads those for its hits only when there are some. Read
         with the rows, never cached, so a write by any process is seen at the next search."""
-        wanted = [i for i in dict.fromkeys(ids) if is_image_id(i)]
-        if not wanted:
-            return {}, False, False
-        clause, params = self._in("i.id", wanted)
-        sql = f"SELECT {_IMAGE_SELECT}, {_ANY_FINDINGS}, {_ANY_REPORTS} FROM images i WHERE {clause}"
-        with self._cursor() as cursor:
-            cursor.execute(self._sql(sql), params)
-            rows = cursor.fetchall()
+        rows = self._image_rows(ids, f", {_ANY_FINDINGS}, {_ANY_REPORTS}")
         if not rows:
             return {}, False, False
         width = len(IMAGE_FIELDS)
         return self._as_images(rows), bool(rows[0][width]), bool(rows[0][width + 1])
+
+    def _image_rows(self, ids: Sequence[int], extra_columns: str) -> list[Any]:
+        """The driver's rows of IMAGE_FIELDS (then `extra_columns`) for these ids, in one statement."""
+        wanted = [i for i in dict.fromkeys(ids) if is_image_id(i)]
+        if not wanted:
+            return []
+        clause, params = self._in("i.id", wanted)
+        with self._cursor() as cursor:
+            cursor.execute(self._sql(f"SELECT {_IMAGE_SELECT}{extra_columns} FROM images i WHERE {clause}"), params)
+            return list(cursor.fetchall())
 
     def _as_images(self, rows: Sequence[Sequence[Any]]) -> dict[int, Image]:
         """Detached Image objects from rows whose first columns are IMAGE_FIELDS (any further ones are ignored)."""
