@@ -332,11 +332,11 @@ def search_page(
             if page.kept >= k or fetch >= available:
                 break
             fetch *= 4  # more copies than the margin: the rare second search
-    hits = page.hits
-    for rank, hit in enumerate(hits, start=1):
-        hit.rank = rank
-    vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if found.have[p]}
-    _add_text_scores(collection, query, hits, vectors)
+    hits = page.hits  # ranked 1.. by `_page`
+    if query.kind == "text" or query.text_vector is not None:
+        have = found.have
+        vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if have[p]}
+        _add_text_scores(collection, query, hits, vectors)
     if page.any_findings:  # read with the hits' rows: a collection without tags or probes costs no statement
         found_tags = findings_of(collection, [h.image.id for h in hits])
         for hit in hits:
@@ -430,6 +430,8 @@ def _fold(found: Found, at: npt.NDArray[np.intp], fold: bool, threshold: float) 
     """Folding over the hits at these positions: (which of them are kept, copies folded into each kept one)."""
     if not fold:
         return list(range(len(at))), [0] * len(at)
+    if len(at) and int(at[-1]) - int(at[0]) == len(at) - 1:  # a run of places (all but the pivot's): no copy
+        return duplicates.fold(found.vectors[at[0] : at[-1] + 1], found.have[at[0] : at[-1] + 1], threshold)
     return duplicates.fold(found.vectors[at], found.have[at], threshold)
 
 

@@ -38,6 +38,8 @@ def test_a_search_reads_the_store_without_the_orm(
     monkeypatch.setattr(collection.catalog.findings, "sessions", _no_session)
     monkeypatch.setattr(collection.catalog.reports, "sessions", _no_session)  # the hits' reports too
     monkeypatch.setattr(collection.catalog, "query_row", _no_session)  # the query's vector: from the index
+    # the hits' rows are plain objects: no ORM instance state per row (it cost as much as the rest of the row)
+    monkeypatch.setattr(Image._sa_class_manager, "new_instance", _no_session)  # type: ignore[attr-defined]
     query = engine.embed_id(collection, ids[0])
     hits, available = engine.search_page(collection, query, k=len(ids))
     assert available == len(ids) and len(hits) == len(ids) - 1

@@ -270,7 +270,8 @@ class FaissIndex:
                 scores, ids = empty_result(1)
                 return found_with_vectors(self, scores[0], ids[0], False)
             _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True)
-            ids, vectors = self._exact.get(np.unique(proposed[proposed >= 0]))
+            row = proposed[0]  # one search's proposals hold each id once (no sort needed: ties rank by id after)
+            ids, vectors = self._exact.get(row[row >= 0])
             scores, best, at = top_k_rows(q[0], ids, vectors, k)
             return Found(scores, best, vectors[at], np.ones(len(best), bool))
 
