@@ -322,16 +322,20 @@ def search_page(
         # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
         # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
         skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
-        fetch = (k if group_by == "image" else k * 4) + len(skip)
+        shown = (k if group_by == "image" else k * 4) + len(skip)
         needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
-        if not show_duplicates:  # folding may drop some: ask for a margin more in the same search
-            fetch += fold_margin(k)
+        # folding may drop some: ask for a margin more in the same search (re-ranked from the proposals for `shown`)
+        fetch = shown if show_duplicates else shown + fold_margin(k)
+        exact_top: int | None = shown
         while True:
-            found = index.search_vectors(query.vector, min(fetch, available), candidates, with_vectors=needed)
+            found = index.search_vectors(
+                query.vector, min(fetch, available), candidates, with_vectors=needed, exact_top=exact_top
+            )
             page = _rank(collection, found, group_by, k, skip, fold=not show_duplicates)
             if page.kept >= k or fetch >= available:
                 break
-            fetch *= 4  # more copies than the margin: the rare second search
+            fetch *= 4  # more copies than the margin: the rare second search (every place re-ranked alike)
+            exact_top = None
     hits = page.hits  # ranked 1.. by `_page`
     if query.kind == "text" or query.text_vector is not None:
         have = found.have

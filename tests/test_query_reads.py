@@ -65,9 +65,9 @@ def test_folding_copies_needs_one_search(
     searches: list[int] = []
     real = index.search_vectors
 
-    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True) -> Any:
+    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True, exact_top: Any = None) -> Any:
         searches.append(k)
-        return real(query, k, candidates, with_vectors)
+        return real(query, k, candidates, with_vectors, exact_top)
 
     monkeypatch.setattr(index, "search_vectors", counted)
     hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
