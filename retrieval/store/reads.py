@@ -168,9 +168,10 @@ class QueryReads:
         return self._as_images(self._image_rows(ids, ""))
 
     def hit_rows(self, ids: Sequence[int]) -> tuple[dict[int, Image], bool, bool]:
-        """`images`, and in the same statement whether the collection holds any findings (tag scores or probe
-        probabilities) and any stored report: a search reads those for its hits only when there are some. Read
-        with the rows, never cached, so a write by any process is seen at the next search."""
+        """`images` (read-only ones: `_as_read_only_images`), and in the same statement whether the collection
+        holds any findings (tag scores or probe probabilities) and any stored report: a search reads those for its
+        hits only when there are some. Read with the rows, never cached, so a write by any process is seen at the
+        next search."""
         rows = self._image_rows(ids, f", {_ANY_FINDINGS}, {_ANY_REPORTS}")
         if not rows:
             return {}, False, False
