@@ -87,30 +87,6 @@ def test_folding_uses_the_vectors_the_search_ranked_with(
 
 
 @pytest.mark.backends("sqlite-faiss")
-def test_a_search_names_the_hits_it_shows_apart_from_the_folding_margin(
-    collection: Collection, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The index re-ranks a multiple of the hits a page shows (k, plus the pivot it drops), not of the margin
-    fetched for folding; the rare deeper search after folding ranks every place alike."""
-    run_index(collection, [sample_dir], IndexOptions(workers=0))
-    index = collection.require_index()
-    asked: list[tuple[int, int | None]] = []
-    real = index.search_vectors
-
-    def recorded(query: Any, k: int, candidates: Any = None, with_vectors: bool = True, exact_top: Any = None) -> Any:
-        asked.append((k, exact_top))
-        return real(query, k, candidates, with_vectors, exact_top)
-
-    monkeypatch.setattr(index, "search_vectors", recorded)
-    pivot = int(collection.catalog.all_ids()[0])
-    engine.search(collection, engine.embed_id(collection, pivot), k=1)
-    assert asked == [(1 + 1 + 8, 1 + 1)] and index.ntotal >= 10  # k + the pivot, then the margin (at least 8)
-    asked.clear()
-    engine.search(collection, engine.embed_id(collection, pivot), k=1, show_duplicates=True, group_by="study")
-    assert asked == [(1 * 4 + 1, 1 * 4 + 1)]  # no margin: all it fetches is shown (grouping fetches 4 x k)
-
-
-@pytest.mark.backends("sqlite-faiss")
 def test_the_hits_reports_are_read_by_study_never_by_the_latest_flag(collection: Collection, sample_dir: Path) -> None:
     """The 460 ms vector-only search of bench/reports.py (1M reports, issue 22): the hits' reports were read with
     `latest = 1`, and SQLite answered it from the index on that flag, true for almost every report, so each search
