@@ -181,6 +181,17 @@ def main() -> None:
             spread = f"{min(p50s):.2f}-{max(p50s):.2f}"
             p50, p99, cpu_p50 = np.median(p50s), np.median(p99s), np.median(cpus)
             print(f"| {name} | {kind} | {p50:.2f} | {spread} | {p99:.2f} | {cpu_p50:.2f} |")
+        # each round's library / FAISS ratio (CPU), both timed in the same child: steadier under load than the
+        # ratio of the two medians, which may come from different rounds
+        ratios = [
+            float(np.percentile(r["cpu"]["by-id library"], 50) / np.percentile(r["cpu"]["by-id faiss"], 50))
+            for r in results
+        ]
+        summary[f"{name} by-id ratio"] = round(float(np.median(ratios)), 3)
+        print(
+            f"| {name} | by-id library / FAISS (CPU, per round) | {np.median(ratios):.2f}x | "
+            f"{min(ratios):.2f}-{max(ratios):.2f}x | | |"
+        )
         for key in results[0]:
             if "recall" in key:
                 summary[f"{name} {key}"] = min(r[key] for r in results)

@@ -67,8 +67,10 @@ def fold(
         return list(range(n)), [0] * n
     gram = vectors @ vectors.T
     close = gram >= threshold
-    close &= have[:, None] & have[None, :]
-    if not np.triu(close, 1).any():  # no two hits are copies (most pages): nothing to fold
+    if not have.all():
+        close &= have[:, None] & have[None, :]
+    np.fill_diagonal(close, False)  # (the product is symmetric: any pair shows on both sides)
+    if not close.any():  # no two hits are copies (most pages): nothing to fold
         return list(range(n)), [0] * n
     kept: list[int] = []
     copies: list[int] = []

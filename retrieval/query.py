@@ -322,21 +322,25 @@ def search_page(
         # A pivot never returns its own image (nor feedback its marked ones): fetch that many more and drop them,
         # rather than excluding them in SQL (which would turn every pivot into a filtered search over all other ids).
         skip = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
-        fetch = (k if group_by == "image" else k * 4) + len(skip)
+        shown = (k if group_by == "image" else k * 4) + len(skip)
         needed = not show_duplicates or query.text_vector is not None  # for folding, or the text part's score
-        if not show_duplicates:  # folding may drop some: ask for a margin more in the same search
-            fetch += fold_margin(k)
+        # folding may drop some: ask for a margin more in the same search (re-ranked from the proposals for `shown`)
+        fetch = shown if show_duplicates else shown + fold_margin(k)
+        exact_top: int | None = shown
         while True:
-            found = index.search_vectors(query.vector, min(fetch, available), candidates, with_vectors=needed)
+            found = index.search_vectors(
+                query.vector, min(fetch, available), candidates, with_vectors=needed, exact_top=exact_top
+            )
             page = _rank(collection, found, group_by, k, skip, fold=not show_duplicates)
             if page.kept >= k or fetch >= available:
                 break
-            fetch *= 4  # more copies than the margin: the rare second search
-    hits = page.hits
-    for rank, hit in enumerate(hits, start=1):
-        hit.rank = rank
-    vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if found.have[p]}
-    _add_text_scores(collection, query, hits, vectors)
+            fetch *= 4  # more copies than the margin: the rare second search (every place re-ranked alike)
+            exact_top = None
+    hits = page.hits  # ranked 1.. by `_page`
+    if query.kind == "text" or query.text_vector is not None:
+        have = found.have
+        vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if have[p]}
+        _add_text_scores(collection, query, hits, vectors)
     if page.any_findings:  # read with the hits' rows: a collection without tags or probes costs no statement
         found_tags = findings_of(collection, [h.image.id for h in hits])
         for hit in hits:
@@ -430,6 +434,8 @@ def _fold(found: Found, at: npt.NDArray[np.intp], fold: bool, threshold: float) 
     """Folding over the hits at these positions: (which of them are kept, copies folded into each kept one)."""
     if not fold:
         return list(range(len(at))), [0] * len(at)
+    if len(at) and int(at[-1]) - int(at[0]) == len(at) - 1:  # a run of places (all but the pivot's): no copy
+        return duplicates.fold(found.vectors[at[0] : at[-1] + 1], found.have[at[0] : at[-1] + 1], threshold)
     return duplicates.fold(found.vectors[at], found.have[at], threshold)
 
 

@@ -180,3 +180,40 @@ def test_filtered_top_k_is_brute_force_at_a_million(tmp_path: Path, million, sha
         elif n % 3 == 1:  # better hits, then a run of ties through the k-th place and past it
             assert scores[0] > scores[K - 1] == scores[K]
     assert store.reads_by_id == 0  # the float vectors in memory, never the store's blobs
+
+
+class RecordingIndex:
+    """A FAISS index that records how many hits each search asks its codes for."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.asked: list[int] = []
+
+    def search(self, q: npt.NDArray[np.float32], k: int, params: object = None) -> object:
+        self.asked.append(k)
+        return self.inner.search(q, k, params=params)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_folding_margin_is_ranked_from_the_proposals_of_the_shown_hits(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+    """A search that shows 11 hits plus a margin of 10 for folding asks the codes for 4 x 11, not 4 x 21 (the
+    refine factor was measured for a page of k: BENCHMARKS.md issue 22, "Round 4"); the 11 shown are the ones a page
+    of 11 ranks, brute force's order with ties by id."""
+    ids, vectors = data
+    index = build(tmp_path, "ivf-sq8", FakeStore(ids, vectors))
+    recording = RecordingIndex(index._index)
+    index._index = recording
+    rng = np.random.default_rng(3)
+    for n in range(6):
+        query = vectors[int(rng.integers(0, N // 20))] if n % 2 else vectors[int(rng.integers(0, N))]
+        recording.asked.clear()
+        found = index.search_vectors(query, 21, exact_top=11)
+        assert recording.asked == [44] and len(found.ids) == 21
+        _, page = index.search(query, 11)
+        assert found.ids[:11].tolist() == page[0].tolist()
+        assert found.have.all() and np.array_equal(found.vectors, vectors[found.ids - 1])
+        recording.asked.clear()
+        index.search_vectors(query, 21)  # no margin named: every place ranked from 4 x 21
+        assert recording.asked == [84]

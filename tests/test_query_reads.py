@@ -38,6 +38,8 @@ def test_a_search_reads_the_store_without_the_orm(
     monkeypatch.setattr(collection.catalog.findings, "sessions", _no_session)
     monkeypatch.setattr(collection.catalog.reports, "sessions", _no_session)  # the hits' reports too
     monkeypatch.setattr(collection.catalog, "query_row", _no_session)  # the query's vector: from the index
+    # the hits' rows are plain objects: no ORM instance state per row (it cost as much as the rest of the row)
+    monkeypatch.setattr(Image._sa_class_manager, "new_instance", _no_session)  # type: ignore[attr-defined]
     query = engine.embed_id(collection, ids[0])
     hits, available = engine.search_page(collection, query, k=len(ids))
     assert available == len(ids) and len(hits) == len(ids) - 1
@@ -60,17 +62,19 @@ def test_folding_copies_needs_one_search(
     run_index(collection, [sample_dir], IndexOptions(workers=0))
     index = collection.index
     assert index is not None
-    searches: list[int] = []
+    searches: list[tuple[int, int | None]] = []
     real = index.search_vectors
 
-    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True) -> Any:
-        searches.append(k)
-        return real(query, k, candidates, with_vectors)
+    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True, exact_top: Any = None) -> Any:
+        searches.append((k, exact_top))
+        return real(query, k, candidates, with_vectors, exact_top)
 
     monkeypatch.setattr(index, "search_vectors", counted)
     hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
     assert len(hits) == 10 and hits[0].duplicates == 2
-    assert len(searches) == 1  # the margin fetched the copies' places in the same search
+    # the margin fetched the copies' places in the same search (all 12 images: 10 + a margin of 10), and the index
+    # was told which 10 the page shows (a lossy one re-ranks 4 x those, not 4 x the margin too)
+    assert searches == [(12, 10)]
 
 
 @pytest.mark.backends("sqlite-faiss")  # PostgreSQL keeps the pool

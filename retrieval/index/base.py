@@ -79,10 +79,16 @@ class VectorIndex(Protocol):
     ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
 
     def search_vectors(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        candidates: IdArray | None = None,
+        with_vectors: bool = True,
+        exact_top: int | None = None,
     ) -> Found:
         """`search` for one query vector, its hits' float vectors alongside (those it re-scored with, when it
-        re-scores): one pass for what folding near-duplicates needs."""
+        re-scores): one pass for what folding near-duplicates needs. `exact_top`: how many of the k the caller
+        shows (the rest a folding margin), for a back end that re-ranks a multiple of them (None: all k)."""
         ...
 
     def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:

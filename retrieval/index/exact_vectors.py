@@ -20,6 +20,7 @@ from retrieval.fsutil import atomic_write
 from retrieval.store.repo import IdArray
 
 Vectors = npt.NDArray[np.float32]
+POSITION_TABLE_SPARSITY = 4  # a position table up to 4 entries per held id (ids removed or skipped in between)
 
 
 def record_type(width: int) -> np.dtype[Any]:
@@ -48,6 +49,8 @@ class ExactVectors:
         self._removed: set[int] = set()
         self.mapped = False
         self.changed = True  # since it was saved or loaded (a save of an unchanged set writes nothing)
+        # the base's position by id (-1: not in the base), when the ids are dense enough for a table
+        self._position: npt.NDArray[np.int32] | None = None
 
     @classmethod
     def of(cls, width: int, ids: IdArray, vectors: Vectors) -> ExactVectors:
@@ -56,7 +59,21 @@ class ExactVectors:
         order = np.argsort(ids, kind="stable")
         made._base_ids = np.ascontiguousarray(ids[order], np.int64)
         made._base = np.ascontiguousarray(vectors[order], np.float32)
+        made._index_positions()
         return made
+
+    def _index_positions(self) -> None:
+        """A table of base positions by id, so a search's lookup of its proposals is one gather rather than a binary
+        search of the id array per id (12 us of 65 for 84 ids at 100k). Image ids are assigned in order and mostly
+        kept, so the table is ~4 bytes an image (400 KB at 100k); ids far sparser than that keep the binary search."""
+        ids = self._base_ids
+        top = int(ids[-1]) + 1 if len(ids) else 0
+        if not len(ids) or int(ids[0]) < 0 or top > POSITION_TABLE_SPARSITY * len(ids) + 1024 or top >= 2**31:
+            self._position = None
+            return
+        position = np.full(top, -1, np.int32)
+        position[ids] = np.arange(len(ids), dtype=np.int32)
+        self._position = position
 
     @classmethod
     def load(cls, path: Path, width: int, mmap: bool) -> ExactVectors | None:
@@ -74,6 +91,7 @@ class ExactVectors:
         if mmap:
             release_mapped_pages(records)
         made._base = records["vector"]
+        made._index_positions()
         made.mapped = mmap
         made.changed = False
         return made
@@ -113,9 +131,21 @@ class ExactVectors:
         at = int(np.searchsorted(self._base_ids, image_id))
         return at < len(self._base_ids) and int(self._base_ids[at]) == image_id
 
+    def _table_positions(self, ids: IdArray) -> npt.NDArray[np.int32] | None:
+        """The base positions of `ids` from the position table, when there is one and every id is in the base."""
+        position = self._position
+        if position is None or not len(ids) or int(ids.min()) < 0 or int(ids.max()) >= len(position):
+            return None
+        at = position[ids]
+        return at if int(at.min()) >= 0 else None
+
     def get(self, ids: IdArray) -> tuple[IdArray, Vectors]:
         """(the ids held among `ids`, their vectors), in the order asked."""
         ids = np.asarray(ids, np.int64)
+        unchanged = not self._removed and not self._added
+        at = self._table_positions(ids) if unchanged else None
+        if at is not None:  # all held, nothing changed since saved (a search's hits, usually): one gather
+            return ids, np.asarray(self._base[at], np.float32)
         at = np.minimum(np.searchsorted(self._base_ids, ids), max(0, len(self._base_ids) - 1))
         in_base = (self._base_ids[at] == ids) if len(self._base_ids) else np.zeros(len(ids), bool)
         if not self._removed and not self._added and in_base.all():  # a search's hits, usually: one gather

@@ -237,14 +237,22 @@ class FaissIndex:
         return not self.params.lossless and (self._exact is not None or (cand is not None and self._stored is not None))
 
     def _proposals(
-        self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None, rerank: bool
+        self,
+        q: npt.NDArray[np.float32],
+        k: int,
+        selector: Any,
+        cand: IdArray | None,
+        rerank: bool,
+        exact_top: int | None = None,
     ) -> tuple[npt.NDArray[np.float32], IdArray, bool]:
-        """The index's own best (k, or k x REFINE_FACTOR to re-rank), widened until every query row has k; and
-        whether they did."""
+        """The index's own best (k, or REFINE_FACTOR x k to re-rank: x `exact_top` when given, at least k), widened
+        until every query row has k; and whether they did."""
         if rerank and cand is not None:
             fetch = min(max(4 * k, k + 32), len(cand))  # extra hits to re-rank
+        elif rerank:
+            fetch = min(max(k, REFINE_FACTOR * (k if exact_top is None else exact_top)), self.ntotal)
         else:
-            fetch = min(REFINE_FACTOR * k, self.ntotal) if rerank else k
+            fetch = k
         scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         for widen in WIDEN_STEPS if self.params.type != "flat" else (1,):
             params = types.search_parameters(self.params, selector, fetch, widen)
@@ -254,10 +262,17 @@ class FaissIndex:
         return scores, ids, False
 
     def search_vectors(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        candidates: IdArray | None = None,
+        with_vectors: bool = True,
+        exact_top: int | None = None,
     ) -> Found:
         """`search` for one query with the hits' float vectors. Unfiltered on a lossy index (a search by id, a
-        text query): the vectors the re-rank scored with are handed on, no second lookup."""
+        text query): the vectors the re-rank scored with are handed on, no second lookup. `exact_top`: the hits
+        the caller shows (k less a folding margin): the codes propose REFINE_FACTOR x that many (at least k), the
+        refine factor measured for a page of k (the margin's places replace folded copies, which score alike)."""
         if candidates is not None or not with_vectors or self.params.lossless or self._exact is None:
             scores, ids = self.search(query, k, candidates)
             return found_with_vectors(self, scores[0], ids[0], with_vectors)
@@ -269,8 +284,9 @@ class FaissIndex:
             if self.ntotal == 0:
                 scores, ids = empty_result(1)
                 return found_with_vectors(self, scores[0], ids[0], False)
-            _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True)
-            ids, vectors = self._exact.get(np.unique(proposed[proposed >= 0]))
+            _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True, exact_top)
+            row = proposed[0]  # one search's proposals hold each id once (no sort needed: ties rank by id after)
+            ids, vectors = self._exact.get(row[row >= 0])
             scores, best, at = top_k_rows(q[0], ids, vectors, k)
             return Found(scores, best, vectors[at], np.ones(len(best), bool))
 

@@ -290,9 +290,14 @@ class MilvusIndex:
         return scores, ids
 
     def search_vectors(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, with_vectors: bool = True
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        candidates: IdArray | None = None,
+        with_vectors: bool = True,
+        exact_top: int | None = None,
     ) -> Found:
-        """`search` for one query, the hits' vectors then looked up (`vectors`)."""
+        """`search` for one query, the hits' vectors then looked up (`vectors`; Milvus ranks all k alike)."""
         scores, ids = self.search(query, k, candidates)
         return found_with_vectors(self, scores[0], ids[0], with_vectors)
 
