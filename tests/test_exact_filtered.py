@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 
 from retrieval.index.exact import top_k
-from retrieval.index.faiss_index import LOSSY_EXACT_MAX, FaissIndex
+from retrieval.index.faiss_index import LOSSY_EXACT_MAX, REFINE_FACTOR, FaissIndex
 from retrieval.index.faiss_types import FaissOptions
 
 WIDTH = 32
@@ -198,7 +198,7 @@ class RecordingIndex:
 
 
 def test_a_folding_margin_is_ranked_from_the_proposals_of_the_shown_hits(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
-    """A search that shows 11 hits plus a margin of 10 for folding asks the codes for 4 x 11, not 4 x 21 (the
+    """A search that shows 11 hits plus a margin of 10 for folding asks the codes for R x 11, not R x 21 (the
     refine factor was measured for a page of k: BENCHMARKS.md issue 22, "Round 4"); the 11 shown are the ones a page
     of 11 ranks, brute force's order with ties by id."""
     ids, vectors = data
@@ -210,10 +210,10 @@ def test_a_folding_margin_is_ranked_from_the_proposals_of_the_shown_hits(tmp_pat
         query = vectors[int(rng.integers(0, N // 20))] if n % 2 else vectors[int(rng.integers(0, N))]
         recording.asked.clear()
         found = index.search_vectors(query, 21, exact_top=11)
-        assert recording.asked == [44] and len(found.ids) == 21
+        assert recording.asked == [REFINE_FACTOR * 11] and len(found.ids) == 21
         _, page = index.search(query, 11)
         assert found.ids[:11].tolist() == page[0].tolist()
         assert found.have.all() and np.array_equal(found.vectors, vectors[found.ids - 1])
         recording.asked.clear()
-        index.search_vectors(query, 21)  # no margin named: every place ranked from 4 x 21
-        assert recording.asked == [84]
+        index.search_vectors(query, 21)  # no margin named: every place ranked from R x 21
+        assert recording.asked == [REFINE_FACTOR * 21]
