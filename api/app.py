@@ -77,7 +77,6 @@ def create_app(
         finally:
             await warm  # a loading model cannot be interrupted; let it finish before closing
             state.summary_executor.shutdown(wait=False, cancel_futures=True)
-            state.search_executor.shutdown(wait=True, cancel_futures=True)  # no search left on a closed store
             state.summaries.close()
             collection.close()
 

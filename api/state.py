@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TypeVar
 
 from api.config import ServiceSettings
 from retrieval.collection import Collection
@@ -19,8 +15,6 @@ from retrieval.summarize.service import SummaryService
 from retrieval.threads import ThreadPolicy
 
 log = logging.getLogger("medsearch.api")
-T = TypeVar("T")
-SEARCH_THREADS = 40  # as many searches at once per process as anyio's default thread limiter allowed before
 WITHOUT_MODEL = (
     "model unavailable: search by indexed image id, similar images, thumbnails, tags and stats work; search by "
     "uploaded image or by text answers 503 model_unavailable until the model is fixed and the service restarted."
@@ -41,18 +35,9 @@ class ServiceState:
     summary_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="summary")
     )
-    search_executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="search")
-    )
     _fresh_lock: threading.Lock = field(default_factory=threading.Lock)
     _last_check: float = 0.0
     _seen: tuple[int, int] = (-1, -1)
-
-    async def in_worker(self, fn: Callable[..., T], *args: object) -> T:
-        """`fn(*args)` on a search thread, awaited: the searches' hop off the event loop. A plain executor
-        future costs the loop less per call than `run_in_threadpool` (anyio's capacity limiter, cancel scope and
-        token checks: ~0.03-0.08 ms of CPU per request, bench/api_parts.py), and idle threads are reused."""
-        return await asyncio.get_running_loop().run_in_executor(self.search_executor, partial(fn, *args))
 
     def warm_model(self) -> None:
         """Load the encoder once at start-up so the first query is fast; remember why if it fails."""

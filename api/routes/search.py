@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from api.audit import audit_filters
 from api.deps import FreshDep, ImageIdDep
@@ -190,14 +191,14 @@ def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: o
 async def search_text(body: TextSearchRequest, state: FreshDep, request: Request) -> Response:
     """Images most similar to a text; hits carry the calibrated sigmoid score as well as the cosine."""
 
-    def work() -> Answer:  # one trip to a search thread per request
+    def work() -> Answer:  # one trip to the thread pool per request
         query = _encode(state, engine.embed_text, state.collection, body.text)
         if body.mode == "hybrid":
             return Answer.of(_hybrid(state, query, body))
         params = (body.k, body.offset, body.group_by, body.show_duplicates, body.level, body.rerank)
         return Answer.of(_run(state, query, body, *params))
 
-    answer = await state.in_worker(work)
+    answer = await run_in_threadpool(work)
     _audit(request, "text", body, body.k, answer.hits)
     return answer.response()
 
@@ -236,7 +237,7 @@ async def search_image(
         query = _encode(state, embed)
         return Answer.of(_run(state, query, params, k, offset, group_by, show_duplicates, level, rerank))
 
-    answer = await state.in_worker(work)
+    answer = await run_in_threadpool(work)
     _audit(request, answer.kind, params, k, answer.hits)
     return answer.response()
 
@@ -263,7 +264,7 @@ async def similar(image_id: ImageIdDep, state: FreshDep, request: Request, query
             vector = engine.embed_id(state.collection, image_id)
         return Answer.of(_run(state, vector, q, q.k, q.offset, q.group_by, q.show_duplicates, q.level, q.rerank))
 
-    answer = await state.in_worker(work)
+    answer = await run_in_threadpool(work)
     _audit(request, "id", query, query.k, answer.hits)
     return answer.response()
 
@@ -297,7 +298,7 @@ async def similar_series(
     """Series (or studies, images) most similar to an indexed series, from its stored vectors (no model
     needed); the series itself (its images; at study level its study) is never returned."""
     q = query
-    answer = await state.in_worker(_similar_case, state, "series", uid, q, q.level, q.rerank, q.k, q.offset)
+    answer = await run_in_threadpool(_similar_case, state, "series", uid, q, q.level, q.rerank, q.k, q.offset)
     _audit(request, "series", query, query.k, answer.hits)
     return answer.response()
 
@@ -317,7 +318,7 @@ async def similar_study(
     """Studies (or series, images) most similar to an indexed study, from its stored vectors (no model needed);
     the study itself is never returned."""
     q = query
-    answer = await state.in_worker(_similar_case, state, "study", uid, q, q.level, q.rerank, q.k, q.offset)
+    answer = await run_in_threadpool(_similar_case, state, "study", uid, q, q.level, q.rerank, q.k, q.offset)
     _audit(request, "study", query, query.k, answer.hits)
     return answer.response()
 
@@ -347,6 +348,6 @@ async def search_case(
         query = _encode(state, embed_upload, state.collection, data)
         return Answer.of(_run(state, query, params, k, offset, "image", False, level, rerank))
 
-    answer = await state.in_worker(work)
+    answer = await run_in_threadpool(work)
     _audit(request, "case", params, k, answer.hits)
     return answer.response()
