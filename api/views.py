@@ -48,17 +48,21 @@ def _retrieve_url(dicomweb_url: str | None, image: Image) -> str | None:
     return retrieve_url(dicomweb_url, image.study_instance_uid, image.series_instance_uid, image.sop_instance_uid)
 
 
-def hit_model(hit: Hit, template: str | None, dicomweb_url: str | None = None) -> HitModel:
-    """A search hit for the API."""
+def hit_data(hit: Hit, template: str | None, dicomweb_url: str | None = None) -> dict[str, object]:
+    """A search hit for the API as plain data (what `HitModel` validates): a search answer validates all its hits
+    in one pass instead of one model construction each."""
     data = hit.as_dict()
     image_id = hit.image.id
-    return HitModel(
-        **data,  # type: ignore[arg-type]
-        thumbnail_url=f"/v1/images/{image_id}/thumbnail",
-        preview_url=f"/v1/images/{image_id}/preview",
-        viewer_url=viewer_url(template, hit.image),
-        retrieve_url=_retrieve_url(dicomweb_url, hit.image),
-    )
+    data["thumbnail_url"] = f"/v1/images/{image_id}/thumbnail"
+    data["preview_url"] = f"/v1/images/{image_id}/preview"
+    data["viewer_url"] = viewer_url(template, hit.image)
+    data["retrieve_url"] = _retrieve_url(dicomweb_url, hit.image)
+    return data
+
+
+def hit_model(hit: Hit, template: str | None, dicomweb_url: str | None = None) -> HitModel:
+    """A search hit for the API."""
+    return HitModel.model_validate(hit_data(hit, template, dicomweb_url))
 
 
 def image_model(image: Image, template: str | None, dicomweb_url: str | None = None) -> ImageModel:

@@ -2,9 +2,9 @@
 
 For each kind of request (GET /healthz, a search by id, a text search) the event-loop thread's CPU time per
 request (routing, middlewares, FastAPI's dependency and parameter solving, the JSON encoding, the audit line) and
-the process's (plus the worker thread's search); and the library call alone. Run it once per source tree on the
-same data folder (`PYTHONPATH=<tree> python bench/api_parts.py DATA MODEL`), as `bench/api_load.py --keep`
-leaves it."""
+the process's (plus the worker thread's search); the by-id request with its search stubbed, and with no thread hop;
+and the library call alone. Run it once per source tree on the same data folder (`PYTHONPATH=<tree> python
+bench/api_parts.py DATA MODEL`), as `bench/api_load.py --keep` leaves it."""
 
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ async def measure(app: Any, image_id: int, n: int, warmup: int) -> dict[str, dic
         for name, request in kinds.items():
             out[name] = await timed(app, request, n, warmup, name)
         out["search by id, search stubbed"] = await stubbed(app, kinds["search by id"], n, warmup)
+        out["search by id, no thread hop"] = await without_hop(app, kinds["search by id"], n, warmup)
         library = []
         for _ in range(n):
             t0 = time.thread_time()
@@ -109,6 +110,24 @@ async def stubbed(app: Any, request: Request, n: int, warmup: int) -> dict[str, 
         return await timed(app, request, n, warmup, "search by id, search stubbed")
     finally:
         route._run, engine.embed_id = real_run, real_embed  # type: ignore[assignment]
+
+
+async def without_hop(app: Any, request: Request, n: int, warmup: int) -> dict[str, float]:
+    """The by-id request with its work run on the event loop instead of the worker thread: what the hop itself
+    costs (its wake-ups, the other thread's colder caches). A measurement only: the routes keep blocking work off
+    the loop (docs/extending.md). Patches the route module's `run_in_threadpool`, as both trees name it."""
+    import api.routes.search as route
+
+    real = route.run_in_threadpool
+
+    async def inline(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    route.run_in_threadpool = inline  # type: ignore[assignment]
+    try:
+        return await timed(app, request, n, warmup, "search by id, no thread hop")
+    finally:
+        route.run_in_threadpool = real  # type: ignore[assignment]
 
 
 async def timed(app: Any, request: Request, n: int, warmup: int, name: str) -> dict[str, float]:
