@@ -28,6 +28,7 @@ from retrieval.errors import (
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.cases import CaseIndexes
 from retrieval.index.factory import build_vector_index
+from retrieval.index.faiss_index import FaissIndex
 from retrieval.index.slot import IndexSlot
 from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
@@ -205,6 +206,12 @@ class Collection:
     def leased_index(self) -> AbstractContextManager[VectorIndex | None]:
         """The current index, kept open for the block even if a newer one is swapped in meanwhile."""
         return self._slot.lease()
+
+    def searches_locally(self) -> bool:
+        """Whether a search now reads only this machine's memory and files, with nothing to wait for: a FAISS index
+        no change holds or waits for, over the SQLite store (a PostgreSQL or Milvus round trip could stall)."""
+        index = self._slot.current
+        return isinstance(index, FaissIndex) and not index.changing() and self.engine.dialect.name == "sqlite"
 
     def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""

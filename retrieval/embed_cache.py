@@ -46,15 +46,16 @@ class EmbedCache(Generic[V]):
         self._hits: Counter[tuple[CacheName, QueryKind]] = Counter()
         self._misses: Counter[tuple[CacheName, QueryKind]] = Counter()
 
-    def get(self, key: str, kind: QueryKind) -> V | None:
-        """The value kept under `key` (now the most recent), counted as an LRU hit or miss; None when absent
-        or when the cache is off (not counted then)."""
+    def get(self, key: str, kind: QueryKind, count_miss: bool = True) -> V | None:
+        """The value kept under `key` (now the most recent), counted as an LRU hit or miss (a miss only when
+        `count_miss`: a caller that looks first and embeds after counts it once); None when absent or when the
+        cache is off (not counted then)."""
         if self.size == 0:
             return None
         with self._lock:
             value = self._items.get(key)
             if value is None:
-                self._misses["lru", kind] += 1
+                self._misses["lru", kind] += count_miss
                 return None
             self._items.move_to_end(key)
             self._hits["lru", kind] += 1

@@ -228,6 +228,16 @@ def embed_text(collection: Collection, text: str) -> QueryVector:
     return QueryVector(vector=cached.vector.copy(), kind="text")
 
 
+def cached_text(collection: Collection, text: str) -> QueryVector | None:
+    """A text query embedded before, from the LRU, when the model is loaded; None otherwise (nothing is loaded,
+    and a miss is not counted: `embed_text` counts it)."""
+    encoder, text = collection.loaded_encoder, text.strip()
+    if encoder is None or not text or len(text) > MAX_TEXT_CHARS:
+        return None
+    cached = collection.embed_cache.get(content_key("text", encoder.fingerprint.key, text), "text", count_miss=False)
+    return None if cached is None else QueryVector(vector=cached.vector.copy(), kind="text")
+
+
 def embed_id(collection: Collection, image_id: int) -> QueryVector:
     """Use an indexed image's vector as the query (no model needed): its row's patient and study from the store,
     its vector from the index's float vectors (the stored vector itself, read from the database only when the
@@ -381,7 +391,7 @@ def _add_text_scores(
     if text_vector is not None:  # a hit whose vector was removed meanwhile keeps text_score None
         hits = [h for h in hits if h.image.id in vectors]
     cosines = [h.score if text_vector is None else float(np.dot(vectors[h.image.id], text_vector)) for h in hits]
-    calibrated = collection.load_encoder().text_scores(np.asarray(cosines, np.float32))
+    calibrated = (collection.loaded_encoder or collection.load_encoder()).text_scores(np.asarray(cosines, np.float32))
     for hit, value in zip(hits, calibrated, strict=True):
         hit.text_score = float(value)
 

@@ -1,5 +1,5 @@
 """The search routes' path through the service: the answer validated in one pass is byte for byte what a model per
-hit gave, and the answer's JSON is made in the worker thread that searched, off the event loop."""
+hit gave; quick searches are answered on the event loop, the rest in a worker thread that also makes the JSON."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from api.views import viewer_url
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from retrieval.context import reference_context
+from retrieval.index.faiss_index import FaissIndex
 from retrieval.query import CaseInfo, Hit
 from retrieval.reports.snippets import Snippet
 from retrieval.sources.dicomweb import retrieve_url
@@ -126,37 +127,57 @@ def test_the_answer_in_one_pass_is_byte_identical_to_a_model_per_hit(region: lis
 
 
 @pytest.mark.slow  # indexes the samples
-def test_searches_are_serialised_in_the_worker_thread_that_ran_them(
+def test_quick_searches_run_on_the_loop_and_the_rest_in_a_worker_that_encodes_them(
     tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A search by id or a text embedded before, unfiltered at image level over an idle FAISS index, runs on the
+    event loop (no hop); a filter, a first text, or an index change under way sends it to a worker thread, which
+    also encodes the answer's JSON."""
     data = tmp_path / "data"
     collection = Collection(make_settings(data, tiny_model))
     try:
         run_index(collection, [SAMPLES], IndexOptions(workers=0))
     finally:
         collection.close()
-    where: dict[str, set[int]] = {"search": set(), "json": set(), "loop": set()}
+    seen: list[dict[str, int]] = []  # per request: the thread of the search, of its JSON, of the route after it
     real_run, real_dump, real_audit = route._run, SearchResponse.model_dump_json, route._audit
 
     def run(*args: Any, **kwargs: Any) -> SearchResponse:
-        where["search"].add(threading.get_ident())
+        seen.append({"search": threading.get_ident()})
         return real_run(*args, **kwargs)
 
     def dump(self: SearchResponse, **kwargs: Any) -> str:
-        where["json"].add(threading.get_ident())
+        seen[-1]["json"] = threading.get_ident()
         return real_dump(self, **kwargs)
 
-    def audit(*args: Any) -> None:  # the route's own code after the hop: on the event loop
-        where["loop"].add(threading.get_ident())
+    def audit(*args: Any) -> None:  # the route's own code after the search: on the event loop
+        seen[-1]["loop"] = threading.get_ident()
         real_audit(*args)
 
     monkeypatch.setattr(route, "_run", run)
     monkeypatch.setattr(route, "_audit", audit)
     monkeypatch.setattr(SearchResponse, "model_dump_json", dump)
+    changing = {"now": False}
+    monkeypatch.setattr(FaissIndex, "changing", lambda self: changing["now"])
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("on loop", "GET /v1/images/1/similar", {"k": 3}),
+        ("in worker", "GET /v1/images/1/similar", {"k": 3, "modality": "CT"}),
+        ("in worker", "GET /v1/images/1/similar", {"k": 3, "exclude_same_study": "true"}),
+        ("in worker", "GET /v1/images/1/similar", {"k": 60, "offset": 41}),
+        ("in worker", "POST /v1/search/text", {"text": "chest", "k": 3}),  # first time: the model embeds it
+        ("on loop", "POST /v1/search/text", {"text": "chest", "k": 3}),
+        ("in worker", "POST /v1/search/text", {"text": "chest", "k": 3, "level": "study"}),
+        ("index changing", "GET /v1/images/1/similar", {"k": 3}),
+        ("index changing", "POST /v1/search/text", {"text": "chest", "k": 3}),
+    ]
     with TestClient(create_app(ServiceSettings(data_dir=data, model=str(tiny_model)))) as client:
-        similar = client.get("/v1/images/1/similar", params={"k": 3})
-        text = client.post("/v1/search/text", json={"text": "chest", "k": 3})
-    assert similar.status_code == text.status_code == 200, (similar.text, text.text)
-    assert similar.json()["hits"] and text.json()["hits"]
-    assert where["search"] and where["loop"] and where["loop"].isdisjoint(where["search"]), where
-    assert where["json"] and where["json"] <= where["search"], where  # encoded where it was searched
+        for expected, route_name, params in requests:
+            changing["now"] = expected == "index changing"
+            method, path = route_name.split()
+            answer = client.get(path, params=params) if method == "GET" else client.post(path, json=params)
+            assert answer.status_code == 200, (route_name, params, answer.text)
+            where = seen[-1]
+            assert where["json"] == where["search"], (route_name, params, where)  # encoded where it was searched
+            on_loop = where["search"] == where["loop"]
+            assert on_loop == (expected == "on loop"), (expected, route_name, params, where)
+    assert len(seen) == len(requests)

@@ -19,6 +19,7 @@ from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.encoders.base import ModelFingerprint
 from retrieval.index.base import VectorIndex
+from retrieval.index.rwlock import SharedLock
 from retrieval.index.slot import IndexSlot
 from retrieval.store.models import Image
 from retrieval.store.repo import IdArray
@@ -212,3 +213,30 @@ def test_collection_is_a_context_manager_that_swaps_its_index(opened: Collection
     assert closed == [old, new] and collection.index is None
     with pytest.raises(RuntimeError, match="not loaded"):
         _ = collection.encoder
+
+
+def test_the_index_lock_says_when_a_writer_holds_it_or_waits_for_it() -> None:
+    """`contended` is what a quick search on the event loop checks before it searches (it must not wait there)."""
+    lock = SharedLock()
+    assert not lock.contended()
+    with lock.shared():
+        assert not lock.contended()  # readers share
+        holder_done = threading.Event()
+
+        def write() -> None:
+            with lock.exclusive():
+                holder_done.wait(5)
+
+        waiting = threading.Thread(target=write, daemon=True)
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while not lock.contended() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert lock.contended()  # a writer waits for the reader
+    deadline = time.monotonic() + 5
+    while lock._writer is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lock.contended()  # the writer holds it
+    holder_done.set()
+    waiting.join(5)
+    assert not lock.contended()

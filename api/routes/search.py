@@ -48,6 +48,7 @@ __all__ = ["ROI_HELP", "ROI_PATTERN", "router"]  # the region form field's patte
 SimilarQueryDep = Annotated[SimilarQuery, Depends(query_dependency(SimilarQuery))]
 CaseQueryDep = Annotated[CaseQuery, Depends(query_dependency(CaseQuery))]
 audit = logging.getLogger("medsearch.audit")
+INLINE_MAX_HITS = 100  # the most hits (k + offset) a search answered on the event loop shows
 
 
 def _run(
@@ -179,6 +180,21 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
     audit.info(json.dumps(line))
 
 
+def _on_loop(state: ServiceState, params: FilterParams, k: int, offset: int, level: Level, rerank: Rerank) -> bool:
+    """Whether a search that needs no model runs on the event loop rather than in a worker thread: the hop costs
+    more than such a search's own work (0.2-0.3 ms a request: BENCHMARKS.md issue 22, "Round 5"). Only the bounded,
+    local kind: image level, no re-rank, no filter nor exclusion (no candidate query), at most INLINE_MAX_HITS hits,
+    a FAISS index that no change holds or waits for, over the SQLite store (docs/extending.md)."""
+    return (
+        level == "image"
+        and rerank == "none"
+        and k + offset <= INLINE_MAX_HITS
+        and not (params.exclude_same_patient or params.exclude_same_study)
+        and params.store_filters().is_empty()
+        and state.collection.searches_locally()
+    )
+
+
 def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: object) -> engine.QueryVector:
     """Embed a query, refused clearly when the model failed to load. Only the model call inside is serialised
     (`Collection.run_model`): decoding, cache hits and searches of other requests run meanwhile."""
@@ -191,14 +207,17 @@ def _encode(state: ServiceState, fn: Callable[..., engine.QueryVector], *args: o
 async def search_text(body: TextSearchRequest, state: FreshDep, request: Request) -> Response:
     """Images most similar to a text; hits carry the calibrated sigmoid score as well as the cosine."""
 
+    params = (body.k, body.offset, body.group_by, body.show_duplicates, body.level, body.rerank)
+
     def work() -> Answer:  # one trip to the thread pool per request
         query = _encode(state, engine.embed_text, state.collection, body.text)
         if body.mode == "hybrid":
             return Answer.of(_hybrid(state, query, body))
-        params = (body.k, body.offset, body.group_by, body.show_duplicates, body.level, body.rerank)
         return Answer.of(_run(state, query, body, *params))
 
-    answer = await run_in_threadpool(work)
+    quick = body.mode != "hybrid" and _on_loop(state, body, body.k, body.offset, body.level, body.rerank)
+    cached = engine.cached_text(state.collection, body.text) if quick else None  # a text embedded before
+    answer = Answer.of(_run(state, cached, body, *params)) if cached is not None else await run_in_threadpool(work)
     _audit(request, "text", body, body.k, answer.hits)
     return answer.response()
 
@@ -264,7 +283,8 @@ async def similar(image_id: ImageIdDep, state: FreshDep, request: Request, query
             vector = engine.embed_id(state.collection, image_id)
         return Answer.of(_run(state, vector, q, q.k, q.offset, q.group_by, q.show_duplicates, q.level, q.rerank))
 
-    answer = await run_in_threadpool(work)
+    quick = region is None and _on_loop(state, q, q.k, q.offset, q.level, q.rerank)
+    answer = work() if quick else await run_in_threadpool(work)
     _audit(request, "id", query, query.k, answer.hits)
     return answer.response()
 

@@ -37,6 +37,10 @@ class SharedLock:
                 if self._readers == 0:
                     self._cond.notify_all()
 
+    def contended(self) -> bool:
+        """Whether a writer holds the lock or waits for it (read without the lock: a hint, exact a moment ago)."""
+        return self._writer is not None or self._waiting > 0
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the lock alone (re-entrant for the thread that holds it)."""
