@@ -21,6 +21,7 @@ from indexer.pipeline import IndexOptions, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.errors import MedsearchError
+from retrieval.index.faiss_index import FaissIndex
 from retrieval.index.milvus_index import EXACT_MAX, MilvusIndex
 from retrieval.query import QueryVector
 from retrieval.store.models import Image, Vector
@@ -156,6 +157,21 @@ def test_filtered_search_returns_k_exact_matches(collection: Collection) -> None
         collection, QueryVector(vector=vecs[0], kind="id"), k=50, filters=Filters(modality=["MR"])
     )  # fewer matches than k: all of them
     assert len(few) == 25
+
+
+@pytest.mark.backends("sqlite-faiss", "postgres-faiss", "milvus-lite")
+def test_only_faiss_over_sqlite_searches_locally(collection: Collection, backend: Backend) -> None:
+    """The service answers a quick search on its event loop only when nothing in it goes over a network
+    (api/routes/search.py::_on_loop): FAISS over the SQLite file, and no index change under way."""
+    _synthetic(collection, ["CT"] * 20)
+    local = backend.name == "sqlite-faiss"
+    assert collection.searches_locally() is local
+    if local:
+        index = collection.index
+        assert isinstance(index, FaissIndex)
+        with index._lock.exclusive():
+            assert not collection.searches_locally()  # a change holds the index: a search now would wait
+        assert collection.searches_locally()
 
 
 # -- shared database: several writers, one key ----------------------------------------------------
