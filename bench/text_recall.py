@@ -117,7 +117,7 @@ def main() -> None:
                     flush=True,
                 )
         cosines = out[f"{kind} cosine top1 / top10 / median"]
-        print(f"{kind:5s} cosines (median over queries) top1/top10/median (of 100k): {cosines}")
+        print(f"{kind:5s} cosines (median over queries) top1/top10/median (of {len(sample):,} sampled): {cosines}")
     print(json.dumps(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
