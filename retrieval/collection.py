@@ -28,7 +28,6 @@ from retrieval.errors import (
 from retrieval.index.base import ReconcileReport, VectorIndex
 from retrieval.index.cases import CaseIndexes
 from retrieval.index.factory import build_vector_index
-from retrieval.index.faiss_index import FaissIndex
 from retrieval.index.slot import IndexSlot
 from retrieval.privacy import load_or_create_salt, salt_check
 from retrieval.settings import Settings
@@ -211,7 +210,7 @@ class Collection:
         """Whether a search now reads only this machine's memory and files, with nothing to wait for: a FAISS index
         no change holds or waits for, over the SQLite store (a PostgreSQL or Milvus round trip could stall)."""
         index = self._slot.current
-        return isinstance(index, FaissIndex) and not index.changing() and self.engine.dialect.name == "sqlite"
+        return index is not None and index.searchable_now() and self.engine.dialect.name == "sqlite"
 
     def require_index(self) -> VectorIndex:
         """The vector index, opening it with the encoder's width when the collection is new."""

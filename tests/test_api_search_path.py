@@ -158,7 +158,7 @@ def test_quick_searches_run_on_the_loop_and_the_rest_in_a_worker_that_encodes_th
     monkeypatch.setattr(route, "_audit", audit)
     monkeypatch.setattr(SearchResponse, "model_dump_json", dump)
     changing = {"now": False}
-    monkeypatch.setattr(FaissIndex, "changing", lambda self: changing["now"])
+    monkeypatch.setattr(FaissIndex, "searchable_now", lambda self: not changing["now"])
     requests: list[tuple[str, str, dict[str, Any]]] = [
         ("on loop", "GET /v1/images/1/similar", {"k": 3}),
         ("in worker", "GET /v1/images/1/similar", {"k": 3, "modality": "CT"}),

@@ -91,6 +91,11 @@ class VectorIndex(Protocol):
         shows (the rest a folding margin), for a back end that re-ranks a multiple of them (None: all k)."""
         ...
 
+    def searchable_now(self) -> bool:
+        """Whether a search now runs in this process's memory with nothing to wait for: no network round trip, no
+        change to the index holding it or waiting for it (the service answers such a search on its event loop)."""
+        ...
+
     def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
         """The float vectors of these ids as the back end re-scores with them (ids it lacks are absent): what
         folding near-duplicates compares, without a read of the database where the back end holds them."""

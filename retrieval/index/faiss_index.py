@@ -75,10 +75,10 @@ class FaissIndex:
         """JSON file next to the index recording its type, parameters and how it was built."""
         return self.path.with_name(self.path.name + ".json")
 
-    def changing(self) -> bool:
-        """Whether a change (an add, a removal, a sync step, a swap after a rebuild) holds the index or waits for it:
-        a search now would wait for it."""
-        return self._lock.contended()
+    def searchable_now(self) -> bool:
+        """In memory; searchable now unless a change (an add, a removal, a sync step, the swap after a rebuild)
+        holds the index or waits for it."""
+        return not self._lock.contended()
 
     # -- contents -----------------------------------------------------------------------------
     @property

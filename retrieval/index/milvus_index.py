@@ -301,6 +301,10 @@ class MilvusIndex:
         scores, ids = self.search(query, k, candidates)
         return found_with_vectors(self, scores[0], ids[0], with_vectors)
 
+    def searchable_now(self) -> bool:
+        """Never: every search is a round trip to Milvus (a server, or Milvus Lite's own process)."""
+        return False
+
     def vectors(self, ids: IdArray) -> dict[int, npt.NDArray[np.float32]]:
         """The float vectors of these ids (from the store when one is attached, else from Milvus)."""
         return self._stored.vectors(np.asarray(ids, np.int64))

@@ -211,10 +211,8 @@ class QueryReads:
             image = new(image_class)
             values = image.__dict__
             values.update(zip(fields, row, strict=False))
-            if isinstance(values["study_date"], str):  # SQLite: ISO text (PostgreSQL hands back dates)
-                values["study_date"] = date.fromisoformat(values["study_date"])
-            if isinstance(values["indexed_at"], str):
-                values["indexed_at"] = datetime.fromisoformat(values["indexed_at"])
+            values["study_date"] = _as_date(values["study_date"])  # SQLite: ISO text (PostgreSQL hands back dates)
+            values["indexed_at"] = _as_datetime(values["indexed_at"])
             found[values["id"]] = image
         return found
 
