@@ -237,11 +237,12 @@ def test_a_worker_killed_mid_run_costs_nothing(
         target=lambda: result.append(run_index(collection, [folder], IndexOptions(workers=2, batch_size=2)))
     )
     caplog.set_level(logging.WARNING, logger="indexer.stages.decode")
+    earlier = set(_worker_pids())  # children an earlier test left running are not this run's decode workers
     thread.start()
     deadline = time.monotonic() + 60
     killed = False
     while time.monotonic() < deadline and not killed:
-        pids = _worker_pids()
+        pids = [pid for pid in _worker_pids() if pid not in earlier]
         if pids:
             # at once: a worker exists only once files were submitted to it, and none can be decoded yet
             # (a spawned worker still starts Python), so every submitted file is in flight when it dies

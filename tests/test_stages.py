@@ -112,3 +112,36 @@ def test_write_stage_runs_alone_on_a_prepared_batch(collection: Collection) -> N
     assert index.ntotal == 3
     with pytest.raises(ValueError, match="2 vectors for 3 prepared frames"):
         again.write(batch, vectors[:2])
+
+
+def test_a_pool_that_breaks_while_starting_a_worker_retries_its_files(tiny_model: Path) -> None:
+    """A worker killed while `submit` spawns another: CPython raises OSError ("handle is closed") from `submit`
+    itself (seen once in the whole suite). The files in flight and that one are retried, none is lost."""
+    from indexer.stages.decode import DecodePool
+
+    processor = MedSigLIPEncoder(str(tiny_model)).image_processor
+    pool = DecodePool(1, DecodeConfig(processor, "middle", DecodeLimits(), "soft-tissue", MAX_BYTES))
+    refs = []
+    for name in FILES:
+        path = testdata_file(name)
+        refs.append(SourceRef(str(path), path.stat().st_size, path.stat().st_mtime, "file", str(path)))
+    try:
+        done = list(pool.submit(refs[0], None))
+        real_submit = pool.executor.submit  # type: ignore[union-attr]
+        calls = {"n": 0}
+
+        def breaking_submit(*args: object, **kwargs: object) -> object:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError("handle is closed")
+            return real_submit(*args, **kwargs)  # type: ignore[arg-type]
+
+        pool.executor.submit = breaking_submit  # type: ignore[union-attr,method-assign,assignment]
+        for ref in refs[1:]:
+            done += list(pool.submit(ref, None))
+        done += list(pool.drain())
+    finally:
+        pool.close()
+    assert calls["n"] >= 1
+    assert [d.ref.uri for d in done] == [r.uri for r in refs]
+    assert not any(d.code for d in done), [(d.ref.uri, d.code, d.reason) for d in done]

@@ -116,9 +116,11 @@ class DecodePool:
         else:
             try:
                 item = self.executor.submit(_work, ref, data)
-            except BrokenProcessPool as exc:  # a file still in flight killed a worker: this one waits its turn
+            except (BrokenProcessPool, OSError) as exc:  # a file still in flight killed a worker: this one waits
+                # its turn. (A worker killed while submit starts another leaves the pool's pipes closed under it:
+                # CPython raises OSError "handle is closed" there, not BrokenProcessPool.)
                 item = Future()
-                item.set_exception(exc)
+                item.set_exception(exc if isinstance(exc, BrokenProcessPool) else BrokenProcessPool(str(exc)))
         self.inflight.append((ref, data, item))
         while len(self.inflight) >= self.window:
             yield from self._pop()
