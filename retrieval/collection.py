@@ -147,7 +147,11 @@ class Collection:
 
     def load_encoder(self) -> Encoder:
         """Load the model (once): its fingerprint is checked against (or recorded in) the store, and the index
-        is opened at its width when the collection is new. Later calls return the loaded encoder."""
+        is opened at its width when the collection is new. Later calls return the loaded encoder (without the lock:
+        a quick search on the service's event loop must not wait behind another thread's model load)."""
+        loaded = self._encoder
+        if loaded is not None:
+            return loaded
         with self._lock:
             if self._encoder is None:
                 encoder = self._encoder_factory(self.settings)

@@ -13,6 +13,7 @@ from retrieval import duplicates
 from retrieval.collection import Collection
 from retrieval.duplicates import fold_margin
 from retrieval.embed_cache import CachedEmbedding, content_key
+from retrieval.encoders.base import Encoder
 from retrieval.errors import BadQueryError, NotFoundError
 from retrieval.findings.hook import check_filters, findings_of
 from retrieval.imaging.decode import content_hash
@@ -237,6 +238,11 @@ def _indexed_vector(
     return vector
 
 
+def _text_key(encoder: Encoder, text: str) -> str:
+    """The LRU key of a (stripped) text query under this model."""
+    return content_key("text", encoder.fingerprint.key, text)
+
+
 def embed_text(collection: Collection, text: str) -> QueryVector:
     """Embed a text query (64-token SigLIP text tower); a text embedded before comes from the LRU."""
     text = text.strip()
@@ -245,7 +251,7 @@ def embed_text(collection: Collection, text: str) -> QueryVector:
     if len(text) > MAX_TEXT_CHARS:
         raise BadQueryError(f"the text query is longer than {MAX_TEXT_CHARS} characters")
     encoder = collection.load_encoder()
-    key = content_key("text", encoder.fingerprint.key, text)
+    key = _text_key(encoder, text)
     cached = collection.embed_cache.get(key, "text")
     if cached is None:
         cached = CachedEmbedding(collection.run_model(lambda: encoder.encode_texts([text])[0]))
@@ -259,7 +265,7 @@ def cached_text(collection: Collection, text: str) -> QueryVector | None:
     encoder, text = collection.loaded_encoder, text.strip()
     if encoder is None or not text or len(text) > MAX_TEXT_CHARS:
         return None
-    cached = collection.embed_cache.get(content_key("text", encoder.fingerprint.key, text), "text", count_miss=False)
+    cached = collection.embed_cache.get(_text_key(encoder, text), "text", count_miss=False)
     return None if cached is None else QueryVector(vector=cached.vector.copy(), kind="text")
 
 
@@ -372,10 +378,7 @@ def search_page(
             fetch *= 4  # more copies than the margin: the rare second search (every place re-ranked alike)
             exact_top = None
     hits = page.hits  # ranked 1.. by `_page`
-    if query.kind == "text" or query.text_vector is not None:
-        have = found.have
-        vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, page.positions, strict=True) if have[p]}
-        _add_text_scores(collection, query, hits, vectors)
+    _add_text_scores(collection, query, hits, found, page.positions)
     if page.any_findings:  # read with the hits' rows: a collection without tags or probes costs no statement
         found_tags = findings_of(collection, [h.image.id for h in hits])
         for hit in hits:
@@ -406,17 +409,19 @@ def add_reports(collection: Collection, hits: Sequence[Hit], words: Node | None,
 
 
 def _add_text_scores(
-    collection: Collection, query: QueryVector, hits: list[Hit], vectors: dict[int, npt.NDArray[np.float32]]
+    collection: Collection, query: QueryVector, hits: list[Hit], found: Found, positions: list[int]
 ) -> None:
     """Calibrated text-image probability of each hit: of its score for a text query, of the text part's cosine
-    with the hit's vector for an image+text query."""
+    with the hit's vector (the search's, at the hit's position in `found`) for an image+text query."""
     if not hits or (query.kind != "text" and query.text_vector is None):
         return
+    have = found.have
+    vectors = {h.image.id: found.vectors[p] for h, p in zip(hits, positions, strict=True) if have[p]}
     text_vector = query.text_vector
     if text_vector is not None:  # a hit whose vector was removed meanwhile keeps text_score None
         hits = [h for h in hits if h.image.id in vectors]
     cosines = [h.score if text_vector is None else float(np.dot(vectors[h.image.id], text_vector)) for h in hits]
-    calibrated = (collection.loaded_encoder or collection.load_encoder()).text_scores(np.asarray(cosines, np.float32))
+    calibrated = collection.load_encoder().text_scores(np.asarray(cosines, np.float32))
     for hit, value in zip(hits, calibrated, strict=True):
         hit.text_score = float(value)
 

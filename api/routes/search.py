@@ -182,9 +182,10 @@ def _audit(request: Request, kind: str, params: FilterParams, k: int, results: i
 
 def _on_loop(state: ServiceState, params: FilterParams, k: int, offset: int, level: Level, rerank: Rerank) -> bool:
     """Whether a search that needs no model runs on the event loop rather than in a worker thread: the hop costs
-    more than such a search's own work (0.2-0.3 ms a request: BENCHMARKS.md issue 22, "Round 5"). Only the bounded,
-    local kind: image level, no re-rank, no filter nor exclusion (no candidate query), at most INLINE_MAX_HITS hits,
-    a FAISS index that no change holds or waits for, over the SQLite store (docs/extending.md)."""
+    more than such a search's own work (0.2-0.3 ms a request: BENCHMARKS.md issue 22, "Round 4 merged"). Only the
+    bounded, local kind: image level, no re-rank, no filter nor exclusion (no candidate query), at most
+    INLINE_MAX_HITS hits, a FAISS index that no change holds or waits for, over the SQLite store
+    (docs/extending.md)."""
     return (
         level == "image"
         and rerank == "none"

@@ -148,7 +148,7 @@ class ExactVectors:
             return ids, np.asarray(self._base[at], np.float32)
         at = np.minimum(np.searchsorted(self._base_ids, ids), max(0, len(self._base_ids) - 1))
         in_base = (self._base_ids[at] == ids) if len(self._base_ids) else np.zeros(len(ids), bool)
-        if not self._removed and not self._added and in_base.all():  # a search's hits, usually: one gather
+        if unchanged and in_base.all():  # a search's hits, usually: one gather
             return ids, np.asarray(self._base[at], np.float32)
         if self._removed:
             in_base &= ~np.isin(ids, np.fromiter(self._removed, np.int64, len(self._removed)))
