@@ -21,6 +21,7 @@ NEIGHBOURS = 16  # neighbours looked at per image when listing every set (`medse
 # (bench/fold_margin.py, BENCHMARKS.md).
 FOLD_MARGIN_SHARE = 1.0
 FOLD_MARGIN_MIN = 8
+GRAM_HALVES_MAX = 32  # rows up to which `_gram` multiplies two halves (faster than numpy's syrk there)
 
 
 def fold_margin(k: int) -> int:
@@ -65,11 +66,11 @@ def fold(
     n = len(vectors)
     if int(have.sum()) < 2:
         return list(range(n)), [0] * n
-    gram = vectors @ vectors.T
+    gram = _gram(vectors)
     close = gram >= threshold
     if not have.all():
         close &= have[:, None] & have[None, :]
-    np.fill_diagonal(close, False)  # (the product is symmetric: any pair shows on both sides)
+    np.fill_diagonal(close, False)  # (a pair shows on one side at least; the loop below reads the lower one)
     if not close.any():  # no two hits are copies (most pages): nothing to fold
         return list(range(n)), [0] * n
     kept: list[int] = []
@@ -89,6 +90,17 @@ def fold(
         kept.append(position)
         copies.append(0)
     return kept, copies
+
+
+def _gram(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Every pairwise dot product of the rows. numpy hands `a @ a.T` to BLAS's syrk, which took 26 us for a page's
+    21 x 1152 rows where two gemm products of the row halves take 13 (2x up to 32 rows, slower from ~44: measured,
+    BENCHMARKS.md issue 22, "Round 5"). The loop in `fold` reads a row's cosines with earlier rows from one half,
+    so a last-bit difference between the halves' two values of a pair changes nothing."""
+    half = len(vectors) // 2
+    if not 2 <= len(vectors) <= GRAM_HALVES_MAX:
+        return np.asarray(vectors @ vectors.T, np.float32)
+    return np.concatenate((vectors[:half] @ vectors.T, vectors[half:] @ vectors.T))
 
 
 def distinct_from_query(

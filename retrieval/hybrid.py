@@ -60,10 +60,11 @@ def hybrid_search(
         for image_id in images.get(study, []):
             if admitted is None or image_id in admitted:
                 report_rank.setdefault(image_id, rank)
-    if exclude_same_study and query.study_uid:
+    own_study = query.identity()[1] if exclude_same_study else None
+    if own_study:
         unseen = [i for i in report_rank if i not in embedding_rank]  # the embedding search excluded its own
         rows = collection.catalog.hit_rows(unseen) if unseen else {}  # one read, not one per image
-        same = {i for i in unseen if i not in rows or rows[i].study_instance_uid == query.study_uid}
+        same = {i for i in unseen if i not in rows or rows[i].study_instance_uid == own_study}
         report_rank = {i: r for i, r in report_rank.items() if i not in same}
     chosen = fuse(embedding_rank, report_rank)[:k]
     hits = _hits(collection, query, chosen, {h.image.id: h for h in by_vector}, embedding_rank, report_rank)

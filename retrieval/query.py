@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from retrieval.index.base import Found
 from retrieval.prepare import PreparedImage, prepare_bytes
 from retrieval.privacy import hash_patient_id
 from retrieval.reports.snippets import Snippet, make_snippet
-from retrieval.store.models import Image
+from retrieval.store.models import Image, is_image_id
 from retrieval.store.repo import Filters
 from retrieval.store.report_search import Either, Node, parse
 from retrieval.store.reports import StoredReport
@@ -149,6 +149,17 @@ class QueryVector:
     # a case query's slice vectors (rows), for the maxsim re-ranking (retrieval/query_levels.py); None: the vector
     slices: npt.NDArray[np.float32] | None = None
     region: Region | None = None  # an ROI query's x,y,w,h in the source image's pixels
+    # a search by id: reads (patient hash, study UID) from the store when `identity` is first asked (exclusions)
+    identify: Callable[[], tuple[str | None, str | None]] | None = field(default=None, repr=False, compare=False)
+
+    def identity(self) -> tuple[str | None, str | None]:
+        """(patient hash, Study Instance UID) of the query, what the same-patient and same-study exclusions compare.
+        A search by id reads them from the store only here: most searches exclude neither, and the statement was
+        ~20 us of a ~0.7 ms search (BENCHMARKS.md issue 22, "Round 5")."""
+        if self.identify is not None:
+            self.patient_hash, self.study_uid = self.identify()
+            self.identify = None
+        return self.patient_hash, self.study_uid
 
 
 def rows_and_vectors(
@@ -270,21 +281,29 @@ def cached_text(collection: Collection, text: str) -> QueryVector | None:
 
 
 def embed_id(collection: Collection, image_id: int) -> QueryVector:
-    """Use an indexed image's vector as the query (no model needed): its row's patient and study from the store,
-    its vector from the index's float vectors (the stored vector itself, read from the database only when the
-    index does not hold it)."""
-    meta = collection.catalog.query_meta(image_id)
-    if meta is None:
+    """Use an indexed image's vector as the query (no model needed): its vector from the index's float vectors
+    (the stored vector itself, with its row's patient and study, read from the database only when the index does
+    not hold it); an id neither holds is not found. The patient and study of an id the index holds are read when
+    an exclusion asks for them (`QueryVector.identity`)."""
+    if not is_image_id(image_id):
         raise NotFoundError(f"no indexed image with id {image_id}")
     with collection.leased_index() as index:
         vector = index.vectors(np.asarray([image_id], np.int64)).get(image_id) if index is not None else None
-    if vector is None:
-        row = collection.catalog.query_row(image_id)
-        if row is None:
-            raise NotFoundError(f"no indexed image with id {image_id}")
-        vector = row[0]
-    patient, study = meta
-    return QueryVector(np.array(vector, np.float32), "id", patient_hash=patient, study_uid=study, image_id=image_id)
+    if vector is not None:
+        return QueryVector(
+            np.array(vector, np.float32), "id", image_id=image_id, identify=lambda: _identity(collection, image_id)
+        )
+    row = collection.catalog.query_row(image_id)
+    if row is None:
+        raise NotFoundError(f"no indexed image with id {image_id}")
+    stored, patient, study = row
+    return QueryVector(np.array(stored, np.float32), "id", patient_hash=patient, study_uid=study, image_id=image_id)
+
+
+def _identity(collection: Collection, image_id: int) -> tuple[str | None, str | None]:
+    """(patient hash, Study Instance UID) of an indexed image; (None, None) when its row was removed meanwhile
+    (nothing left to exclude by)."""
+    return collection.catalog.query_meta(image_id) or (None, None)
 
 
 def combine(image: QueryVector, text: QueryVector, text_weight: float) -> QueryVector:
@@ -350,10 +369,7 @@ def search_page(
     if not 1 <= k <= MAX_K:
         raise BadQueryError(f"k must be between 1 and {MAX_K}")
     filters = filters or Filters()
-    if exclude_same_patient and query.patient_hash:
-        filters.exclude_patient_hash = query.patient_hash
-    if exclude_same_study and query.study_uid:
-        filters.exclude_study_uid = query.study_uid
+    exclude(filters, query, exclude_same_patient, exclude_same_study)
     check_filters(collection, filters)
     with collection.leased_index() as index:  # one index for every pass, even if a newer one is swapped in
         if index is None or index.ntotal == 0:
@@ -386,6 +402,17 @@ def search_page(
     if with_reports:
         add_reports(collection, hits, report_query(filters.report), any_stored=page.any_reports)
     return hits, available
+
+
+def exclude(filters: Filters, query: QueryVector, same_patient: bool, same_study: bool) -> None:
+    """Add the query's own patient and/or study to the filters' exclusions (its identity read only when asked)."""
+    if not (same_patient or same_study):
+        return
+    patient, study = query.identity()
+    if same_patient and patient:
+        filters.exclude_patient_hash = patient
+    if same_study and study:
+        filters.exclude_study_uid = study
 
 
 def report_query(report_filter: str | None, also: Node | None = None) -> Node | None:

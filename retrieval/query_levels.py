@@ -15,6 +15,7 @@ from retrieval.query import (
     Hit,
     QueryVector,
     add_reports,
+    exclude,
     report_query,
     rows_and_vectors,
     search_page,
@@ -63,10 +64,7 @@ def search_level_page(
     if not 1 <= k <= MAX_K:
         raise BadQueryError(f"k must be between 1 and {MAX_K}")
     filters = filters or Filters()
-    if exclude_same_patient and query.patient_hash:
-        filters.exclude_patient_hash = query.patient_hash
-    if exclude_same_study and query.study_uid:
-        filters.exclude_study_uid = query.study_uid
+    exclude(filters, query, exclude_same_patient, exclude_same_study)
     check_filters(collection, filters)
     return _search_cases(collection, query, level, rerank, k, filters, with_reports)
 

@@ -55,6 +55,22 @@ def test_a_search_reads_the_store_without_the_orm(
 
 
 @pytest.mark.backends("sqlite-faiss", "postgres-faiss")
+def test_a_searchs_rows_are_the_rows_asked_for_in_every_form(collection: Collection, sample_dir: Path) -> None:
+    """A search's hits (distinct valid ids) take SQLite's short way; repeated, impossible or no ids the general one:
+    the same rows either way, and the flags of a collection with no findings and no reports."""
+    run_index(collection, [sample_dir], IndexOptions(workers=0))
+    ids = collection.catalog.all_ids().tolist()
+    through_orm = collection.catalog.images(ids)
+    for asked in (ids, ids[::-1], ids[:1], ids[3:] + ids[:3], ids + ids[:2], [*ids[:3], 2**63, 0, -5], [10**9], []):
+        rows, any_findings, any_reports = collection.catalog.search_rows(asked)
+        assert sorted(rows) == sorted({i for i in asked if i in through_orm}), asked
+        for image_id, row in rows.items():
+            want = through_orm[image_id]
+            assert {f: getattr(row, f) for f in IMAGE_FIELDS} == {f: getattr(want, f) for f in IMAGE_FIELDS}
+        assert (any_findings, any_reports) == (False, False)
+
+
+@pytest.mark.backends("sqlite-faiss", "postgres-faiss")
 def test_folding_copies_needs_one_search(
     collection: Collection, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

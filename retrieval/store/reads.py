@@ -54,6 +54,7 @@ class QueryReads:
         self._local = threading.local()  # SQLite: this thread's own connection, with the pid that opened it
         self._held: list[Any] = []  # every thread's connection, closed with the engine's pool
         self._held_lock = threading.Lock()
+        self._hit_sql: dict[int, str] = {}  # SQLite: `hit_rows`'s statement by number of ids
         if not self._postgres:
             event.listen(engine, "engine_disposed", self._close_held)
 
@@ -171,11 +172,26 @@ class QueryReads:
         """`images` (read-only ones: `_as_read_only_images`), and in the same statement whether the collection
         holds any findings (tag scores or probe probabilities) and any stored report: a search reads those for its
         hits only when there are some. Read with the rows, never cached, so a write by any process is seen at the
-        next search."""
-        rows = self._image_rows(ids, f", {_ANY_FINDINGS}, {_ANY_REPORTS}")
+        next search.
+
+        A search's hits (distinct ids from the index) on SQLite take a shorter way to the same statement: its text
+        kept per number of ids and this thread's connection used directly (the general way's id list checks,
+        statement building and context manager cost ~15 us of a ~100 us read)."""
+        wanted = ids if isinstance(ids, list) else list(ids)
+        width = len(IMAGE_FIELDS)
+        if self._postgres or not wanted or len(set(wanted)) != len(wanted) or not _all_image_ids(wanted):
+            rows = self._image_rows(ids, f", {_ANY_FINDINGS}, {_ANY_REPORTS}")
+        else:
+            sql = self._hit_sql.get(len(wanted))
+            if sql is None:
+                sql = self._hit_sql.setdefault(len(wanted), _hit_statement(len(wanted)))
+            cursor = self._own_connection().cursor()
+            try:
+                rows = cursor.execute(sql, wanted).fetchall()
+            finally:
+                cursor.close()  # resets the statement: its read transaction ends here
         if not rows:
             return {}, False, False
-        width = len(IMAGE_FIELDS)
         return self._as_read_only_images(rows), bool(rows[0][width]), bool(rows[0][width + 1])
 
     def _image_rows(self, ids: Sequence[int], extra_columns: str) -> list[Any]:
@@ -207,12 +223,16 @@ class QueryReads:
         building them (2.3 us of ~4 us a row). Setting an attribute on one raises (no state to record it in)."""
         found: dict[int, Image] = {}
         new, fields, image_class = Image.__new__, IMAGE_FIELDS, Image
+        to_date, to_datetime = date.fromisoformat, datetime.fromisoformat
         for row in rows:
             image = new(image_class)
             values = image.__dict__
             values.update(zip(fields, row, strict=False))
-            values["study_date"] = _as_date(values["study_date"])  # SQLite: ISO text (PostgreSQL hands back dates)
-            values["indexed_at"] = _as_datetime(values["indexed_at"])
+            # SQLite hands both back as ISO text, PostgreSQL as dates (`_as_date`, `_as_datetime`, inlined)
+            if type(day := values["study_date"]) is str:
+                values["study_date"] = to_date(day)
+            if type(stamp := values["indexed_at"]) is str:
+                values["indexed_at"] = to_datetime(stamp)
             found[values["id"]] = image
         return found
 
@@ -250,6 +270,17 @@ class QueryReads:
         with self._cursor() as cursor:
             cursor.execute(self._sql(sql + " ORDER BY c.id"), params)
             return np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64)
+
+
+def _hit_statement(count: int) -> str:
+    """SQLite: the hits' rows and the two flags of `hit_rows`, for `count` ids."""
+    places = ",".join("?" * count)
+    return f"SELECT {_IMAGE_SELECT}, {_ANY_FINDINGS}, {_ANY_REPORTS} FROM images i WHERE i.id IN ({places})"
+
+
+def _all_image_ids(ids: Sequence[int]) -> bool:
+    """Whether every id could be an image's (`is_image_id`), checked on the smallest and the largest."""
+    return is_image_id(min(ids)) and is_image_id(max(ids))
 
 
 def _as_date(value: Any) -> date | None:
