@@ -30,6 +30,11 @@ from tests.conftest import make_settings, testdata_file
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "RG1_UNCI.dcm", "US1_UNCR.dcm", "SC_rgb.dcm", "JPEG-LL.dcm"]
 
+# These tests are about what gets indexed, not the decode pool: they decode in the indexing process (starting the
+# pool's processes costs ~3 s a run on 2 cores). The pool's own tests: corrupt files and a killed worker here, and
+# tests/test_stages.py.
+IN_PROCESS = IndexOptions(workers=0)
+
 
 def _copy(names: list[str], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,15 +51,15 @@ def _keys(collection: Collection) -> dict[str, bytes]:
 
 def test_rerun_adds_nothing_and_skips_unopened(collection: Collection, tmp_path: Path) -> None:
     folder = _copy(FILES, tmp_path / "in")
-    first = run_index(collection, [folder])
+    first = run_index(collection, [folder], IN_PROCESS)
     assert first.indexed == len(FILES) and first.failed == 0
     before = _keys(collection)
-    second = run_index(collection, [folder])
+    second = run_index(collection, [folder], IN_PROCESS)
     assert (second.indexed, second.skipped, second.duplicates) == (0, len(FILES), 0)
     assert _keys(collection) == before
     # a copy of a file under another name is the same instance: nothing new either
     shutil.copy(folder / "CT_small.dcm", folder / "CT_copy.dcm")
-    third = run_index(collection, [folder])
+    third = run_index(collection, [folder], IN_PROCESS)
     assert (third.indexed, third.duplicates, third.skipped) == (0, 1, len(FILES))
 
 
@@ -74,7 +79,7 @@ def test_zip_and_tar_archives_read_in_place_and_unsafe_members_refused(collectio
         link = tarfile.TarInfo("series/link.dcm")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tf.addfile(link)
-    summary = run_index(collection, [zpath, tpath])
+    summary = run_index(collection, [zpath, tpath], IN_PROCESS)
     assert summary.indexed == 2
     with collection.catalog.sessions() as session:
         uris = set(session.scalars(select(Image.source_uri)))
@@ -86,7 +91,7 @@ def test_zip_and_tar_archives_read_in_place_and_unsafe_members_refused(collectio
         f"{tpath.resolve()}!/../../etc/evil.dcm": "unsafe_path",
         f"{tpath.resolve()}!/series/link.dcm": "unsupported_entry",
     }
-    assert run_index(collection, [zpath, tpath]).indexed == 0
+    assert run_index(collection, [zpath, tpath], IN_PROCESS).indexed == 0
 
 
 def test_corrupt_files_are_recorded_and_the_rest_indexed(collection: Collection, tmp_path: Path) -> None:
@@ -112,11 +117,11 @@ def test_labels_csv_and_jsonl_are_stored_and_returned(collection: Collection, tm
     mr_uid = pydicom.dcmread(folder / "MR_small.dcm", stop_before_pixels=True).SOPInstanceUID
     jsonl = tmp_path / "labels.jsonl"
     jsonl.write_text(f'{{"sop_instance_uid": "{mr_uid}", "label": "mr", "report": "T1 brain"}}\n')
-    run_index(collection, [folder], IndexOptions(labels=load_labels(csv_path)))
+    run_index(collection, [folder], IndexOptions(labels=load_labels(csv_path), workers=0))
     hits = engine.search(collection, engine.embed_image(collection, (folder / "CT_small.dcm").read_bytes()), k=3)
     assert hits[0].as_dict()["label"] == "ct-head" and hits[0].as_dict()["report"] == "axial slice"
     # labels given on a re-run reach images indexed earlier
-    run_index(collection, [folder], IndexOptions(labels=load_labels(jsonl)))
+    run_index(collection, [folder], IndexOptions(labels=load_labels(jsonl), workers=0))
     with collection.catalog.sessions() as session:
         labels = dict(session.execute(select(Image.sop_instance_uid, Image.label)).all())
     assert labels[mr_uid] == "mr"
@@ -125,25 +130,25 @@ def test_labels_csv_and_jsonl_are_stored_and_returned(collection: Collection, tm
 
 def test_all_frames_policy_gives_one_row_per_frame(collection: Collection, tmp_path: Path) -> None:
     folder = _copy(["emri_small.dcm"], tmp_path / "in")
-    assert run_index(collection, [folder]).indexed == 1
-    summary = run_index(collection, [folder / "emri_small.dcm"], IndexOptions(frames="all"))
+    assert run_index(collection, [folder], IN_PROCESS).indexed == 1
+    summary = run_index(collection, [folder / "emri_small.dcm"], IndexOptions(frames="all", workers=0))
     assert summary.skipped == 1  # the file was processed already; remove it to re-index with every frame
     collection.catalog.remove(collection.catalog.find_ids(source_prefix=str(folder.resolve())))
-    summary = run_index(collection, [folder], IndexOptions(frames="all"))
+    summary = run_index(collection, [folder], IndexOptions(frames="all", workers=0))
     with collection.catalog.sessions() as session:
         frames = sorted(session.scalars(select(Image.frame)))
     assert summary.indexed == 10 and frames == list(range(1, 11))
 
 
 def test_model_mismatch_is_a_clear_error(collection: Collection, tmp_path: Path) -> None:
-    run_index(collection, [_copy(FILES[:2], tmp_path / "in")])
+    run_index(collection, [_copy(FILES[:2], tmp_path / "in")], IN_PROCESS)
     other_model = build_standin_model(tmp_path / "other-model", seed=1)
     other = Collection(make_settings(collection.settings.data_dir, other_model))
     with pytest.raises(ModelMismatchError, match="MEDSEARCH_MODEL") as info:
         engine.embed_text(other, "chest")
     assert str(collection.settings.model) in str(info.value)
     with pytest.raises(ModelMismatchError):
-        run_index(other, [tmp_path / "in"])
+        run_index(other, [tmp_path / "in"], IN_PROCESS)
 
 
 @pytest.mark.slow  # a stand-in at MedSigLIP's real width 1152
@@ -162,7 +167,7 @@ def test_real_width_1152_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.backends("sqlite-faiss", "postgres-faiss")  # the FAISS file itself is damaged here
 def test_index_reconciles_with_the_store(collection: Collection, tmp_path: Path, tiny_model: Path) -> None:
-    run_index(collection, [_copy(FILES, tmp_path / "in")])
+    run_index(collection, [_copy(FILES, tmp_path / "in")], IN_PROCESS)
     index_file = collection.settings.index_path
     ids = collection.catalog.all_ids()
     # 1) index file lost -> rebuilt from stored vectors
@@ -196,7 +201,7 @@ def test_one_writer_at_a_time(collection: Collection, tmp_path: Path) -> None:
 
 def test_exclude_same_patient_for_an_uploaded_dicom(collection: Collection, tmp_path: Path) -> None:
     folder = _copy(["RG1_UNCI.dcm", "RG1_J2KI.dcm", "CT_small.dcm", "MR_small.dcm"], tmp_path / "in")
-    run_index(collection, [folder])
+    run_index(collection, [folder], IN_PROCESS)
     query = engine.embed_image(collection, (folder / "RG1_UNCI.dcm").read_bytes())
     assert query.patient_hash and len(query.patient_hash) == 64
     everything = engine.search(collection, query, k=10)

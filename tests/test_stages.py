@@ -114,6 +114,7 @@ def test_write_stage_runs_alone_on_a_prepared_batch(collection: Collection) -> N
         again.write(batch, vectors[:2])
 
 
+@pytest.mark.slow  # starts the decode pool's worker twice (~8 s on 2 cores): in `make test`, not the fast tier
 def test_a_pool_that_breaks_while_starting_a_worker_retries_its_files(tiny_model: Path) -> None:
     """A worker killed while `submit` spawns another: CPython raises OSError ("handle is closed") from `submit`
     itself (seen once in the whole suite). The files in flight and that one are retried, none is lost."""
