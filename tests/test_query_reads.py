@@ -15,7 +15,7 @@ from indexer.pipeline import IndexOptions, run_index
 from retrieval import query as engine
 from retrieval.collection import Collection
 from retrieval.store.models import Image
-from retrieval.store.reads import IMAGE_FIELDS
+from retrieval.store.reads import HIT_SQL_KEPT, IMAGE_FIELDS
 from retrieval.store.repo import Filters
 from tests.conftest import SAMPLES
 from tests.test_duplicates import RADIOGRAPH, store_copies
@@ -68,6 +68,10 @@ def test_a_searchs_rows_are_the_rows_asked_for_in_every_form(collection: Collect
             want = through_orm[image_id]
             assert {f: getattr(row, f) for f in IMAGE_FIELDS} == {f: getattr(want, f) for f in IMAGE_FIELDS}
         assert (any_findings, any_reports) == (False, False)
+    many = ids + list(range(max(ids) + 1, max(ids) + 1 + HIT_SQL_KEPT))  # more ids than a kept statement text has
+    assert sorted(collection.catalog.search_rows(many)[0]) == sorted(ids)
+    if collection.catalog.reads.dialect == "sqlite":  # texts kept for pages of hits, not for every size asked
+        assert len(ids) in collection.catalog.reads._hit_sql and len(many) not in collection.catalog.reads._hit_sql
 
 
 @pytest.mark.backends("sqlite-faiss", "postgres-faiss")

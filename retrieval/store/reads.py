@@ -35,6 +35,7 @@ _IMAGE_SELECT = ", ".join(f'i."{name}"' for name in IMAGE_FIELDS)
 # tag's threshold.
 TAG_RULE = "FROM tag_scores ts JOIN tags t ON t.name = ts.tag WHERE ts.score >= t.threshold"
 READ_MMAP_BYTES = 1 << 40
+HIT_SQL_KEPT = 1024  # `hit_rows` keeps its statement's text for up to this many ids (a page of hits: k + margin)
 # Evaluated once per statement (uncorrelated): one index probe each, whatever the rows
 _ANY_FINDINGS = "(SELECT EXISTS (SELECT 1 FROM tag_scores) OR EXISTS (SELECT 1 FROM probe_scores))"
 _ANY_REPORTS = "(SELECT EXISTS (SELECT 1 FROM reports))"
@@ -175,16 +176,16 @@ class QueryReads:
         next search.
 
         A search's hits (distinct ids from the index) on SQLite take a shorter way to the same statement: its text
-        kept per number of ids and this thread's connection used directly (the general way's id list checks,
-        statement building and context manager cost ~15 us of a ~100 us read)."""
+        kept per number of ids (up to HIT_SQL_KEPT of them) and this thread's connection used directly; with the
+        dates converted inline, 10 rows take 73 us instead of 102 (BENCHMARKS.md issue 22, "Round 5")."""
         wanted = ids if isinstance(ids, list) else list(ids)
         width = len(IMAGE_FIELDS)
         if self._postgres or not wanted or len(set(wanted)) != len(wanted) or not _all_image_ids(wanted):
             rows = self._image_rows(ids, f", {_ANY_FINDINGS}, {_ANY_REPORTS}")
         else:
-            sql = self._hit_sql.get(len(wanted))
-            if sql is None:
-                sql = self._hit_sql.setdefault(len(wanted), _hit_statement(len(wanted)))
+            sql = self._hit_sql.get(len(wanted)) or _hit_statement(len(wanted))
+            if len(wanted) <= HIT_SQL_KEPT:
+                self._hit_sql.setdefault(len(wanted), sql)
             cursor = self._own_connection().cursor()
             try:
                 rows = cursor.execute(sql, wanted).fetchall()
