@@ -121,9 +121,17 @@ function onDown(d, event) {
   event.stopPropagation();
   clear(d);
   if (d.armButton) d.host.classList.add("roi-armed"); // armed until the search or Escape
+  claim(d);
   d.sizeNow = size;
   d.start = toImage(d.img, event.clientX, event.clientY, size);
   d.img.setPointerCapture?.(event.pointerId);
+}
+
+// The picture a box is drawn (or a button armed) on, remembered when that starts: its own load event may come
+// later (the image is complete before the event is handled), and must not take the box for another picture's.
+function claim(d) {
+  const now = d.identity ? d.identity() : null;
+  if (now !== null) d.seen = now;
 }
 
 function onMove(d, event) {
@@ -161,7 +169,8 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
   host.append(box);
   host.after(bar);
   img.draggable = false;
-  const d = { img, host, box, bar, label, go, size, armButton, start: null, region: null, sizeNow: null, seen: null };
+  const d = { img, host, box, bar, label, go, size, armButton, identity };
+  Object.assign(d, { start: null, region: null, sizeNow: null, seen: null });
   drawers.push(d);
   img.addEventListener("pointerdown", (event) => onDown(d, event));
   img.addEventListener("pointermove", (event) => onMove(d, event));
@@ -186,6 +195,7 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
     armButton.addEventListener("click", () => {
       const on = !host.classList.contains("roi-armed");
       clear(d);
+      if (on) claim(d);
       host.classList.toggle("roi-armed", on);
       armButton.setAttribute("aria-pressed", String(on));
     });
