@@ -97,9 +97,9 @@ def _gram(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     21 x 1152 rows where two gemm products of the row halves take 13 (2x up to 32 rows, slower from ~44: measured,
     BENCHMARKS.md issue 22, "Round 5"). The loop in `fold` reads a row's cosines with earlier rows from one half,
     so a last-bit difference between the halves' two values of a pair changes nothing."""
-    half = len(vectors) // 2
     if not 2 <= len(vectors) <= GRAM_HALVES_MAX:
         return np.asarray(vectors @ vectors.T, np.float32)
+    half = len(vectors) // 2
     return np.concatenate((vectors[:half] @ vectors.T, vectors[half:] @ vectors.T))
 
 

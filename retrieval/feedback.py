@@ -121,7 +121,7 @@ def feedback_query(
         kind="feedback",
         patient_hash=base.patient_hash if base is not None else None,
         study_uid=base.study_uid if base is not None else None,
-        identify=base.identity if base is not None and base.identify is not None else None,
+        identify=None if base is None else base.identity,  # a search by id's base reads its identity lazily
         text_vector=text_vector,
         exclude_ids=exclude,
     )

@@ -130,8 +130,13 @@ function onDown(d, event) {
 // The picture a box is drawn (or a button armed) on, remembered when that starts: its own load event may come
 // later (the image is complete before the event is handled), and must not take the box for another picture's.
 function claim(d) {
-  const now = d.identity ? d.identity() : null;
+  const now = shownPicture(d);
   if (now !== null) d.seen = now;
+}
+
+// The identity of the picture the drawer's image shows now (null: the caller gave no `identity`).
+function shownPicture(d) {
+  return d.identity ? d.identity() : null;
 }
 
 function onMove(d, event) {
@@ -169,8 +174,10 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
   host.append(box);
   host.after(bar);
   img.draggable = false;
-  const d = { img, host, box, bar, label, go, size, armButton, identity };
-  Object.assign(d, { start: null, region: null, sizeNow: null, seen: null });
+  const d = {
+    img, host, box, bar, label, go, size, armButton, identity,
+    start: null, region: null, sizeNow: null, seen: null,
+  };
   drawers.push(d);
   img.addEventListener("pointerdown", (event) => onDown(d, event));
   img.addEventListener("pointermove", (event) => onMove(d, event));
@@ -178,7 +185,7 @@ export function attachRoi(img, { name, size, onSearch, armButton = null, mapping
   img.addEventListener("load", () => {
     // another picture: the box (and an armed "Search a region") belonged to the last one; the same image
     // re-rendered (the viewer's window/level or invert) keeps them, even while the box is being drawn
-    const now = identity ? identity() : null;
+    const now = shownPicture(d);
     if (now !== null && now === d.seen) draw(d);
     else clear(d);
     d.seen = now;
