@@ -16,6 +16,7 @@ from retrieval.query import (
     QueryVector,
     add_reports,
     exclude,
+    probe_of,
     report_query,
     rows_and_vectors,
     search_page,
@@ -92,7 +93,7 @@ def _search_cases(
     own = query.exclude_ids | ({query.image_id} if query.image_id is not None else set())
     skip = cases.ids_of_images(level, own) if own else set()
     depth = max(k, RERANK_DEPTH) if rerank == "maxsim" else k
-    scores, ids = index.search(query.vector, min(depth + len(skip), available), candidates)
+    scores, ids = index.search(query.vector, min(depth + len(skip), available), candidates, probe_of(query))
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0 and int(i) not in skip]
     rows = cases.rows([i for i, _ in ranked])
     ranked = [(i, s) for i, s in ranked if i in rows][:depth]  # a case removed meanwhile is left out

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="With index_type=auto: exact below this many vectors, ivf-sq8 above."
     )
     index_nlist: int | None = Field(default=None, ge=1, description="IVF lists (default about sqrt(n)).")
-    index_nprobe: int | None = Field(default=None, ge=1, description="IVF lists visited per query.")
+    index_nprobe: int | None = Field(default=None, ge=1, description="IVF lists visited per query (text: 1.5x).")
     index_hnsw_m: int = Field(default=32, ge=4, le=256, description="HNSW links per node.")
     index_ef_construction: int = Field(default=80, ge=8, description="HNSW build-time beam width.")
     index_ef_search: int | None = Field(default=None, ge=1, description="HNSW query-time beam width.")

@@ -157,6 +157,28 @@ def test_every_query_kind_at_every_level(built: Collection, tiny_model: Path) ->
                 assert some not in {h.image.id for h in hits}
 
 
+def test_a_text_query_asks_the_case_indexes_for_more_lists(built: Collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At series and study level too a text query visits TEXT_PROBE times the lists an image query does."""
+    asked: list[float] = []
+    indexes = built.case_indexes
+    assert indexes is not None
+    for level in ("series", "study"):
+        index = indexes[level].index
+        real = index.search
+
+        def spy(query: Any, k: int, candidates: Any = None, probe: float = 1.0, _real: Any = real) -> Any:
+            asked.append(probe)
+            return _real(query, k, candidates, probe)
+
+        monkeypatch.setattr(index, "search", spy)
+    text = engine.embed_text(built, "a sphere")
+    pivot = engine.embed_id(built, int(built.catalog.all_ids()[0]))
+    for level in ("series", "study"):
+        assert search_level_page(built, text, level=level, k=3)[0]
+        assert search_level_page(built, pivot, level=level, k=3)[0]
+    assert asked == [engine.TEXT_PROBE, 1.0, engine.TEXT_PROBE, 1.0] and engine.TEXT_PROBE > 1
+
+
 def test_filters_admit_a_case_when_any_of_its_images_matches(built: Collection) -> None:
     query = engine.embed_text(built, "brain")
     hits, total = search_level_page(built, query, level="study", k=20, filters=Filters(modality=["MR"]))

@@ -75,8 +75,11 @@ class VectorIndex(Protocol):
     def remove(self, ids: IdArray) -> int: ...
 
     def search(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
-    ) -> tuple[npt.NDArray[np.float32], IdArray]: ...
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, probe: float = 1.0
+    ) -> tuple[npt.NDArray[np.float32], IdArray]:
+        """Top-k by inner product per query row (restricted to `candidates` when given); `probe`: how many times
+        the lists or graph beam of its own setting an approximate back end visits (a text query asks for more)."""
+        ...
 
     def search_vectors(
         self,
@@ -85,6 +88,7 @@ class VectorIndex(Protocol):
         candidates: IdArray | None = None,
         with_vectors: bool = True,
         exact_top: int | None = None,
+        probe: float = 1.0,
     ) -> Found:
         """`search` for one query vector, its hits' float vectors alongside (those it re-scored with, when it
         re-scores): one pass for what folding near-duplicates needs. `exact_top`: how many of the k the caller

@@ -166,9 +166,10 @@ class FaissIndex:
 
     # -- search ---------------------------------------------------------------------------------
     def search(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, probe: float = 1.0
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
-        """Top-k by inner product per query row, optionally restricted to candidate ids (exact when few)."""
+        """Top-k by inner product per query row, optionally restricted to candidate ids (exact when few); `probe`
+        times the lists (or graph beam) an approximate search visits."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
         use_search_threads(self.options.search_threads)  # per thread: OpenMP does not share it across threads
         self.threads_used = int(faiss.omp_get_max_threads())
@@ -180,12 +181,12 @@ class FaissIndex:
             if self.ntotal == 0 or available == 0:
                 return empty_result(len(q))
             if candidates is None:
-                return self._approximate(q, k, self._tombstone_mask(), None)
+                return self._approximate(q, k, self._tombstone_mask(), None, probe)
             cand = np.ascontiguousarray(candidates, dtype=np.int64)
             if self.params.type == "hnsw":  # a filtered graph walk can miss: exact up to the limit, then widened
                 if len(cand) <= self.options.exact_filter_max:
                     return self._exact_reconstructed(q, k, cand)
-                return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
+                return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand, probe)
             if not self.params.lossless and self._exact is not None and len(cand) <= LOSSY_EXACT_MAX:
                 return self._exact_stored(q, k, cand)
             if self._exact is None and not self.params.lossless:
@@ -228,10 +229,12 @@ class FaissIndex:
             return self._all_lists(q, k, cand)
         return self._approximate(q, k, faiss.IDSelectorBatch(cand), cand)
 
-    def _approximate(self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None) -> Scored:
+    def _approximate(
+        self, q: npt.NDArray[np.float32], k: int, selector: Any, cand: IdArray | None, probe: float = 1.0
+    ) -> Scored:
         """The index's own search, widened until it yields k hits, then exact as the last resort."""
         rerank = self._reranks(cand)
-        scores, ids, enough = self._proposals(q, k, selector, cand, rerank)
+        scores, ids, enough = self._proposals(q, k, selector, cand, rerank, probe=probe)
         if not enough and cand is not None:
             return self._exact_reconstructed(q, k, cand) if self.params.lossless else self._exact_stored(q, k, cand)
         if rerank:
@@ -250,9 +253,11 @@ class FaissIndex:
         cand: IdArray | None,
         rerank: bool,
         exact_top: int | None = None,
+        probe: float = 1.0,
     ) -> tuple[npt.NDArray[np.float32], IdArray, bool]:
-        """The index's own best (k, or REFINE_FACTOR x k to re-rank: x `exact_top` when given, at least k), widened
-        until every query row has k; and whether they did."""
+        """The index's own best (k, or REFINE_FACTOR x k to re-rank: x `exact_top` when given, at least k), from
+        `probe` times the lists (graph beam) the index visits, widened until every query row has k; and whether
+        they did."""
         if rerank and cand is not None:
             fetch = min(max(4 * k, k + 32), len(cand))  # extra hits to re-rank
         elif rerank:
@@ -261,7 +266,7 @@ class FaissIndex:
             fetch = k
         scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         for widen in WIDEN_STEPS if self.params.type != "flat" else (1,):
-            params = types.search_parameters(self.params, selector, fetch, widen)
+            params = types.search_parameters(self.params, selector, fetch, widen * probe)
             scores, ids = self._index.search(q, fetch, params=params) if params else self._index.search(q, fetch)
             if int((ids >= 0).sum(axis=1).min()) >= k:
                 return scores, ids, True
@@ -274,13 +279,14 @@ class FaissIndex:
         candidates: IdArray | None = None,
         with_vectors: bool = True,
         exact_top: int | None = None,
+        probe: float = 1.0,
     ) -> Found:
         """`search` for one query with the hits' float vectors. Unfiltered on a lossy index (a search by id, a
         text query): the vectors the re-rank scored with are handed on, no second lookup. `exact_top`: the hits
         the caller shows (k less a folding margin): the codes propose REFINE_FACTOR x that many (at least k), the
         refine factor measured for a page of k (the margin's places replace folded copies, which score alike)."""
         if candidates is not None or not with_vectors or self.params.lossless or self._exact is None:
-            scores, ids = self.search(query, k, candidates)
+            scores, ids = self.search(query, k, candidates, probe)
             return found_with_vectors(self, scores[0], ids[0], with_vectors)
         q = np.ascontiguousarray(query.reshape(1, self.width), dtype=np.float32)
         use_search_threads(self.options.search_threads)
@@ -290,7 +296,7 @@ class FaissIndex:
             if self.ntotal == 0:
                 scores, ids = empty_result(1)
                 return found_with_vectors(self, scores[0], ids[0], False)
-            _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True, exact_top)
+            _, proposed, _ = self._proposals(q, k, self._tombstone_mask(), None, True, exact_top, probe)
             row = proposed[0]  # one search's proposals hold each id once (no sort needed: ties rank by id after)
             ids, vectors = self._exact.get(row[row >= 0])
             scores, best, at = top_k_rows(q[0], ids, vectors, k)

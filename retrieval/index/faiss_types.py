@@ -184,14 +184,15 @@ def with_search_overrides(params: IndexParams, options: FaissOptions) -> IndexPa
     return params
 
 
-def search_parameters(params: IndexParams, selector: Any | None, k: int, widen: int = 1) -> Any:
-    """FAISS SearchParameters for one search: the id selector plus the type's beam/probe width."""
+def search_parameters(params: IndexParams, selector: Any | None, k: int, widen: float = 1) -> Any:
+    """FAISS SearchParameters for one search: the id selector plus the type's beam/probe width, `widen` times the
+    index's own (rounded up)."""
     if params.is_ivf:
         sp = faiss.SearchParametersIVF(sel=selector) if selector is not None else faiss.SearchParametersIVF()
-        sp.nprobe = min(params.nlist, params.nprobe * widen)
+        sp.nprobe = min(params.nlist, math.ceil(params.nprobe * widen))
         return sp
     if params.type == "hnsw":
         sp = faiss.SearchParametersHNSW(sel=selector) if selector is not None else faiss.SearchParametersHNSW()
-        sp.efSearch = max(params.ef_search * widen, k)
+        sp.efSearch = max(math.ceil(params.ef_search * widen), k)
         return sp
     return faiss.SearchParameters(sel=selector) if selector is not None else None

@@ -265,9 +265,10 @@ class MilvusIndex:
 
     # -- search ------------------------------------------------------------------------------
     def search(
-        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None
+        self, query: npt.NDArray[np.float32], k: int, candidates: IdArray | None = None, probe: float = 1.0
     ) -> tuple[npt.NDArray[np.float32], IdArray]:
-        """Top-k by inner product per query row, restricted to candidate ids when given (ids -1 pad a short row)."""
+        """Top-k by inner product per query row, restricted to candidate ids when given (ids -1 pad a short row).
+        `probe` is not passed on: Milvus Lite searches exactly (FLAT) and a server's AUTOINDEX sets its own."""
         q = np.ascontiguousarray(query.reshape(-1, self.width), dtype=np.float32)
         with self._lock:  # the size and the search agree: a sync in between would cut a full listing short
             available = self.ntotal if candidates is None else len(candidates)
@@ -296,9 +297,10 @@ class MilvusIndex:
         candidates: IdArray | None = None,
         with_vectors: bool = True,
         exact_top: int | None = None,
+        probe: float = 1.0,
     ) -> Found:
         """`search` for one query, the hits' vectors then looked up (`vectors`; Milvus ranks all k alike)."""
-        scores, ids = self.search(query, k, candidates)
+        scores, ids = self.search(query, k, candidates, probe)
         return found_with_vectors(self, scores[0], ids[0], with_vectors)
 
     def searchable_now(self) -> bool:
