@@ -232,6 +232,7 @@ def test_a_box_on_a_results_detail_image_searches_that_region_of_it(server: str,
     slack = _drag(pg, "#detail-preview", size, a, b)
     shown = [int(v) for v in str(pg.get_attribute("#detail .roi-host", "data-roi")).split(",")]
     assert _close(shown, _expected(a, b), slack), (shown, _expected(a, b), slack)
+    assert pg.get_attribute("#detail-roi", "aria-pressed") == "true"  # still armed: the box waits for its search
     roi = ",".join(map(str, shown))
     seq = pg.get_attribute("#results", "data-seq")
     with pg.expect_request(lambda r: "/similar?" in r.url) as sent:

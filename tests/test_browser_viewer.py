@@ -29,6 +29,21 @@ PIXELS = (
 )
 
 
+# Watches the picture on screen: how often it had no natural size (no pixels) right after its src changed and at
+# each animation frame, and how many times its src changed.
+WATCH_PICTURE = """() => {
+  const i = document.getElementById('detail-preview');
+  const w = { blank: 0, swaps: 0, frames: 0, on: true };
+  const look = () => { if (!i.naturalWidth) w.blank += 1; };
+  const obs = new MutationObserver(() => { w.swaps += 1; look(); });
+  obs.observe(i, { attributes: true, attributeFilter: ['src'] });
+  const tick = () => { if (!w.on) return; w.frames += 1; look(); requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  w.stop = () => { w.on = false; obs.disconnect(); return { blank: w.blank, swaps: w.swaps, frames: w.frames }; };
+  window.__watch = w;
+}"""
+
+
 def stored(name: str, frame: int = 0) -> np.ndarray[Any, Any]:
     """The file's values after the modality LUT (HU for CT), read here with pydicom, not by the code under test."""
     ds = pydicom.dcmread(SAMPLES / name)
@@ -105,6 +120,7 @@ def test_viewer_window_level_invert_zoom_frames_and_keys(server: str, page: Page
     box = pg.locator("#viewer-stage").bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    pg.evaluate(WATCH_PICTURE)
     pg.mouse.move(x, y)
     pg.mouse.down()
     for step in range(1, 13):
@@ -113,6 +129,10 @@ def test_viewer_window_level_invert_zoom_frames_and_keys(server: str, page: Page
     pg.wait_for_function("() => document.getElementById('viewer-stage').dataset.ww === '520'")
     wl = settled(pg, None)
     assert (wl["wc"], wl["ww"]) == ("-40", "520")
+    # meanwhile the picture on screen always had its pixels: each render is decoded before it is swapped in (a
+    # region box and the zoom map by its natural size; a drag begun then used to be ignored)
+    watched = pg.evaluate("() => window.__watch.stop()")
+    assert watched["swaps"] >= 1 and watched["frames"] >= 1 and watched["blank"] == 0, watched
     assert pg.inner_text("#viewer-wl") == "W 520 L -40 HU"
     assert_formula(pg, "CT_small.dcm", wl)
 

@@ -120,7 +120,10 @@ function onDown(d, event) {
   event.preventDefault();
   event.stopPropagation();
   clear(d);
-  if (d.armButton) d.host.classList.add("roi-armed"); // armed until the search or Escape
+  if (d.armButton) {
+    d.host.classList.add("roi-armed"); // armed until the search or Escape, and the button says so
+    d.armButton.setAttribute("aria-pressed", "true");
+  }
   claim(d);
   d.sizeNow = size;
   d.start = toImage(d.img, event.clientX, event.clientY, size);

@@ -66,7 +66,7 @@ async function render() {
   try {
     const response = await api(`v1/images/${id}/view${query ? `?${query}` : ""}`);
     const blob = await response.blob();
-    if (id === view.id) show(response.headers, blob, id);
+    if (id === view.id) await show(response.headers, blob, id);
   } catch (err) {
     if (id === view.id) {
       stage().dataset.state = "error";
@@ -83,7 +83,21 @@ async function render() {
   }
 }
 
-function show(headers, blob, id) {
+// The new picture is decoded off screen first, then swapped in: the one on screen keeps its pixels (and its natural
+// size, which a region box and the zoom map by) until then, instead of being blank while a W/L drag's renders load.
+async function show(headers, blob, id) {
+  const url = URL.createObjectURL(blob);
+  try {
+    const next = new Image();
+    next.src = url;
+    await next.decode(); // now in the page's list of available images: the swap below is immediate
+  } catch {
+    // not decodable here: the picture element reports it as it always did (its error state)
+  }
+  if (id !== view.id) {
+    URL.revokeObjectURL(url); // another image was opened meanwhile
+    return;
+  }
   const h = (name) => headers.get(`X-Medsearch-${name}`);
   const [columns, rows] = (h("Size") || "0x0").split("x").map(Number);
   const centre = h("Window-Centre");
@@ -99,7 +113,7 @@ function show(headers, blob, id) {
   };
   view.frames = Number(h("Frames") || 1);
   if (view.blob) URL.revokeObjectURL(view.blob);
-  view.blob = URL.createObjectURL(blob);
+  view.blob = url;
   const picture = img();
   picture.onload = () => {
     picture.classList.add("loaded");
