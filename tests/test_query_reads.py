@@ -85,9 +85,11 @@ def test_folding_copies_needs_one_search(
     searches: list[tuple[int, int | None]] = []
     real = index.search_vectors
 
-    def counted(query: Any, k: int, candidates: Any = None, with_vectors: bool = True, exact_top: Any = None) -> Any:
+    def counted(
+        query: Any, k: int, candidates: Any = None, with_vectors: bool = True, exact_top: Any = None, probe: float = 1.0
+    ) -> Any:
         searches.append((k, exact_top))
-        return real(query, k, candidates, with_vectors, exact_top)
+        return real(query, k, candidates, with_vectors, exact_top, probe)
 
     monkeypatch.setattr(index, "search_vectors", counted)
     hits = engine.search(collection, engine.embed_image(collection, (SAMPLES / RADIOGRAPH).read_bytes()), k=10)
