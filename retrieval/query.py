@@ -34,7 +34,7 @@ MAX_TEXT_CHARS = 2000
 # A text query visits this many times the IVF lists (HNSW beam) an image query does: its cosines to images are small
 # and close together, so its neighbours spread over more lists (clip-retrieval#76). 1M ivf-sq8, 800 synthetic text
 # queries: recall@10 0.9955 / 0.9940 at nprobe 15 (worst query 0.6) -> 0.9995 / 1.0 at 23 (worst 0.9), for +0.85 ms
-# of FAISS CPU, small beside the text encoder's own time (BENCHMARKS.md issue 22, "Round 6").
+# of FAISS CPU (+1.0 ms a library search), small beside the text encoder's own time (BENCHMARKS.md issue 22, "Round 6").
 TEXT_PROBE = 1.5
 
 
