@@ -282,7 +282,7 @@ def rebuild_index(
         IndexTypeChoice | None, typer.Option("--type", help="Index type (default: MEDSEARCH_INDEX_TYPE, auto).")
     ] = None,
     nlist: Annotated[int | None, typer.Option(min=1, help="IVF: number of lists (default ~sqrt(n)).")] = None,
-    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF: lists visited per query.")] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF: lists visited per query (text: 1.5x).")] = None,
     m: Annotated[int | None, typer.Option("--m", min=4, max=256, help="HNSW: links per node.")] = None,
     ef_construction: Annotated[int | None, typer.Option(min=8, help="HNSW: build beam width.")] = None,
     ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW: query beam width.")] = None,
