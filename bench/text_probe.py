@@ -20,9 +20,7 @@ from typing import Any
 
 import numpy as np
 from machine import cpu_line
-from text_recall import exact_top
-
-K = 10
+from text_recall import K, exact_top, synthetic_queries
 
 
 def main() -> None:
@@ -37,6 +35,7 @@ def main() -> None:
 
     from retrieval import query as engine
     from retrieval.collection import Collection
+    from retrieval.index.faiss_types import search_parameters
     from retrieval.settings import Settings
 
     print(cpu_line(), flush=True)
@@ -47,12 +46,7 @@ def main() -> None:
     assert exact is not None, "needs a quantised index with its float vectors"
     assert not exact._added and not exact._removed, "a saved index (no changes since it was written)"
     ids, vectors = np.asarray(exact._base_ids, np.int64), exact._base
-    rng = np.random.default_rng(args.seed)
-    picked = np.asarray(vectors[np.sort(rng.choice(len(ids), args.queries, replace=False))], np.float32)
-    noise = rng.standard_normal(picked.shape).astype(np.float32)
-    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    raw = args.alpha * picked + np.sqrt(1 - args.alpha**2) * noise
-    queries = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+    queries = synthetic_queries(vectors, args.queries, args.alpha, np.random.default_rng(args.seed))["text"]
     truth, _ = exact_top(queries, ids, vectors)
     product = engine.TEXT_PROBE
     probes = {"before (probe 1)": 1.0, f"after (probe {product:g})": product}
@@ -69,12 +63,12 @@ def main() -> None:
             cpu[name].append(time.thread_time() - start)
             recall[name].append(len(want & {hit.image.id for hit in hits}) / K)
     engine.TEXT_PROBE = product
-    params = index.describe()["params"]
-    print(f"\n{args.queries} text queries (a = {args.alpha}), index {params}, {index.ntotal:,} vectors\n")
+    described = f"index {index.describe()['params']}, {index.ntotal:,} vectors"
+    print(f"\n{args.queries} text queries (a = {args.alpha}), {described}\n")
     print("| text search (library) | lists visited | recall@10 | worst query | CPU ms p50 |")
     print("|---|---:|---:|---:|---:|")
     for name, probe in probes.items():
-        lists = min(params["nlist"], int(np.ceil(params["nprobe"] * probe)))
+        lists = search_parameters(index.params, None, K, probe).nprobe  # the lists the index is asked to visit
         print(
             f"| {name} | {lists} | {np.mean(recall[name]):.4f} | {np.min(recall[name]):.1f} "
             f"| {1000 * np.median(cpu[name]):.3f} |"

@@ -45,6 +45,19 @@ def exact_top(
     return [set(row.tolist()) for row in best_ids], -np.sort(-best_scores, axis=1)
 
 
+def synthetic_queries(
+    vectors: Any, count: int, alpha: float, rng: np.random.Generator
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Unit query vectors from `count` stored vectors picked at random, as modelled above: "text" (cosine ~alpha
+    with its image) and "image" (its image plus small noise), both from the same picks and noise."""
+    picks = np.sort(rng.choice(len(vectors), size=count, replace=False))
+    picked = np.asarray(vectors[picks], np.float32)
+    noise = rng.standard_normal(picked.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    raw = {"text": alpha * picked + np.sqrt(1 - alpha * alpha) * noise, "image": picked + 0.3 * noise}
+    return {kind: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32) for kind, v in raw.items()}
+
+
 def cosine_spread(
     queries: npt.NDArray[np.float32], top: npt.NDArray[np.float32], vectors: Any, sample: npt.NDArray[np.int64]
 ) -> list[float]:
@@ -77,23 +90,16 @@ def main() -> None:
     probes = [int(x) for x in args.nprobe.split(",") if x.strip()] or [saved_nprobe]
     refines = [int(x) for x in args.refine.split(",") if x.strip()]
     rng = np.random.default_rng(args.seed)
-    picks = np.sort(rng.choice(len(ids), size=args.queries, replace=False))
-    width = vectors.shape[1]
-    noise = rng.standard_normal((args.queries, width)).astype(np.float32)
-    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    a = args.alpha
-    picked = np.asarray(vectors[picks], np.float32)
-    kinds = {"text": a * picked + np.sqrt(1 - a * a) * noise, "image": picked + 0.3 * noise}
+    kinds = synthetic_queries(vectors, args.queries, args.alpha, rng)
     out: dict[str, Any] = {
         "cpu": cpu_line(),
         "vectors": len(ids),
         "nlist": int(index.nlist),
         "saved nprobe": saved_nprobe,
-        "alpha": a,
+        "alpha": args.alpha,
     }
     sample = rng.choice(len(ids), size=min(len(ids), 100_000), replace=False)
-    for kind, raw in kinds.items():
-        queries = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+    for kind, queries in kinds.items():
         truth, top = exact_top(queries, ids, vectors)
         out[f"{kind} cosine top1 / top10 / median"] = cosine_spread(queries, top, vectors, sample)
         for nprobe in probes:

@@ -183,14 +183,19 @@ def test_filtered_top_k_is_brute_force_at_a_million(tmp_path: Path, million, sha
 
 
 class RecordingIndex:
-    """A FAISS index that records how many hits each search asks its codes for."""
+    """A FAISS index that records how many hits each search asks its codes for (`asked`), and the lists (IVF) or
+    beam (HNSW) it was given (`widths`)."""
 
     def __init__(self, inner: object) -> None:
         self.inner = inner
         self.asked: list[int] = []
+        self.widths: list[int] = []
 
     def search(self, q: npt.NDArray[np.float32], k: int, params: object = None) -> object:
         self.asked.append(k)
+        width = getattr(params, "nprobe", None) or getattr(params, "efSearch", None)
+        if width is not None:
+            self.widths.append(int(width))
         return self.inner.search(q, k, params=params)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:

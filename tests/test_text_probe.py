@@ -7,28 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from retrieval import query as engine
 from retrieval.index import faiss_types as types
+from tests.test_exact_filtered import RecordingIndex
 from tests.test_index_types import fill, typed
-
-
-class RecordingIndex:
-    """A FAISS index that records the lists (IVF) or beam (HNSW) each search was given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.widths: list[int] = []
-
-    def search(self, q: npt.NDArray[np.float32], k: int, params: Any = None) -> Any:
-        self.widths.append(int(params.nprobe if hasattr(params, "nprobe") else params.efSearch))
-        return self.inner.search(q, k, params=params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("index_type", ["ivf-sq8", "hnsw"])
