@@ -113,3 +113,22 @@ def test_every_benchmark_prints_the_cpu_line() -> None:
     scripts = [p for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text()]
     assert len(scripts) >= 15
     assert [p.name for p in scripts if "cpu_line(" not in p.read_text()] == []
+
+
+def test_a_stand_in_takes_a_text_tower_of_any_size(tmp_path: Path) -> None:
+    """bench/text_encoder.py times MedSigLIP's full-size text tower on a stand-in built with `text`: the sizes
+    reach the saved model, it loads with the Auto classes, and its texts embed to unit vectors of the image width."""
+    from retrieval.encoders.medsiglip import MedSigLIPEncoder
+    from retrieval.encoders.standin import TextTower, build_standin_model
+
+    tower = TextTower(width=48, layers=3, heads=4, intermediate=96)
+    model_dir = build_standin_model(tmp_path / "model", width=40, layers=1, heads=2, text=tower)
+    encoder = MedSigLIPEncoder(str(model_dir), "cpu", "fp32")
+    encoder.load()
+    text_config = encoder.torch_model.config.text_config
+    sizes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    assert tuple(getattr(text_config, name) for name in sizes) == tuple(tower)
+    vectors = encoder.encode_texts(["right lower lobe consolidation", "no acute abnormality"])
+    assert vectors.shape == (2, 40)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])

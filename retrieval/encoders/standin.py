@@ -5,8 +5,22 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from retrieval.encoders.medsiglip import STANDIN_MARKER, TEXT_MAX_LENGTH
+
+
+class TextTower(NamedTuple):
+    """The sizes of a stand-in's text tower."""
+
+    width: int
+    layers: int
+    heads: int
+    intermediate: int
+
+
+TINY_TEXT = TextTower(width=32, layers=1, heads=2, intermediate=64)  # the tests' text tower
+FULL_TEXT = TextTower(width=1152, layers=27, heads=16, intermediate=4304)  # MedSigLIP's (SigLIP so400m's) text tower
 
 _CORPUS = [
     "chest x-ray showing right lower lobe consolidation",
@@ -33,8 +47,10 @@ def build_standin_model(
     image_size: int = 448,
     patch_size: int = 14,
     seed: int = 0,
+    text: TextTower | None = None,
 ) -> Path:
-    """Build and save a random SigLIP (model, processor, tokenizer) that loads with the Auto classes."""
+    """Build and save a random SigLIP (model, processor, tokenizer) that loads with the Auto classes. The text
+    tower is the tiny test one unless `text` sizes it (bench/text_encoder.py: MedSigLIP's full-size text tower)."""
     import sentencepiece as spm
     import torch
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor, SiglipTokenizer
@@ -62,13 +78,14 @@ def build_standin_model(
         tokenizer = SiglipTokenizer(vocab_file=str(spm_path), model_max_length=TEXT_MAX_LENGTH)
     finally:
         spm_path.unlink(missing_ok=True)
+    tower = text or TINY_TEXT
     config = SiglipConfig(
         text_config={
             "vocab_size": tokenizer.vocab_size,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
+            "hidden_size": tower.width,
+            "intermediate_size": tower.intermediate,
+            "num_hidden_layers": tower.layers,
+            "num_attention_heads": tower.heads,
             "max_position_embeddings": TEXT_MAX_LENGTH,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
