@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ from api.routes import (
 from api.state import ServiceState
 from api.strict import reject_unknown_parameters
 from api.views import check_template
+from api.worker_balance import WORKER_LOADS, WorkerBalance
 from retrieval.collection import Collection, build_encoder
 from retrieval.encoders.base import Encoder
 from retrieval.summarize.factory import build_summary_service, check_settings
@@ -132,4 +134,7 @@ def app_from_environment() -> FastAPI:
     """The app of one worker process of `serve --workers N` (uvicorn's factory): settings from MEDSEARCH_*, as the
     parent checked them; each worker opens the collection itself in its lifespan."""
     configure_service_logs()
-    return create_app(ServiceSettings())
+    app = create_app(ServiceSettings())
+    if loads := os.environ.get(WORKER_LOADS):  # `serve --workers N`: spread the busy connections (outermost)
+        app.add_middleware(WorkerBalance, folder=Path(loads))
+    return app

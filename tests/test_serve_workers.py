@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +74,78 @@ def test_two_workers_each_answer(tmp_path: Path, tiny_model: Path) -> None:
         assert hits[0] == hits[1] and hits[0]  # the same collection behind both
         started = {line for line in server.stderr().splitlines() if "Started server process" in line}
         assert len(started) == 2, server.stderr()[-2000:]  # and neither was killed as hung and replaced
+
+
+def _worker_of(client_port: int, server_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the server's end of the connection from `client_port` (by its socket inode)."""
+    inodes = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port
+    ]
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in {f"socket:[{inode}]" for inode in inodes}:
+                    return pid
+    return None
+
+
+def test_four_busy_connections_on_one_worker_end_up_two_on_each(tmp_path: Path, tiny_model: Path) -> None:
+    """The kernel hands connections to whichever worker accepts first, and keep-alive keeps them there: here all four
+    land on one worker (the other frozen while they connect). Under load, that worker asks two to reconnect
+    (`Connection: close`, api/worker_balance.py) and they land on the other: two busy connections per core."""
+    data = tmp_path / "data"
+    collection = Collection(make_settings(data, tiny_model))
+    try:
+        assert run_index(collection, [SAMPLES], IndexOptions(workers=0)).indexed > 0
+    finally:
+        collection.close()
+    with running_server(service_env(data, tiny_model), tmp_path / "logs", is_ready, args=("--workers", "2")) as server:
+        deadline = time.monotonic() + 120
+        while len(workers := _workers(server.proc.pid)) < 2:
+            assert time.monotonic() < deadline, server.stderr()[-2000:]
+            time.sleep(0.2)
+        for alive in workers:  # both workers up and answering
+            with stopped([w for w in workers if w != alive]):
+                assert _answers(server.url, time.monotonic() + 120).status_code == 200
+        connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(4)]
+        path = "/v1/images/1/similar?k=3"
+
+        def ask(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+            return response
+
+        def kept(connection: http.client.HTTPConnection) -> int:
+            """Ask until the answer keeps the connection open; how many answers closed it."""
+            closed = 0
+            while ask(connection).getheader("connection") == "close":
+                closed += 1
+            return closed
+
+        with stopped(workers[1:]):  # all four connect and are answered by the first worker (a reconnection too)
+            for connection in connections:
+                kept(connection)
+        first = {_worker_of(c.sock.getsockname()[1], server.port, workers) for c in connections}
+        assert first == {workers[0]}
+        moved = [0] * 4
+
+        def load(n: int) -> None:
+            until = time.monotonic() + 4.0
+            while time.monotonic() < until:
+                moved[n] += ask(connections[n]).getheader("connection") == "close"
+            moved[n] += kept(connections[n])  # end on a connection that stays
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        holders = [_worker_of(c.sock.getsockname()[1], server.port, workers) for c in connections]
+        for connection in connections:
+            connection.close()
+        assert sorted(holders.count(w) for w in workers) == [2, 2], (holders, moved)
+        assert sum(moved) >= 2  # at least the two sent away (a reconnection may land on the busy worker again)

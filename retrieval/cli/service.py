@@ -11,8 +11,9 @@ from retrieval.errors import MedsearchError, SettingsError
 
 WORKER_PING_SECONDS = 60
 WORKERS_HELP = (
-    "Worker processes answering on the one port (one per core for several users at once). Each opens the "
-    "collection itself: set MEDSEARCH_INDEX_MMAP=1 to share the index and vectors' pages (docs/deployment.md)."
+    "Worker processes answering on the one port (one per core for several users at once; busy connections are "
+    "spread over them). Each opens the collection itself: set MEDSEARCH_INDEX_MMAP=1 to share the index and "
+    "vectors' pages (docs/deployment.md)."
 )
 
 
@@ -25,12 +26,16 @@ def serve(
 ) -> None:
     """Run the REST API and the web page (uvicorn); refuses to bind beyond loopback without API keys."""
     import os
+    import shutil
+    import tempfile
+    from pathlib import Path
 
     import uvicorn
 
     from api.access_log import configure_service_logs, log_config
     from api.app import create_app
     from api.config import ServiceSettings
+    from api.worker_balance import WORKER_LOADS, prepare_folder
 
     settings = ServiceSettings()
     updates: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port), ("data_dir", data_dir)) if v}
@@ -45,19 +50,24 @@ def serve(
     if workers > 1:  # uvicorn starts the processes; each builds its app from the environment
         if data_dir:
             os.environ["MEDSEARCH_DATA_DIR"] = str(data_dir)
-        target = "api.app:app_from_environment"
-        uvicorn.run(
-            target,
-            factory=True,
-            workers=workers,
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            log_config=log_config(),
-            # a worker answers uvicorn's ping from a thread that needs the GIL: importing the model's libraries at
-            # start, or a long encode, can hold it past the default 5 s, and the worker would be killed as hung
-            timeout_worker_healthcheck=WORKER_PING_SECONDS,
-        )
+        loads = Path(tempfile.mkdtemp(prefix="medsearch-workers-"))  # where the workers share their loads
+        prepare_folder(loads, workers)
+        os.environ[WORKER_LOADS] = str(loads)
+        try:
+            uvicorn.run(
+                "api.app:app_from_environment",
+                factory=True,
+                workers=workers,
+                host=settings.host,
+                port=settings.port,
+                log_level="info",
+                log_config=log_config(),
+                # a worker answers uvicorn's ping from a thread that needs the GIL: importing the model's libraries
+                # at start, or a long encode, can hold it past the default 5 s, and the worker would be killed as hung
+                timeout_worker_healthcheck=WORKER_PING_SECONDS,
+            )
+        finally:
+            shutil.rmtree(loads, ignore_errors=True)
         return
     configure_service_logs()
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="info", log_config=log_config())
