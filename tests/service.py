@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,28 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The serving children of uvicorn's parent process (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def worker_holding(client_port: int, server_port: int, workers: list[int]) -> int | None:
+    """The worker process holding the server's end of the connection from `client_port` (by its socket inode)."""
+    inodes = [
+        fields[9]
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port
+    ]
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with suppress(OSError):
+                if os.readlink(fd) in targets:
+                    return pid
+    return None
 
 
 def is_ready(response: httpx.Response) -> bool:

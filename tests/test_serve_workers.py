@@ -17,15 +17,9 @@ import pytest
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.collection import Collection
 from tests.conftest import SAMPLES, make_settings
-from tests.service import is_ready, running_server, service_env
+from tests.service import Server, is_ready, running_server, service_env, worker_holding, worker_pids
 
 pytestmark = pytest.mark.e2e  # a live `medsearch serve` with worker processes (not in `make test-fast`)
-
-
-def _workers(pid: int) -> list[int]:
-    """The serving children of uvicorn's parent process (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 @contextlib.contextmanager
@@ -51,19 +45,25 @@ def _answers(url: str, deadline: float) -> httpx.Response:
         time.sleep(0.3)
 
 
-def test_two_workers_each_answer(tmp_path: Path, tiny_model: Path) -> None:
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, tiny_model: Path) -> Iterator[tuple[Server, list[int]]]:
+    """`serve --workers 2` on an indexed collection, once both worker processes run: (server, their pids)."""
     data = tmp_path / "data"
     collection = Collection(make_settings(data, tiny_model))
     try:
         assert run_index(collection, [SAMPLES], IndexOptions(workers=0)).indexed > 0
     finally:
         collection.close()
-    env = service_env(data, tiny_model)
-    with running_server(env, tmp_path / "logs", is_ready, args=("--workers", "2")) as server:
+    with running_server(service_env(data, tiny_model), tmp_path / "logs", is_ready, args=("--workers", "2")) as server:
         deadline = time.monotonic() + 120
-        while len(workers := _workers(server.proc.pid)) < 2:
+        while len(workers := worker_pids(server.proc.pid)) < 2:
             assert time.monotonic() < deadline, server.stderr()[-2000:]
             time.sleep(0.2)
+        yield server, workers
+
+
+def test_two_workers_each_answer(tmp_path: Path, tiny_model: Path) -> None:
+    with two_workers(tmp_path, tiny_model) as (server, workers):
         assert len(workers) == 2, workers
         hits = []
         for alive in workers:  # the other worker frozen: this one alone accepts and answers
@@ -76,36 +76,11 @@ def test_two_workers_each_answer(tmp_path: Path, tiny_model: Path) -> None:
         assert len(started) == 2, server.stderr()[-2000:]  # and neither was killed as hung and replaced
 
 
-def _worker_of(client_port: int, server_port: int, workers: list[int]) -> int | None:
-    """The worker process holding the server's end of the connection from `client_port` (by its socket inode)."""
-    inodes = [
-        fields[9]
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port
-    ]
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) in {f"socket:[{inode}]" for inode in inodes}:
-                    return pid
-    return None
-
-
 def test_four_busy_connections_on_one_worker_end_up_two_on_each(tmp_path: Path, tiny_model: Path) -> None:
     """The kernel hands connections to whichever worker accepts first, and keep-alive keeps them there: here all four
     land on one worker (the other frozen while they connect). Under load, that worker asks two to reconnect
     (`Connection: close`, api/worker_balance.py) and they land on the other: two busy connections per core."""
-    data = tmp_path / "data"
-    collection = Collection(make_settings(data, tiny_model))
-    try:
-        assert run_index(collection, [SAMPLES], IndexOptions(workers=0)).indexed > 0
-    finally:
-        collection.close()
-    with running_server(service_env(data, tiny_model), tmp_path / "logs", is_ready, args=("--workers", "2")) as server:
-        deadline = time.monotonic() + 120
-        while len(workers := _workers(server.proc.pid)) < 2:
-            assert time.monotonic() < deadline, server.stderr()[-2000:]
-            time.sleep(0.2)
+    with two_workers(tmp_path, tiny_model) as (server, workers):
         for alive in workers:  # both workers up and answering
             with stopped([w for w in workers if w != alive]):
                 assert _answers(server.url, time.monotonic() + 120).status_code == 200
@@ -129,7 +104,7 @@ def test_four_busy_connections_on_one_worker_end_up_two_on_each(tmp_path: Path, 
         with stopped(workers[1:]):  # all four connect and are answered by the first worker (a reconnection too)
             for connection in connections:
                 kept(connection)
-        first = {_worker_of(c.sock.getsockname()[1], server.port, workers) for c in connections}
+        first = {worker_holding(c.sock.getsockname()[1], server.port, workers) for c in connections}
         assert first == {workers[0]}
         moved = [0] * 4
 
@@ -144,7 +119,7 @@ def test_four_busy_connections_on_one_worker_end_up_two_on_each(tmp_path: Path, 
             thread.start()
         for thread in threads:
             thread.join()
-        holders = [_worker_of(c.sock.getsockname()[1], server.port, workers) for c in connections]
+        holders = [worker_holding(c.sock.getsockname()[1], server.port, workers) for c in connections]
         for connection in connections:
             connection.close()
         assert sorted(holders.count(w) for w in workers) == [2, 2], (holders, moved)
