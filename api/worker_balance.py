@@ -1,13 +1,13 @@
 """`serve --workers N`: a worker serving more than its share of the busy connections asks one to reconnect.
 
 The kernel hands each new connection to whichever worker accepts it first, and a keep-alive connection stays there:
-four connections opened at once landed 2/2 on two workers in only 6 of 30 trials (3/1: 17, 4/0: 7), so four busy
-clients often shared one core. Each worker notes in a small file how many connections sent it a request in the last
-ACTIVE_SECONDS and, on a request, at most every SHARE_SECONDS, reads its peers' files. A worker above its share (the
-busy connections over N, rounded up) answers one request per connection above it with `Connection: close`; the
-client reconnects (every HTTP client does so by itself), and the new connection usually lands on a less busy worker,
-the busy one being in the middle of its requests. A reconnection costs the client one TCP handshake (one network
-round trip).
+four connections opened at once landed 2/2 on two workers in only 6 of 30 trials (3/1: 17, 4/0: 7), and in a 4/0
+split four busy clients shared one core. Each worker notes in a small file how many connections sent it a request
+in the last ACTIVE_SECONDS and, on a request, at most every SHARE_SECONDS, reads its peers' files. A worker above
+its share (the busy connections over N, rounded up) answers one request per connection above it with `Connection:
+close`; the client reconnects (every HTTP client does so by itself), and the new connection usually lands on a less
+busy worker, the busy one being in the middle of its requests. A reconnection costs the client one TCP handshake
+(one network round trip).
 """
 
 from __future__ import annotations
