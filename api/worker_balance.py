@@ -37,11 +37,10 @@ def prepare_folder(folder: Path, workers: int) -> None:
     (folder / WORKERS_FILE).write_text(str(workers))
 
 
-def share(folder: Path, mine: int, me: str, now: float) -> tuple[int, int]:
-    """Write this worker's count of busy connections; (busy connections of every worker, N)."""
+def share(folder: Path, mine: int, me: str, now: float) -> int:
+    """Write this worker's count of busy connections; the busy connections of every worker."""
     (folder / f"{me}.tmp").write_text(f"{mine} {now}")
     os.replace(folder / f"{me}.tmp", folder / me)  # a peer never reads half a line
-    workers = int((folder / WORKERS_FILE).read_text())
     total = 0
     for entry in os.scandir(folder):
         if entry.name in (WORKERS_FILE, me) or entry.name.endswith(".tmp"):
@@ -52,7 +51,7 @@ def share(folder: Path, mine: int, me: str, now: float) -> tuple[int, int]:
             continue
         if now - float(written) <= STALE_SECONDS:
             total += int(count)
-    return total + mine, workers
+    return total + mine
 
 
 class WorkerBalance:
@@ -63,6 +62,7 @@ class WorkerBalance:
         self.folder = folder
         self.clock = clock
         self.me = str(os.getpid())
+        self.workers = int((folder / WORKERS_FILE).read_text())  # N: fixed for the life of `serve`
         self.busy: dict[tuple[str, int], float] = {}  # connection (client address, port) -> its last request
         self.next_share = 0.0
         self.above = 0  # connections to send away (the count above the share at the last exchange)
@@ -87,11 +87,11 @@ class WorkerBalance:
         self.next_share = now + SHARE_SECONDS
         self.busy = {c: last for c, last in self.busy.items() if now - last <= ACTIVE_SECONDS}
         try:
-            total, workers = share(self.folder, len(self.busy), self.me, now)
+            total = share(self.folder, len(self.busy), self.me, now)
         except (OSError, ValueError):  # the folder is gone (shutting down): nothing to balance
             self.above = 0
             return
-        self.above = max(0, len(self.busy) - math.ceil(total / max(1, workers)))
+        self.above = max(0, len(self.busy) - math.ceil(total / max(1, self.workers)))
 
 
 def _closing(send: Send) -> Send:

@@ -57,6 +57,15 @@ BASELINE = "torch-eager"  # speed reference: the issue's "torch fp32 eager"
 REFERENCE = "torch-sdpa"  # cosine reference: the product's torch fp32 (eager attention gives the same to ~1e-6)
 
 
+def rerun_capped(isa: str | None, script: str, argv: list[str] | None) -> None:
+    """Run `script` again with `isa`'s caps in the environment unless they are in force already: the libraries read
+    them when they load, so they must be set before any is imported."""
+    caps = ISA_CAPS.get(isa or "", {})
+    if caps and any(os.environ.get(k) != v for k, v in caps.items()):
+        again = [sys.executable, script, *(argv if argv is not None else sys.argv[1:])]
+        os.execve(sys.executable, again, {**os.environ, **caps})
+
+
 def architecture(model_dir: Path) -> str:
     """The vision tower measured, from the model's own config (a --full-model folder may be any size)."""
     vision = json.loads((model_dir / "config.json").read_text())["vision_config"]
@@ -181,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--calibration", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    caps = ISA_CAPS.get(args.isa or "", {})
-    if caps and any(os.environ.get(k) != v for k, v in caps.items()):  # set before any library loads: run again
-        again = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])]
-        os.execve(sys.executable, again, {**os.environ, **caps})
+    rerun_capped(args.isa, __file__, argv)
     if args.ungated:  # the product keeps an int8 scheme only at MIN_INT8_COSINE; here every scheme is measured
         ov_encoder.MIN_INT8_COSINE = -1.0
     if args.child:

@@ -14,7 +14,6 @@ Random weights (no model hub here): the times are the real tower's, the cosines 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from encoder import ISA_CAPS, torch_runs  # type: ignore[import-not-found]
+from encoder import ISA_CAPS, rerun_capped, torch_runs  # type: ignore[import-not-found]
 from machine import cpu_line  # type: ignore[import-not-found]
 
 from retrieval.encoders.medsiglip import MedSigLIPEncoder
@@ -82,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--isa", choices=sorted(ISA_CAPS), help="cap every library's kernels at this instruction set")
     parser.add_argument("--full-model", type=Path, help="reuse a stand-in with the full-size text tower built here")
     args = parser.parse_args(argv)
-    caps = ISA_CAPS.get(args.isa or "", {})
-    if caps and any(os.environ.get(k) != v for k, v in caps.items()):  # set before any library loads: run again
-        os.execve(sys.executable, [sys.executable, __file__, *(argv or sys.argv[1:])], {**os.environ, **caps})
+    rerun_capped(args.isa, __file__, argv)
     print(cpu_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="medsearch-text-bench-") as tmp:
         model_dir = args.full_model
